@@ -1,0 +1,58 @@
+//! Build script: makes the moontune binary find libtorch on its own.
+//!
+//! torch-sys (which links libtorch) publishes the libtorch directory it found as
+//! `DEP_TCH_LIBTORCH_LIB`; we embed it as an rpath so that the binary runs without
+//! LD_LIBRARY_PATH, and link `libtorch_cuda.so` with `--no-as-needed` so that the linker does
+//! not drop it (nothing references it by symbol, yet without it CUDA reads as unavailable).
+//! It also lists the Lua standard library (stdlib/) for release builds to embed.
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    embed_stdlib();
+    link_libtorch();
+}
+
+/// Writes `stdlib_files.rs`: an array of (relative path, include_str!) for every stdlib file.
+fn embed_stdlib() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("stdlib");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            println!("cargo:rerun-if-changed={}", path.display());
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "lua") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from("[\n");
+    for path in files {
+        let relative = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+        code.push_str(&format!("    ({relative:?}, include_str!({:?})),\n", path.display().to_string()));
+    }
+    code.push(']');
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("stdlib_files.rs");
+    std::fs::write(out, code).unwrap();
+}
+
+fn link_libtorch() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        println!("cargo:warning=torch-sys did not report a libtorch directory; no rpath embedded");
+        return;
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-env=MOONTUNE_LIBTORCH_DIR={lib_dir}");
+    if Path::new(&lib_dir).join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-L{lib_dir}");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+}

@@ -1,0 +1,15 @@
+//! moontune: a native runtime that embeds Lua 5.4 and exposes libtorch tensors, autograd,
+//! modules, optimizers and a training loop to recipes written in Lua.
+//!
+//! Layers (see DESIGN.md): `lua` binds the Rust core (`tensor`, `nn`, `optim`, `checkpoint`) to
+//! scripts; `run` owns the recipe loop and its events; `ui` shows them; `commands` are the CLI's
+//! other verbs.
+
+pub mod checkpoint;
+pub mod commands;
+pub mod lua;
+pub mod nn;
+pub mod optim;
+pub mod run;
+pub mod tensor;
+pub mod ui;

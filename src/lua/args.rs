@@ -1,0 +1,118 @@
+//! Conversions shared by the bindings: Lua errors that name the call, option tables read with
+//! serde (unknown keys rejected), shapes and dims given as numbers or sequences.
+
+use std::fmt::Display;
+
+use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
+use serde::de::DeserializeOwned;
+
+/// A Lua error for a misuse of `call`: `"call: what was wrong"`.
+pub fn misuse(call: &str, err: impl Display) -> mlua::Error {
+    mlua::Error::RuntimeError(format!("{call}: {}", concise(&err.to_string())))
+}
+
+/// libtorch messages carry a C++ backtrace after the first lines; keep what a user can act on.
+fn concise(message: &str) -> String {
+    let cut = message.find("\nException raised from").unwrap_or(message.len());
+    let text = message[..cut].trim();
+    let text = text.strip_prefix("Internal torch error: ").unwrap_or(text);
+    text.to_string()
+}
+
+/// Turns any error into a Lua error naming the call.
+pub trait OrMisuse<T> {
+    fn or_misuse(self, call: &str) -> mlua::Result<T>;
+}
+
+impl<T, E: Display> OrMisuse<T> for Result<T, E> {
+    fn or_misuse(self, call: &str) -> mlua::Result<T> {
+        self.map_err(|e| misuse(call, e))
+    }
+}
+
+/// Reads an options table into `T` (declared with `deny_unknown_fields`); `nil` gives defaults.
+pub fn options<T: DeserializeOwned + Default>(
+    lua: &Lua,
+    call: &str,
+    table: Option<Table>,
+) -> mlua::Result<T> {
+    match table {
+        None => Ok(T::default()),
+        Some(table) => lua.from_value(Value::Table(table)).map_err(|e| misuse(call, format!("bad options: {e}"))),
+    }
+}
+
+/// Reads a list of integers given either as leading numbers (`zeros(2, 3)`) or as one sequence
+/// (`zeros{2, 3}`); returns them and the remaining arguments.
+pub fn int_list(call: &str, args: MultiValue) -> mlua::Result<(Vec<i64>, Vec<Value>)> {
+    let mut args: Vec<Value> = args.into_iter().collect();
+    let mut list = Vec::new();
+    if let Some(Value::Table(t)) = args.first() {
+        if t.raw_len() > 0 || t.is_empty() {
+            for v in t.sequence_values::<Value>() {
+                list.push(integer(call, &v?)?);
+            }
+            args.remove(0);
+            return Ok((list, args));
+        }
+    }
+    while let Some(v) = args.first() {
+        match v {
+            Value::Integer(_) | Value::Number(_) => {
+                list.push(integer(call, v)?);
+                args.remove(0);
+            }
+            _ => break,
+        }
+    }
+    Ok((list, args))
+}
+
+/// A Lua number that must be an integer (a dim, a size, an index).
+pub fn integer(call: &str, v: &Value) -> mlua::Result<i64> {
+    match v {
+        Value::Integer(i) => Ok(*i),
+        Value::Number(n) if n.fract() == 0.0 && n.is_finite() => Ok(*n as i64),
+        other => Err(misuse(call, format!("expected an integer, got {}", describe(other)))),
+    }
+}
+
+/// A short description of a Lua value for error messages.
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::Nil => "nil".into(),
+        Value::Boolean(b) => format!("boolean {b}"),
+        Value::Integer(i) => format!("integer {i}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string '{}'", s.to_string_lossy()),
+        Value::Table(_) => "a table".into(),
+        Value::Function(_) => "a function".into(),
+        Value::UserData(ud) => {
+            if ud.is::<super::tensor::LuaTensor>() {
+                "a tensor".into()
+            } else {
+                "a userdata".into()
+            }
+        }
+        other => other.type_name().to_string(),
+    }
+}
+
+/// Takes the trailing options table (if the last argument is a table) off an argument list.
+pub fn trailing_options(args: &mut Vec<Value>) -> Option<Table> {
+    match args.last() {
+        Some(Value::Table(_)) => match args.pop() {
+            Some(Value::Table(t)) => Some(t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Fails when arguments are left over that the call does not take.
+pub fn no_more(call: &str, args: &[Value]) -> mlua::Result<()> {
+    match args.first() {
+        None => Ok(()),
+        Some(v) => Err(misuse(call, format!("unexpected extra argument {}", describe(v)))),
+    }
+}

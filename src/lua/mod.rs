@@ -1,0 +1,19 @@
+//! Bindings: the Rust core seen from Lua. Thin userdata newtypes and module tables; the logic
+//! lives in the core modules.
+
+pub mod args;
+pub mod memory;
+pub mod module;
+pub mod nn;
+pub mod optim;
+pub mod runtime;
+pub mod sched;
+pub mod serialize;
+pub mod stdlib;
+pub mod tensor;
+pub mod tensor_create;
+pub mod tensor_methods;
+pub mod values;
+
+pub use runtime::{load_file, new_lua, route_print};
+pub use tensor::LuaTensor;

@@ -1,0 +1,46 @@
+//! The native module table (`require "moontune.core"`), which stdlib/moontune/init.lua extends
+//! into what recipes get from `require "moontune"`.
+
+use mlua::{Lua, Table, Value, Variadic};
+
+use super::{nn, optim, sched, serialize, tensor_create};
+
+/// Joins values as `print` does (tab-separated `tostring`s).
+pub fn join_for_print(lua: &Lua, values: Variadic<Value>) -> mlua::Result<String> {
+    let tostring: mlua::Function = lua.globals().get("tostring")?;
+    let parts = values.into_iter().map(|v| tostring.call::<String>(v)).collect::<mlua::Result<Vec<_>>>()?;
+    Ok(parts.join("\t"))
+}
+
+fn device_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("cuda_available", lua.create_function(|_, ()| Ok(tch::Cuda::is_available()))?)?;
+    t.set("cuda_count", lua.create_function(|_, ()| Ok(tch::Cuda::device_count()))?)?;
+    t.set("best", lua.create_function(|_, ()| Ok(if tch::Cuda::is_available() { "cuda" } else { "cpu" }))?)?;
+    Ok(t)
+}
+
+pub fn create(lua: &Lua) -> mlua::Result<Table> {
+    let mt = lua.create_table()?;
+    mt.set("version", env!("CARGO_PKG_VERSION"))?;
+    mt.set("tensor", tensor_create::create_table(lua)?)?;
+    mt.set("nn", nn::create_table(lua)?)?;
+    mt.set("optim", optim::create_table(lua)?)?;
+    mt.set("sched", sched::create_table(lua)?)?;
+    mt.set("device", device_table(lua)?)?;
+    mt.set("save", lua.create_function(serialize::save)?)?;
+    mt.set("load", lua.create_function(serialize::load)?)?;
+    mt.set("no_grad", tensor_create::no_grad(lua)?)?;
+    mt.set("manual_seed", lua.create_function(|lua, seed: i64| {
+        tch::manual_seed(seed);
+        let randomseed: mlua::Function = lua.globals().get::<Table>("math")?.get("randomseed")?;
+        randomseed.call::<()>(seed)
+    })?)?;
+    mt.set("memory", lua.create_function(|lua, ()| {
+        let t = lua.create_table()?;
+        t.set("tensor_bytes", super::memory::live_bytes())?;
+        t.set("lua_bytes", lua.used_memory())?;
+        Ok(t)
+    })?)?;
+    Ok(mt)
+}

@@ -1,0 +1,145 @@
+//! The native part of `mt.nn`: `functional` (losses, linear, embedding, norms, dropout,
+//! attention, activations) and `init`. The module classes are Lua (stdlib/moontune/nn.lua).
+
+use mlua::{AnyUserData, Lua, ObjectLike, Table, Value};
+use serde::Deserialize;
+
+use super::args::{int_list, misuse, options, OrMisuse};
+use super::tensor::{in_place, tensor_arg, wrap_result, LuaTensor};
+use crate::nn::functional::{self as F, AttentionOptions, Reduction};
+use crate::nn::init;
+
+fn optional_tensor(call: &str, v: &Value) -> mlua::Result<Option<tch::Tensor>> {
+    match v {
+        Value::Nil => Ok(None),
+        other => Ok(Some(tensor_arg(call, other)?)),
+    }
+}
+
+fn shape_arg(call: &str, v: Value) -> mlua::Result<Vec<i64>> {
+    Ok(int_list(call, mlua::MultiValue::from_iter([v]))?.0)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CrossEntropyOptions {
+    /// Target id that does not count (default -100, as PyTorch).
+    ignore_index: Option<i64>,
+    /// Mass moved uniformly onto all classes (0 = none).
+    label_smoothing: Option<f64>,
+    /// "mean" (default), "sum" or "none".
+    reduction: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReductionOptions {
+    reduction: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AttentionLuaOptions {
+    dropout_p: Option<f64>,
+    is_causal: Option<bool>,
+    scale: Option<f64>,
+    enable_gqa: Option<bool>,
+}
+
+fn functional(lua: &Lua) -> mlua::Result<Table> {
+    let f = lua.create_table()?;
+    f.set("cross_entropy", lua.create_function(|lua, (input, target, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.cross_entropy";
+        let o: CrossEntropyOptions = options(lua, call, opts)?;
+        let reduction = Reduction::parse(o.reduction.as_deref().unwrap_or("mean")).or_misuse(call)?;
+        let out = F::cross_entropy(&tensor_arg(call, &input)?, &tensor_arg(call, &target)?, o.ignore_index.unwrap_or(-100), o.label_smoothing.unwrap_or(0.0), reduction);
+        wrap_result(lua, call, out)
+    })?)?;
+    f.set("mse_loss", lua.create_function(|lua, (input, target, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.mse_loss";
+        let o: ReductionOptions = options(lua, call, opts)?;
+        let reduction = Reduction::parse(o.reduction.as_deref().unwrap_or("mean")).or_misuse(call)?;
+        wrap_result(lua, call, F::mse_loss(&tensor_arg(call, &input)?, &tensor_arg(call, &target)?, reduction))
+    })?)?;
+    f.set("linear", lua.create_function(|lua, (x, w, b): (Value, Value, Value)| {
+        let call = "nn.functional.linear";
+        let b = optional_tensor(call, &b)?;
+        wrap_result(lua, call, F::linear(&tensor_arg(call, &x)?, &tensor_arg(call, &w)?, b.as_ref()))
+    })?)?;
+    f.set("embedding", lua.create_function(|lua, (ids, w, padding_idx): (Value, Value, Option<i64>)| {
+        let call = "nn.functional.embedding";
+        wrap_result(lua, call, F::embedding(&tensor_arg(call, &ids)?, &tensor_arg(call, &w)?, padding_idx))
+    })?)?;
+    f.set("layer_norm", lua.create_function(|lua, (x, shape, w, b, eps): (Value, Value, Value, Value, Option<f64>)| {
+        let call = "nn.functional.layer_norm";
+        let (w, b) = (optional_tensor(call, &w)?, optional_tensor(call, &b)?);
+        let out = F::layer_norm(&tensor_arg(call, &x)?, &shape_arg(call, shape)?, w.as_ref(), b.as_ref(), eps.unwrap_or(1e-5));
+        wrap_result(lua, call, out)
+    })?)?;
+    f.set("rms_norm", lua.create_function(|lua, (x, shape, w, eps): (Value, Value, Value, Option<f64>)| {
+        let call = "nn.functional.rms_norm";
+        let w = optional_tensor(call, &w)?;
+        wrap_result(lua, call, F::rms_norm(&tensor_arg(call, &x)?, &shape_arg(call, shape)?, w.as_ref(), eps))
+    })?)?;
+    f.set("dropout", lua.create_function(|lua, (x, p, train): (Value, Option<f64>, Option<bool>)| {
+        let call = "nn.functional.dropout";
+        wrap_result(lua, call, F::dropout(&tensor_arg(call, &x)?, p.unwrap_or(0.5), train.unwrap_or(true)))
+    })?)?;
+    f.set("scaled_dot_product_attention", lua.create_function(|lua, (q, k, v, mask, opts): (Value, Value, Value, Value, Option<Table>)| {
+        let call = "nn.functional.scaled_dot_product_attention";
+        let o: AttentionLuaOptions = options(lua, call, opts)?;
+        let mask = optional_tensor(call, &mask)?;
+        let attention = AttentionOptions {
+            mask: mask.as_ref(),
+            dropout_p: o.dropout_p.unwrap_or(0.0),
+            is_causal: o.is_causal.unwrap_or(false),
+            scale: o.scale,
+            enable_gqa: o.enable_gqa.unwrap_or(false),
+        };
+        wrap_result(lua, call, F::scaled_dot_product_attention(&tensor_arg(call, &q)?, &tensor_arg(call, &k)?, &tensor_arg(call, &v)?, &attention))
+    })?)?;
+    // Activations, as functions of a tensor (the same ops as the tensor methods).
+    for name in ["relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax"] {
+        let method = name;
+        f.set(name, lua.create_function(move |_, (x, arg): (AnyUserData, Value)| {
+            if !x.is::<LuaTensor>() {
+                return Err(misuse(&format!("nn.functional.{method}"), "expected a tensor"));
+            }
+            x.call_method::<Value>(method, arg)
+        })?)?;
+    }
+    Ok(f)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KaimingOptions {
+    /// Negative slope of the rectifier after this layer (√5 for nn.Linear's default).
+    a: Option<f64>,
+}
+
+fn init_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("kaiming_uniform_", lua.create_function(|lua, (ud, opts): (AnyUserData, Option<Table>)| {
+        let call = "nn.init.kaiming_uniform_";
+        let o: KaimingOptions = options(lua, call, opts)?;
+        in_place(call, &ud, |t| {
+            init::kaiming_uniform_(t, o.a.unwrap_or(0.0)).map(|_| t.shallow_clone())
+        })
+    })?)?;
+    t.set("uniform_fan_in_", lua.create_function(|_, (ud, fan_in): (AnyUserData, i64)| {
+        let call = "nn.init.uniform_fan_in_";
+        in_place(call, &ud, |t| {
+            init::uniform_fan_in_(t, fan_in).map(|_| t.shallow_clone())
+        })
+    })?)?;
+    Ok(t)
+}
+
+/// The native `nn` table: `{ functional = …, init = … }`.
+pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
+    let nn = lua.create_table()?;
+    nn.set("functional", functional(lua)?)?;
+    nn.set("init", init_table(lua)?)?;
+    Ok(nn)
+}

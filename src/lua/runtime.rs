@@ -1,0 +1,112 @@
+//! Making a Lua VM for moontune, in stages: standard libraries, the native module, the stdlib
+//! searcher (stdlib/ on disk in debug builds, embedded in release), the recipe's folder first on
+//! `package.path`, and `print` routed to a sink (stdout, or the run's event channel).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use mlua::{Function, Lua, LuaOptions, StdLib, Table, Value, Variadic};
+
+use super::{module, stdlib};
+
+/// Where `print` and `mt.log` output goes.
+pub type PrintSink = Box<dyn Fn(String) + Send>;
+
+/// A fresh VM with `require "moontune"` available, and modules beside `script_dir` found first.
+pub fn new_lua(script_dir: Option<&Path>) -> Result<Lua> {
+    // SAFETY: recipes are trusted code written by the user; they get the debug library (for
+    // tracebacks and profilers), as in a plain `lua` interpreter.
+    let lua = unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::DEBUG, LuaOptions::new()) };
+    install_native(&lua).context("registering the native module")?;
+    install_searcher(&lua).context("installing the stdlib searcher")?;
+    if let Some(dir) = script_dir {
+        prepend_path(&lua, dir).context("setting package.path")?;
+    }
+    Ok(lua)
+}
+
+fn install_native(lua: &Lua) -> mlua::Result<()> {
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    preload.set("moontune.core", lua.create_function(|lua, ()| module::create(lua))?)
+}
+
+/// A `package.searchers` entry for `moontune` and `moontune.*` that reads the stdlib.
+fn install_searcher(lua: &Lua) -> mlua::Result<()> {
+    let searcher = lua.create_function(|lua, name: String| {
+        if name != "moontune" && !name.starts_with("moontune.") {
+            return Ok(Value::Nil);
+        }
+        for candidate in stdlib::candidates(&name) {
+            if let Some((chunk_name, src)) = stdlib::source(&candidate) {
+                let loader: Function = lua.load(src).set_name(format!("@{chunk_name}")).into_function()?;
+                return Ok(Value::Function(loader));
+            }
+        }
+        Ok(Value::String(lua.create_string(format!("\n\tno stdlib module '{name}'"))?))
+    })?;
+    let searchers: Table = lua.globals().get::<Table>("package")?.get("searchers")?;
+    // After the preload searcher, before the path searchers.
+    searchers.raw_insert(2, searcher)
+}
+
+fn prepend_path(lua: &Lua, dir: &Path) -> mlua::Result<()> {
+    let package: Table = lua.globals().get("package")?;
+    let current: String = package.get("path")?;
+    let d = dir.display();
+    package.set("path", format!("{d}/?.lua;{d}/?/init.lua;{current}"))
+}
+
+/// Sends `print` (and `mt.log`, which stdlib defines over `print`) to `sink`.
+pub fn route_print(lua: &Lua, sink: PrintSink) -> mlua::Result<()> {
+    let print = lua.create_function(move |lua, values: Variadic<Value>| {
+        sink(module::join_for_print(lua, values)?);
+        Ok(())
+    })?;
+    lua.globals().set("print", print)
+}
+
+/// Loads a file as a function named by its path, so that errors point at `file:line`.
+pub fn load_file(lua: &Lua, path: &Path) -> Result<Function> {
+    let src = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let src = src.strip_prefix("#!").map(|rest| format!("--{rest}")).unwrap_or(src);
+    lua.load(src)
+        .set_name(format!("@{}", path.display()))
+        .into_function()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+const TRACED_KEY: &str = "moontune.traced_call";
+
+/// Calls `f(args...)` under a traceback handler. A failure comes back as the Lua error message
+/// followed by its stack traceback, so that it names `file:line`.
+pub fn call_traced<R: mlua::FromLuaMulti>(lua: &Lua, f: &Function, args: impl mlua::IntoLuaMulti) -> Result<R, String> {
+    let traced: Function = match lua.named_registry_value::<Value>(TRACED_KEY) {
+        Ok(Value::Function(g)) => g,
+        _ => {
+            let g: Function = lua
+                .load("return function(f, ...) return xpcall(f, function(e) return debug.traceback(tostring(e), 2) end, ...) end")
+                .set_name("=moontune")
+                .eval()
+                .map_err(|e| e.to_string())?;
+            lua.set_named_registry_value(TRACED_KEY, g.clone()).map_err(|e| e.to_string())?;
+            g
+        }
+    };
+    let args = args.into_lua_multi(lua).map_err(|e| e.to_string())?;
+    let mut all = vec![Value::Function(f.clone())];
+    all.extend(args);
+    let mut results: Vec<Value> = traced.call::<mlua::MultiValue>(mlua::MultiValue::from_iter(all)).map_err(|e| e.to_string())?.into_iter().collect();
+    let ok = matches!(results.first(), Some(Value::Boolean(true)));
+    if results.is_empty() {
+        return Err("the call returned nothing".into());
+    }
+    results.remove(0);
+    if !ok {
+        return Err(match results.into_iter().next() {
+            Some(Value::String(s)) => s.to_string_lossy().to_string(),
+            Some(other) => format!("{other:?}"),
+            None => "error (no message)".into(),
+        });
+    }
+    R::from_lua_multi(mlua::MultiValue::from_iter(results), lua).map_err(|e| e.to_string())
+}

@@ -1,0 +1,225 @@
+//! `mt.tensor`: making tensors (`tensor`, `zeros`, `randn`, `arange`, `*_like`, …) and the
+//! functions over several tensors (`cat`, `stack`, `where`). Sizes are a sequence or leading
+//! numbers; options are one trailing table `{ dtype =, device =, requires_grad = }`.
+
+use mlua::{Function, Lua, MultiValue, Table, Value};
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+use super::args::{integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
+use super::tensor::{tensor_arg, wrap, LuaTensor, Operand};
+use super::values::tensor_from_value;
+use crate::tensor::{parse_device, parse_dtype};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateOptions {
+    /// Element type; defaults to float32 (int64 for integer data and `randint`/integer `arange`).
+    dtype: Option<String>,
+    /// `"cpu"`, `"cuda"` or `"cuda:N"`; defaults to `"cpu"` (or the source's, for `*_like`).
+    device: Option<String>,
+    /// Track gradients for the new tensor.
+    requires_grad: Option<bool>,
+}
+
+struct Placement {
+    kind: Option<Kind>,
+    device: Option<Device>,
+    requires_grad: bool,
+}
+
+fn placement(lua: &Lua, call: &str, opts: Option<Table>) -> mlua::Result<Placement> {
+    let o: CreateOptions = options(lua, call, opts)?;
+    Ok(Placement {
+        kind: o.dtype.as_deref().map(parse_dtype).transpose().or_misuse(call)?,
+        device: o.device.as_deref().map(parse_device).transpose().or_misuse(call)?,
+        requires_grad: o.requires_grad.unwrap_or(false),
+    })
+}
+
+fn finish(lua: &Lua, call: &str, t: Result<Tensor, tch::TchError>, p: &Placement) -> mlua::Result<LuaTensor> {
+    let mut t = t.or_misuse(call)?;
+    if p.requires_grad {
+        t = t.f_requires_grad_(true).or_misuse(call)?;
+    }
+    wrap(lua, t)
+}
+
+/// Registers a constructor taking `(size..., opts?)`.
+fn sized(lua: &Lua, table: &Table, name: &'static str, make: fn(&[i64], (Kind, Device)) -> Result<Tensor, tch::TchError>) -> mlua::Result<()> {
+    let f = lua.create_function(move |lua, args: MultiValue| {
+        let call = format!("tensor.{name}");
+        let (size, mut rest) = int_list(&call, args)?;
+        let p = placement(lua, &call, trailing_options(&mut rest))?;
+        no_more(&call, &rest)?;
+        let options = (p.kind.unwrap_or(Kind::Float), p.device.unwrap_or(Device::Cpu));
+        finish(lua, &call, make(&size, options), &p)
+    })?;
+    table.set(name, f)
+}
+
+/// Registers a `*_like(t, opts?)` constructor.
+fn like(lua: &Lua, table: &Table, name: &'static str, make: fn(&Tensor, (Kind, Device)) -> Result<Tensor, tch::TchError>) -> mlua::Result<()> {
+    let f = lua.create_function(move |lua, (source, opts): (Value, Option<Table>)| {
+        let call = format!("tensor.{name}");
+        let source = tensor_arg(&call, &source)?;
+        let p = placement(lua, &call, opts)?;
+        let options = (p.kind.unwrap_or(source.kind()), p.device.unwrap_or(source.device()));
+        finish(lua, &call, make(&source, options), &p)
+    })?;
+    table.set(name, f)
+}
+
+fn tensor_list(call: &str, list: &Table) -> mlua::Result<Vec<Tensor>> {
+    let mut out = Vec::new();
+    for v in list.sequence_values::<Value>() {
+        out.push(tensor_arg(call, &v?)?);
+    }
+    if out.is_empty() {
+        return Err(misuse(call, "expected a non-empty sequence of tensors"));
+    }
+    Ok(out)
+}
+
+fn number(call: &str, v: &Value) -> mlua::Result<f64> {
+    match v {
+        Value::Integer(i) => Ok(*i as f64),
+        Value::Number(n) => Ok(*n),
+        other => Err(misuse(call, format!("expected a number, got {}", super::args::describe(other)))),
+    }
+}
+
+pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("tensor", lua.create_function(|lua, (data, opts): (Value, Option<Table>)| {
+        let call = "tensor.tensor";
+        let p = placement(lua, call, opts)?;
+        let base = tensor_from_value(call, &data)?;
+        let kind = p.kind.unwrap_or(base.kind());
+        let out = base.f_to_dtype_layout((kind, p.device.unwrap_or(Device::Cpu)), false, false);
+        finish(lua, call, out, &p)
+    })?)?;
+    sized(lua, &t, "zeros", |s, o| Tensor::f_zeros(s, o))?;
+    sized(lua, &t, "ones", |s, o| Tensor::f_ones(s, o))?;
+    sized(lua, &t, "randn", |s, o| Tensor::f_randn(s, o))?;
+    sized(lua, &t, "rand", |s, o| Tensor::f_rand(s, o))?;
+    sized(lua, &t, "empty", |s, o| Tensor::f_empty(s, o))?;
+    like(lua, &t, "zeros_like", |s, o| Tensor::f_zeros(s.size(), o))?;
+    like(lua, &t, "ones_like", |s, o| Tensor::f_ones(s.size(), o))?;
+    like(lua, &t, "randn_like", |s, o| Tensor::f_randn(s.size(), o))?;
+    like(lua, &t, "rand_like", |s, o| Tensor::f_rand(s.size(), o))?;
+    t.set("full", lua.create_function(|lua, args: MultiValue| {
+        let call = "tensor.full";
+        let mut args: Vec<Value> = args.into_iter().collect();
+        let opts = if args.len() > 2 { trailing_options(&mut args) } else { None };
+        if args.len() != 2 {
+            return Err(misuse(call, "expected (size, value, options?)"));
+        }
+        let (size, _) = int_list(call, MultiValue::from_iter([args[0].clone()]))?;
+        let p = placement(lua, call, opts)?;
+        let device = p.device.unwrap_or(Device::Cpu);
+        let out = match Operand::from_value(call, &args[1])? {
+            Operand::Int(i) => Tensor::f_full(size.as_slice(), i, (p.kind.unwrap_or(Kind::Int64), device)),
+            Operand::Float(f) => Tensor::f_full(size.as_slice(), f, (p.kind.unwrap_or(Kind::Float), device)),
+            Operand::Tensor(_) => return Err(misuse(call, "the fill value must be a number")),
+        };
+        finish(lua, call, out, &p)
+    })?)?;
+    t.set("full_like", lua.create_function(|lua, (source, value, opts): (Value, Value, Option<Table>)| {
+        let call = "tensor.full_like";
+        let source = tensor_arg(call, &source)?;
+        let p = placement(lua, call, opts)?;
+        let o = (p.kind.unwrap_or(source.kind()), p.device.unwrap_or(source.device()));
+        finish(lua, call, Tensor::f_full(source.size(), number(call, &value)?, o), &p)
+    })?)?;
+    t.set("randint", lua.create_function(|lua, args: MultiValue| {
+        // randint(high, size, opts?) or randint(low, high, size, opts?), as torch.randint.
+        let call = "tensor.randint";
+        let mut args: Vec<Value> = args.into_iter().collect();
+        let bounds: Vec<i64> = args.iter().take_while(|v| matches!(v, Value::Integer(_) | Value::Number(_))).map(|v| integer(call, v)).collect::<mlua::Result<_>>()?;
+        let (low, high) = match bounds.as_slice() {
+            [high] => (0, *high),
+            [low, high] => (*low, *high),
+            _ => return Err(misuse(call, "expected (high, size, options?) or (low, high, size, options?)")),
+        };
+        args.drain(..bounds.len());
+        if low >= high {
+            return Err(misuse(call, format!("low ({low}) must be below high ({high})")));
+        }
+        let size_arg = if args.is_empty() { return Err(misuse(call, "missing the size")) } else { args.remove(0) };
+        let (size, _) = int_list(call, MultiValue::from_iter([size_arg]))?;
+        let p = placement(lua, call, trailing_options(&mut args))?;
+        no_more(call, &args)?;
+        let o = (p.kind.unwrap_or(Kind::Int64), p.device.unwrap_or(Device::Cpu));
+        finish(lua, call, Tensor::f_randint_low(low, high, size.as_slice(), o), &p)
+    })?)?;
+    t.set("arange", lua.create_function(|lua, args: MultiValue| {
+        // arange(end), arange(start, end), arange(start, end, step), each with options.
+        let call = "tensor.arange";
+        let mut args: Vec<Value> = args.into_iter().collect();
+        let p = placement(lua, call, trailing_options(&mut args))?;
+        let all_int = args.iter().all(|v| matches!(v, Value::Integer(_)));
+        let nums: Vec<f64> = args.iter().map(|v| number(call, v)).collect::<mlua::Result<_>>()?;
+        let (start, end, step) = match nums.as_slice() {
+            [end] => (0.0, *end, 1.0),
+            [start, end] => (*start, *end, 1.0),
+            [start, end, step] => (*start, *end, *step),
+            _ => return Err(misuse(call, "expected (end), (start, end) or (start, end, step)")),
+        };
+        if step == 0.0 {
+            return Err(misuse(call, "step must be nonzero"));
+        }
+        let kind = p.kind.unwrap_or(if all_int { Kind::Int64 } else { Kind::Float });
+        let o = (kind, p.device.unwrap_or(Device::Cpu));
+        let out = if all_int {
+            Tensor::f_arange_start_step(start as i64, end as i64, step as i64, o)
+        } else {
+            Tensor::f_arange_start_step(start, end, step, o)
+        };
+        finish(lua, call, out, &p)
+    })?)?;
+    t.set("eye", lua.create_function(|lua, args: MultiValue| {
+        let call = "tensor.eye";
+        let (dims, mut rest) = int_list(call, args)?;
+        let p = placement(lua, call, trailing_options(&mut rest))?;
+        no_more(call, &rest)?;
+        let o = (p.kind.unwrap_or(Kind::Float), p.device.unwrap_or(Device::Cpu));
+        let out = match dims.as_slice() {
+            [n] => Tensor::f_eye(*n, o),
+            [n, m] => Tensor::f_eye_m(*n, *m, o),
+            _ => return Err(misuse(call, "expected (n) or (n, m)")),
+        };
+        finish(lua, call, out, &p)
+    })?)?;
+    t.set("cat", lua.create_function(|lua, (list, dim): (Table, Option<i64>)| {
+        let tensors = tensor_list("tensor.cat", &list)?;
+        wrap(lua, Tensor::f_cat(&tensors, dim.unwrap_or(0)).or_misuse("tensor.cat")?)
+    })?)?;
+    t.set("stack", lua.create_function(|lua, (list, dim): (Table, Option<i64>)| {
+        let tensors = tensor_list("tensor.stack", &list)?;
+        wrap(lua, Tensor::f_stack(&tensors, dim.unwrap_or(0)).or_misuse("tensor.stack")?)
+    })?)?;
+    t.set("where", lua.create_function(|lua, (cond, a, b): (Value, Value, Value)| {
+        let call = "tensor.where";
+        let cond = tensor_arg(call, &cond)?;
+        let a = Operand::from_value(call, &a)?;
+        let b = Operand::from_value(call, &b)?;
+        let reference = match (&a, &b) {
+            (Operand::Tensor(t), _) | (_, Operand::Tensor(t)) => t.shallow_clone(),
+            _ => Tensor::f_zeros([0], (Kind::Float, cond.device())).or_misuse(call)?,
+        };
+        let ta = a.to_tensor(&reference).or_misuse(call)?;
+        let tb = b.to_tensor(&reference).or_misuse(call)?;
+        wrap(lua, ta.f_where_self(&cond, &tb).or_misuse(call)?)
+    })?)?;
+    t.set("is_tensor", lua.create_function(|_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaTensor>())))?)?;
+    Ok(t)
+}
+
+/// `mt.no_grad(fn, ...)`: calls `fn` with gradient tracking off and returns its results.
+pub fn no_grad(lua: &Lua) -> mlua::Result<Function> {
+    lua.create_function(|_, (f, args): (Function, MultiValue)| {
+        let _guard = tch::no_grad_guard();
+        f.call::<MultiValue>(args)
+    })
+}

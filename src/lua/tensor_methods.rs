@@ -1,0 +1,550 @@
+//! The methods of `Tensor` userdata, one line of binding each where possible: information,
+//! conversion, autograd, arithmetic, comparison, reduction, shape and elementwise ops.
+
+use mlua::{AnyUserData, Lua, MultiValue, Table, UserDataMethods, Value};
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+use super::args::{integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
+use super::tensor::{in_place, tensor_arg, wrap, wrap_result, Arith, LuaTensor, Operand};
+use super::values::{tensor_item, tensor_to_list};
+use crate::tensor::create::copy_of;
+use crate::tensor::{device_name, dtype_name, parse_device, parse_dtype};
+
+/// Registers an out-of-place op with no arguments: `t:exp()`.
+macro_rules! unary {
+    ($methods:ident, $($name:literal => $f:ident),* $(,)?) => {$(
+        $methods.add_method($name, |lua, this, ()| {
+            wrap_result(lua, concat!("tensor.", $name), this.as_tensor().$f())
+        });
+    )*};
+}
+
+/// Registers an in-place op with no arguments that returns the tensor itself: `t:exp_()`.
+macro_rules! unary_in_place {
+    ($methods:ident, $($name:literal => $f:ident),* $(,)?) => {$(
+        $methods.add_function($name, |_, ud: AnyUserData| {
+            in_place(concat!("tensor.", $name), &ud, |t| t.$f())
+        });
+    )*};
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReduceOptions {
+    /// Keep reduced dimensions with size 1.
+    keepdim: Option<bool>,
+    /// Degrees-of-freedom correction for `std` and `var` (1 = unbiased, PyTorch's default).
+    correction: Option<i64>,
+}
+
+/// `(dim?, keepdim? | {keepdim=, correction=})` as reductions take them; `dim` may be a list.
+struct Reduce {
+    dims: Option<Vec<i64>>,
+    keepdim: bool,
+    correction: i64,
+}
+
+fn reduce_args(lua: &Lua, call: &str, args: MultiValue) -> mlua::Result<Reduce> {
+    let mut args: Vec<Value> = args.into_iter().collect();
+    let mut dims = None;
+    match args.first() {
+        Some(Value::Integer(_) | Value::Number(_)) => dims = Some(vec![integer(call, &args.remove(0))?]),
+        Some(Value::Table(t)) if t.raw_len() > 0 => {
+            let list = t.sequence_values::<Value>().map(|v| integer(call, &v?)).collect::<mlua::Result<_>>()?;
+            dims = Some(list);
+            args.remove(0);
+        }
+        Some(Value::Nil) => {
+            args.remove(0);
+        }
+        _ => {}
+    }
+    let mut keepdim = false;
+    if let Some(Value::Boolean(b)) = args.first() {
+        keepdim = *b;
+        args.remove(0);
+    }
+    let opts: ReduceOptions = options(lua, call, trailing_options(&mut args))?;
+    no_more(call, &args)?;
+    Ok(Reduce { dims, keepdim: opts.keepdim.unwrap_or(keepdim), correction: opts.correction.unwrap_or(1) })
+}
+
+fn all_dims(t: &Tensor) -> Vec<i64> {
+    (0..t.dim() as i64).collect()
+}
+
+fn one_dim(call: &str, r: &Reduce) -> mlua::Result<Option<i64>> {
+    match r.dims.as_deref() {
+        None => Ok(None),
+        Some([d]) => Ok(Some(*d)),
+        Some(_) => Err(misuse(call, "takes a single dim")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ToOptions {
+    dtype: Option<String>,
+    device: Option<String>,
+}
+
+/// `t:to("bf16")`, `t:to("cuda")`, `t:to{ dtype = "f16", device = "cuda:0" }`.
+fn to(lua: &Lua, t: &Tensor, arg: Value) -> mlua::Result<LuaTensor> {
+    let call = "tensor.to";
+    let (dtype, device) = match arg {
+        Value::String(s) => {
+            let s = s.to_str()?.to_string();
+            match parse_dtype(&s) {
+                Ok(kind) => (Some(kind), None),
+                Err(_) if s.starts_with("cpu") || s.starts_with("cuda") => (None, Some(parse_device(&s).or_misuse(call)?)),
+                Err(e) => return Err(misuse(call, e)),
+            }
+        }
+        Value::Table(table) => {
+            let o: ToOptions = options(lua, call, Some(table))?;
+            let dtype = o.dtype.as_deref().map(parse_dtype).transpose().or_misuse(call)?;
+            let device = o.device.as_deref().map(parse_device).transpose().or_misuse(call)?;
+            (dtype, device)
+        }
+        other => return Err(misuse(call, format!("expected a dtype, a device or an options table, got {}", super::args::describe(&other)))),
+    };
+    let kind = dtype.unwrap_or(t.kind());
+    let device = device.unwrap_or(t.device());
+    wrap_result(lua, call, t.f_to_dtype_layout((kind, device), false, false))
+}
+
+fn binary(lua: &Lua, op: Arith, t: &Tensor, other: Value, alpha: Option<f64>) -> mlua::Result<LuaTensor> {
+    let call = format!("tensor.{}", op.name());
+    let other = Operand::from_value(&call, &other)?;
+    let other = match (alpha, other) {
+        (Some(a), Operand::Tensor(o)) => Operand::Tensor(o.f_mul_scalar(a).or_misuse(&call)?),
+        (Some(a), Operand::Int(i)) => Operand::Float(i as f64 * a),
+        (Some(a), Operand::Float(f)) => Operand::Float(f * a),
+        (None, o) => o,
+    };
+    wrap_result(lua, &call, op.apply(&Operand::Tensor(t.shallow_clone()), &other))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AlphaOptions {
+    /// Multiplier of the other operand (`add(x, {alpha = 2})` is `self + 2 * x`).
+    alpha: Option<f64>,
+}
+
+fn add_binary<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str, op: Arith) {
+    methods.add_method(name, move |lua, this, (other, opts): (Value, Option<Table>)| {
+        let o: AlphaOptions = options(lua, &format!("tensor.{name}"), opts)?;
+        binary(lua, op, this.as_tensor(), other, o.alpha)
+    });
+    let in_place_name = format!("{name}_");
+    methods.add_function(in_place_name.clone(), move |lua, (ud, other, opts): (AnyUserData, Value, Option<Table>)| {
+        let call = format!("tensor.{in_place_name}");
+        let o: AlphaOptions = options(lua, &call, opts)?;
+        let result = binary(lua, op, &ud.borrow::<LuaTensor>().map_err(|e| misuse(&call, e))?.tensor(), other, o.alpha)?;
+        in_place(&call, &ud, |t| t.f_copy_(result.as_tensor()).map(|_| t.shallow_clone()))
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Compare {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+fn compare(t: &Tensor, how: Compare, other: &Operand) -> Result<Tensor, tch::TchError> {
+    let o = other.to_tensor(t)?;
+    match how {
+        Compare::Eq => t.f_eq_tensor(&o),
+        Compare::Ne => t.f_ne_tensor(&o),
+        Compare::Lt => t.f_lt_tensor(&o),
+        Compare::Le => t.f_le_tensor(&o),
+        Compare::Gt => t.f_gt_tensor(&o),
+        Compare::Ge => t.f_ge_tensor(&o),
+    }
+}
+
+fn add_compare<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str, how: Compare) {
+    methods.add_method(name, move |lua, this, other: Value| {
+        let call = format!("tensor.{name}");
+        let other = Operand::from_value(&call, &other)?;
+        wrap_result(lua, &call, compare(this.as_tensor(), how, &other))
+    });
+}
+
+fn tensors_to_lua(lua: &Lua, parts: Vec<Tensor>) -> mlua::Result<Table> {
+    let table = lua.create_table()?;
+    for p in parts {
+        table.raw_push(wrap(lua, p)?)?;
+    }
+    Ok(table)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ClampOptions {
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Option<f64>, Option<f64>)> {
+    if let Value::Table(t) = a {
+        let o: ClampOptions = options(lua, call, Some(t))?;
+        return Ok((o.min, o.max));
+    }
+    let num = |v: Value| -> mlua::Result<Option<f64>> {
+        match v {
+            Value::Nil => Ok(None),
+            Value::Integer(i) => Ok(Some(i as f64)),
+            Value::Number(n) => Ok(Some(n)),
+            other => Err(misuse(call, format!("expected a number or nil, got {}", super::args::describe(&other)))),
+        }
+    };
+    let (min, max) = (num(a)?, num(b)?);
+    if min.is_none() && max.is_none() {
+        return Err(misuse(call, "needs at least one of min and max"));
+    }
+    Ok((min, max))
+}
+
+fn clamp(t: &Tensor, min: Option<f64>, max: Option<f64>) -> Result<Tensor, tch::TchError> {
+    match (min, max) {
+        (Some(lo), Some(hi)) => t.f_clamp(lo, hi),
+        (Some(lo), None) => t.f_clamp_min(lo),
+        (None, Some(hi)) => t.f_clamp_max(hi),
+        (None, None) => Ok(t.shallow_clone()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BackwardOptions {
+    /// Keep the graph so that backward can run through it again.
+    retain_graph: Option<bool>,
+}
+
+/// `loss:backward()`, `y:backward(grad)`, `loss:backward{ retain_graph = true }`.
+fn backward(lua: &Lua, t: &Tensor, args: MultiValue) -> mlua::Result<()> {
+    let call = "tensor.backward";
+    let mut args: Vec<Value> = args.into_iter().collect();
+    let opts: BackwardOptions = options(lua, call, trailing_options(&mut args))?;
+    let grad = match args.first() {
+        Some(v @ Value::UserData(_)) => Some(tensor_arg(call, v)?),
+        None | Some(Value::Nil) => None,
+        Some(other) => return Err(misuse(call, format!("expected a gradient tensor, got {}", super::args::describe(other)))),
+    };
+    crate::tensor::autograd::backward(t, grad.as_ref(), opts.retain_graph.unwrap_or(false)).or_misuse(call)
+}
+
+pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
+    // Information.
+    methods.add_method("shape", |_, this, ()| Ok(this.as_tensor().size()));
+    methods.add_method("size", |lua, this, dim: Option<i64>| {
+        let size = this.as_tensor().size();
+        match dim {
+            None => Ok(Value::Table(lua.create_sequence_from(size)?)),
+            Some(d) => Ok(Value::Integer(size[normalize_dim("tensor.size", d, size.len())?])),
+        }
+    });
+    methods.add_method("dim", |_, this, ()| Ok(this.as_tensor().dim()));
+    methods.add_method("numel", |_, this, ()| Ok(this.as_tensor().numel()));
+    methods.add_method("dtype", |_, this, ()| Ok(dtype_name(this.as_tensor().kind())));
+    methods.add_method("device", |_, this, ()| Ok(device_name(this.as_tensor().device())));
+    methods.add_method("is_contiguous", |_, this, ()| Ok(this.as_tensor().is_contiguous()));
+    methods.add_method("item", |lua, this, ()| tensor_item(lua, this.as_tensor()));
+    methods.add_method("tolist", |lua, this, ()| tensor_to_list(lua, this.as_tensor()));
+    methods.add_function("free", |_, ud: AnyUserData| ud.destroy());
+
+    // Conversion.
+    methods.add_method("to", |lua, this, arg: Value| to(lua, this.as_tensor(), arg));
+    for (name, kind) in [("float", Kind::Float), ("double", Kind::Double), ("half", Kind::Half), ("bfloat16", Kind::BFloat16), ("long", Kind::Int64), ("int", Kind::Int), ("bool", Kind::Bool)] {
+        methods.add_method(name, move |lua, this, ()| wrap_result(lua, &format!("tensor.{name}"), this.as_tensor().f_to_kind(kind)));
+    }
+    methods.add_method("cpu", |lua, this, ()| wrap_result(lua, "tensor.cpu", this.as_tensor().f_to_device(tch::Device::Cpu)));
+    methods.add_method("cuda", |lua, this, index: Option<i64>| {
+        let device = parse_device(&format!("cuda:{}", index.unwrap_or(0))).or_misuse("tensor.cuda")?;
+        wrap_result(lua, "tensor.cuda", this.as_tensor().f_to_device(device))
+    });
+    unary!(methods, "detach" => f_detach, "contiguous" => f_contiguous);
+    methods.add_method("clone", |lua, this, ()| wrap_result(lua, "tensor.clone", copy_of(this.as_tensor())));
+
+    // Autograd.
+    methods.add_method("requires_grad", |_, this, ()| Ok(this.as_tensor().requires_grad()));
+    methods.add_function("requires_grad_", |_, (ud, flag): (AnyUserData, Option<bool>)| {
+        in_place("tensor.requires_grad_", &ud, |t| t.f_requires_grad_(flag.unwrap_or(true)))
+    });
+    methods.add_method("backward", |lua, this, args: MultiValue| backward(lua, this.as_tensor(), args));
+    unary_in_place!(methods, "detach_" => f_detach_);
+
+    // Arithmetic and comparison.
+    add_binary(methods, "add", Arith::Add);
+    add_binary(methods, "sub", Arith::Sub);
+    add_binary(methods, "mul", Arith::Mul);
+    add_binary(methods, "div", Arith::Div);
+    add_binary(methods, "pow", Arith::Pow);
+    methods.add_method("matmul", |lua, this, other: Value| {
+        let other = tensor_arg("tensor.matmul", &other)?;
+        wrap_result(lua, "tensor.matmul", this.as_tensor().f_matmul(&other))
+    });
+    add_compare(methods, "eq", Compare::Eq);
+    add_compare(methods, "ne", Compare::Ne);
+    add_compare(methods, "lt", Compare::Lt);
+    add_compare(methods, "le", Compare::Le);
+    add_compare(methods, "gt", Compare::Gt);
+    add_compare(methods, "ge", Compare::Ge);
+    methods.add_method("equal", |_, this, other: Value| this.as_tensor().f_equal(&tensor_arg("tensor.equal", &other)?).or_misuse("tensor.equal"));
+    methods.add_method("allclose", |lua, this, (other, opts): (Value, Option<Table>)| {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct Tolerances {
+            rtol: Option<f64>,
+            atol: Option<f64>,
+        }
+        let o: Tolerances = options(lua, "tensor.allclose", opts)?;
+        let other = tensor_arg("tensor.allclose", &other)?;
+        this.as_tensor().f_allclose(&other, o.rtol.unwrap_or(1e-5), o.atol.unwrap_or(1e-8), false).or_misuse("tensor.allclose")
+    });
+    methods.add_method("logical_and", |lua, this, o: Value| wrap_result(lua, "tensor.logical_and", this.as_tensor().f_logical_and(&tensor_arg("tensor.logical_and", &o)?)));
+    methods.add_method("logical_or", |lua, this, o: Value| wrap_result(lua, "tensor.logical_or", this.as_tensor().f_logical_or(&tensor_arg("tensor.logical_or", &o)?)));
+    unary!(methods, "logical_not" => f_logical_not, "neg" => f_neg, "all" => f_all, "any" => f_any);
+    unary_in_place!(methods, "neg_" => f_neg_, "zero_" => f_zero_);
+
+    // Reductions.
+    methods.add_method("sum", |lua, this, args: MultiValue| {
+        let r = reduce_args(lua, "tensor.sum", args)?;
+        let t = this.as_tensor();
+        let dims = r.dims.unwrap_or_else(|| all_dims(t));
+        wrap_result(lua, "tensor.sum", t.f_sum_dim_intlist(dims.as_slice(), r.keepdim, None::<Kind>))
+    });
+    methods.add_method("mean", |lua, this, args: MultiValue| {
+        let r = reduce_args(lua, "tensor.mean", args)?;
+        let t = this.as_tensor();
+        let dims = r.dims.unwrap_or_else(|| all_dims(t));
+        wrap_result(lua, "tensor.mean", t.f_mean_dim(dims.as_slice(), r.keepdim, None::<Kind>))
+    });
+    for (name, var) in [("std", false), ("var", true)] {
+        methods.add_method(name, move |lua, this, args: MultiValue| {
+            let call = format!("tensor.{name}");
+            let r = reduce_args(lua, &call, args)?;
+            let t = this.as_tensor();
+            let dims = r.dims.unwrap_or_else(|| all_dims(t));
+            let out = if var {
+                t.f_var_correction(dims.as_slice(), r.correction, r.keepdim)
+            } else {
+                t.f_std_correction(dims.as_slice(), r.correction, r.keepdim)
+            };
+            wrap_result(lua, &call, out)
+        });
+    }
+    for (name, is_max) in [("max", true), ("min", false)] {
+        methods.add_method(name, move |lua, this, args: MultiValue| {
+            let call = format!("tensor.{name}");
+            let t = this.as_tensor();
+            if let Some(v @ Value::UserData(_)) = args.front() {
+                let other = tensor_arg(&call, v)?;
+                let out = if is_max { t.f_maximum(&other) } else { t.f_minimum(&other) };
+                return Ok(MultiValue::from_iter([mlua::IntoLua::into_lua(wrap_result(lua, &call, out)?, lua)?]));
+            }
+            let r = reduce_args(lua, &call, args)?;
+            match one_dim(&call, &r)? {
+                None => {
+                    let out = if is_max { t.f_max() } else { t.f_min() };
+                    Ok(MultiValue::from_iter([mlua::IntoLua::into_lua(wrap_result(lua, &call, out)?, lua)?]))
+                }
+                Some(d) => {
+                    let (values, indices) = if is_max { t.f_max_dim(d, r.keepdim) } else { t.f_min_dim(d, r.keepdim) }.or_misuse(&call)?;
+                    Ok(MultiValue::from_iter([
+                        mlua::IntoLua::into_lua(wrap(lua, values)?, lua)?,
+                        mlua::IntoLua::into_lua(wrap(lua, indices)?, lua)?,
+                    ]))
+                }
+            }
+        });
+    }
+    for (name, is_max) in [("argmax", true), ("argmin", false)] {
+        methods.add_method(name, move |lua, this, args: MultiValue| {
+            let call = format!("tensor.{name}");
+            let r = reduce_args(lua, &call, args)?;
+            let d = one_dim(&call, &r)?;
+            let t = this.as_tensor();
+            wrap_result(lua, &call, if is_max { t.f_argmax(d, r.keepdim) } else { t.f_argmin(d, r.keepdim) })
+        });
+    }
+    methods.add_method("norm", |lua, this, args: MultiValue| {
+        let call = "tensor.norm";
+        let mut args: Vec<Value> = args.into_iter().collect();
+        let p = match args.first() {
+            Some(Value::Integer(i)) => { let p = *i as f64; args.remove(0); p }
+            Some(Value::Number(n)) => { let p = *n; args.remove(0); p }
+            Some(Value::Nil) => { args.remove(0); 2.0 }
+            _ => 2.0,
+        };
+        let r = reduce_args(lua, call, MultiValue::from_iter(args))?;
+        let t = this.as_tensor();
+        let dims = r.dims.unwrap_or_else(|| all_dims(t));
+        wrap_result(lua, call, t.f_norm_scalaropt_dim(p, dims.as_slice(), r.keepdim))
+    });
+
+    // Shape.
+    for name in ["view", "reshape", "permute", "expand", "repeat"] {
+        methods.add_method(name, move |lua, this, args: MultiValue| {
+            let call = format!("tensor.{name}");
+            let (list, rest) = int_list(&call, args)?;
+            no_more(&call, &rest)?;
+            let t = this.as_tensor();
+            let out = match name {
+                "view" => t.f_view(list.as_slice()),
+                "reshape" => t.f_reshape(list.as_slice()),
+                "permute" => t.f_permute(list.as_slice()),
+                "expand" => t.f_expand(list.as_slice(), false),
+                _ => t.f_repeat(list.as_slice()),
+            };
+            wrap_result(lua, &call, out)
+        });
+    }
+    methods.add_method("transpose", |lua, this, (a, b): (i64, i64)| wrap_result(lua, "tensor.transpose", this.as_tensor().f_transpose(a, b)));
+    methods.add_method("t", |lua, this, ()| wrap_result(lua, "tensor.t", this.as_tensor().f_tr()));
+    methods.add_method("unsqueeze", |lua, this, d: i64| wrap_result(lua, "tensor.unsqueeze", this.as_tensor().f_unsqueeze(d)));
+    methods.add_method("squeeze", |lua, this, d: Option<i64>| {
+        let t = this.as_tensor();
+        wrap_result(lua, "tensor.squeeze", match d { Some(d) => t.f_squeeze_dim(d), None => t.f_squeeze() })
+    });
+    methods.add_method("flatten", |lua, this, (start, end): (Option<i64>, Option<i64>)| {
+        wrap_result(lua, "tensor.flatten", this.as_tensor().f_flatten(start.unwrap_or(0), end.unwrap_or(-1)))
+    });
+    methods.add_method("expand_as", |lua, this, o: Value| wrap_result(lua, "tensor.expand_as", this.as_tensor().f_expand_as(&tensor_arg("tensor.expand_as", &o)?)));
+    methods.add_method("split", |lua, this, (size, dim): (Value, Option<i64>)| {
+        let call = "tensor.split";
+        let t = this.as_tensor();
+        let dim = dim.unwrap_or(0);
+        let parts = match &size {
+            Value::Table(_) => {
+                let (sizes, _) = int_list(call, MultiValue::from_iter([size.clone()]))?;
+                t.f_split_with_sizes(sizes.as_slice(), dim)
+            }
+            v => t.f_split(integer(call, v)?, dim),
+        };
+        tensors_to_lua(lua, parts.or_misuse(call)?)
+    });
+    methods.add_method("chunk", |lua, this, (n, dim): (i64, Option<i64>)| {
+        tensors_to_lua(lua, this.as_tensor().f_chunk(n, dim.unwrap_or(0)).or_misuse("tensor.chunk")?)
+    });
+    methods.add_method("narrow", |lua, this, (dim, start, len): (i64, i64, i64)| {
+        wrap_result(lua, "tensor.narrow", this.as_tensor().f_narrow(dim, start, len))
+    });
+    methods.add_method("index_select", |lua, this, (dim, index): (i64, Value)| {
+        let index = tensor_arg("tensor.index_select", &index)?;
+        wrap_result(lua, "tensor.index_select", this.as_tensor().f_index_select(dim, &index))
+    });
+    methods.add_method("gather", |lua, this, (dim, index): (i64, Value)| {
+        let index = tensor_arg("tensor.gather", &index)?;
+        wrap_result(lua, "tensor.gather", this.as_tensor().f_gather(dim, &index, false))
+    });
+    methods.add_method("scatter", |lua, this, (dim, index, src): (i64, Value, Value)| {
+        let call = "tensor.scatter";
+        let index = tensor_arg(call, &index)?;
+        let t = this.as_tensor();
+        let out = match Operand::from_value(call, &src)? {
+            Operand::Tensor(s) => t.f_scatter(dim, &index, &s),
+            Operand::Int(i) => t.f_scatter_value(dim, &index, i),
+            Operand::Float(f) => t.f_scatter_value(dim, &index, f),
+        };
+        wrap_result(lua, call, out)
+    });
+    methods.add_method("masked_fill", |lua, this, (mask, value): (Value, Value)| {
+        let call = "tensor.masked_fill";
+        let mask = tensor_arg(call, &mask)?;
+        wrap_result(lua, call, masked_fill(this.as_tensor(), &mask, &Operand::from_value(call, &value)?))
+    });
+    methods.add_function("masked_fill_", |_, (ud, mask, value): (AnyUserData, Value, Value)| {
+        let call = "tensor.masked_fill_";
+        let mask = tensor_arg(call, &mask)?;
+        let value = Operand::from_value(call, &value)?;
+        in_place(call, &ud, |t| {
+            let filled = masked_fill(t, &mask, &value)?;
+            t.f_copy_(&filled).map(|_| t.shallow_clone())
+        })
+    });
+    methods.add_method("where", |lua, this, (cond, other): (Value, Value)| {
+        let call = "tensor.where";
+        let cond = tensor_arg(call, &cond)?;
+        let t = this.as_tensor();
+        let other = Operand::from_value(call, &other)?.to_tensor(t).or_misuse(call)?;
+        wrap_result(lua, call, t.f_where_self(&cond, &other))
+    });
+
+    // Elementwise math.
+    unary!(methods,
+        "exp" => f_exp, "log" => f_log, "sqrt" => f_sqrt, "rsqrt" => f_rsqrt, "abs" => f_abs,
+        "tanh" => f_tanh, "sigmoid" => f_sigmoid, "relu" => f_relu, "silu" => f_silu,
+        "sin" => f_sin, "cos" => f_cos, "square" => f_square, "reciprocal" => f_reciprocal,
+    );
+    unary_in_place!(methods,
+        "exp_" => f_exp_, "log_" => f_log_, "sqrt_" => f_sqrt_, "rsqrt_" => f_rsqrt_, "abs_" => f_abs_,
+        "tanh_" => f_tanh_, "sigmoid_" => f_sigmoid_, "relu_" => f_relu_, "silu_" => f_silu_,
+    );
+    methods.add_method("gelu", |lua, this, approximate: Option<String>| {
+        let approximate = approximate.unwrap_or_else(|| "none".into());
+        if approximate != "none" && approximate != "tanh" {
+            return Err(misuse("tensor.gelu", format!("approximate must be 'none' or 'tanh', got '{approximate}'")));
+        }
+        wrap_result(lua, "tensor.gelu", this.as_tensor().f_gelu(&approximate))
+    });
+    methods.add_method("softmax", |lua, this, dim: i64| wrap_result(lua, "tensor.softmax", this.as_tensor().f_softmax(dim, None::<Kind>)));
+    methods.add_method("log_softmax", |lua, this, dim: i64| wrap_result(lua, "tensor.log_softmax", this.as_tensor().f_log_softmax(dim, None::<Kind>)));
+    methods.add_method("clamp", |lua, this, (a, b): (Value, Value)| {
+        let (min, max) = clamp_bounds(lua, "tensor.clamp", a, b)?;
+        wrap_result(lua, "tensor.clamp", clamp(this.as_tensor(), min, max))
+    });
+    methods.add_function("clamp_", |lua, (ud, a, b): (AnyUserData, Value, Value)| {
+        let (min, max) = clamp_bounds(lua, "tensor.clamp_", a, b)?;
+        in_place("tensor.clamp_", &ud, |t| {
+            let clamped = clamp(t, min, max)?;
+            t.f_copy_(&clamped).map(|_| t.shallow_clone())
+        })
+    });
+    methods.add_function("fill_", |_, (ud, value): (AnyUserData, Value)| {
+        let call = "tensor.fill_";
+        match Operand::from_value(call, &value)? {
+            Operand::Int(i) => in_place(call, &ud, |t| t.f_fill_(i)),
+            Operand::Float(f) => in_place(call, &ud, |t| t.f_fill_(f)),
+            Operand::Tensor(_) => Err(misuse(call, "expected a number; use copy_ for a tensor")),
+        }
+    });
+    methods.add_function("copy_", |_, (ud, src): (AnyUserData, Value)| {
+        let src = tensor_arg("tensor.copy_", &src)?;
+        in_place("tensor.copy_", &ud, |t| t.f_copy_(&src).map(|_| t.shallow_clone()))
+    });
+    methods.add_function("set_data", |_, (ud, src): (AnyUserData, Value)| {
+        let src = tensor_arg("tensor.set_data", &src)?;
+        in_place("tensor.set_data", &ud, |t| t.f_set_data(&src).map(|_| t.shallow_clone()))
+    });
+    methods.add_function("uniform_", |_, (ud, a, b): (AnyUserData, Option<f64>, Option<f64>)| {
+        in_place("tensor.uniform_", &ud, |t| t.f_uniform_(a.unwrap_or(0.0), b.unwrap_or(1.0)))
+    });
+    methods.add_function("normal_", |_, (ud, mean, std): (AnyUserData, Option<f64>, Option<f64>)| {
+        in_place("tensor.normal_", &ud, |t| t.f_normal_(mean.unwrap_or(0.0), std.unwrap_or(1.0)))
+    });
+}
+
+fn masked_fill(t: &Tensor, mask: &Tensor, value: &Operand) -> Result<Tensor, tch::TchError> {
+    match value {
+        Operand::Int(i) => t.f_masked_fill(mask, *i),
+        Operand::Float(f) => t.f_masked_fill(mask, *f),
+        Operand::Tensor(v) => t.f_masked_fill_tensor(mask, v),
+    }
+}
+
+/// A 0-based dim (negative from the end) as an index into a shape of `rank` dims.
+pub fn normalize_dim(call: &str, dim: i64, rank: usize) -> mlua::Result<usize> {
+    let r = rank as i64;
+    if dim < -r || dim >= r {
+        return Err(misuse(call, format!("dim {dim} out of range for a tensor with {rank} dims (expected {} to {})", -r, r - 1)));
+    }
+    Ok(if dim < 0 { (dim + r) as usize } else { dim as usize })
+}

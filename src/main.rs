@@ -1,0 +1,92 @@
+//! The `moontune` command: `run` a recipe, `test` Lua files, open a `repl`, or ask the `doctor`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use moontune::commands::{doctor, lua_tests, repl};
+use moontune::run::{self, RunOptions};
+use moontune::ui::headless;
+
+#[derive(Parser)]
+#[command(name = "moontune", version, about = "Fine-tune language models with recipes written in Lua, over libtorch")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a recipe (or a plain Lua script), overriding config values with key=value.
+    Run {
+        /// The recipe file.
+        recipe: PathBuf,
+        /// Config overrides, e.g. lr=1e-4 steps=200.
+        overrides: Vec<String>,
+        /// Plain output instead of the terminal UI (the only front end so far).
+        #[arg(long)]
+        headless: bool,
+        /// Where run directories are made.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+    },
+    /// Show versions (moontune, libtorch, Lua), threads, and CUDA devices.
+    Doctor,
+    /// Run Lua test files (default: tests/lua); prints "N passed, M failed".
+    Test {
+        /// Test files or directories of them.
+        paths: Vec<PathBuf>,
+    },
+    /// An interactive Lua prompt with moontune loaded.
+    Repl,
+}
+
+fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nmoontune: aborted");
+            std::process::exit(130);
+        }
+        eprintln!("\nmoontune: stopping after the current step (Ctrl-C again to abort)");
+    })?;
+    let (tx, rx) = mpsc::channel();
+    let printer = headless::spawn(rx);
+    let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop };
+    let result = run::run(&opts, &tx);
+    drop(tx);
+    let _ = printer.join();
+    Ok(match result {
+        Ok(outcome) if outcome.interrupted => ExitCode::from(130),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { recipe, overrides, headless: _, runs_dir } => run_recipe(recipe, overrides, runs_dir),
+        Command::Doctor => doctor::report().map(|lines| {
+            println!("{}", lines.join("\n"));
+            ExitCode::SUCCESS
+        }),
+        Command::Test { paths } => {
+            let paths = if paths.is_empty() { vec![PathBuf::from("tests/lua")] } else { paths };
+            lua_tests::run(&paths).map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Repl => repl::run().map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("moontune: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

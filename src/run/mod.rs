@@ -1,0 +1,12 @@
+//! The run loop: loading a recipe (DESIGN.md's contract), resolving its config against
+//! command-line overrides, calling `setup`, `step`, `evaluate` and `done`, writing the run
+//! directory, and reporting everything as `Event`s.
+
+pub mod config;
+pub mod event;
+pub mod recipe;
+pub mod rundir;
+pub mod runner;
+
+pub use event::Event;
+pub use runner::{run, RunOptions, RunOutcome};

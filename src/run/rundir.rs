@@ -1,0 +1,55 @@
+//! The run directory `runs/<recipe>-<timestamp>/`: the resolved config (config.json), a copy of
+//! the recipe, and metrics.jsonl with one JSON object per step and per evaluation.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+
+use super::event::Metrics;
+use crate::checkpoint::write_atomic;
+
+pub struct RunDir {
+    pub path: PathBuf,
+    metrics: BufWriter<File>,
+}
+
+impl RunDir {
+    /// Makes a new directory under `root` named after the recipe and the current time.
+    pub fn create(root: &Path, recipe: &Path) -> Result<RunDir> {
+        let stem = recipe.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "recipe".into());
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+        let mut path = root.join(format!("{stem}-{stamp}"));
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = root.join(format!("{stem}-{stamp}-{n}"));
+        }
+        fs::create_dir_all(&path).with_context(|| format!("cannot create run directory {}", path.display()))?;
+        if let Ok(src) = fs::read(recipe) {
+            write_atomic(&path.join("recipe.lua"), &src)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path.join("metrics.jsonl"))?;
+        Ok(RunDir { path, metrics: BufWriter::new(file) })
+    }
+
+    pub fn write_config(&self, config: &Value) -> Result<()> {
+        write_atomic(&self.path.join("config.json"), serde_json::to_string_pretty(config)?.as_bytes())
+    }
+
+    /// Appends `{"kind": kind, "step": step, "time": seconds, <metrics>}` and flushes it.
+    pub fn log_metrics(&mut self, kind: &str, step: u64, seconds: f64, metrics: &Metrics) -> Result<()> {
+        let mut row = Map::new();
+        row.insert("kind".into(), json!(kind));
+        row.insert("step".into(), json!(step));
+        row.insert("time".into(), json!(seconds));
+        for (name, value) in metrics {
+            row.insert(name.clone(), if value.is_finite() { json!(value) } else { json!(value.to_string()) });
+        }
+        writeln!(self.metrics, "{}", Value::Object(row))?;
+        self.metrics.flush()?;
+        Ok(())
+    }
+}

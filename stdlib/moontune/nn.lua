@@ -1,0 +1,407 @@
+-- moontune.nn: modules as Lua objects, in the manner of torch.nn.
+--
+-- A module is a table whose class derives from nn.Module. Parameters are declared with
+-- self:register_parameter(name, tensor) (buffers with register_buffer); any module assigned
+-- to a field becomes a child. parameters(), named_parameters(), state_dict(), train()/eval(),
+-- to{...}, freeze()/unfreeze() and num_parameters{...} then walk the tree. Built-in layers
+-- (linear, embedding, layer_norm, rms_norm, dropout, sequential) are written the same way,
+-- so a module written in a recipe is a first-class citizen.
+--
+--   local MLP = nn.module("MLP")
+--   function MLP:init(d_in, d_hidden)
+--     self.fc1 = nn.linear(d_in, d_hidden)        -- a child
+--     self.fc2 = nn.linear(d_hidden, d_in)
+--     self:register_parameter("scale", T.ones{ d_in })
+--   end
+--   function MLP:forward(x) return self.fc2(self.fc1(x):relu()) * self.scale end
+--   local m = MLP(4, 16)                          -- m(x) is m:forward(x)
+
+local core = require "moontune.core"
+local T = core.tensor
+local F = core.nn.functional
+
+local nn = { functional = F, init = core.nn.init }
+
+local function is_module(v)
+  return type(v) == "table" and getmetatable(v) ~= nil and rawget(getmetatable(v), "__is_module") == true
+end
+nn.is_module = is_module
+
+local Module = { __is_module = true, __name = "Module" }
+Module.__index = Module
+nn.Module = Module
+
+-- Fields assigned for the first time: modules become children (in assignment order).
+local function newindex(self, key, value)
+  if is_module(value) then
+    local children = rawget(self, "_children")
+    children[#children + 1] = key
+  end
+  rawset(self, key, value)
+end
+
+-- nn.module(name, parent?): a new module class. Define :init(...) and :forward(...) on it;
+-- calling the class makes an instance, calling an instance runs forward.
+function nn.module(name, parent)
+  assert(type(name) == "string", "nn.module: expected a class name")
+  parent = parent or Module
+  local class = setmetatable({}, { __index = parent, __call = function(c, ...) return c.new(...) end })
+  class.__name = name
+  class.__index = class
+  class.__newindex = newindex
+  class.__is_module = true
+  class.__call = function(self, ...) return self:forward(...) end
+  class.__tostring = Module.__tostring
+  class.new = function(...)
+    local self = setmetatable({ _params = {}, _buffers = {}, _children = {} }, class)
+    rawset(self, "training", true)
+    if class.init then class.init(self, ...) end
+    return self
+  end
+  return class
+end
+
+function Module:forward()
+  error(string.format("%s:forward is not defined", self.__name), 2)
+end
+
+function Module:register_parameter(name, t)
+  if not T.is_tensor(t) then
+    error(string.format("%s:register_parameter('%s'): expected a tensor", self.__name, tostring(name)), 2)
+  end
+  t:requires_grad_(true)
+  table.insert(self._params, name)
+  rawset(self, name, t)
+  return t
+end
+
+function Module:register_buffer(name, t)
+  if not T.is_tensor(t) then
+    error(string.format("%s:register_buffer('%s'): expected a tensor", self.__name, tostring(name)), 2)
+  end
+  table.insert(self._buffers, name)
+  rawset(self, name, t)
+  return t
+end
+
+-- Iterates (name, child) over direct children, in registration order.
+function Module:named_children()
+  local i = 0
+  return function()
+    i = i + 1
+    local name = self._children[i]
+    if name ~= nil then return name, self[name] end
+  end
+end
+
+-- Calls fn(prefix, module) for this module and every descendant, depth first.
+local function walk(m, prefix, fn)
+  fn(prefix, m)
+  for name, child in m:named_children() do
+    if is_module(child) then
+      walk(child, prefix == "" and tostring(name) or (prefix .. "." .. tostring(name)), fn)
+    end
+  end
+end
+
+local function qualified(prefix, name)
+  return prefix == "" and tostring(name) or (prefix .. "." .. tostring(name))
+end
+
+-- A sequence of { name, tensor } for parameters (or buffers), in a stable order.
+local function collect(m, list_field)
+  local out = {}
+  walk(m, "", function(prefix, mod)
+    for _, name in ipairs(mod[list_field]) do
+      local t = mod[name]
+      if t ~= nil then out[#out + 1] = { qualified(prefix, name), t } end
+    end
+  end)
+  return out
+end
+
+-- for name, p in m:named_parameters{ trainable = true } do ... end
+function Module:named_parameters(opts)
+  local trainable = opts and opts.trainable
+  local list, i = collect(self, "_params"), 0
+  return function()
+    repeat
+      i = i + 1
+      local entry = list[i]
+      if entry == nil then return nil end
+      if not trainable or entry[2]:requires_grad() then return entry[1], entry[2] end
+    until false
+  end
+end
+
+-- A sequence of parameter tensors (pass it to an optimizer); { trainable = true } filters.
+function Module:parameters(opts)
+  if opts ~= nil then
+    for k in pairs(opts) do
+      if k ~= "trainable" then error("parameters: unknown option '" .. tostring(k) .. "' (accepted: trainable)", 2) end
+    end
+  end
+  local out = {}
+  for _, p in self:named_parameters(opts) do out[#out + 1] = p end
+  return out
+end
+
+function Module:named_buffers()
+  local list, i = collect(self, "_buffers"), 0
+  return function()
+    i = i + 1
+    local entry = list[i]
+    if entry ~= nil then return entry[1], entry[2] end
+  end
+end
+
+-- name -> tensor for all parameters and buffers.
+function Module:state_dict()
+  local sd = {}
+  for name, p in self:named_parameters() do sd[name] = p end
+  for name, b in self:named_buffers() do sd[name] = b end
+  return sd
+end
+
+-- Copies tensors into parameters and buffers by name. With strict (the default) missing and
+-- unexpected names are errors; shapes must match.
+function Module:load_state_dict(sd, opts)
+  local strict = not (opts and opts.strict == false)
+  local own = self:state_dict()
+  local missing, unexpected = {}, {}
+  for name in pairs(own) do if sd[name] == nil then missing[#missing + 1] = name end end
+  for name in pairs(sd) do if own[name] == nil then unexpected[#unexpected + 1] = name end end
+  table.sort(missing); table.sort(unexpected)
+  if strict and (#missing > 0 or #unexpected > 0) then
+    error(string.format("load_state_dict: missing keys {%s}, unexpected keys {%s}",
+      table.concat(missing, ", "), table.concat(unexpected, ", ")), 2)
+  end
+  core.no_grad(function()
+    for name, t in pairs(own) do
+      local src = sd[name]
+      if src ~= nil then
+        local a, b = table.concat(t:shape(), "x"), table.concat(src:shape(), "x")
+        if a ~= b then
+          error(string.format("load_state_dict: '%s' has shape [%s] here, [%s] in the state dict", name, a, b), 3)
+        end
+        t:copy_(src)
+      end
+    end
+  end)
+  return missing, unexpected
+end
+
+function Module:num_parameters(opts)
+  local n = 0
+  for _, p in ipairs(self:parameters(opts)) do n = n + p:numel() end
+  return n
+end
+
+function Module:train(mode)
+  if mode == nil then mode = true end
+  walk(self, "", function(_, m) rawset(m, "training", mode) end)
+  return self
+end
+
+function Module:eval() return self:train(false) end
+
+function Module:freeze()
+  for _, p in self:named_parameters() do p:requires_grad_(false) end
+  return self
+end
+
+function Module:unfreeze()
+  for _, p in self:named_parameters() do p:requires_grad_(true) end
+  return self
+end
+
+function Module:zero_grad()
+  for _, p in self:named_parameters() do
+    local g = p.grad
+    if g ~= nil then g:zero_() end
+  end
+end
+
+-- Moves or converts every parameter and buffer in place (tensors keep their identity, so an
+-- optimizer made before still holds them): m:to{ dtype = "bf16", device = "cuda" }.
+function Module:to(opts)
+  if type(opts) == "string" then opts = (opts:match("^cpu") or opts:match("^cuda")) and { device = opts } or { dtype = opts } end
+  for k in pairs(opts) do
+    if k ~= "dtype" and k ~= "device" then error("to: unknown option '" .. tostring(k) .. "' (accepted: dtype, device)", 2) end
+  end
+  core.no_grad(function()
+    walk(self, "", function(_, m)
+      for _, list in ipairs({ m._params, m._buffers }) do
+        for _, name in ipairs(list) do
+          local t = m[name]
+          local conv = { device = opts.device }
+          if opts.dtype and t:dtype():match("^b?float") then conv.dtype = opts.dtype end
+          t:set_data(t:to(conv))
+        end
+      end
+    end)
+  end)
+  return self
+end
+
+-- Calls fn(module) on every module of the tree.
+function Module:apply(fn)
+  walk(self, "", function(_, m) fn(m) end)
+  return self
+end
+
+function Module:extra_repr() return "" end
+
+function Module.__tostring(self)
+  local lines = { string.format("%s(%s", self.__name, self:extra_repr()) }
+  local any = false
+  for name, child in self:named_children() do
+    any = true
+    local text = tostring(child):gsub("\n", "\n  ")
+    lines[#lines + 1] = string.format("  (%s): %s", tostring(name), text)
+  end
+  if any then
+    return table.concat(lines, "\n") .. "\n)"
+  end
+  return lines[1] .. ")"
+end
+
+local function check_options(call, opts, accepted)
+  if opts == nil then return {} end
+  local ok = {}
+  for _, k in ipairs(accepted) do ok[k] = true end
+  for k in pairs(opts) do
+    if not ok[k] then
+      error(string.format("%s: unknown option '%s' (accepted: %s)", call, tostring(k), table.concat(accepted, ", ")), 3)
+    end
+  end
+  return opts
+end
+
+local function placement(opts)
+  return { dtype = opts.dtype, device = opts.device }
+end
+
+-- Linear: y = x Wᵀ + b, W (out, in) initialised as torch.nn.Linear (kaiming uniform, a = √5).
+local Linear = nn.module("Linear")
+nn.Linear = Linear
+
+function Linear:init(in_features, out_features, opts)
+  opts = check_options("nn.linear", opts, { "bias", "dtype", "device" })
+  self.in_features, self.out_features = in_features, out_features
+  local w = T.empty({ out_features, in_features }, placement(opts))
+  nn.init.kaiming_uniform_(w, { a = math.sqrt(5) })
+  self:register_parameter("weight", w)
+  if opts.bias ~= false then
+    local b = T.empty({ out_features }, placement(opts))
+    nn.init.uniform_fan_in_(b, in_features)
+    self:register_parameter("bias", b)
+  end
+end
+
+function Linear:forward(x) return F.linear(x, self.weight, self.bias) end
+
+function Linear:extra_repr()
+  return string.format("in_features=%d, out_features=%d, bias=%s", self.in_features, self.out_features, tostring(self.bias ~= nil))
+end
+
+-- Embedding: rows of a (num, dim) table, initialised N(0, 1); the padding row is zero.
+local Embedding = nn.module("Embedding")
+nn.Embedding = Embedding
+
+function Embedding:init(num_embeddings, embedding_dim, opts)
+  opts = check_options("nn.embedding", opts, { "padding_idx", "dtype", "device" })
+  self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, opts.padding_idx
+  local w = T.randn({ num_embeddings, embedding_dim }, placement(opts))
+  if opts.padding_idx ~= nil then w[opts.padding_idx] = 0 end
+  self:register_parameter("weight", w)
+end
+
+function Embedding:forward(ids) return F.embedding(ids, self.weight, self.padding_idx) end
+
+function Embedding:extra_repr() return string.format("%d, %d", self.num_embeddings, self.embedding_dim) end
+
+local function shape_of(s) return type(s) == "number" and { s } or s end
+
+-- LayerNorm over the trailing shape, with weight (ones) and bias (zeros) as torch.nn.LayerNorm.
+local LayerNorm = nn.module("LayerNorm")
+nn.LayerNorm = LayerNorm
+
+function LayerNorm:init(shape, opts)
+  opts = check_options("nn.layer_norm", opts, { "eps", "elementwise_affine", "bias", "dtype", "device" })
+  self.normalized_shape, self.eps = shape_of(shape), opts.eps or 1e-5
+  if opts.elementwise_affine ~= false then
+    self:register_parameter("weight", T.ones(self.normalized_shape, placement(opts)))
+    if opts.bias ~= false then self:register_parameter("bias", T.zeros(self.normalized_shape, placement(opts))) end
+  end
+end
+
+function LayerNorm:forward(x) return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps) end
+
+function LayerNorm:extra_repr() return string.format("{%s}, eps=%g", table.concat(self.normalized_shape, ", "), self.eps) end
+
+-- RMSNorm over the trailing shape, weight ones, as torch.nn.RMSNorm (eps nil = dtype epsilon).
+local RMSNorm = nn.module("RMSNorm")
+nn.RMSNorm = RMSNorm
+
+function RMSNorm:init(shape, opts)
+  opts = check_options("nn.rms_norm", opts, { "eps", "elementwise_affine", "dtype", "device" })
+  self.normalized_shape, self.eps = shape_of(shape), opts.eps
+  if opts.elementwise_affine ~= false then
+    self:register_parameter("weight", T.ones(self.normalized_shape, placement(opts)))
+  end
+end
+
+function RMSNorm:forward(x) return F.rms_norm(x, self.normalized_shape, self.weight, self.eps) end
+
+function RMSNorm:extra_repr() return string.format("{%s}, eps=%s", table.concat(self.normalized_shape, ", "), tostring(self.eps)) end
+
+-- Dropout: zeroes elements with probability p while training, scaling the rest by 1/(1-p).
+local Dropout = nn.module("Dropout")
+nn.Dropout = Dropout
+
+function Dropout:init(p)
+  self.p = p or 0.5
+  if type(self.p) ~= "number" or self.p < 0 or self.p > 1 then
+    error("nn.dropout: p must be a number in [0, 1], got " .. tostring(p), 3)
+  end
+end
+
+function Dropout:forward(x) return F.dropout(x, self.p, self.training) end
+
+function Dropout:extra_repr() return string.format("p=%g", self.p) end
+
+-- Sequential: applies its layers in order. Layers are modules or plain functions of one tensor;
+-- module layers are children named by their 0-based position ("0", "1", ...), as in PyTorch,
+-- so state dict keys match torch.nn.Sequential's.
+local Sequential = nn.module("Sequential")
+nn.Sequential = Sequential
+
+function Sequential:init(...)
+  local layers = { ... }
+  if #layers == 1 and type(layers[1]) == "table" and not is_module(layers[1]) then layers = layers[1] end
+  rawset(self, "_layers", layers)
+  for i, layer in ipairs(layers) do
+    if is_module(layer) then
+      self[tostring(i - 1)] = layer
+    elseif type(layer) ~= "function" then
+      error(string.format("nn.sequential: layer %d is neither a module nor a function", i), 3)
+    end
+  end
+end
+
+function Sequential:forward(x)
+  for _, layer in ipairs(self._layers) do x = layer(x) end
+  return x
+end
+
+function Sequential:__len() return #self._layers end
+
+nn.linear = Linear.new
+nn.embedding = Embedding.new
+nn.layer_norm = LayerNorm.new
+nn.rms_norm = RMSNorm.new
+nn.dropout = Dropout.new
+nn.sequential = Sequential.new
+
+return nn

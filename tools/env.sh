@@ -1,0 +1,30 @@
+# tools/env.sh — sourced by ./dev: makes (once) and activates the Python environment that holds
+# libtorch (the torch wheel) and the reference test stack, then points the Rust build at it.
+#
+# The environment lives outside the checkout, keyed by the hash of requirements.txt, so that every
+# clone on this machine (CI's fresh ones included) reuses it, and a change of pins makes a new one.
+# Override its parent folder with MOONTUNE_HOME.
+
+moontune_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+moontune_key="$(sha256sum "$moontune_root/requirements.txt" | cut -c1-12)"
+moontune_home="${MOONTUNE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/moontune}"
+moontune_venv="$moontune_home/venv-$moontune_key"
+
+if [ ! -f "$moontune_venv/.complete" ]; then
+    echo "moontune: creating the Python environment $moontune_venv" >&2
+    echo "moontune: first use downloads torch 2.11.0 with its CUDA libraries (about 4.6 GB)" >&2
+    python_bin="${MOONTUNE_PYTHON_BOOTSTRAP:-python3}"
+    command -v "$python_bin" >/dev/null || { echo "moontune: $python_bin not found; install Python 3.10+" >&2; return 1; }
+    rm -rf "$moontune_venv"
+    mkdir -p "$moontune_home"
+    "$python_bin" -m venv "$moontune_venv" || return 1
+    "$moontune_venv/bin/python" -m pip install --quiet --upgrade pip || return 1
+    "$moontune_venv/bin/python" -m pip install --quiet -r "$moontune_root/requirements.txt" || return 1
+    touch "$moontune_venv/.complete"
+fi
+
+export VIRTUAL_ENV="$moontune_venv"
+export PATH="$moontune_venv/bin:$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export MOONTUNE_PYTHON="$moontune_venv/bin/python"
+export MOONTUNE_TEST_DATA="${MOONTUNE_TEST_DATA:-$(cd "$moontune_root/.." && pwd)/shared/data}"
