@@ -77,6 +77,17 @@ pub fn load_file(lua: &Lua, path: &Path) -> Result<Function> {
 
 const TRACED_KEY: &str = "moontune.traced_call";
 
+/// Calls f under xpcall; the handler adds a traceback unless the message (an error raised by
+/// a native function) already carries one.
+const TRACED_CALL: &str = r#"
+return function(f, ...)
+  return xpcall(f, function(e)
+    local s = tostring(e)
+    if s:find("stack traceback:", 1, true) then return s end
+    return debug.traceback(s, 2)
+  end, ...)
+end"#;
+
 /// Calls `f(args...)` under a traceback handler. A failure comes back as the Lua error message
 /// followed by its stack traceback, so that it names `file:line`.
 pub fn call_traced<R: mlua::FromLuaMulti>(lua: &Lua, f: &Function, args: impl mlua::IntoLuaMulti) -> Result<R, String> {
@@ -84,7 +95,7 @@ pub fn call_traced<R: mlua::FromLuaMulti>(lua: &Lua, f: &Function, args: impl ml
         Ok(Value::Function(g)) => g,
         _ => {
             let g: Function = lua
-                .load("return function(f, ...) return xpcall(f, function(e) return debug.traceback(tostring(e), 2) end, ...) end")
+                .load(TRACED_CALL)
                 .set_name("=moontune")
                 .eval()
                 .map_err(|e| e.to_string())?;

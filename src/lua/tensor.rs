@@ -11,8 +11,9 @@ use super::memory;
 use crate::tensor::{dtype::is_floating, format_tensor};
 
 /// A tensor owned by Lua. The bytes it holds are counted so that memory stays bounded.
+/// `t:free()` releases the tensor early; using it afterwards is an error naming the call.
 pub struct LuaTensor {
-    t: Tensor,
+    t: Option<Tensor>,
     bytes: i64,
 }
 
@@ -24,16 +25,18 @@ impl LuaTensor {
             0
         };
         memory::track(bytes);
-        LuaTensor { t, bytes }
+        LuaTensor { t: Some(t), bytes }
     }
 
-    /// A new handle on the same libtorch tensor (shared storage and autograd identity).
-    pub fn tensor(&self) -> Tensor {
-        self.t.shallow_clone()
+    /// The tensor, or an error naming `call` if it was freed.
+    pub fn get(&self, call: &str) -> mlua::Result<&Tensor> {
+        self.t.as_ref().ok_or_else(|| misuse(call, "the tensor was freed (by t:free())"))
     }
 
-    pub fn as_tensor(&self) -> &Tensor {
-        &self.t
+    /// Releases the tensor now rather than when Lua collects the userdata.
+    fn free(&mut self) {
+        self.t = None;
+        memory::release(std::mem::take(&mut self.bytes));
     }
 }
 
@@ -62,8 +65,7 @@ pub fn wrap_result<E: std::fmt::Display>(
 pub fn tensor_arg(call: &str, v: &Value) -> mlua::Result<Tensor> {
     match v {
         Value::UserData(ud) => match ud.borrow::<LuaTensor>() {
-            Ok(t) => Ok(t.tensor()),
-            Err(mlua::Error::UserDataDestructed) => Err(misuse(call, "the tensor was freed")),
+            Ok(t) => Ok(t.get(call)?.shallow_clone()),
             Err(_) => Err(misuse(call, format!("expected a tensor, got {}", describe(v)))),
         },
         other => Err(misuse(call, format!("expected a tensor, got {}", describe(other)))),
@@ -164,7 +166,7 @@ fn add_arith_meta<M: UserDataMethods<LuaTensor>>(methods: &mut M, meta: MetaMeth
 impl UserData for LuaTensor {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
         fields.add_field_method_get("grad", |lua, this| {
-            let grad = this.t.f_grad().or_misuse("tensor.grad")?;
+            let grad = this.get("tensor.grad")?.f_grad().or_misuse("tensor.grad")?;
             if grad.defined() {
                 Ok(Some(wrap(lua, grad)?))
             } else {
@@ -180,19 +182,22 @@ impl UserData for LuaTensor {
         add_arith_meta(methods, MetaMethod::Div, Arith::Div);
         add_arith_meta(methods, MetaMethod::Pow, Arith::Pow);
         methods.add_meta_method(MetaMethod::Unm, |lua, this, ()| {
-            wrap_result(lua, "tensor.neg", this.t.f_neg())
+            wrap_result(lua, "tensor.neg", this.get("tensor.neg")?.f_neg())
         });
         methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
-            format_tensor(&this.t).or_misuse("tensor.__tostring")
+            match &this.t {
+                Some(t) => format_tensor(t).or_misuse("tensor.__tostring"),
+                None => Ok("tensor(<freed>)".to_string()),
+            }
         });
-        methods.add_meta_method(MetaMethod::Len, |_, this, ()| match this.t.size().first() {
+        methods.add_meta_method(MetaMethod::Len, |_, this, ()| match this.get("tensor.__len")?.size().first() {
             Some(n) => Ok(*n),
             None => Err(misuse("tensor.__len", "a 0-dim tensor has no length")),
         });
         methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| match key {
             Value::Integer(_) | Value::Number(_) => {
                 let i = super::args::integer("tensor.__index", &key)?;
-                wrap_result(lua, "tensor.__index", this.t.f_select(0, i))
+                wrap_result(lua, "tensor.__index", this.get("tensor.__index")?.f_select(0, i))
             }
             other => Err(misuse("tensor.__index", format!("no field or method {}", describe(&other)))),
         });
@@ -200,12 +205,16 @@ impl UserData for LuaTensor {
             let call = "tensor.__newindex";
             let i = super::args::integer(call, &key)
                 .map_err(|_| misuse(call, format!("cannot assign to {}", describe(&key))))?;
-            let mut row = this.t.f_select(0, i).or_misuse(call)?;
+            let mut row = this.get(call)?.f_select(0, i).or_misuse(call)?;
             match Operand::from_value(call, &value)? {
                 Operand::Tensor(src) => row.f_copy_(&src).or_misuse(call),
                 Operand::Int(i) => row.f_fill_(i).map(drop).or_misuse(call),
                 Operand::Float(f) => row.f_fill_(f).map(drop).or_misuse(call),
             }
+        });
+        methods.add_method_mut("free", |_, this, ()| {
+            this.free();
+            Ok(())
         });
         super::tensor_methods::register(methods);
     }
@@ -217,7 +226,7 @@ pub fn in_place<E: std::fmt::Display>(
     ud: &AnyUserData,
     f: impl FnOnce(&mut Tensor) -> Result<Tensor, E>,
 ) -> mlua::Result<AnyUserData> {
-    let mut t = ud.borrow::<LuaTensor>().map_err(|e| misuse(call, e))?.tensor();
+    let mut t = ud.borrow::<LuaTensor>().map_err(|e| misuse(call, e))?.get(call)?.shallow_clone();
     let _ = f(&mut t).or_misuse(call)?;
     Ok(ud.clone())
 }

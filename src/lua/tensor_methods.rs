@@ -11,11 +11,24 @@ use super::values::{tensor_item, tensor_to_list};
 use crate::tensor::create::copy_of;
 use crate::tensor::{device_name, dtype_name, parse_device, parse_dtype};
 
+/// Registers a method whose closure gets the tensor itself (a freed tensor is an error naming
+/// the method).
+fn method<M, A, R, F>(methods: &mut M, name: &'static str, f: F)
+where
+    M: UserDataMethods<LuaTensor>,
+    A: mlua::FromLuaMulti,
+    R: mlua::IntoLuaMulti,
+    F: Fn(&Lua, &Tensor, A) -> mlua::Result<R> + 'static,
+{
+    let call = format!("tensor.{name}");
+    methods.add_method(name, move |lua, this, args: A| f(lua, this.get(&call)?, args));
+}
+
 /// Registers an out-of-place op with no arguments: `t:exp()`.
 macro_rules! unary {
     ($methods:ident, $($name:literal => $f:ident),* $(,)?) => {$(
-        $methods.add_method($name, |lua, this, ()| {
-            wrap_result(lua, concat!("tensor.", $name), this.as_tensor().$f())
+        method($methods, $name, |lua, t, ()| {
+            wrap_result(lua, concat!("tensor.", $name), t.$f())
         });
     )*};
 }
@@ -134,16 +147,17 @@ struct AlphaOptions {
 }
 
 fn add_binary<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str, op: Arith) {
-    methods.add_method(name, move |lua, this, (other, opts): (Value, Option<Table>)| {
+    method(methods, name, move |lua, t, (other, opts): (Value, Option<Table>)| {
         let o: AlphaOptions = options(lua, &format!("tensor.{name}"), opts)?;
-        binary(lua, op, this.as_tensor(), other, o.alpha)
+        binary(lua, op, t, other, o.alpha)
     });
     let in_place_name = format!("{name}_");
     methods.add_function(in_place_name.clone(), move |lua, (ud, other, opts): (AnyUserData, Value, Option<Table>)| {
         let call = format!("tensor.{in_place_name}");
         let o: AlphaOptions = options(lua, &call, opts)?;
-        let result = binary(lua, op, &ud.borrow::<LuaTensor>().map_err(|e| misuse(&call, e))?.tensor(), other, o.alpha)?;
-        in_place(&call, &ud, |t| t.f_copy_(result.as_tensor()).map(|_| t.shallow_clone()))
+        let this = ud.borrow::<LuaTensor>().map_err(|e| misuse(&call, e))?.get(&call)?.shallow_clone();
+        let result = binary(lua, op, &this, other, o.alpha)?;
+        in_place(&call, &ud, |t| t.f_copy_(result.get(&call)?).map(|_| t.shallow_clone()).or_misuse(&call))
     });
 }
 
@@ -170,10 +184,10 @@ fn compare(t: &Tensor, how: Compare, other: &Operand) -> Result<Tensor, tch::Tch
 }
 
 fn add_compare<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str, how: Compare) {
-    methods.add_method(name, move |lua, this, other: Value| {
+    method(methods, name, move |lua, t, other: Value| {
         let call = format!("tensor.{name}");
         let other = Operand::from_value(&call, &other)?;
-        wrap_result(lua, &call, compare(this.as_tensor(), how, &other))
+        wrap_result(lua, &call, compare(t, how, &other))
     });
 }
 
@@ -243,42 +257,41 @@ fn backward(lua: &Lua, t: &Tensor, args: MultiValue) -> mlua::Result<()> {
 
 pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     // Information.
-    methods.add_method("shape", |_, this, ()| Ok(this.as_tensor().size()));
-    methods.add_method("size", |lua, this, dim: Option<i64>| {
-        let size = this.as_tensor().size();
+    method(methods, "shape", |_, t, ()| Ok(t.size()));
+    method(methods, "size", |lua, t, dim: Option<i64>| {
+        let size = t.size();
         match dim {
             None => Ok(Value::Table(lua.create_sequence_from(size)?)),
             Some(d) => Ok(Value::Integer(size[normalize_dim("tensor.size", d, size.len())?])),
         }
     });
-    methods.add_method("dim", |_, this, ()| Ok(this.as_tensor().dim()));
-    methods.add_method("numel", |_, this, ()| Ok(this.as_tensor().numel()));
-    methods.add_method("dtype", |_, this, ()| Ok(dtype_name(this.as_tensor().kind())));
-    methods.add_method("device", |_, this, ()| Ok(device_name(this.as_tensor().device())));
-    methods.add_method("is_contiguous", |_, this, ()| Ok(this.as_tensor().is_contiguous()));
-    methods.add_method("item", |lua, this, ()| tensor_item(lua, this.as_tensor()));
-    methods.add_method("tolist", |lua, this, ()| tensor_to_list(lua, this.as_tensor()));
-    methods.add_function("free", |_, ud: AnyUserData| ud.destroy());
+    method(methods, "dim", |_, t, ()| Ok(t.dim()));
+    method(methods, "numel", |_, t, ()| Ok(t.numel()));
+    method(methods, "dtype", |_, t, ()| Ok(dtype_name(t.kind())));
+    method(methods, "device", |_, t, ()| Ok(device_name(t.device())));
+    method(methods, "is_contiguous", |_, t, ()| Ok(t.is_contiguous()));
+    method(methods, "item", |lua, t, ()| tensor_item(lua, t));
+    method(methods, "tolist", |lua, t, ()| tensor_to_list(lua, t));
 
     // Conversion.
-    methods.add_method("to", |lua, this, arg: Value| to(lua, this.as_tensor(), arg));
+    method(methods, "to", |lua, t, arg: Value| to(lua, t, arg));
     for (name, kind) in [("float", Kind::Float), ("double", Kind::Double), ("half", Kind::Half), ("bfloat16", Kind::BFloat16), ("long", Kind::Int64), ("int", Kind::Int), ("bool", Kind::Bool)] {
-        methods.add_method(name, move |lua, this, ()| wrap_result(lua, &format!("tensor.{name}"), this.as_tensor().f_to_kind(kind)));
+        method(methods, name, move |lua, t, ()| wrap_result(lua, &format!("tensor.{name}"), t.f_to_kind(kind)));
     }
-    methods.add_method("cpu", |lua, this, ()| wrap_result(lua, "tensor.cpu", this.as_tensor().f_to_device(tch::Device::Cpu)));
-    methods.add_method("cuda", |lua, this, index: Option<i64>| {
+    method(methods, "cpu", |lua, t, ()| wrap_result(lua, "tensor.cpu", t.f_to_device(tch::Device::Cpu)));
+    method(methods, "cuda", |lua, t, index: Option<i64>| {
         let device = parse_device(&format!("cuda:{}", index.unwrap_or(0))).or_misuse("tensor.cuda")?;
-        wrap_result(lua, "tensor.cuda", this.as_tensor().f_to_device(device))
+        wrap_result(lua, "tensor.cuda", t.f_to_device(device))
     });
     unary!(methods, "detach" => f_detach, "contiguous" => f_contiguous);
-    methods.add_method("clone", |lua, this, ()| wrap_result(lua, "tensor.clone", copy_of(this.as_tensor())));
+    method(methods, "clone", |lua, t, ()| wrap_result(lua, "tensor.clone", copy_of(t)));
 
     // Autograd.
-    methods.add_method("requires_grad", |_, this, ()| Ok(this.as_tensor().requires_grad()));
+    method(methods, "requires_grad", |_, t, ()| Ok(t.requires_grad()));
     methods.add_function("requires_grad_", |_, (ud, flag): (AnyUserData, Option<bool>)| {
         in_place("tensor.requires_grad_", &ud, |t| t.f_requires_grad_(flag.unwrap_or(true)))
     });
-    methods.add_method("backward", |lua, this, args: MultiValue| backward(lua, this.as_tensor(), args));
+    method(methods, "backward", |lua, t, args: MultiValue| backward(lua, t, args));
     unary_in_place!(methods, "detach_" => f_detach_);
 
     // Arithmetic and comparison.
@@ -287,9 +300,9 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     add_binary(methods, "mul", Arith::Mul);
     add_binary(methods, "div", Arith::Div);
     add_binary(methods, "pow", Arith::Pow);
-    methods.add_method("matmul", |lua, this, other: Value| {
+    method(methods, "matmul", |lua, t, other: Value| {
         let other = tensor_arg("tensor.matmul", &other)?;
-        wrap_result(lua, "tensor.matmul", this.as_tensor().f_matmul(&other))
+        wrap_result(lua, "tensor.matmul", t.f_matmul(&other))
     });
     add_compare(methods, "eq", Compare::Eq);
     add_compare(methods, "ne", Compare::Ne);
@@ -297,8 +310,8 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     add_compare(methods, "le", Compare::Le);
     add_compare(methods, "gt", Compare::Gt);
     add_compare(methods, "ge", Compare::Ge);
-    methods.add_method("equal", |_, this, other: Value| this.as_tensor().f_equal(&tensor_arg("tensor.equal", &other)?).or_misuse("tensor.equal"));
-    methods.add_method("allclose", |lua, this, (other, opts): (Value, Option<Table>)| {
+    method(methods, "equal", |_, t, other: Value| t.f_equal(&tensor_arg("tensor.equal", &other)?).or_misuse("tensor.equal"));
+    method(methods, "allclose", |lua, t, (other, opts): (Value, Option<Table>)| {
         #[derive(Deserialize, Default)]
         #[serde(deny_unknown_fields)]
         struct Tolerances {
@@ -307,31 +320,31 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         }
         let o: Tolerances = options(lua, "tensor.allclose", opts)?;
         let other = tensor_arg("tensor.allclose", &other)?;
-        this.as_tensor().f_allclose(&other, o.rtol.unwrap_or(1e-5), o.atol.unwrap_or(1e-8), false).or_misuse("tensor.allclose")
+        t.f_allclose(&other, o.rtol.unwrap_or(1e-5), o.atol.unwrap_or(1e-8), false).or_misuse("tensor.allclose")
     });
-    methods.add_method("logical_and", |lua, this, o: Value| wrap_result(lua, "tensor.logical_and", this.as_tensor().f_logical_and(&tensor_arg("tensor.logical_and", &o)?)));
-    methods.add_method("logical_or", |lua, this, o: Value| wrap_result(lua, "tensor.logical_or", this.as_tensor().f_logical_or(&tensor_arg("tensor.logical_or", &o)?)));
+    method(methods, "logical_and", |lua, t, o: Value| wrap_result(lua, "tensor.logical_and", t.f_logical_and(&tensor_arg("tensor.logical_and", &o)?)));
+    method(methods, "logical_or", |lua, t, o: Value| wrap_result(lua, "tensor.logical_or", t.f_logical_or(&tensor_arg("tensor.logical_or", &o)?)));
     unary!(methods, "logical_not" => f_logical_not, "neg" => f_neg, "all" => f_all, "any" => f_any);
     unary_in_place!(methods, "neg_" => f_neg_, "zero_" => f_zero_);
 
     // Reductions.
-    methods.add_method("sum", |lua, this, args: MultiValue| {
+    method(methods, "sum", |lua, t, args: MultiValue| {
         let r = reduce_args(lua, "tensor.sum", args)?;
-        let t = this.as_tensor();
+        let t = t;
         let dims = r.dims.unwrap_or_else(|| all_dims(t));
         wrap_result(lua, "tensor.sum", t.f_sum_dim_intlist(dims.as_slice(), r.keepdim, None::<Kind>))
     });
-    methods.add_method("mean", |lua, this, args: MultiValue| {
+    method(methods, "mean", |lua, t, args: MultiValue| {
         let r = reduce_args(lua, "tensor.mean", args)?;
-        let t = this.as_tensor();
+        let t = t;
         let dims = r.dims.unwrap_or_else(|| all_dims(t));
         wrap_result(lua, "tensor.mean", t.f_mean_dim(dims.as_slice(), r.keepdim, None::<Kind>))
     });
     for (name, var) in [("std", false), ("var", true)] {
-        methods.add_method(name, move |lua, this, args: MultiValue| {
+        method(methods, name, move |lua, t, args: MultiValue| {
             let call = format!("tensor.{name}");
             let r = reduce_args(lua, &call, args)?;
-            let t = this.as_tensor();
+            let t = t;
             let dims = r.dims.unwrap_or_else(|| all_dims(t));
             let out = if var {
                 t.f_var_correction(dims.as_slice(), r.correction, r.keepdim)
@@ -342,9 +355,9 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         });
     }
     for (name, is_max) in [("max", true), ("min", false)] {
-        methods.add_method(name, move |lua, this, args: MultiValue| {
+        method(methods, name, move |lua, t, args: MultiValue| {
             let call = format!("tensor.{name}");
-            let t = this.as_tensor();
+            let t = t;
             if let Some(v @ Value::UserData(_)) = args.front() {
                 let other = tensor_arg(&call, v)?;
                 let out = if is_max { t.f_maximum(&other) } else { t.f_minimum(&other) };
@@ -367,15 +380,15 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         });
     }
     for (name, is_max) in [("argmax", true), ("argmin", false)] {
-        methods.add_method(name, move |lua, this, args: MultiValue| {
+        method(methods, name, move |lua, t, args: MultiValue| {
             let call = format!("tensor.{name}");
             let r = reduce_args(lua, &call, args)?;
             let d = one_dim(&call, &r)?;
-            let t = this.as_tensor();
+            let t = t;
             wrap_result(lua, &call, if is_max { t.f_argmax(d, r.keepdim) } else { t.f_argmin(d, r.keepdim) })
         });
     }
-    methods.add_method("norm", |lua, this, args: MultiValue| {
+    method(methods, "norm", |lua, t, args: MultiValue| {
         let call = "tensor.norm";
         let mut args: Vec<Value> = args.into_iter().collect();
         let p = match args.first() {
@@ -385,42 +398,44 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
             _ => 2.0,
         };
         let r = reduce_args(lua, call, MultiValue::from_iter(args))?;
-        let t = this.as_tensor();
+        let t = t;
         let dims = r.dims.unwrap_or_else(|| all_dims(t));
         wrap_result(lua, call, t.f_norm_scalaropt_dim(p, dims.as_slice(), r.keepdim))
     });
 
     // Shape.
-    for name in ["view", "reshape", "permute", "expand", "repeat"] {
-        methods.add_method(name, move |lua, this, args: MultiValue| {
+    // `repeat` is a Lua keyword: call it as x["repeat"](x, 2, 1), or use tile.
+    for name in ["view", "reshape", "permute", "expand", "repeat", "tile"] {
+        method(methods, name, move |lua, t, args: MultiValue| {
             let call = format!("tensor.{name}");
             let (list, rest) = int_list(&call, args)?;
             no_more(&call, &rest)?;
-            let t = this.as_tensor();
+            let t = t;
             let out = match name {
                 "view" => t.f_view(list.as_slice()),
                 "reshape" => t.f_reshape(list.as_slice()),
                 "permute" => t.f_permute(list.as_slice()),
                 "expand" => t.f_expand(list.as_slice(), false),
+                "tile" => t.f_tile(list.as_slice()),
                 _ => t.f_repeat(list.as_slice()),
             };
             wrap_result(lua, &call, out)
         });
     }
-    methods.add_method("transpose", |lua, this, (a, b): (i64, i64)| wrap_result(lua, "tensor.transpose", this.as_tensor().f_transpose(a, b)));
-    methods.add_method("t", |lua, this, ()| wrap_result(lua, "tensor.t", this.as_tensor().f_tr()));
-    methods.add_method("unsqueeze", |lua, this, d: i64| wrap_result(lua, "tensor.unsqueeze", this.as_tensor().f_unsqueeze(d)));
-    methods.add_method("squeeze", |lua, this, d: Option<i64>| {
-        let t = this.as_tensor();
+    method(methods, "transpose", |lua, t, (a, b): (i64, i64)| wrap_result(lua, "tensor.transpose", t.f_transpose(a, b)));
+    method(methods, "t", |lua, t, ()| wrap_result(lua, "tensor.t", t.f_tr()));
+    method(methods, "unsqueeze", |lua, t, d: i64| wrap_result(lua, "tensor.unsqueeze", t.f_unsqueeze(d)));
+    method(methods, "squeeze", |lua, t, d: Option<i64>| {
+        let t = t;
         wrap_result(lua, "tensor.squeeze", match d { Some(d) => t.f_squeeze_dim(d), None => t.f_squeeze() })
     });
-    methods.add_method("flatten", |lua, this, (start, end): (Option<i64>, Option<i64>)| {
-        wrap_result(lua, "tensor.flatten", this.as_tensor().f_flatten(start.unwrap_or(0), end.unwrap_or(-1)))
+    method(methods, "flatten", |lua, t, (start, end): (Option<i64>, Option<i64>)| {
+        wrap_result(lua, "tensor.flatten", t.f_flatten(start.unwrap_or(0), end.unwrap_or(-1)))
     });
-    methods.add_method("expand_as", |lua, this, o: Value| wrap_result(lua, "tensor.expand_as", this.as_tensor().f_expand_as(&tensor_arg("tensor.expand_as", &o)?)));
-    methods.add_method("split", |lua, this, (size, dim): (Value, Option<i64>)| {
+    method(methods, "expand_as", |lua, t, o: Value| wrap_result(lua, "tensor.expand_as", t.f_expand_as(&tensor_arg("tensor.expand_as", &o)?)));
+    method(methods, "split", |lua, t, (size, dim): (Value, Option<i64>)| {
         let call = "tensor.split";
-        let t = this.as_tensor();
+        let t = t;
         let dim = dim.unwrap_or(0);
         let parts = match &size {
             Value::Table(_) => {
@@ -431,24 +446,24 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         };
         tensors_to_lua(lua, parts.or_misuse(call)?)
     });
-    methods.add_method("chunk", |lua, this, (n, dim): (i64, Option<i64>)| {
-        tensors_to_lua(lua, this.as_tensor().f_chunk(n, dim.unwrap_or(0)).or_misuse("tensor.chunk")?)
+    method(methods, "chunk", |lua, t, (n, dim): (i64, Option<i64>)| {
+        tensors_to_lua(lua, t.f_chunk(n, dim.unwrap_or(0)).or_misuse("tensor.chunk")?)
     });
-    methods.add_method("narrow", |lua, this, (dim, start, len): (i64, i64, i64)| {
-        wrap_result(lua, "tensor.narrow", this.as_tensor().f_narrow(dim, start, len))
+    method(methods, "narrow", |lua, t, (dim, start, len): (i64, i64, i64)| {
+        wrap_result(lua, "tensor.narrow", t.f_narrow(dim, start, len))
     });
-    methods.add_method("index_select", |lua, this, (dim, index): (i64, Value)| {
+    method(methods, "index_select", |lua, t, (dim, index): (i64, Value)| {
         let index = tensor_arg("tensor.index_select", &index)?;
-        wrap_result(lua, "tensor.index_select", this.as_tensor().f_index_select(dim, &index))
+        wrap_result(lua, "tensor.index_select", t.f_index_select(dim, &index))
     });
-    methods.add_method("gather", |lua, this, (dim, index): (i64, Value)| {
+    method(methods, "gather", |lua, t, (dim, index): (i64, Value)| {
         let index = tensor_arg("tensor.gather", &index)?;
-        wrap_result(lua, "tensor.gather", this.as_tensor().f_gather(dim, &index, false))
+        wrap_result(lua, "tensor.gather", t.f_gather(dim, &index, false))
     });
-    methods.add_method("scatter", |lua, this, (dim, index, src): (i64, Value, Value)| {
+    method(methods, "scatter", |lua, t, (dim, index, src): (i64, Value, Value)| {
         let call = "tensor.scatter";
         let index = tensor_arg(call, &index)?;
-        let t = this.as_tensor();
+        let t = t;
         let out = match Operand::from_value(call, &src)? {
             Operand::Tensor(s) => t.f_scatter(dim, &index, &s),
             Operand::Int(i) => t.f_scatter_value(dim, &index, i),
@@ -456,10 +471,10 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         };
         wrap_result(lua, call, out)
     });
-    methods.add_method("masked_fill", |lua, this, (mask, value): (Value, Value)| {
+    method(methods, "masked_fill", |lua, t, (mask, value): (Value, Value)| {
         let call = "tensor.masked_fill";
         let mask = tensor_arg(call, &mask)?;
-        wrap_result(lua, call, masked_fill(this.as_tensor(), &mask, &Operand::from_value(call, &value)?))
+        wrap_result(lua, call, masked_fill(t, &mask, &Operand::from_value(call, &value)?))
     });
     methods.add_function("masked_fill_", |_, (ud, mask, value): (AnyUserData, Value, Value)| {
         let call = "tensor.masked_fill_";
@@ -470,10 +485,10 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
             t.f_copy_(&filled).map(|_| t.shallow_clone())
         })
     });
-    methods.add_method("where", |lua, this, (cond, other): (Value, Value)| {
+    method(methods, "where", |lua, t, (cond, other): (Value, Value)| {
         let call = "tensor.where";
         let cond = tensor_arg(call, &cond)?;
-        let t = this.as_tensor();
+        let t = t;
         let other = Operand::from_value(call, &other)?.to_tensor(t).or_misuse(call)?;
         wrap_result(lua, call, t.f_where_self(&cond, &other))
     });
@@ -488,18 +503,32 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         "exp_" => f_exp_, "log_" => f_log_, "sqrt_" => f_sqrt_, "rsqrt_" => f_rsqrt_, "abs_" => f_abs_,
         "tanh_" => f_tanh_, "sigmoid_" => f_sigmoid_, "relu_" => f_relu_, "silu_" => f_silu_,
     );
-    methods.add_method("gelu", |lua, this, approximate: Option<String>| {
+    method(methods, "gelu", |lua, t, approximate: Option<String>| {
         let approximate = approximate.unwrap_or_else(|| "none".into());
         if approximate != "none" && approximate != "tanh" {
             return Err(misuse("tensor.gelu", format!("approximate must be 'none' or 'tanh', got '{approximate}'")));
         }
-        wrap_result(lua, "tensor.gelu", this.as_tensor().f_gelu(&approximate))
+        wrap_result(lua, "tensor.gelu", t.f_gelu(&approximate))
     });
-    methods.add_method("softmax", |lua, this, dim: i64| wrap_result(lua, "tensor.softmax", this.as_tensor().f_softmax(dim, None::<Kind>)));
-    methods.add_method("log_softmax", |lua, this, dim: i64| wrap_result(lua, "tensor.log_softmax", this.as_tensor().f_log_softmax(dim, None::<Kind>)));
-    methods.add_method("clamp", |lua, this, (a, b): (Value, Value)| {
+    method(methods, "tril", |lua, t, diagonal: Option<i64>| wrap_result(lua, "tensor.tril", t.f_tril(diagonal.unwrap_or(0))));
+    method(methods, "triu", |lua, t, diagonal: Option<i64>| wrap_result(lua, "tensor.triu", t.f_triu(diagonal.unwrap_or(0))));
+    method(methods, "cumsum", |lua, t, dim: i64| wrap_result(lua, "tensor.cumsum", t.f_cumsum(dim, None::<Kind>)));
+    method(methods, "multinomial", |lua, t, (n, replacement): (i64, Option<bool>)| {
+        wrap_result(lua, "tensor.multinomial", t.f_multinomial(n, replacement.unwrap_or(false)))
+    });
+    method(methods, "topk", |lua, t, (k, dim): (i64, Option<i64>)| {
+        let (values, indices) = t.f_topk(k, dim.unwrap_or(-1), true, true).or_misuse("tensor.topk")?;
+        Ok((wrap(lua, values)?, wrap(lua, indices)?))
+    });
+    method(methods, "sort", |lua, t, (dim, descending): (Option<i64>, Option<bool>)| {
+        let (values, indices) = t.f_sort(dim.unwrap_or(-1), descending.unwrap_or(false)).or_misuse("tensor.sort")?;
+        Ok((wrap(lua, values)?, wrap(lua, indices)?))
+    });
+    method(methods, "softmax", |lua, t, dim: i64| wrap_result(lua, "tensor.softmax", t.f_softmax(dim, None::<Kind>)));
+    method(methods, "log_softmax", |lua, t, dim: i64| wrap_result(lua, "tensor.log_softmax", t.f_log_softmax(dim, None::<Kind>)));
+    method(methods, "clamp", |lua, t, (a, b): (Value, Value)| {
         let (min, max) = clamp_bounds(lua, "tensor.clamp", a, b)?;
-        wrap_result(lua, "tensor.clamp", clamp(this.as_tensor(), min, max))
+        wrap_result(lua, "tensor.clamp", clamp(t, min, max))
     });
     methods.add_function("clamp_", |lua, (ud, a, b): (AnyUserData, Value, Value)| {
         let (min, max) = clamp_bounds(lua, "tensor.clamp_", a, b)?;

@@ -149,7 +149,10 @@ pub fn metrics_of(v: &Value) -> Result<Metrics> {
             Value::Integer(i) => *i as f64,
             Value::Number(n) => *n,
             Value::UserData(ud) => match ud.borrow::<LuaTensor>() {
-                Ok(t) if t.as_tensor().numel() == 1 => t.as_tensor().f_double_value(&[])?,
+                Ok(t) => match t.get("metrics") {
+                    Ok(t) if t.numel() == 1 => t.f_double_value(&[])?,
+                    _ => continue,
+                },
                 _ => continue,
             },
             _ => continue,

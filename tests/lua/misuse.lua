@@ -1,0 +1,80 @@
+-- Mistakes a recipe can make: each must raise a catchable Lua error whose message names the call
+-- and what was wrong, and the process must keep running (the next case runs in the same VM).
+
+local mt = require "moontune"
+local T, F = mt.tensor, mt.nn.functional
+
+local x = T.randn{ 2, 3 }
+local ids = T.tensor{ 0, 1 }
+
+-- { what, function that makes the mistake, plain substrings the message must contain }
+local cases = {
+  { "matmul with mismatched shapes", function() return x:matmul(T.randn{ 2, 3 }) end, { "tensor.matmul", "2x3" } },
+  { "unknown dtype", function() return T.zeros({ 2 }, { dtype = "float8" }) end, { "tensor.zeros", "unknown dtype 'float8'" } },
+  { "unknown device", function() return T.zeros({ 2 }, { device = "tpu" }) end, { "tensor.zeros", "unknown device 'tpu'" } },
+  { "cuda without CUDA", function() return x:to("cuda:7") end, { "tensor.to", "cuda:7" } },
+  { "unknown option key", function() return T.zeros({ 2 }, { dtyp = "float32" }) end, { "tensor.zeros", "dtyp", "dtype" } },
+  { "unknown optimizer option", function() return mt.optim.adamw({ T.zeros{ 2 }:requires_grad_() }, { learning_rate = 1 }) end, { "optim.adamw", "learning_rate", "lr" } },
+  { "backward on a non-scalar", function() local y = T.ones({ 2 }, { requires_grad = true }) * 2; y:backward() end, { "tensor.backward", "scalar outputs" } },
+  { "backward without grad", function() T.ones{ 1 }:backward() end, { "tensor.backward", "does not require grad" } },
+  { "backward gradient of wrong shape", function() local y = T.ones({ 2 }, { requires_grad = true }) * 2; y:backward(T.ones{ 3 }) end, { "tensor.backward", "shape" } },
+  { "dim out of range", function() return x:sum(5) end, { "tensor.sum", "out of range" } },
+  { "size dim out of range", function() return x:size(2) end, { "tensor.size", "out of range" } },
+  { "index of the wrong dtype", function() return x:index_select(0, T.tensor{ 0.5 }) end, { "tensor.index_select", "int64" } },
+  { "gather index out of bounds", function() return x:gather(1, T.tensor{ { 9 }, { 0 } }) end, { "tensor.gather", "out of bounds" } },
+  { "row index out of range", function() return x[7] end, { "tensor.__index", "out of range" } },
+  { "method on a freed tensor", function() local t = T.ones{ 2 }; t:free(); return t:sum() end, { "tensor.sum", "freed" } },
+  { "freed tensor as an argument", function() local t = T.ones{ 3 }; t:free(); return x:matmul(t) end, { "tensor.matmul", "freed" } },
+  { "method on a foreign value", function() return x.sum(42) end, { "sum" } },
+  { "tensor argument that is not a tensor", function() return x:matmul("abc") end, { "tensor.matmul", "expected a tensor, got string 'abc'" } },
+  { "ragged tensor data", function() return T.tensor{ { 1, 2 }, { 3 } } end, { "tensor.tensor", "ragged" } },
+  { "non-numeric tensor data", function() return T.tensor{ 1, "two" } end, { "tensor.tensor", "string" } },
+  { "view with incompatible size", function() return x:view(4, 2) end, { "tensor.view", "invalid" } },
+  { "item of a multi-element tensor", function() return x:item() end, { "tensor.item", "6 elements" } },
+  { "requires_grad on integers", function() return T.tensor{ 1, 2 }:requires_grad_() end, { "tensor.requires_grad_", "floating point" } },
+  { "add with broadcast mismatch", function() return x + T.ones{ 4 } end, { "tensor.add", "size" } },
+  { "cross_entropy with float targets", function() return F.cross_entropy(x, T.tensor{ 0.0, 1.0 }) end, { "nn.functional.cross_entropy", "int64" } },
+  { "cross_entropy unknown reduction", function() return F.cross_entropy(x, ids, { reduction = "avg" }) end, { "cross_entropy", "unknown reduction 'avg'" } },
+  { "mse_loss shape mismatch", function() return F.mse_loss(x, T.zeros{ 3, 2 }) end, { "nn.functional.mse_loss", "differ" } },
+  { "linear with wrong input width", function() return mt.nn.linear(4, 2)(x) end, { "nn.functional.linear", "does not fit" } },
+  { "embedding with float ids", function() return mt.nn.embedding(5, 2)(T.tensor{ 1.0 }) end, { "nn.functional.embedding", "integer" } },
+  { "unknown nn option", function() return mt.nn.linear(2, 2, { biass = false }) end, { "nn.linear", "biass" } },
+  { "dropout probability out of range", function() return F.dropout(x, 1.5) end, { "dropout", "[0, 1]" } },
+  { "optimizer over no parameters", function() return mt.optim.sgd({}) end, { "optim.sgd", "empty" } },
+  { "optimizer over integer tensors", function() return mt.optim.sgd({ T.tensor{ 1 } }) end, { "optim.sgd", "floating-point" } },
+  { "negative learning rate", function() return mt.optim.adam({ T.zeros{ 1 }:requires_grad_() }, { lr = -1 }) end, { "optim.adam", "lr" } },
+  { "nesterov without momentum", function() return mt.optim.sgd({ T.zeros{ 1 }:requires_grad_() }, { nesterov = true }) end, { "optim.sgd", "Nesterov" } },
+  { "group that does not exist", function() return mt.optim.sgd({ T.zeros{ 1 }:requires_grad_() }):get_lr(3) end, { "optimizer.get_lr", "group 3" } },
+  { "schedule without total", function() return mt.sched.linear(mt.optim.sgd({ T.zeros{ 1 }:requires_grad_() }), {}) end, { "sched.linear", "total" } },
+  { "schedule on a non-optimizer", function() return mt.sched.constant(mt.nn.linear(1, 1).weight, {}) end, { "sched.constant", "optimizer" } },
+  { "load_state_dict with missing keys", function() return mt.nn.linear(2, 2):load_state_dict({ weight = T.zeros{ 2, 2 } }) end, { "load_state_dict", "missing keys {bias}" } },
+  { "load_state_dict with a wrong shape", function() return mt.nn.linear(2, 2):load_state_dict({ weight = T.zeros{ 3, 2 }, bias = T.zeros{ 2 } }) end, { "load_state_dict", "'weight'" } },
+  { "save a non-tensor", function() return mt.save(os.tmpname(), { w = 3 }) end, { "save: 'w'", "expected a tensor" } },
+  { "clamp without bounds", function() return x:clamp() end, { "tensor.clamp", "min and max" } },
+  { "gelu with an unknown approximation", function() return x:gelu("fast") end, { "tensor.gelu", "'fast'" } },
+  { "arange with a zero step", function() return T.arange(0, 5, 0) end, { "tensor.arange", "step" } },
+  { "randint with low >= high", function() return T.randint(5, 5, { 2 }) end, { "tensor.randint", "low" } },
+  { "cat of an empty list", function() return T.cat({}) end, { "tensor.cat", "non-empty" } },
+  { "cat with a non-tensor", function() return T.cat({ x, 5 }) end, { "tensor.cat", "integer 5" } },
+  { "attention with mismatched ranks", function() return F.scaled_dot_product_attention(T.randn{ 2, 3 }, T.randn{ 1, 2, 3 }, T.randn{ 2, 3 }) end, { "scaled_dot_product_attention", "rank" } },
+  { "module without forward", function() local M = mt.nn.module("M"); return M()(x) end, { "M:forward is not defined" } },
+  { "assigning a string into a tensor row", function() x[0] = "a" end, { "tensor.__newindex" } },
+}
+
+local checked = 0
+for _, case in ipairs(cases) do
+  local name, fn, patterns = case[1], case[2], case[3]
+  local ok, err = pcall(fn)
+  if ok then error(string.format("'%s' did not raise", name)) end
+  local message = tostring(err)
+  for _, p in ipairs(patterns) do
+    if not message:find(p, 1, true) then
+      error(string.format("'%s': message lacks %q:\n%s", name, p, message))
+    end
+  end
+  checked = checked + 1
+end
+assert(checked >= 30, "fewer than 30 misuse cases")
+-- The VM still works after all of them.
+assert(T.ones{ 2 }:sum():item() == 2)
+print(string.format("misuse: %d mistakes each raised a clear error", checked))
