@@ -3,7 +3,7 @@
 
 use mlua::{AnyUserData, Lua, MultiValue, Table, UserDataMethods, Value};
 use serde::Deserialize;
-use tch::{Kind, Tensor};
+use tch::{Kind, Scalar, Tensor};
 
 use super::args::{integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
 use super::tensor::{in_place, tensor_arg, wrap, wrap_result, Arith, LuaTensor, Operand};
@@ -206,16 +206,28 @@ struct ClampOptions {
     max: Option<f64>,
 }
 
-fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Option<f64>, Option<f64>)> {
+/// A clamp bound: integers stay integers so that an integer tensor keeps its dtype.
+fn bound(v: f64) -> Scalar {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        Scalar::int(v as i64)
+    } else {
+        Scalar::float(v)
+    }
+}
+
+fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Option<Scalar>, Option<Scalar>)> {
     if let Value::Table(t) = a {
         let o: ClampOptions = options(lua, call, Some(t))?;
-        return Ok((o.min, o.max));
+        if o.min.is_none() && o.max.is_none() {
+            return Err(misuse(call, "needs at least one of min and max"));
+        }
+        return Ok((o.min.map(bound), o.max.map(bound)));
     }
-    let num = |v: Value| -> mlua::Result<Option<f64>> {
+    let num = |v: Value| -> mlua::Result<Option<Scalar>> {
         match v {
             Value::Nil => Ok(None),
-            Value::Integer(i) => Ok(Some(i as f64)),
-            Value::Number(n) => Ok(Some(n)),
+            Value::Integer(i) => Ok(Some(Scalar::int(i))),
+            Value::Number(n) => Ok(Some(Scalar::float(n))),
             other => Err(misuse(call, format!("expected a number or nil, got {}", super::args::describe(&other)))),
         }
     };
@@ -226,7 +238,7 @@ fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Opti
     Ok((min, max))
 }
 
-fn clamp(t: &Tensor, min: Option<f64>, max: Option<f64>) -> Result<Tensor, tch::TchError> {
+fn clamp(t: &Tensor, min: Option<Scalar>, max: Option<Scalar>) -> Result<Tensor, tch::TchError> {
     match (min, max) {
         (Some(lo), Some(hi)) => t.f_clamp(lo, hi),
         (Some(lo), None) => t.f_clamp_min(lo),

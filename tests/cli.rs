@@ -1,0 +1,202 @@
+//! The moontune command as a user meets it: doctor, help and exit codes, the recipe loop (config
+//! overrides, run directory, metrics, evaluation, Ctrl-C), plain scripts, and every shipped
+//! recipe run on tiny settings.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn moontune() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_moontune"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn write(dir: &Path, name: &str, src: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, src).unwrap();
+    p
+}
+
+/// The rows of a run's metrics.jsonl.
+fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn only_run_dir(runs: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+#[test]
+fn doctor_reports_libtorch_and_lua() {
+    let out = moontune().arg("doctor").output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("libtorch   2.11.0"), "{t}");
+    assert!(t.contains("Lua 5.4") && t.contains("threads") && t.contains("cuda"), "{t}");
+}
+
+#[test]
+fn help_and_usage_errors() {
+    let out = moontune().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    for verb in ["run", "doctor", "test", "repl"] {
+        assert!(text(&out).contains(verb));
+    }
+    assert_eq!(moontune().arg("frobnicate").output().unwrap().status.code(), Some(2));
+    assert_eq!(moontune().args(["run"]).output().unwrap().status.code(), Some(2));
+    let out = moontune().args(["run", "/nonexistent/recipe.lua"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("cannot read /nonexistent/recipe.lua"), "{}", text(&out));
+}
+
+const COUNTER: &str = r#"
+local mt = require "moontune"
+return {
+  config = { steps = 6, eval_every = 2, scale = 1.5, name = "counter" },
+  setup = function(cfg) return { n = 0 } end,
+  step = function(state, cfg)
+    state.n = state.n + 1
+    if state.n == 1 then print("first step of " .. cfg.name) end
+    return { loss = mt.tensor.tensor(10.0 / state.n), scaled = state.n * cfg.scale }
+  end,
+  evaluate = function(state, cfg) return { acc = state.n / cfg.steps } end,
+}
+"#;
+
+#[test]
+fn recipe_loop_writes_the_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write(dir.path(), "counter.lua", COUNTER);
+    let runs = dir.path().join("runs");
+    let out = moontune().arg("run").arg(&recipe).args(["scale=2", "steps=5", "--runs-dir"]).arg(&runs).output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("first step of counter") && t.contains("finished after 5 steps"), "{t}");
+    let run_dir = only_run_dir(&runs);
+    assert!(run_dir.file_name().unwrap().to_string_lossy().starts_with("counter-"));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["scale"], 2.0);
+    assert_eq!(config["steps"], 5);
+    assert!(run_dir.join("recipe.lua").exists());
+    let rows = metrics(&run_dir);
+    let steps: Vec<_> = rows.iter().filter(|r| r["kind"] == "step").collect();
+    let evals: Vec<_> = rows.iter().filter(|r| r["kind"] == "eval").collect();
+    assert_eq!(steps.len(), 5);
+    assert_eq!(steps[4]["loss"], 2.0, "a one-element tensor is logged as a number");
+    assert_eq!(steps[4]["scaled"], 10.0);
+    // Every eval_every (2) steps, and once more at the end (step 5).
+    assert_eq!(evals.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 4, 5]);
+}
+
+#[test]
+fn config_overrides_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write(dir.path(), "counter.lua", COUNTER);
+    let runs = dir.path().join("runs");
+    let out = moontune().arg("run").arg(&recipe).args(["lr=1", "--runs-dir"]).arg(&runs).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.contains("unknown config key 'lr'") && t.contains("eval_every, log_every, name, scale, seed, steps"), "{t}");
+    let out = moontune().arg("run").arg(&recipe).args(["scale=big", "--runs-dir"]).arg(&runs).output().unwrap();
+    assert!(text(&out).contains("config key 'scale' expects a number, got 'big'"), "{}", text(&out));
+}
+
+#[test]
+fn recipe_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write(dir.path(), "broken.lua", "return {\n  config = { steps = 3 },\n  step = function(state, cfg)\n    return { loss = state.missing.field }\n  end,\n}\n");
+    let out = moontune().arg("run").arg(&recipe).arg("--runs-dir").arg(dir.path().join("runs")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(t.contains("step 1 failed") && t.contains("broken.lua:4:") && t.contains("stack traceback"), "{t}");
+    let bad = write(dir.path(), "nostep.lua", "return { config = {}, stepp = function() end }");
+    let t = text(&moontune().arg("run").arg(&bad).output().unwrap());
+    assert!(t.contains("unknown field 'stepp'"), "{t}");
+}
+
+#[test]
+fn plain_scripts_run_top_to_bottom_and_require_finds_siblings() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "helper.lua", "return { double = function(x) return 2 * x end }");
+    let script = write(dir.path(), "plain.lua", "local h = require 'helper'\nprint('double is', h.double(21))\n");
+    let out = moontune().arg("run").arg(&script).current_dir("/").output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("double is\t42"), "{t}");
+}
+
+#[test]
+fn ctrl_c_stops_after_the_current_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = write(dir.path(), "slow.lua", r#"
+return {
+  config = { steps = 100000 },
+  step = function(state, cfg) local t = os.clock() while os.clock() - t < 0.01 do end return { loss = 1 } end,
+}"#);
+    let runs = dir.path().join("runs");
+    let child = moontune().arg("run").arg(&recipe).arg("--runs-dir").arg(&runs).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    assert!(t.contains("stopping after the current step") && t.contains("stopped after") && t.contains("run directory"), "{t}");
+    let rows = metrics(&only_run_dir(&runs));
+    assert!(!rows.is_empty() && rows.len() < 100000);
+}
+
+#[test]
+fn quickstart_trains_with_a_falling_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let out = moontune()
+        .current_dir(root())
+        .args(["run", "scripts/quickstart.lua", "steps=120", "eval_every=60", "--runs-dir"])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("sample: ann has 7"), "{t}");
+    let rows = metrics(&only_run_dir(&runs));
+    let losses: Vec<f64> = rows.iter().filter(|r| r["kind"] == "step").map(|r| r["loss"].as_f64().unwrap()).collect();
+    let first: f64 = losses[..10].iter().sum::<f64>() / 10.0;
+    let last: f64 = losses[losses.len() - 10..].iter().sum::<f64>() / 10.0;
+    assert!(first > 3.0 && last < 0.6 * first, "loss fell from {first} to only {last}");
+    let evals: Vec<f64> = rows.iter().filter(|r| r["kind"] == "eval").map(|r| r["loss"].as_f64().unwrap()).collect();
+    assert_eq!(evals.len(), 2);
+    assert!(evals[1] < evals[0]);
+}
+
+#[test]
+fn every_shipped_recipe_runs() {
+    for entry in std::fs::read_dir(root().join("scripts")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "lua") {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = moontune()
+            .current_dir(root())
+            .arg("run")
+            .arg(&path)
+            .args(["steps=3", "--runs-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), text(&out));
+    }
+}
