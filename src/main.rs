@@ -69,6 +69,13 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf) -> Res
 }
 
 fn main() -> ExitCode {
+    // No panic is meant to be reachable from a script; should one happen inside a Lua call it is
+    // turned into a Lua error, so say it in one line instead of a Rust backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("panic");
+        eprintln!("moontune: internal error: {}", moontune::lua::args::tidy(message));
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { recipe, overrides, headless: _, runs_dir } => run_recipe(recipe, overrides, runs_dir),

@@ -46,6 +46,8 @@ fn doctor_reports_libtorch_and_lua() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("libtorch   2.11.0"), "{t}");
     assert!(t.contains("Lua 5.4") && t.contains("threads") && t.contains("cuda"), "{t}");
+    // The CUDA library is linked in even on this CPU-only machine, so a GPU would be found.
+    assert!(t.contains("libtorch_cuda.so loaded"), "{t}");
 }
 
 #[test]

@@ -7,23 +7,33 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-/// The directory of the libtorch_cpu.so this process has loaded.
-fn loaded_libtorch_dir() -> Option<PathBuf> {
+/// The path of a shared library this process has loaded, found by its file name.
+pub fn loaded_library(file_name: &str) -> Option<PathBuf> {
+    struct Search<'a> {
+        file_name: &'a str,
+        found: Option<PathBuf>,
+    }
     unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> c_int {
         let name = (*info).dlpi_name;
         if name.is_null() {
             return 0;
         }
-        let path = CStr::from_ptr(name).to_string_lossy();
-        if path.ends_with("libtorch_cpu.so") {
-            *(data as *mut Option<PathBuf>) = PathBuf::from(path.as_ref()).parent().map(|p| p.to_path_buf());
+        let search = &mut *(data as *mut Search);
+        let path = PathBuf::from(CStr::from_ptr(name).to_string_lossy().as_ref());
+        if path.file_name().is_some_and(|n| n == search.file_name) {
+            search.found = Some(path);
             return 1;
         }
         0
     }
-    let mut found: Option<PathBuf> = None;
-    unsafe { libc::dl_iterate_phdr(Some(visit), &mut found as *mut _ as *mut libc::c_void) };
-    found
+    let mut search = Search { file_name, found: None };
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut libc::c_void) };
+    search.found
+}
+
+/// The directory of the libtorch_cpu.so this process has loaded.
+fn loaded_libtorch_dir() -> Option<PathBuf> {
+    loaded_library("libtorch_cpu.so")?.parent().map(|p| p.to_path_buf())
 }
 
 /// The version string in torch/version.py beside the loaded libtorch (`2.11.0+cu130`).
@@ -91,5 +101,8 @@ pub fn report() -> Result<Vec<String>> {
     } else {
         lines.push("cuda       not available (CPU only)".into());
     }
+    // Without libtorch_cuda.so in the process CUDA reads as unavailable even on a GPU machine.
+    let cuda_lib = loaded_library("libtorch_cuda.so").map(|p| p.display().to_string());
+    lines.push(format!("           libtorch_cuda.so {}", cuda_lib.map(|p| format!("loaded ({p})")).unwrap_or_else(|| "NOT loaded: CUDA cannot work".into())));
     Ok(lines)
 }

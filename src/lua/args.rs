@@ -11,6 +11,16 @@ pub fn misuse(call: &str, err: impl Display) -> mlua::Error {
     mlua::Error::RuntimeError(format!("{call}: {}", concise(&err.to_string())))
 }
 
+/// A message with any libtorch C++ backtrace cut off, and a panic that carries a libtorch error
+/// (tch unwraps some errors internally) reduced to that error. Keeps a Lua traceback if present.
+pub fn tidy(message: &str) -> String {
+    let Some(i) = message.find("Torch(\"") else { return message.to_string() };
+    let rest = &message[i + 7..];
+    let error = &rest[..rest.find("\\n").or_else(|| rest.find('"')).unwrap_or(rest.len())];
+    let traceback = message.find("\nstack traceback:").map(|j| &message[j..]).unwrap_or("");
+    format!("libtorch error: {error}{traceback}")
+}
+
 /// libtorch messages carry a C++ backtrace after the first lines; keep what a user can act on.
 fn concise(message: &str) -> String {
     let cut = message.find("\nException raised from").unwrap_or(message.len());
@@ -114,5 +124,18 @@ pub fn no_more(call: &str, args: &[Value]) -> mlua::Result<()> {
     match args.first() {
         None => Ok(()),
         Some(v) => Err(misuse(call, format!("unexpected extra argument {}", describe(v)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tidy_reduces_a_libtorch_panic_to_its_error() {
+        let panic = "runtime error: called `Result::unwrap()` on an `Err` value: Torch(\"invalid size, possible overflow?\\nException raised from compute_arange_size\\nframe #0: ...\")\nstack traceback:\n\tx.lua:3: in main chunk";
+        assert_eq!(tidy(panic), "libtorch error: invalid size, possible overflow?\nstack traceback:\n\tx.lua:3: in main chunk");
+        assert_eq!(tidy("plain message"), "plain message");
+        assert_eq!(concise("Internal torch error: bad shape\nException raised from f at x.cpp:1"), "bad shape");
     }
 }

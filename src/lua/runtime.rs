@@ -114,7 +114,7 @@ pub fn call_traced<R: mlua::FromLuaMulti>(lua: &Lua, f: &Function, args: impl ml
     results.remove(0);
     if !ok {
         return Err(match results.into_iter().next() {
-            Some(Value::String(s)) => s.to_string_lossy().to_string(),
+            Some(Value::String(s)) => super::args::tidy(&s.to_string_lossy()),
             Some(other) => format!("{other:?}"),
             None => "error (no message)".into(),
         });

@@ -208,8 +208,7 @@ impl UserData for LuaTensor {
             let mut row = this.get(call)?.f_select(0, i).or_misuse(call)?;
             match Operand::from_value(call, &value)? {
                 Operand::Tensor(src) => row.f_copy_(&src).or_misuse(call),
-                Operand::Int(i) => row.f_fill_(i).map(drop).or_misuse(call),
-                Operand::Float(f) => row.f_fill_(f).map(drop).or_misuse(call),
+                number => number.to_tensor(&row).and_then(|v| row.f_fill_tensor_(&v)).map(drop).or_misuse(call),
             }
         });
         methods.add_method_mut("free", |_, this, ()| {

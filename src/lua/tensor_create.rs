@@ -70,6 +70,32 @@ fn like(lua: &Lua, table: &Table, name: &'static str, make: fn(&Tensor, (Kind, D
     table.set(name, f)
 }
 
+/// A tensor of `size` holding `value` (an empty tensor filled with a 0-dim one, so that every
+/// failure, such as running out of memory, comes back as an error).
+fn filled(size: &[i64], kind: Kind, device: Device, value: &Operand) -> Result<Tensor, tch::TchError> {
+    let mut t = Tensor::f_empty(size, (kind, device))?;
+    let v = value.to_tensor(&t)?;
+    t.f_fill_tensor_(&v)
+}
+
+/// Checks an arange range the way PyTorch does, before libtorch sees it.
+fn check_range(start: f64, end: f64, step: f64) -> Result<(), String> {
+    if !(start.is_finite() && end.is_finite() && step.is_finite()) {
+        return Err("start, end and step must be finite".into());
+    }
+    if step == 0.0 {
+        return Err("step must be nonzero".into());
+    }
+    let n = ((end - start) / step).ceil();
+    if n < 0.0 {
+        return Err(format!("the range {start}..{end} and step {step} have inconsistent signs"));
+    }
+    if n > (1u64 << 48) as f64 {
+        return Err(format!("the range {start}..{end} with step {step} has too many elements ({n:e})"));
+    }
+    Ok(())
+}
+
 fn tensor_list(call: &str, list: &Table) -> mlua::Result<Vec<Tensor>> {
     let mut out = Vec::new();
     for v in list.sequence_values::<Value>() {
@@ -118,19 +144,21 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let (size, _) = int_list(call, MultiValue::from_iter([args[0].clone()]))?;
         let p = placement(lua, call, opts)?;
         let device = p.device.unwrap_or(Device::Cpu);
-        let out = match Operand::from_value(call, &args[1])? {
-            Operand::Int(i) => Tensor::f_full(size.as_slice(), i, (p.kind.unwrap_or(Kind::Int64), device)),
-            Operand::Float(f) => Tensor::f_full(size.as_slice(), f, (p.kind.unwrap_or(Kind::Float), device)),
+        let value = Operand::from_value(call, &args[1])?;
+        let kind = match value {
+            Operand::Int(_) => p.kind.unwrap_or(Kind::Int64),
+            Operand::Float(_) => p.kind.unwrap_or(Kind::Float),
             Operand::Tensor(_) => return Err(misuse(call, "the fill value must be a number")),
         };
-        finish(lua, call, out, &p)
+        finish(lua, call, filled(&size, kind, device, &value), &p)
     })?)?;
     t.set("full_like", lua.create_function(|lua, (source, value, opts): (Value, Value, Option<Table>)| {
         let call = "tensor.full_like";
         let source = tensor_arg(call, &source)?;
         let p = placement(lua, call, opts)?;
         let o = (p.kind.unwrap_or(source.kind()), p.device.unwrap_or(source.device()));
-        finish(lua, call, Tensor::f_full(source.size(), number(call, &value)?, o), &p)
+        let value = Operand::Float(number(call, &value)?);
+        finish(lua, call, filled(&source.size(), o.0, o.1, &value), &p)
     })?)?;
     t.set("randint", lua.create_function(|lua, args: MultiValue| {
         // randint(high, size, opts?) or randint(low, high, size, opts?), as torch.randint.
@@ -166,9 +194,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
             [start, end, step] => (*start, *end, *step),
             _ => return Err(misuse(call, "expected (end), (start, end) or (start, end, step)")),
         };
-        if step == 0.0 {
-            return Err(misuse(call, "step must be nonzero"));
-        }
+        check_range(start, end, step).map_err(|e| misuse(call, e))?;
         let kind = p.kind.unwrap_or(if all_int { Kind::Int64 } else { Kind::Float });
         let o = (kind, p.device.unwrap_or(Device::Cpu));
         let out = if all_int {

@@ -3,7 +3,7 @@
 
 use mlua::{AnyUserData, Lua, MultiValue, Table, UserDataMethods, Value};
 use serde::Deserialize;
-use tch::{Kind, Scalar, Tensor};
+use tch::{Kind, Tensor};
 
 use super::args::{integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
 use super::tensor::{in_place, tensor_arg, wrap, wrap_result, Arith, LuaTensor, Operand};
@@ -83,8 +83,17 @@ fn reduce_args(lua: &Lua, call: &str, args: MultiValue) -> mlua::Result<Reduce> 
     Ok(Reduce { dims, keepdim: opts.keepdim.unwrap_or(keepdim), correction: opts.correction.unwrap_or(1) })
 }
 
-fn all_dims(t: &Tensor) -> Vec<i64> {
-    (0..t.dim() as i64).collect()
+/// The dims to reduce over: the given ones, checked against the tensor's rank, or all of them.
+fn reduce_dims(call: &str, t: &Tensor, dims: &Option<Vec<i64>>) -> mlua::Result<Vec<i64>> {
+    match dims {
+        None => Ok((0..t.dim() as i64).collect()),
+        Some(list) => {
+            for d in list {
+                normalize_dim(call, *d, t.dim())?;
+            }
+            Ok(list.clone())
+        }
+    }
 }
 
 fn one_dim(call: &str, r: &Reduce) -> mlua::Result<Option<i64>> {
@@ -206,45 +215,41 @@ struct ClampOptions {
     max: Option<f64>,
 }
 
-/// A clamp bound: integers stay integers so that an integer tensor keeps its dtype.
-fn bound(v: f64) -> Scalar {
+fn number_bound(v: f64) -> Operand {
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        Scalar::int(v as i64)
+        Operand::Int(v as i64)
     } else {
-        Scalar::float(v)
+        Operand::Float(v)
     }
 }
 
-fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Option<Scalar>, Option<Scalar>)> {
-    if let Value::Table(t) = a {
+/// `(min, max)`, `(min)`, `(nil, max)` or `{ min =, max = }`; integer bounds keep an integer
+/// tensor's dtype, as Python scalars do.
+fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Option<Operand>, Option<Operand>)> {
+    let (min, max) = if let Value::Table(t) = a {
         let o: ClampOptions = options(lua, call, Some(t))?;
-        if o.min.is_none() && o.max.is_none() {
-            return Err(misuse(call, "needs at least one of min and max"));
-        }
-        return Ok((o.min.map(bound), o.max.map(bound)));
-    }
-    let num = |v: Value| -> mlua::Result<Option<Scalar>> {
-        match v {
-            Value::Nil => Ok(None),
-            Value::Integer(i) => Ok(Some(Scalar::int(i))),
-            Value::Number(n) => Ok(Some(Scalar::float(n))),
-            other => Err(misuse(call, format!("expected a number or nil, got {}", super::args::describe(&other)))),
-        }
+        (o.min.map(number_bound), o.max.map(number_bound))
+    } else {
+        let bound = |v: Value| -> mlua::Result<Option<Operand>> {
+            match v {
+                Value::Nil => Ok(None),
+                Value::Integer(i) => Ok(Some(Operand::Int(i))),
+                Value::Number(n) => Ok(Some(Operand::Float(n))),
+                other => Err(misuse(call, format!("expected a number or nil, got {}", super::args::describe(&other)))),
+            }
+        };
+        (bound(a)?, bound(b)?)
     };
-    let (min, max) = (num(a)?, num(b)?);
     if min.is_none() && max.is_none() {
         return Err(misuse(call, "needs at least one of min and max"));
     }
     Ok((min, max))
 }
 
-fn clamp(t: &Tensor, min: Option<Scalar>, max: Option<Scalar>) -> Result<Tensor, tch::TchError> {
-    match (min, max) {
-        (Some(lo), Some(hi)) => t.f_clamp(lo, hi),
-        (Some(lo), None) => t.f_clamp_min(lo),
-        (None, Some(hi)) => t.f_clamp_max(hi),
-        (None, None) => Ok(t.shallow_clone()),
-    }
+fn clamp(t: &Tensor, min: &Option<Operand>, max: &Option<Operand>) -> Result<Tensor, tch::TchError> {
+    let min = min.as_ref().map(|m| m.to_tensor(t)).transpose()?;
+    let max = max.as_ref().map(|m| m.to_tensor(t)).transpose()?;
+    t.f_clamp_tensor(min.as_ref(), max.as_ref())
 }
 
 #[derive(Deserialize, Default)]
@@ -343,13 +348,13 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     method(methods, "sum", |lua, t, args: MultiValue| {
         let r = reduce_args(lua, "tensor.sum", args)?;
         let t = t;
-        let dims = r.dims.unwrap_or_else(|| all_dims(t));
+        let dims = reduce_dims("tensor.sum", t, &r.dims)?;
         wrap_result(lua, "tensor.sum", t.f_sum_dim_intlist(dims.as_slice(), r.keepdim, None::<Kind>))
     });
     method(methods, "mean", |lua, t, args: MultiValue| {
         let r = reduce_args(lua, "tensor.mean", args)?;
         let t = t;
-        let dims = r.dims.unwrap_or_else(|| all_dims(t));
+        let dims = reduce_dims("tensor.mean", t, &r.dims)?;
         wrap_result(lua, "tensor.mean", t.f_mean_dim(dims.as_slice(), r.keepdim, None::<Kind>))
     });
     for (name, var) in [("std", false), ("var", true)] {
@@ -357,7 +362,10 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
             let call = format!("tensor.{name}");
             let r = reduce_args(lua, &call, args)?;
             let t = t;
-            let dims = r.dims.unwrap_or_else(|| all_dims(t));
+            let dims = reduce_dims(&call, t, &r.dims)?;
+            if !crate::tensor::dtype::is_floating(t.kind()) {
+                return Err(misuse(&call, format!("needs a floating-point tensor, got {}", dtype_name(t.kind()))));
+            }
             let out = if var {
                 t.f_var_correction(dims.as_slice(), r.correction, r.keepdim)
             } else {
@@ -411,7 +419,10 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         };
         let r = reduce_args(lua, call, MultiValue::from_iter(args))?;
         let t = t;
-        let dims = r.dims.unwrap_or_else(|| all_dims(t));
+        let dims = reduce_dims(call, t, &r.dims)?;
+        if !crate::tensor::dtype::is_floating(t.kind()) {
+            return Err(misuse(call, format!("needs a floating-point tensor, got {}", dtype_name(t.kind()))));
+        }
         wrap_result(lua, call, t.f_norm_scalaropt_dim(p, dims.as_slice(), r.keepdim))
     });
 
@@ -476,12 +487,11 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         let call = "tensor.scatter";
         let index = tensor_arg(call, &index)?;
         let t = t;
-        let out = match Operand::from_value(call, &src)? {
-            Operand::Tensor(s) => t.f_scatter(dim, &index, &s),
-            Operand::Int(i) => t.f_scatter_value(dim, &index, i),
-            Operand::Float(f) => t.f_scatter_value(dim, &index, f),
+        let src = match Operand::from_value(call, &src)? {
+            Operand::Tensor(s) => s,
+            number => number.to_tensor(t).and_then(|v| v.f_expand_as(&index)).or_misuse(call)?,
         };
-        wrap_result(lua, call, out)
+        wrap_result(lua, call, t.f_scatter(dim, &index, &src))
     });
     method(methods, "masked_fill", |lua, t, (mask, value): (Value, Value)| {
         let call = "tensor.masked_fill";
@@ -540,21 +550,23 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     method(methods, "log_softmax", |lua, t, dim: i64| wrap_result(lua, "tensor.log_softmax", t.f_log_softmax(dim, None::<Kind>)));
     method(methods, "clamp", |lua, t, (a, b): (Value, Value)| {
         let (min, max) = clamp_bounds(lua, "tensor.clamp", a, b)?;
-        wrap_result(lua, "tensor.clamp", clamp(t, min, max))
+        wrap_result(lua, "tensor.clamp", clamp(t, &min, &max))
     });
     methods.add_function("clamp_", |lua, (ud, a, b): (AnyUserData, Value, Value)| {
         let (min, max) = clamp_bounds(lua, "tensor.clamp_", a, b)?;
         in_place("tensor.clamp_", &ud, |t| {
-            let clamped = clamp(t, min, max)?;
+            let clamped = clamp(t, &min, &max)?;
             t.f_copy_(&clamped).map(|_| t.shallow_clone())
         })
     });
     methods.add_function("fill_", |_, (ud, value): (AnyUserData, Value)| {
         let call = "tensor.fill_";
         match Operand::from_value(call, &value)? {
-            Operand::Int(i) => in_place(call, &ud, |t| t.f_fill_(i)),
-            Operand::Float(f) => in_place(call, &ud, |t| t.f_fill_(f)),
             Operand::Tensor(_) => Err(misuse(call, "expected a number; use copy_ for a tensor")),
+            number => in_place(call, &ud, |t| {
+                let v = number.to_tensor(t)?;
+                t.f_fill_tensor_(&v)
+            }),
         }
     });
     methods.add_function("copy_", |_, (ud, src): (AnyUserData, Value)| {
@@ -574,11 +586,7 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
 }
 
 fn masked_fill(t: &Tensor, mask: &Tensor, value: &Operand) -> Result<Tensor, tch::TchError> {
-    match value {
-        Operand::Int(i) => t.f_masked_fill(mask, *i),
-        Operand::Float(f) => t.f_masked_fill(mask, *f),
-        Operand::Tensor(v) => t.f_masked_fill_tensor(mask, v),
-    }
+    t.f_masked_fill_tensor(mask, &value.to_tensor(t)?)
 }
 
 /// A 0-based dim (negative from the end) as an index into a shape of `rank` dims.

@@ -135,7 +135,7 @@ impl Optimizer for Adam {
             };
             let max_exp_avg_sq = if self.config.amsgrad { state.tensor(i, "max_exp_avg_sq", p)? } else { None };
             if self.config.amsgrad && max_exp_avg_sq.is_none() {
-                anyhow::bail!("state of parameter {i} lacks 'max_exp_avg_sq', which amsgrad needs");
+                anyhow::bail!("state of parameter {} lacks 'max_exp_avg_sq', which amsgrad needs", i + 1);
             }
             moments.push(Some(Moments { step: state.params[&i].step, exp_avg, exp_avg_sq, max_exp_avg_sq }));
         }

@@ -17,7 +17,8 @@ pub struct ParamState {
 
 /// All of an optimizer's state.
 pub struct OptimizerState {
-    /// By parameter index over all groups in order; parameters not yet updated are absent.
+    /// By parameter index (0-based here, 1-based in Lua and in messages) over all groups in
+    /// order; parameters not yet updated are absent.
     pub params: BTreeMap<usize, ParamState>,
     /// (lr, weight_decay) of each group.
     pub groups: Vec<(f64, f64)>,
@@ -31,7 +32,7 @@ impl OptimizerState {
         let count: usize = groups.iter().map(|g| g.params.len()).sum();
         if let Some((&index, _)) = self.params.iter().next_back() {
             if index >= count {
-                bail!("state has an entry for parameter {index}, the optimizer has {count}");
+                bail!("state has an entry for parameter {}, the optimizer has {count}", index + 1);
             }
         }
         Ok(())
@@ -48,10 +49,10 @@ impl OptimizerState {
     pub fn tensor(&self, index: usize, name: &str, param: &Tensor) -> Result<Option<Tensor>> {
         let Some(state) = self.params.get(&index) else { return Ok(None) };
         let Some(t) = state.tensors.get(name) else {
-            bail!("state of parameter {index} lacks '{name}'");
+            bail!("state of parameter {} lacks '{name}'", index + 1);
         };
         if t.size() != param.size() {
-            bail!("state '{name}' of parameter {index} has shape {:?}, the parameter {:?}", t.size(), param.size());
+            bail!("state '{name}' of parameter {} has shape {:?}, the parameter {:?}", index + 1, t.size(), param.size());
         }
         Ok(Some(copy_of(&t.f_to_device(param.device())?.f_detach()?)?))
     }

@@ -58,6 +58,14 @@ local cases = {
   { "cat with a non-tensor", function() return T.cat({ x, 5 }) end, { "tensor.cat", "integer 5" } },
   { "attention with mismatched ranks", function() return F.scaled_dot_product_attention(T.randn{ 2, 3 }, T.randn{ 1, 2, 3 }, T.randn{ 2, 3 }) end, { "scaled_dot_product_attention", "rank" } },
   { "module without forward", function() local M = mt.nn.module("M"); return M()(x) end, { "M:forward is not defined" } },
+  { "arange with too many elements", function() return T.arange(1e20) end, { "tensor.arange", "too many elements" } },
+  { "arange with an inconsistent step", function() return T.arange(5, 0, 1) end, { "tensor.arange", "inconsistent" } },
+  { "masked_fill with a mask of the wrong shape", function() return x:masked_fill(T.tensor{ true, false, true, false }, 0) end, { "tensor.masked_fill", "size" } },
+  { "fill_ on a leaf that requires grad", function() return T.ones({ 2 }, { requires_grad = true }):fill_(3) end, { "tensor.fill_", "leaf" } },
+  { "scatter with an index out of bounds", function() return x:scatter(1, T.tensor{ { 9 }, { 0 } }, 1.0) end, { "tensor.scatter", "out of bounds" } },
+  { "std over a dim out of range", function() return x:std(3) end, { "tensor.std", "out of range" } },
+  { "norm of an integer tensor", function() return T.tensor{ 3, 4 }:norm() end, { "tensor.norm", "floating-point" } },
+  { "full with a negative size", function() return T.full({ -2 }, 1.5) end, { "tensor.full", "negative" } },
   { "assigning a string into a tensor row", function() x[0] = "a" end, { "tensor.__newindex" } },
 }
 
