@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use crate::tensor::create::copy_of;
 
-use super::{all_params, Optimizer, OptimizerState, ParamGroup, ParamState};
+use super::{all_params, for_each_grad, Optimizer, OptimizerState, ParamGroup, ParamState};
 
 /// Adam's settings shared by all groups (lr and weight decay are per group).
 #[derive(Clone, Copy, Debug)]
@@ -75,31 +75,22 @@ fn update(p: &mut Tensor, grad: Tensor, m: &mut Moments, lr: f64, weight_decay: 
 
 impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
-        let _guard = tch::no_grad_guard();
         let config = self.config;
-        let mut index = 0;
-        for group in &mut self.groups {
-            for p in group.params.iter_mut() {
-                let i = index;
-                index += 1;
-                let grad = p.f_grad()?;
-                if !grad.defined() {
-                    continue;
-                }
-                if self.moments[i].is_none() {
-                    self.moments[i] = Some(Moments {
-                        step: 0,
-                        exp_avg: p.f_zeros_like()?,
-                        exp_avg_sq: p.f_zeros_like()?,
-                        max_exp_avg_sq: if config.amsgrad { Some(p.f_zeros_like()?) } else { None },
-                    });
-                }
-                if let Some(m) = self.moments[i].as_mut() {
-                    update(p, grad, m, group.lr, group.weight_decay, &config)?;
-                }
+        let moments = &mut self.moments;
+        for_each_grad(&mut self.groups, |i, (lr, weight_decay), p, grad| {
+            if moments[i].is_none() {
+                moments[i] = Some(Moments {
+                    step: 0,
+                    exp_avg: p.f_zeros_like()?,
+                    exp_avg_sq: p.f_zeros_like()?,
+                    max_exp_avg_sq: if config.amsgrad { Some(p.f_zeros_like()?) } else { None },
+                });
             }
-        }
-        Ok(())
+            match moments[i].as_mut() {
+                Some(m) => update(p, grad, m, lr, weight_decay, &config),
+                None => Ok(()),
+            }
+        })
     }
 
     fn groups(&self) -> &[ParamGroup] {
@@ -122,7 +113,7 @@ impl Optimizer for Adam {
             }
             params.insert(i, ParamState { step: m.step, tensors });
         }
-        Ok(OptimizerState { params, groups: self.groups.iter().map(|g| (g.lr, g.weight_decay)).collect() })
+        Ok(OptimizerState::new(params, &self.groups))
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {

@@ -43,3 +43,24 @@ pub trait Optimizer {
 pub(crate) fn all_params(groups: &[ParamGroup]) -> impl Iterator<Item = &Tensor> {
     groups.iter().flat_map(|g| g.params.iter())
 }
+
+/// Calls `update(index, group, param, grad)` for every parameter that has a gradient, without
+/// gradient tracking; `index` numbers parameters over all groups in order.
+pub(crate) fn for_each_grad(
+    groups: &mut [ParamGroup],
+    mut update: impl FnMut(usize, (f64, f64), &mut Tensor, Tensor) -> Result<()>,
+) -> Result<()> {
+    let _guard = tch::no_grad_guard();
+    let mut index = 0;
+    for group in groups.iter_mut() {
+        let settings = (group.lr, group.weight_decay);
+        for p in group.params.iter_mut() {
+            let grad = p.f_grad()?;
+            if grad.defined() {
+                update(index, settings, p, grad)?;
+            }
+            index += 1;
+        }
+    }
+    Ok(())
+}

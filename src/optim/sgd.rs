@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use crate::tensor::create::copy_of;
 
-use super::{all_params, Optimizer, OptimizerState, ParamGroup, ParamState};
+use super::{all_params, for_each_grad, Optimizer, OptimizerState, ParamGroup, ParamState};
 
 /// SGD's settings shared by all groups (lr and weight decay are per group).
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,38 +37,25 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
-        let _guard = tch::no_grad_guard();
         let SgdConfig { momentum, dampening, nesterov } = self.config;
-        let mut index = 0;
-        for group in &mut self.groups {
-            for p in group.params.iter_mut() {
-                let i = index;
-                index += 1;
-                let grad = p.f_grad()?;
-                if !grad.defined() {
-                    continue;
-                }
-                let mut d_p = if group.weight_decay != 0.0 {
-                    grad.f_add(&p.f_mul_scalar(group.weight_decay)?)?
-                } else {
-                    grad
+        let buffers = &mut self.buffers;
+        for_each_grad(&mut self.groups, |i, (lr, weight_decay), p, grad| {
+            let mut d_p = if weight_decay != 0.0 { grad.f_add(&p.f_mul_scalar(weight_decay)?)? } else { grad };
+            if momentum != 0.0 {
+                let buf = match buffers[i].take() {
+                    None => copy_of(&d_p)?,
+                    Some(mut buf) => {
+                        let _ = buf.f_mul_scalar_(momentum)?;
+                        let _ = buf.f_add_(&d_p.f_mul_scalar(1.0 - dampening)?)?;
+                        buf
+                    }
                 };
-                if momentum != 0.0 {
-                    let buf = match self.buffers[i].take() {
-                        None => copy_of(&d_p)?,
-                        Some(mut buf) => {
-                            let _ = buf.f_mul_scalar_(momentum)?;
-                            let _ = buf.f_add_(&d_p.f_mul_scalar(1.0 - dampening)?)?;
-                            buf
-                        }
-                    };
-                    d_p = if nesterov { d_p.f_add(&buf.f_mul_scalar(momentum)?)? } else { buf.shallow_clone() };
-                    self.buffers[i] = Some(buf);
-                }
-                let _ = p.f_add_(&d_p.f_mul_scalar(-group.lr)?)?;
+                d_p = if nesterov { d_p.f_add(&buf.f_mul_scalar(momentum)?)? } else { buf.shallow_clone() };
+                buffers[i] = Some(buf);
             }
-        }
-        Ok(())
+            let _ = p.f_add_(&d_p.f_mul_scalar(-lr)?)?;
+            Ok(())
+        })
     }
 
     fn groups(&self) -> &[ParamGroup] {
@@ -87,7 +74,7 @@ impl Optimizer for Sgd {
                 params.insert(i, ParamState { step: 0, tensors });
             }
         }
-        Ok(OptimizerState { params, groups: self.groups.iter().map(|g| (g.lr, g.weight_decay)).collect() })
+        Ok(OptimizerState::new(params, &self.groups))
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {

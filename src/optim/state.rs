@@ -25,6 +25,10 @@ pub struct OptimizerState {
 }
 
 impl OptimizerState {
+    pub fn new(params: BTreeMap<usize, ParamState>, groups: &[ParamGroup]) -> OptimizerState {
+        OptimizerState { params, groups: groups.iter().map(|g| (g.lr, g.weight_decay)).collect() }
+    }
+
     pub fn check_fits(&self, groups: &[ParamGroup]) -> Result<()> {
         if self.groups.len() != groups.len() {
             bail!("state has {} parameter groups, the optimizer has {}", self.groups.len(), groups.len());
