@@ -202,3 +202,14 @@ fn every_shipped_recipe_runs() {
         assert!(out.status.success(), "{}: {}", path.display(), text(&out));
     }
 }
+
+#[test]
+fn repl_evaluates_lines_and_survives_errors() {
+    use std::io::Write;
+    let mut child = moontune().arg("repl").env("HOME", tempfile::tempdir().unwrap().path()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"x = T.ones{2}\nx + 1\nfunction f(a)\n  return a * 2\nend\nf(21)\nerror('boom')\nprint('still here')\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("tensor([2., 2.])") && t.contains("42") && t.contains("error: stdin:1: boom") && t.contains("still here"), "{t}");
+}
