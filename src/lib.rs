@@ -8,8 +8,10 @@
 pub mod checkpoint;
 pub mod commands;
 pub mod lua;
+pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod run;
 pub mod tensor;
+pub mod tokenizer;
 pub mod ui;

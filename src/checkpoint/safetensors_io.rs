@@ -28,7 +28,8 @@ fn to_dtype(kind: Kind) -> Result<Dtype> {
     })
 }
 
-fn to_kind(dtype: Dtype) -> Result<Kind> {
+/// The libtorch kind of a safetensors dtype.
+pub fn kind_of(dtype: Dtype) -> Result<Kind> {
     Ok(match dtype {
         Dtype::F32 => Kind::Float,
         Dtype::F64 => Kind::Double,
@@ -96,7 +97,7 @@ pub fn load_safetensors(path: &Path, device: Device) -> Result<BTreeMap<String, 
     let st = SafeTensors::deserialize(&mmap).with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.iter() {
-        let kind = to_kind(view.dtype()).with_context(|| format!("tensor '{name}'"))?;
+        let kind = kind_of(view.dtype()).with_context(|| format!("tensor '{name}'"))?;
         let shape: Vec<i64> = view.shape().iter().map(|d| *d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)?.f_to_device(device)?;
         out.insert(name.to_string(), t);

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod memory;
+pub mod models;
 pub mod module;
 pub mod nn;
 pub mod optim;
@@ -13,6 +14,7 @@ pub mod stdlib;
 pub mod tensor;
 pub mod tensor_create;
 pub mod tensor_methods;
+pub mod tokenizer;
 pub mod values;
 
 pub use runtime::{load_file, new_lua, route_print};

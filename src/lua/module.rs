@@ -3,7 +3,7 @@
 
 use mlua::{Lua, Table, Value, Variadic};
 
-use super::{nn, optim, sched, serialize, tensor_create};
+use super::{models, nn, optim, sched, serialize, tensor_create, tokenizer};
 
 /// Joins values as `print` does (tab-separated `tostring`s).
 pub fn join_for_print(lua: &Lua, values: Variadic<Value>) -> mlua::Result<String> {
@@ -28,6 +28,8 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("optim", optim::create_table(lua)?)?;
     mt.set("sched", sched::create_table(lua)?)?;
     mt.set("device", device_table(lua)?)?;
+    mt.set("models", models::create_table(lua)?)?;
+    mt.set("tokenizer", tokenizer::create_table(lua)?)?;
     mt.set("save", lua.create_function(serialize::save)?)?;
     mt.set("load", lua.create_function(serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;

@@ -1,0 +1,201 @@
+//! `mt.tokenizer`: `load(dir_or_file)` (nil, message when it cannot), `train_bpe{...}`, and on a
+//! tokenizer `encode`, `encode_batch` (padded tensors and attention masks), `decode`, the special
+//! ids, `apply_chat_template`, `save`. Ids are the tokenizer's own (0-based), in Lua tables.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+use mlua::{Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value};
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+use super::args::{misuse, options, OrMisuse};
+use super::tensor::wrap;
+use crate::tokenizer::{chat, train_bpe, Tok};
+
+pub struct LuaTokenizer(pub Tok);
+
+impl LuaTokenizer {
+    pub fn decode_ids(&self, ids: &[i64], skip_special_tokens: bool) -> anyhow::Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|i| u32::try_from(*i).map_err(|_| anyhow!("token id {i} is out of range"))).collect::<anyhow::Result<_>>()?;
+        self.0.decode(&ids, skip_special_tokens)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EncodeOptions {
+    /// Add the tokenizer's special tokens (BOS, …) as its post-processor says (default true).
+    add_special_tokens: Option<bool>,
+    /// Also return the (start, end) character offsets of each token.
+    offsets: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BatchOptions {
+    add_special_tokens: Option<bool>,
+    /// Pad to the longest sequence (default true).
+    padding: Option<bool>,
+    /// "right" (default) or "left" (for generation).
+    padding_side: Option<String>,
+    /// Cut sequences longer than this.
+    max_length: Option<usize>,
+    /// The id padding uses (default: pad token, else EOS, else 0).
+    pad_id: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecodeOptions {
+    /// Drop special tokens (default false, as transformers).
+    skip_special_tokens: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ChatOptions {
+    /// End with the template's prompt for the assistant's turn.
+    add_generation_prompt: Option<bool>,
+    /// Return token ids instead of text.
+    tokenize: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainOptions {
+    files: Vec<String>,
+    vocab_size: usize,
+    special_tokens: Option<Vec<String>>,
+    min_frequency: Option<u64>,
+}
+
+fn ids_from(call: &str, v: &Value) -> mlua::Result<Vec<i64>> {
+    match v {
+        Value::Table(t) => t.sequence_values::<i64>().collect::<mlua::Result<Vec<_>>>().map_err(|e| misuse(call, format!("ids must be integers: {e}"))),
+        Value::UserData(_) => {
+            let t = super::tensor::tensor_arg(call, v)?;
+            if t.dim() != 1 {
+                return Err(misuse(call, format!("expected a 1-D tensor of ids, got shape {:?}", t.size())));
+            }
+            Vec::<i64>::try_from(&t.f_to_kind(Kind::Int64).or_misuse(call)?).or_misuse(call)
+        }
+        other => Err(misuse(call, format!("expected ids (a table or a tensor), got {}", super::args::describe(other)))),
+    }
+}
+
+fn encode_batch(lua: &Lua, tok: &Tok, texts: Vec<String>, opts: Option<Table>) -> mlua::Result<Table> {
+    let call = "tokenizer.encode_batch";
+    let o: BatchOptions = options(lua, call, opts)?;
+    let add = o.add_special_tokens.unwrap_or(true);
+    let left = match o.padding_side.as_deref().unwrap_or("right") {
+        "right" => false,
+        "left" => true,
+        other => return Err(misuse(call, format!("padding_side must be 'left' or 'right', got '{other}'"))),
+    };
+    let mut rows = Vec::new();
+    for text in &texts {
+        let (mut ids, _) = tok.encode(text, add).or_misuse(call)?;
+        if let Some(max) = o.max_length {
+            ids.truncate(max);
+        }
+        rows.push(ids);
+    }
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    if !o.padding.unwrap_or(true) && rows.iter().any(|r| r.len() != width) {
+        return Err(misuse(call, "sequences differ in length; pass padding = true"));
+    }
+    let pad = o.pad_id.or(tok.specials.pad.as_ref().map(|p| p.1 as i64)).or(tok.specials.eos.as_ref().map(|p| p.1 as i64)).unwrap_or(0);
+    let mut ids = Vec::with_capacity(rows.len() * width);
+    let mut mask = Vec::with_capacity(rows.len() * width);
+    for r in &rows {
+        let fill = width - r.len();
+        let (row_ids, row_mask): (Vec<i64>, Vec<i64>) = if left {
+            (std::iter::repeat_n(pad, fill).chain(r.iter().map(|i| *i as i64)).collect(), std::iter::repeat_n(0, fill).chain(std::iter::repeat_n(1, r.len())).collect())
+        } else {
+            (r.iter().map(|i| *i as i64).chain(std::iter::repeat_n(pad, fill)).collect(), std::iter::repeat_n(1, r.len()).chain(std::iter::repeat_n(0, fill)).collect())
+        };
+        ids.extend(row_ids);
+        mask.extend(row_mask);
+    }
+    let shape = [rows.len() as i64, width as i64];
+    let out = lua.create_table()?;
+    out.set("input_ids", wrap(lua, Tensor::f_from_slice(&ids).and_then(|t| t.f_view(shape)).or_misuse(call)?)?)?;
+    out.set("attention_mask", wrap(lua, Tensor::f_from_slice(&mask).and_then(|t| t.f_view(shape)).or_misuse(call)?)?)?;
+    Ok(out)
+}
+
+fn special(tok: &Tok, which: &str) -> Option<u32> {
+    let s = &tok.specials;
+    match which {
+        "bos" => s.bos.as_ref(),
+        "eos" => s.eos.as_ref(),
+        "pad" => s.pad.as_ref(),
+        _ => s.unk.as_ref(),
+    }
+    .map(|p| p.1)
+}
+
+impl UserData for LuaTokenizer {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("encode", |lua, this, (text, opts): (String, Option<Table>)| {
+            let call = "tokenizer.encode";
+            let o: EncodeOptions = options(lua, call, opts)?;
+            let (ids, offsets) = this.0.encode(&text, o.add_special_tokens.unwrap_or(true)).or_misuse(call)?;
+            let ids = lua.create_sequence_from(ids.into_iter().map(i64::from))?;
+            if o.offsets.unwrap_or(false) {
+                let spans = lua.create_table()?;
+                for (s, e) in offsets {
+                    spans.raw_push(lua.create_sequence_from([s as i64, e as i64])?)?;
+                }
+                return Ok(MultiValue::from_iter([Value::Table(ids), Value::Table(spans)]));
+            }
+            Ok(MultiValue::from_iter([Value::Table(ids)]))
+        });
+        methods.add_method("encode_batch", |lua, this, (texts, opts): (Vec<String>, Option<Table>)| encode_batch(lua, &this.0, texts, opts));
+        methods.add_method("decode", |lua, this, (ids, opts): (Value, Option<Table>)| {
+            let call = "tokenizer.decode";
+            let o: DecodeOptions = options(lua, call, opts)?;
+            this.decode_ids(&ids_from(call, &ids)?, o.skip_special_tokens.unwrap_or(false)).or_misuse(call)
+        });
+        methods.add_method("vocab_size", |_, this, ()| Ok(this.0.vocab_size()));
+        for which in ["bos", "eos", "pad", "unk"] {
+            methods.add_method(format!("{which}_id"), move |_, this, ()| Ok(special(&this.0, which)));
+        }
+        methods.add_method("token_to_id", |_, this, token: String| Ok(this.0.token_to_id(&token)));
+        methods.add_method("id_to_token", |_, this, id: u32| Ok(this.0.inner.id_to_token(id)));
+        methods.add_method("apply_chat_template", |lua, this, (messages, opts): (Value, Option<Table>)| {
+            let call = "tokenizer.apply_chat_template";
+            let o: ChatOptions = options(lua, call, opts)?;
+            let Some(template) = &this.0.chat_template else {
+                return Err(misuse(call, "this tokenizer has no chat_template (tokenizer_config.json)"));
+            };
+            let messages: serde_json::Value = lua.from_value(messages).map_err(|e| misuse(call, format!("messages: {e}")))?;
+            let text = chat::render(template, &messages, o.add_generation_prompt.unwrap_or(false), &this.0.specials, &serde_json::Map::new()).or_misuse(call)?;
+            if o.tokenize.unwrap_or(false) {
+                let (ids, _) = this.0.encode(&text, false).or_misuse(call)?;
+                return Ok(Value::Table(lua.create_sequence_from(ids.into_iter().map(i64::from))?));
+            }
+            Ok(Value::String(lua.create_string(&text)?))
+        });
+        methods.add_method("save", |lua, this, path: String| match this.0.inner.save(&path, true) {
+            Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
+            Err(e) => Ok(MultiValue::from_iter([Value::Nil, Value::String(lua.create_string(format!("tokenizer.save: {e}"))?)])),
+        });
+    }
+}
+
+pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("load", lua.create_function(|lua, path: String| match Tok::load(Path::new(&path)) {
+        Ok(tok) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(LuaTokenizer(tok))?)])),
+        Err(e) => Ok(MultiValue::from_iter([Value::Nil, Value::String(lua.create_string(format!("tokenizer.load: {e:#}"))?)])),
+    })?)?;
+    t.set("train_bpe", lua.create_function(|lua, opts: Table| {
+        let call = "tokenizer.train_bpe";
+        let o: TrainOptions = lua.from_value(Value::Table(opts)).map_err(|e| misuse(call, format!("bad options: {e}")))?;
+        let tok = train_bpe(&o.files, o.vocab_size, &o.special_tokens.unwrap_or_default(), o.min_frequency.unwrap_or(2)).or_misuse(call)?;
+        Ok(LuaTokenizer(tok))
+    })?)?;
+    Ok(t)
+}

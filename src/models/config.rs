@@ -1,0 +1,98 @@
+//! A Hugging Face `config.json` read as JSON with typed accessors, so that each architecture
+//! takes the keys it understands and rejects the values it does not support.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
+
+#[derive(Clone, Debug)]
+pub struct HfConfig {
+    pub json: Map<String, Value>,
+}
+
+impl HfConfig {
+    pub fn read(dir: &Path) -> Result<HfConfig> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        HfConfig::from_value(value).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn from_value(value: Value) -> Result<HfConfig> {
+        match value {
+            Value::Object(json) => Ok(HfConfig { json }),
+            _ => bail!("a config must be a JSON object"),
+        }
+    }
+
+    /// The architecture name: `architectures[0]`, else from `model_type`.
+    pub fn architecture(&self) -> Result<String> {
+        if let Some(a) = self.json.get("architectures").and_then(|v| v.as_array()).and_then(|a| a.first()).and_then(|v| v.as_str()) {
+            return Ok(a.to_string());
+        }
+        let from_type = match self.json.get("model_type").and_then(|v| v.as_str()) {
+            Some("llama") => "LlamaForCausalLM",
+            Some("mistral") => "MistralForCausalLM",
+            Some("qwen2") => "Qwen2ForCausalLM",
+            Some("qwen3") => "Qwen3ForCausalLM",
+            Some("gpt2") => "GPT2LMHeadModel",
+            Some("bert") => "BertModel",
+            _ => bail!("config names no architecture (no 'architectures' and no known 'model_type')"),
+        };
+        Ok(from_type.to_string())
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    pub fn int(&self, key: &str) -> Result<i64> {
+        match self.get(key) {
+            Some(v) => v.as_i64().with_context(|| format!("config key '{key}' must be an integer, got {v}")),
+            None => bail!("config lacks '{key}'"),
+        }
+    }
+
+    pub fn int_or(&self, key: &str, default: i64) -> Result<i64> {
+        if self.get(key).is_some() { self.int(key) } else { Ok(default) }
+    }
+
+    pub fn opt_int(&self, key: &str) -> Result<Option<i64>> {
+        if self.get(key).is_some() { self.int(key).map(Some) } else { Ok(None) }
+    }
+
+    pub fn float_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            Some(v) => v.as_f64().with_context(|| format!("config key '{key}' must be a number, got {v}")),
+            None => Ok(default),
+        }
+    }
+
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            Some(v) => v.as_bool().with_context(|| format!("config key '{key}' must be true or false, got {v}")),
+            None => Ok(default),
+        }
+    }
+
+    pub fn str_or<'a>(&'a self, key: &str, default: &'a str) -> Result<&'a str> {
+        match self.get(key) {
+            Some(v) => v.as_str().with_context(|| format!("config key '{key}' must be a string, got {v}")),
+            None => Ok(default),
+        }
+    }
+
+    pub fn object(&self, key: &str) -> Option<&Map<String, Value>> {
+        self.get(key).and_then(|v| v.as_object())
+    }
+
+    /// Fails if `key` is present with a value other than those in `allowed`.
+    pub fn require_one_of(&self, key: &str, allowed: &[&str], default: &str) -> Result<()> {
+        let v = self.str_or(key, default)?;
+        if !allowed.contains(&v) {
+            bail!("config key '{key}' = '{v}' is not supported (supported: {})", allowed.join(", "));
+        }
+        Ok(())
+    }
+}

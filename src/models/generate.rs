@@ -1,0 +1,128 @@
+//! Text generation for causal LMs with a key/value cache, following transformers' `generate`:
+//! greedy decoding or sampling with temperature, top-k and top-p, a repetition penalty, stop
+//! ids, a per-row stop test (for stop strings), left-padded batches (positions counted over real
+//! tokens), finished rows filled with the pad id, and a callback per new token.
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use super::mask;
+use super::model::Model;
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new_tokens: i64,
+    pub do_sample: bool,
+    pub temperature: f64,
+    pub top_k: Option<i64>,
+    pub top_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub stop_ids: Vec<i64>,
+    pub pad_id: i64,
+}
+
+/// transformers' RepetitionPenaltyLogitsProcessor: scores of tokens already in `ids` are divided
+/// by the penalty if positive, multiplied if negative.
+fn repetition_penalty(scores: &Tensor, ids: &Tensor, penalty: f64) -> Result<Tensor> {
+    let picked = scores.f_gather(1, ids, false)?;
+    let penalised = picked.f_lt(0.0)?.f_where_self(&picked.f_mul_scalar(penalty)?, &picked.f_div_scalar(penalty)?);
+    let penalised = penalised?;
+    Ok(scores.f_scatter(1, ids, &penalised)?)
+}
+
+/// TopKLogitsWarper: scores below the k-th largest become -inf.
+fn top_k(scores: &Tensor, k: i64) -> Result<Tensor> {
+    let k = k.min(scores.size()[1]);
+    let (values, _) = scores.f_topk(k, -1, true, true)?;
+    let threshold = values.f_narrow(1, k - 1, 1)?;
+    Ok(scores.f_masked_fill(&scores.f_lt_tensor(&threshold)?, f64::NEG_INFINITY)?)
+}
+
+/// TopPLogitsWarper: keep the smallest set of tokens whose probability reaches `p` (at least one).
+fn top_p(scores: &Tensor, p: f64) -> Result<Tensor> {
+    let (sorted, indices) = scores.f_sort(-1, false)?;
+    let cumulative = sorted.f_softmax(-1, Kind::Float)?.f_cumsum(-1, Kind::Float)?;
+    let remove = cumulative.f_le(1.0 - p)?;
+    let last = remove.size()[1] - 1;
+    let _ = remove.f_narrow(1, last, 1)?.f_fill_(0)?;
+    let remove = remove.f_scatter(1, &indices, &remove.shallow_clone())?;
+    Ok(scores.f_masked_fill(&remove, f64::NEG_INFINITY)?)
+}
+
+fn next_tokens(scores: &Tensor, sequences: &Tensor, o: &GenerateOptions) -> Result<Tensor> {
+    let mut scores = scores.f_to_kind(Kind::Float)?;
+    if let Some(p) = o.repetition_penalty {
+        scores = repetition_penalty(&scores, sequences, p)?;
+    }
+    if !o.do_sample {
+        return Ok(scores.f_argmax(-1, false)?);
+    }
+    if o.temperature != 1.0 {
+        scores = scores.f_div_scalar(o.temperature)?;
+    }
+    if let Some(k) = o.top_k {
+        scores = top_k(&scores, k)?;
+    }
+    if let Some(p) = o.top_p {
+        scores = top_p(&scores, p)?;
+    }
+    Ok(scores.f_softmax(-1, Kind::Float)?.f_multinomial(1, false)?.f_squeeze_dim(1)?)
+}
+
+/// Generates up to `max_new_tokens` after `input_ids` (B, T). `stop_row(row, sequence)` says
+/// whether a row is done (stop strings); `on_token(step, tokens)` sees each step's (B) tokens
+/// and may return false to stop. Returns (B, T + generated).
+pub fn generate(
+    model: &Model,
+    input_ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    o: &GenerateOptions,
+    stop_row: &mut dyn FnMut(usize, &[i64]) -> Result<bool>,
+    on_token: &mut dyn FnMut(i64, &Tensor) -> Result<bool>,
+) -> Result<Tensor> {
+    let Some(mut cache) = model.new_cache() else { bail!("{} cannot generate: it is not a causal language model", model.architecture) };
+    let size = input_ids.size();
+    if size.len() != 2 || size[1] == 0 {
+        bail!("input_ids must be (batch, seq) with seq > 0, got shape {size:?}");
+    }
+    let (b, t) = (size[0], size[1]);
+    let device = input_ids.device();
+    let _guard = tch::no_grad_guard();
+    let mut padding = attention_mask.map(|m| m.shallow_clone());
+    let positions = mask::positions(b, t, 0, padding.as_ref(), device)?;
+    let mut logits = model.causal_logits(input_ids, padding.as_ref(), Some(&positions), Some(&mut cache))?;
+    let mut next_position = positions.f_narrow(1, t - 1, 1)?.f_add_scalar(1)?;
+    let mut sequences = input_ids.shallow_clone();
+    let mut unfinished = Tensor::f_ones([b], (Kind::Bool, device))?;
+    let stop_ids = Tensor::f_from_slice(&o.stop_ids)?.f_to_device(device)?;
+    for step in 0..o.max_new_tokens {
+        let last = logits.f_select(1, -1)?;
+        let chosen = next_tokens(&last, &sequences, o)?;
+        let pad = Tensor::f_full_like(&chosen, o.pad_id)?;
+        let tokens = chosen.f_where_self(&unfinished, &pad)?;
+        sequences = Tensor::f_cat(&[&sequences, &tokens.f_unsqueeze(1)?], 1)?;
+        if !on_token(step, &tokens)? {
+            break;
+        }
+        if !o.stop_ids.is_empty() {
+            unfinished = unfinished.f_logical_and(&Tensor::f_isin(&tokens, &stop_ids, false, false)?.f_logical_not()?)?;
+        }
+        let rows: Vec<i64> = Vec::<i64>::try_from(&sequences.f_to_device(tch::Device::Cpu)?.f_reshape([-1])?)?;
+        let flags = Vec::<bool>::try_from(&unfinished.f_to_device(tch::Device::Cpu)?)?;
+        let width = sequences.size()[1] as usize;
+        let mut still = Vec::with_capacity(b as usize);
+        for (row, alive) in flags.iter().enumerate() {
+            still.push(*alive && !stop_row(row, &rows[row * width + t as usize..(row + 1) * width])?);
+        }
+        unfinished = Tensor::f_from_slice(&still)?.f_to_device(device)?;
+        if !still.iter().any(|a| *a) || step + 1 == o.max_new_tokens {
+            break;
+        }
+        if let Some(p) = &padding {
+            padding = Some(Tensor::f_cat(&[p, &Tensor::f_ones([b, 1], (p.kind(), device))?], 1)?);
+        }
+        logits = model.causal_logits(&tokens.f_unsqueeze(1)?, padding.as_ref(), Some(&next_position), Some(&mut cache))?;
+        next_position = next_position.f_add_scalar(1)?;
+    }
+    Ok(sequences)
+}

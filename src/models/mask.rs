@@ -1,0 +1,42 @@
+//! Attention masks as transformers builds them for causal models: a query at absolute position q
+//! sees keys k ≤ q (and q − k < window for sliding-window layers) that are not padding.
+//! Rows that would see nothing (padding queries under left padding) see every key instead, so
+//! that attention yields numbers rather than NaN; their outputs are meaningless either way.
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+/// A boolean mask (B, 1, T, S) for T new queries after `past` cached positions, S = past + T.
+/// `padding` is the (B, S) attention mask (1 = token, 0 = padding), if any.
+pub fn causal(batch: i64, t: i64, past: i64, padding: Option<&Tensor>, window: Option<i64>, device: Device) -> Result<Tensor> {
+    let s = past + t;
+    let q = Tensor::f_arange_start_step(past, s, 1, (Kind::Int64, device))?.f_view([t, 1])?;
+    let k = Tensor::f_arange(s, (Kind::Int64, device))?.f_view([1, s])?;
+    let mut allowed = k.f_le_tensor(&q)?;
+    if let Some(w) = window {
+        allowed = allowed.f_logical_and(&q.f_sub(&k)?.f_lt(w)?)?;
+    }
+    let mut allowed = allowed.f_view([1, 1, t, s])?.f_expand([batch, 1, t, s], false)?;
+    if let Some(p) = padding {
+        if p.size() != [batch, s] {
+            bail!("attention_mask has shape {:?}, expected [{batch}, {s}] (batch, past + new tokens)", p.size());
+        }
+        let keep = p.f_ne(0)?.f_view([batch, 1, 1, s])?;
+        allowed = allowed.f_logical_and(&keep)?;
+    }
+    let empty_rows = allowed.f_any_dim(-1, true)?.f_logical_not()?;
+    Ok(allowed.f_logical_or(&empty_rows)?)
+}
+
+/// Positions for new tokens: `past..past+T` per row, or, with a padding mask, counted over real
+/// tokens only (`cumsum(mask) − 1`, 1 at padding), as transformers' `generate` does.
+pub fn positions(batch: i64, t: i64, past: i64, padding: Option<&Tensor>, device: Device) -> Result<Tensor> {
+    match padding {
+        None => Ok(Tensor::f_arange_start_step(past, past + t, 1, (Kind::Int64, device))?.f_view([1, t])?.f_expand([batch, t], false)?),
+        Some(p) => {
+            let counted = p.f_to_kind(Kind::Int64)?.f_cumsum(-1, Kind::Int64)?.f_sub_scalar(1)?;
+            let counted = counted.f_masked_fill(&p.f_eq(0)?, 1)?;
+            Ok(counted.f_narrow(-1, past, t)?)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Checkpoint tensors from a Hugging Face directory: `model.safetensors` or the shards listed in
+//! `model.safetensors.index.json`, memory-mapped and converted tensor by tensor (to the asked
+//! dtype, onto the asked device), so that no second full copy of the model is ever held.
+//! Pickle checkpoints (`pytorch_model.bin`) are refused: moontune never unpickles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use safetensors::SafeTensors;
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::safetensors_io::kind_of;
+use crate::tensor::dtype::is_floating;
+
+/// The safetensors files of a model directory.
+pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let map = json["weight_map"].as_object().with_context(|| format!("{} has no weight_map", index.display()))?;
+        let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    for pickle in ["pytorch_model.bin", "pytorch_model.bin.index.json"] {
+        if dir.join(pickle).exists() {
+            bail!("{} holds only a pickle checkpoint ({pickle}); moontune never unpickles. Convert it to safetensors (in Python: model.save_pretrained(dir, safe_serialization=True))", dir.display());
+        }
+    }
+    bail!("{} has no model.safetensors or model.safetensors.index.json", dir.display())
+}
+
+/// How a parameter starts in a freshly made model (transformers' `_init_weights`).
+#[derive(Clone, Copy)]
+pub enum Init {
+    /// N(0, initializer_range²): linear and embedding weights.
+    Normal,
+    Zeros,
+    Ones,
+}
+
+/// Where parameters come from while a model is built: a checkpoint (each tensor taken once, by
+/// name, with its shape checked) or fresh initialisation.
+pub struct Weights {
+    tensors: Option<BTreeMap<String, Tensor>>,
+    kind: Kind,
+    device: Device,
+    init_std: f64,
+    /// Every parameter, by checkpoint name, in the order the model asked for them.
+    pub params: Vec<(String, Tensor)>,
+}
+
+impl Weights {
+    /// Reads every tensor of `dir`; floating-point ones become `kind` (if given) and all go to
+    /// `device`.
+    pub fn load(dir: &Path, kind: Option<Kind>, device: Device) -> Result<Weights> {
+        let mut tensors = BTreeMap::new();
+        let mut first_kind = None;
+        for file in checkpoint_files(dir)? {
+            let f = File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+            // SAFETY: read-only map, dropped before this function returns.
+            let mmap = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", file.display()))?;
+            let st = SafeTensors::deserialize(&mmap).with_context(|| format!("{} is not a valid safetensors file (truncated or corrupt?)", file.display()))?;
+            for (name, view) in st.iter() {
+                let source_kind = kind_of(view.dtype()).with_context(|| format!("tensor '{name}' in {}", file.display()))?;
+                let shape: Vec<i64> = view.shape().iter().map(|d| *d as i64).collect();
+                let mut t = Tensor::f_from_data_size(view.data(), &shape, source_kind)?;
+                if is_floating(source_kind) {
+                    first_kind.get_or_insert(source_kind);
+                    if let Some(k) = kind {
+                        t = t.f_to_kind(k)?;
+                    }
+                }
+                tensors.insert(name.to_string(), t.f_to_device(device)?);
+            }
+        }
+        let kind = kind.or(first_kind).unwrap_or(Kind::Float);
+        Ok(Weights { tensors: Some(tensors), kind, device, init_std: 0.0, params: Vec::new() })
+    }
+
+    /// Fresh parameters of `kind` on `device`, normal ones drawn with standard deviation `std`.
+    pub fn fresh(kind: Kind, device: Device, std: f64) -> Weights {
+        Weights { tensors: None, kind, device, init_std: std, params: Vec::new() }
+    }
+
+    /// Whether the checkpoint has tensor `name` (always false for fresh weights).
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.as_ref().is_some_and(|t| t.contains_key(name))
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        self.tensors.is_none()
+    }
+
+    /// Parameter `name` of `shape`: taken from the checkpoint (an error naming the tensor if it
+    /// is missing or mis-shaped) or made fresh; recorded in `params`.
+    pub fn param(&mut self, name: &str, shape: &[i64], init: Init) -> Result<Tensor> {
+        let t = match &mut self.tensors {
+            Some(tensors) => {
+                let Some(t) = tensors.remove(name) else {
+                    bail!("the checkpoint lacks tensor '{name}' (expected shape {shape:?})");
+                };
+                if t.size() != shape {
+                    bail!("tensor '{name}' has shape {:?}, expected {shape:?}", t.size());
+                }
+                t
+            }
+            None => {
+                let options = (self.kind, self.device);
+                match init {
+                    Init::Normal => Tensor::f_randn(shape, options)?.f_mul_scalar(self.init_std)?,
+                    Init::Zeros => Tensor::f_zeros(shape, options)?,
+                    Init::Ones => Tensor::f_ones(shape, options)?,
+                }
+            }
+        };
+        self.params.push((name.to_string(), t.shallow_clone()));
+        Ok(t)
+    }
+
+    /// Checkpoint tensors nobody took, except those `ignorable` says are expected leftovers.
+    pub fn untaken(&self, ignorable: impl Fn(&str) -> bool) -> Vec<String> {
+        self.tensors.iter().flat_map(|t| t.keys()).filter(|k| !ignorable(k)).cloned().collect()
+    }
+}

@@ -1,0 +1,121 @@
+//! Tokenizers from Hugging Face files, on the `tokenizers` crate: encoding (with offsets),
+//! batches with padding and truncation, decoding, the special ids named in
+//! tokenizer_config.json, chat templates rendered with minijinja the way transformers renders
+//! them with Jinja2, and training a byte-level BPE tokenizer.
+
+pub mod chat;
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+/// The special tokens a tokenizer_config.json names, with their ids.
+#[derive(Clone, Debug, Default)]
+pub struct Specials {
+    pub bos: Option<(String, u32)>,
+    pub eos: Option<(String, u32)>,
+    pub pad: Option<(String, u32)>,
+    pub unk: Option<(String, u32)>,
+}
+
+pub struct Tok {
+    pub inner: Tokenizer,
+    pub specials: Specials,
+    pub chat_template: Option<String>,
+}
+
+/// A token in tokenizer_config.json: a string or `{ "content": ... }`.
+fn token_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(str::to_string),
+        _ => None,
+    }
+}
+
+impl Tok {
+    /// Loads a directory (tokenizer.json and, if present, tokenizer_config.json) or a
+    /// tokenizer.json file.
+    pub fn load(path: &Path) -> Result<Tok> {
+        let (file, config_path) = if path.is_dir() {
+            (path.join("tokenizer.json"), Some(path.join("tokenizer_config.json")))
+        } else {
+            (path.to_path_buf(), path.parent().map(|p| p.join("tokenizer_config.json")))
+        };
+        if !file.exists() {
+            bail!("{} not found", file.display());
+        }
+        let inner = Tokenizer::from_file(&file).map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
+        let config: Option<Value> = match config_path.filter(|p| p.exists()) {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                Some(serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", p.display()))?)
+            }
+            None => None,
+        };
+        Ok(Tok::with_config(inner, config.as_ref()))
+    }
+
+    pub fn with_config(inner: Tokenizer, config: Option<&Value>) -> Tok {
+        let lookup = |key: &str| {
+            let text = token_text(config.and_then(|c| c.get(key)))?;
+            let id = inner.token_to_id(&text)?;
+            Some((text, id))
+        };
+        let specials = Specials { bos: lookup("bos_token"), eos: lookup("eos_token"), pad: lookup("pad_token"), unk: lookup("unk_token") };
+        let chat_template = config.and_then(|c| c.get("chat_template")).and_then(|t| t.as_str()).map(str::to_string);
+        Tok { inner, specials, chat_template }
+    }
+
+    /// Ids (and (start, end) character offsets) of `text`.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| anyhow!("{e}"))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| anyhow!("{e}"))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+/// Trains a byte-level BPE tokenizer (GPT-2 style pre-tokenisation and decoding) on text files.
+pub fn train_bpe(files: &[String], vocab_size: usize, special_tokens: &[String], min_frequency: u64) -> Result<Tok> {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, TokenizerBuilder};
+
+    for f in files {
+        if !Path::new(f).exists() {
+            bail!("training file {f} not found");
+        }
+    }
+    let specials: Vec<AddedToken> = special_tokens.iter().map(|s| AddedToken::from(s.clone(), true)).collect();
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(min_frequency)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .show_progress(false)
+        .build();
+    let mut tokenizer = TokenizerBuilder::new()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+        .with_decoder(Some(ByteLevel::default()))
+        .with_post_processor(Some(ByteLevel::default().trim_offsets(false)))
+        .with_normalizer(None::<tokenizers::normalizers::Sequence>)
+        .build()
+        .map_err(|e| anyhow!("{e}"))?;
+    tokenizer.train_from_files(&mut trainer, files.to_vec()).map_err(|e| anyhow!("training failed: {e}"))?;
+    let tokenizer: Tokenizer = tokenizer.into();
+    Ok(Tok::with_config(tokenizer, None))
+}
