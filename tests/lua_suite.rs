@@ -39,20 +39,44 @@ fn lua_behaviour_tests() {
     run_lua_tests(&[Path::new("tests/lua")], None);
 }
 
+/// Runs each Python script with the fixtures folder as its argument.
+fn run_python(scripts: &[&str], fixtures: &Path) {
+    for script in scripts {
+        let out = Command::new(python())
+            .arg(root().join("tests/parity").join(script))
+            .arg(fixtures)
+            .env("TRANSFORMERS_VERBOSITY", "error")
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .expect("python runs");
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+        assert!(out.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 #[test]
 fn parity_with_pytorch() {
     let fixtures = tempfile::tempdir().unwrap();
-    let dir = root().join("tests/parity");
-    let mut generators: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("gen_"))
-        .collect();
-    generators.sort();
-    assert!(!generators.is_empty());
-    for g in &generators {
-        let status = Command::new(python()).arg(g).arg(fixtures.path()).status().expect("python runs");
-        assert!(status.success(), "{} failed", g.display());
-    }
-    run_lua_tests(&[Path::new("tests/parity")], Some(fixtures.path()));
+    run_python(&["gen_autograd.py", "gen_optim.py", "gen_schedules.py"], fixtures.path());
+    let lua: Vec<PathBuf> = ["autograd.lua", "optim.lua", "schedules.lua"].iter().map(|f| PathBuf::from("tests/parity").join(f)).collect();
+    run_lua_tests(&lua.iter().map(PathBuf::as_path).collect::<Vec<_>>(), Some(fixtures.path()));
+}
+
+/// The shared test data (models, text); see ../shared/data/README.md.
+fn test_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("MOONTUNE_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
+    dir.join("models/stories260K").exists().then_some(dir)
+}
+
+#[test]
+fn model_parity_with_transformers() {
+    let Some(data) = test_data() else {
+        println!("SKIPPED model_parity_with_transformers: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
+        return;
+    };
+    let fixtures = tempfile::tempdir().unwrap();
+    std::env::set_var("MOONTUNE_TEST_DATA", &data);
+    run_python(&["gen_models.py"], fixtures.path());
+    run_lua_tests(&[Path::new("tests/parity/models.lua")], Some(fixtures.path()));
+    run_python(&["check_saved.py"], fixtures.path());
 }

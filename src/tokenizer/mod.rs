@@ -47,7 +47,11 @@ impl Tok {
         if !file.exists() {
             bail!("{} not found", file.display());
         }
-        let inner = Tokenizer::from_file(&file).map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
+        let mut inner = Tokenizer::from_file(&file).map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
+        // As transformers does: padding and truncation stored in tokenizer.json apply only when
+        // a call asks for them (encode_batch does its own).
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
         let config: Option<Value> = match config_path.filter(|p| p.exists()) {
             Some(p) => {
                 let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
