@@ -69,14 +69,14 @@ fn test_data() -> Option<PathBuf> {
 }
 
 #[test]
-fn model_parity_with_transformers() {
+fn models_and_tokenizers_match_transformers() {
     let Some(data) = test_data() else {
-        println!("SKIPPED model_parity_with_transformers: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
+        println!("SKIPPED models_and_tokenizers_match_transformers: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
         return;
     };
     let fixtures = tempfile::tempdir().unwrap();
     std::env::set_var("MOONTUNE_TEST_DATA", &data);
-    run_python(&["gen_models.py"], fixtures.path());
-    run_lua_tests(&[Path::new("tests/parity/models.lua")], Some(fixtures.path()));
+    run_python(&["gen_models.py", "gen_tokenizers.py"], fixtures.path());
+    run_lua_tests(&[Path::new("tests/parity/models.lua"), Path::new("tests/parity/tokenizers.lua")], Some(fixtures.path()));
     run_python(&["check_saved.py"], fixtures.path());
 }
