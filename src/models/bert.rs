@@ -22,6 +22,7 @@ pub struct BertConfig {
     pub eps: f64,
     pub activation: String,
     pub attention_dropout: f64,
+    pub hidden_dropout: f64,
 }
 
 impl BertConfig {
@@ -47,6 +48,7 @@ impl BertConfig {
             eps: cfg.float_or("layer_norm_eps", 1e-12)?,
             activation: cfg.str_or("hidden_act", "gelu")?.to_string(),
             attention_dropout: cfg.float_or("attention_probs_dropout_prob", 0.1)?,
+            hidden_dropout: cfg.float_or("hidden_dropout_prob", 0.1)?,
         })
     }
 }
@@ -138,7 +140,7 @@ impl Bert {
             None => Tensor::f_zeros([b, t], (Kind::Int64, device))?,
         };
         let emb = self.word_embeddings.forward(ids)?.f_add(&self.token_type_embeddings.forward(&types)?)?.f_add(&self.position_embeddings.forward(&positions)?)?;
-        let mut h = self.embeddings_norm.forward(&emb)?;
+        let mut h = self.embeddings_norm.forward(&emb)?.f_dropout(c.hidden_dropout, train)?;
         let mask = match attention_mask {
             Some(m) if m.size() != [b, t] => bail!("attention_mask has shape {:?}, expected [{b}, {t}]", m.size()),
             Some(m) => Some(m.f_ne(0)?.f_view([b, 1, 1, t])?),
@@ -153,9 +155,10 @@ impl Bert {
             let v = heads(layer.value.forward(&h)?)?;
             let ctx = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), dropout, false, Some((hd as f64).powf(-0.5)), false)?;
             let ctx = ctx.f_transpose(1, 2)?.f_reshape([b, t, c.hidden_size])?;
-            h = layer.attention_norm.forward(&layer.attention_out.forward(&ctx)?.f_add(&h)?)?;
+            let attended = layer.attention_out.forward(&ctx)?.f_dropout(c.hidden_dropout, train)?;
+            h = layer.attention_norm.forward(&attended.f_add(&h)?)?;
             let inner = self.act(&layer.intermediate.forward(&h)?)?;
-            h = layer.output_norm.forward(&layer.output.forward(&inner)?.f_add(&h)?)?;
+            h = layer.output_norm.forward(&layer.output.forward(&inner)?.f_dropout(c.hidden_dropout, train)?.f_add(&h)?)?;
         }
         let pooled = match &self.pooler {
             Some(p) => Some(p.forward(&h.f_select(1, 0)?)?.f_tanh()?),

@@ -25,8 +25,7 @@ pub struct GenerateOptions {
 /// by the penalty if positive, multiplied if negative.
 fn repetition_penalty(scores: &Tensor, ids: &Tensor, penalty: f64) -> Result<Tensor> {
     let picked = scores.f_gather(1, ids, false)?;
-    let penalised = picked.f_lt(0.0)?.f_where_self(&picked.f_mul_scalar(penalty)?, &picked.f_div_scalar(penalty)?);
-    let penalised = penalised?;
+    let penalised = picked.f_mul_scalar(penalty)?.f_where_self(&picked.f_lt(0.0)?, &picked.f_div_scalar(penalty)?)?;
     Ok(scores.f_scatter(1, ids, &penalised)?)
 }
 

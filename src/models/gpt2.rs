@@ -22,6 +22,8 @@ pub struct Gpt2Config {
     pub eps: f64,
     pub activation: String,
     pub attn_pdrop: f64,
+    pub resid_pdrop: f64,
+    pub embd_pdrop: f64,
     pub scale_attn_weights: bool,
 }
 
@@ -48,6 +50,8 @@ impl Gpt2Config {
             eps: cfg.float_or("layer_norm_epsilon", 1e-5)?,
             activation: cfg.str_or("activation_function", "gelu_new")?.to_string(),
             attn_pdrop: cfg.float_or("attn_pdrop", 0.1)?,
+            resid_pdrop: cfg.float_or("resid_pdrop", 0.1)?,
+            embd_pdrop: cfg.float_or("embd_pdrop", 0.1)?,
             scale_attn_weights: cfg.bool_or("scale_attn_weights", true)?,
         })
     }
@@ -126,7 +130,7 @@ impl Gpt2 {
             Some(p) => p.shallow_clone(),
             None => mask::positions(b, t, past, None, device)?,
         };
-        let mut h = self.wte.forward(ids)?.f_add(&self.wpe.forward(&positions)?)?;
+        let mut h = self.wte.forward(ids)?.f_add(&self.wpe.forward(&positions)?)?.f_dropout(c.embd_pdrop, train)?;
         let attn_mask = mask::causal(b, t, past, padding, None, device)?;
         let hd = c.n_embd / c.n_head;
         let scale = if c.scale_attn_weights { (hd as f64).powf(-0.5) } else { 1.0 };
@@ -142,9 +146,9 @@ impl Gpt2 {
             }
             let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&attn_mask), dropout, false, Some(scale), false)?;
             let out = block.attn_proj.forward(&out.f_transpose(1, 2)?.f_reshape([b, t, c.n_embd])?)?;
-            h = h.f_add(&out)?;
+            h = h.f_add(&out.f_dropout(c.resid_pdrop, train)?)?;
             let m = block.mlp_proj.forward(&self.act(&block.c_fc.forward(&block.ln_2.forward(&h)?)?)?)?;
-            h = h.f_add(&m)?;
+            h = h.f_add(&m.f_dropout(c.resid_pdrop, train)?)?;
         }
         self.ln_f.forward(&h)
     }

@@ -60,6 +60,27 @@ for name, (config_cls, model_cls, kwargs) in causal.items():
     save_file({"input_ids": ids, "attention_mask": mask, "logits": result.logits.contiguous(), "loss": loss,
                "prompt": prompt, "greedy": greedy}, os.path.join(path, "expected.safetensors"))
 
+# Generation features on the llama checkpoint: a left-padded batch, a repetition penalty, a stop
+# id that ends one row early, and sampling with temperature, top-k and top-p from a fixed seed.
+llama = transformers.LlamaForCausalLM.from_pretrained(os.path.join(out, "llama")).eval()
+batch = torch.tensor([[5, 17, 33], [0, 9, 44]])
+batch_mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
+plain = dict(do_sample=False, pad_token_id=0, max_new_tokens=12)
+left = llama.generate(batch, attention_mask=batch_mask, eos_token_id=None, min_new_tokens=12, **plain)
+penalised = llama.generate(prompt, repetition_penalty=1.5, eos_token_id=None, min_new_tokens=12, **plain)
+stop_id = int(left[0, 3 + 4])
+stopped = llama.generate(batch, attention_mask=batch_mask, eos_token_id=stop_id, **plain)
+torch.manual_seed(123)
+sampled = llama.generate(batch, attention_mask=batch_mask, do_sample=True, temperature=0.7, top_k=20, top_p=0.9,
+                         max_new_tokens=12, min_new_tokens=12, eos_token_id=None, pad_token_id=0)
+save_file({"batch": batch, "batch_mask": batch_mask, "left": left, "penalised": penalised,
+           "stop_id": torch.tensor(stop_id), "stopped": stopped, "sampled": sampled},
+          os.path.join(out, "llama_generation.safetensors"))
+
+# A sharded checkpoint (model.safetensors.index.json) of the qwen2 model.
+transformers.Qwen2ForCausalLM.from_pretrained(os.path.join(out, "qwen2")).save_pretrained(
+    os.path.join(out, "qwen2_sharded"), safe_serialization=True, max_shard_size="20KB")
+
 torch.manual_seed(0)
 bert_config = transformers.BertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                       intermediate_size=48, max_position_embeddings=64, type_vocab_size=2)

@@ -87,4 +87,102 @@ function tests.minilm_embeddings()
   assert(cosine > 0.99999, "lowest cosine " .. cosine)
 end
 
+function tests.generation_features_match_transformers()
+  local model = assert(mt.models.load(fixtures .. "/llama"))
+  local ref = assert(mt.load(fixtures .. "/llama_generation.safetensors"))
+  local plain = { max_new_tokens = 12, stop_ids = {}, pad_id = 0, attention_mask = ref.batch_mask }
+  local left = model:generate(ref.batch, plain)
+  assert(left:equal(ref.left), "left-padded batch\n" .. tostring(left) .. "\n" .. tostring(ref.left))
+  local penalised = model:generate(ref.batch[0]:unsqueeze(0), { max_new_tokens = 12, stop_ids = {}, repetition_penalty = 1.5 })
+  assert(penalised:equal(ref.penalised), "repetition penalty\n" .. tostring(penalised) .. "\n" .. tostring(ref.penalised))
+  local stopped = model:generate(ref.batch, { max_new_tokens = 12, stop_ids = { ref.stop_id:item() }, pad_id = 0, attention_mask = ref.batch_mask })
+  assert(stopped:equal(ref.stopped), "stop id\n" .. tostring(stopped) .. "\n" .. tostring(ref.stopped))
+  local sampled = model:generate(ref.batch, { max_new_tokens = 12, stop_ids = {}, pad_id = 0, attention_mask = ref.batch_mask,
+                                              temperature = 0.7, top_k = 20, top_p = 0.9, seed = 123 })
+  assert(sampled:equal(ref.sampled), "sampling with a seed\n" .. tostring(sampled) .. "\n" .. tostring(ref.sampled))
+end
+
+function tests.streaming_callback_and_stop_strings()
+  local model = assert(mt.models.load(data .. "/models/stories260K"))
+  local tok = assert(mt.tokenizer.load(data .. "/models/stories260K"))
+  local ids = T.tensor{ tok:encode("Once upon a time") }
+  local streamed = {}
+  local out = model:generate(ids, { max_new_tokens = 40, on_token = function(step, tokens) streamed[step] = tokens[1] end })
+  assert(#streamed == 40 and out:tolist()[1][6] == streamed[1], "one callback per new token")
+  local early = model:generate(ids, { max_new_tokens = 40, on_token = function(step) return step < 3 end })
+  assert(early:shape()[2] == 5 + 3, "returning false stops generation")
+  local cut = model:generate(ids, { max_new_tokens = 40, tokenizer = tok, stop_strings = { "Lily" } })
+  local text = tok:decode(cut:tolist()[1], { skip_special_tokens = true })
+  assert(text:sub(-4) == "Lily", "stops once the text contains the stop string: " .. text)
+end
+
+function tests.sharded_and_converted_checkpoints()
+  local ref = assert(mt.load(fixtures .. "/qwen2/expected.safetensors"))
+  local sharded = assert(mt.models.load(fixtures .. "/qwen2_sharded"))
+  local logits = mt.no_grad(function() return sharded:forward{ input_ids = ref.input_ids[0]:unsqueeze(0) }.logits end)
+  assert(max_diff(logits, ref.logits[0]:unsqueeze(0)) < 1e-4, "sharded checkpoint")
+  local half = assert(mt.models.load(fixtures .. "/qwen2", { dtype = "bf16" }))
+  assert(half:dtype() == "bfloat16")
+  local low = mt.no_grad(function() return half:forward{ input_ids = ref.input_ids[0]:unsqueeze(0) }.logits end)
+  assert(low:dtype() == "bfloat16" and max_diff(low, ref.logits[0]:unsqueeze(0)) < 0.1, "bf16 stays close")
+end
+
+local function copy_dir(from, to)
+  os.execute(string.format("rm -rf '%s' && cp -r '%s' '%s'", to, from, to))
+end
+
+function tests.bad_checkpoints_are_clear_errors()
+  local base = fixtures .. "/llama"
+  local function expect(dir, pattern)
+    local model, err = mt.models.load(dir)
+    assert(model == nil, dir .. " loaded")
+    assert(err:find(pattern, 1, true), string.format("%s: message lacks %q: %s", dir, pattern, err))
+  end
+  local truncated = fixtures .. "/bad_truncated"
+  copy_dir(base, truncated)
+  local f = assert(io.open(truncated .. "/model.safetensors", "r+b"))
+  local head = f:read(4096)
+  f:close()
+  f = assert(io.open(truncated .. "/model.safetensors", "wb"))
+  f:write(head)
+  f:close()
+  expect(truncated, "not a valid safetensors file")
+
+  local wrong = fixtures .. "/bad_hidden"
+  copy_dir(base, wrong)
+  local cf = assert(io.open(wrong .. "/config.json"))
+  local text = cf:read("a"):gsub('"hidden_size": 32', '"hidden_size": 48')
+  cf:close()
+  cf = assert(io.open(wrong .. "/config.json", "w"))
+  cf:write(text)
+  cf:close()
+  expect(wrong, "model.embed_tokens.weight' has shape [96, 32], expected [96, 48]")
+
+  local missing = fixtures .. "/bad_missing"
+  copy_dir(base, missing)
+  local tensors = mt.load(missing .. "/model.safetensors")
+  tensors["model.layers.1.mlp.up_proj.weight"] = nil
+  mt.save(missing .. "/model.safetensors", tensors)
+  expect(missing, "lacks tensor 'model.layers.1.mlp.up_proj.weight' (expected shape [48, 32])")
+
+  local pickled = fixtures .. "/bad_pickle"
+  copy_dir(base, pickled)
+  os.remove(pickled .. "/model.safetensors")
+  local p = assert(io.open(pickled .. "/pytorch_model.bin", "wb"))
+  p:write("not read")
+  p:close()
+  expect(pickled, "never unpickles")
+
+  expect(fixtures .. "/no_such_model", "config.json")
+  local unsupported = fixtures .. "/bad_arch"
+  copy_dir(base, unsupported)
+  cf = assert(io.open(unsupported .. "/config.json"))
+  text = cf:read("a"):gsub('"LlamaForCausalLM"', '"FalconForCausalLM"')
+  cf:close()
+  cf = assert(io.open(unsupported .. "/config.json", "w"))
+  cf:write(text)
+  cf:close()
+  expect(unsupported, "architecture 'FalconForCausalLM' is not supported")
+end
+
 return tests
