@@ -14,12 +14,22 @@ use super::args::{describe, misuse, options, OrMisuse};
 use super::tensor::{tensor_arg, wrap};
 use super::tokenizer::LuaTokenizer;
 use crate::models::bert::mean_pool;
+use crate::models::cache::KvCache;
 use crate::models::generate::{generate, GenerateOptions};
 use crate::models::{ForwardInput, Model};
 use crate::tensor::dtype::is_floating;
 use crate::tensor::{parse_device, parse_dtype};
 
 pub struct LuaModel(pub Model);
+
+/// A key/value cache for incremental decoding with `forward{ ..., cache = c }`.
+pub struct LuaCache(pub std::cell::RefCell<KvCache>);
+
+impl UserData for LuaCache {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("len", |_, this, ()| Ok(this.0.borrow().len()));
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -83,20 +93,36 @@ fn optional_tensor(call: &str, table: &Table, key: &str) -> mlua::Result<Option<
 
 fn forward(lua: &Lua, model: &Model, args: Table) -> mlua::Result<Table> {
     let call = "model.forward";
+    const KEYS: [&str; 7] = ["input_ids", "attention_mask", "position_ids", "token_type_ids", "labels", "cache", "output_hidden_states"];
     for pair in args.pairs::<String, Value>() {
         let (k, _) = pair?;
-        if !["input_ids", "attention_mask", "position_ids", "token_type_ids", "labels"].contains(&k.as_str()) {
-            return Err(misuse(call, format!("unknown key '{k}' (accepted: input_ids, attention_mask, position_ids, token_type_ids, labels)")));
+        if !KEYS.contains(&k.as_str()) {
+            return Err(misuse(call, format!("unknown key '{k}' (accepted: {})", KEYS.join(", "))));
         }
     }
+    let output_hidden_states = match args.get::<Value>("output_hidden_states")? {
+        Value::Nil => false,
+        Value::Boolean(b) => b,
+        other => return Err(misuse(call, format!("output_hidden_states must be a boolean, got {}", describe(&other)))),
+    };
     let input = ForwardInput {
         input_ids: optional_tensor(call, &args, "input_ids")?,
         attention_mask: optional_tensor(call, &args, "attention_mask")?,
         position_ids: optional_tensor(call, &args, "position_ids")?,
         token_type_ids: optional_tensor(call, &args, "token_type_ids")?,
         labels: optional_tensor(call, &args, "labels")?,
+        output_hidden_states,
     };
-    let out = model.forward(&input, None).or_misuse(call)?;
+    let out = match args.get::<Value>("cache")? {
+        Value::Nil => model.forward(&input, None),
+        Value::UserData(ud) => {
+            let cache = ud.borrow::<LuaCache>().map_err(|_| misuse(call, "cache must come from model:new_cache()"))?;
+            let mut cache = cache.0.try_borrow_mut().map_err(|_| misuse(call, "the cache is in use"))?;
+            model.forward(&input, Some(&mut cache))
+        }
+        other => return Err(misuse(call, format!("cache must come from model:new_cache(), got {}", describe(&other)))),
+    }
+    .or_misuse(call)?;
     let t = lua.create_table()?;
     for (name, value) in [("logits", out.logits), ("loss", out.loss), ("last_hidden_state", out.last_hidden_state), ("pooler_output", out.pooler_output)] {
         if let Some(v) = value {
@@ -180,15 +206,16 @@ fn generate_lua(lua: &Lua, model: &Model, ids: Value, opts: Option<Table>) -> ml
         (Value::Nil, false) => return Err(misuse(call, "stop_strings needs a tokenizer (opts.tokenizer)")),
         (other, _) => return Err(misuse(call, format!("tokenizer must be a tokenizer, got {}", describe(other)))),
     };
-    let mut stop_row = |_: usize, generated: &[i64]| -> anyhow::Result<bool> {
+    let mut stop_on_strings = |_: usize, generated: &[i64]| -> anyhow::Result<bool> {
         match &tokenizer {
-            Some(tok) if !stop_strings.is_empty() => {
+            Some(tok) => {
                 let text = tok.decode_ids(generated, true)?;
                 Ok(stop_strings.iter().any(|s| text.contains(s.as_str())))
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     };
+    let stop_row: Option<&mut dyn FnMut(usize, &[i64]) -> anyhow::Result<bool>> = if stop_strings.is_empty() { None } else { Some(&mut stop_on_strings) };
     let mut on_token_cb = |step: i64, tokens: &Tensor| -> anyhow::Result<bool> {
         match &on_token {
             None => Ok(true),
@@ -199,7 +226,7 @@ fn generate_lua(lua: &Lua, model: &Model, ids: Value, opts: Option<Table>) -> ml
             }
         }
     };
-    let out = generate(model, &ids, mask.as_ref(), &g, &mut stop_row, &mut on_token_cb).or_misuse(call)?;
+    let out = generate(model, &ids, mask.as_ref(), &g, stop_row, &mut on_token_cb).or_misuse(call)?;
     Ok(Value::UserData(lua.create_userdata(wrap(lua, out)?)?))
 }
 
@@ -224,6 +251,10 @@ impl UserData for LuaModel {
         methods.add_method("forward", |lua, this, args: Table| forward(lua, &this.0, args));
         methods.add_meta_method(mlua::MetaMethod::Call, |lua, this, args: Table| forward(lua, &this.0, args));
         methods.add_method("generate", |lua, this, (ids, opts): (Value, Option<Table>)| generate_lua(lua, &this.0, ids, opts));
+        methods.add_method("new_cache", |_, this, ()| match this.0.new_cache() {
+            Some(c) => Ok(LuaCache(std::cell::RefCell::new(c))),
+            None => Err(misuse("model.new_cache", format!("{} is not a causal language model", this.0.architecture))),
+        });
         methods.add_method("named_parameters", |lua, this, opts: Option<Table>| {
             let o: ParamOptions = options(lua, "model.named_parameters", opts)?;
             let list = params_table(lua, &this.0, o.trainable.unwrap_or(false))?;

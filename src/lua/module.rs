@@ -38,6 +38,9 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
         let randomseed: mlua::Function = lua.globals().get::<Table>("math")?.get("randomseed")?;
         randomseed.call::<()>(seed)
     })?)?;
+    // Seconds on a monotonic clock (for timing inside recipes; os.clock is CPU time).
+    let start = std::time::Instant::now();
+    mt.set("clock", lua.create_function(move |_, ()| Ok(start.elapsed().as_secs_f64()))?)?;
     mt.set("memory", lua.create_function(|lua, ()| {
         let t = lua.create_table()?;
         t.set("tensor_bytes", super::memory::live_bytes())?;

@@ -68,15 +68,15 @@ fn next_tokens(scores: &Tensor, sequences: &Tensor, o: &GenerateOptions) -> Resu
     Ok(scores.f_softmax(-1, Kind::Float)?.f_multinomial(1, false)?.f_squeeze_dim(1)?)
 }
 
-/// Generates up to `max_new_tokens` after `input_ids` (B, T). `stop_row(row, sequence)` says
-/// whether a row is done (stop strings); `on_token(step, tokens)` sees each step's (B) tokens
-/// and may return false to stop. Returns (B, T + generated).
+/// Generates up to `max_new_tokens` after `input_ids` (B, T). `stop_row(row, generated)`, if
+/// given, says whether a row is done (stop strings); `on_token(step, tokens)` sees each step's
+/// (B) tokens and may return false to stop. Returns (B, T + generated).
 pub fn generate(
     model: &Model,
     input_ids: &Tensor,
     attention_mask: Option<&Tensor>,
     o: &GenerateOptions,
-    stop_row: &mut dyn FnMut(usize, &[i64]) -> Result<bool>,
+    mut stop_row: Option<&mut dyn FnMut(usize, &[i64]) -> Result<bool>>,
     on_token: &mut dyn FnMut(i64, &Tensor) -> Result<bool>,
 ) -> Result<Tensor> {
     let Some(mut cache) = model.new_cache() else { bail!("{} cannot generate: it is not a causal language model", model.architecture) };
@@ -106,15 +106,17 @@ pub fn generate(
         if !o.stop_ids.is_empty() {
             unfinished = unfinished.f_logical_and(&Tensor::f_isin(&tokens, &stop_ids, false, false)?.f_logical_not()?)?;
         }
-        let rows: Vec<i64> = Vec::<i64>::try_from(&sequences.f_to_device(tch::Device::Cpu)?.f_reshape([-1])?)?;
-        let flags = Vec::<bool>::try_from(&unfinished.f_to_device(tch::Device::Cpu)?)?;
-        let width = sequences.size()[1] as usize;
-        let mut still = Vec::with_capacity(b as usize);
-        for (row, alive) in flags.iter().enumerate() {
-            still.push(*alive && !stop_row(row, &rows[row * width + t as usize..(row + 1) * width])?);
+        if let Some(stop_row) = stop_row.as_deref_mut() {
+            let rows: Vec<i64> = Vec::<i64>::try_from(&sequences.f_to_device(tch::Device::Cpu)?.f_reshape([-1])?)?;
+            let flags = Vec::<bool>::try_from(&unfinished.f_to_device(tch::Device::Cpu)?)?;
+            let width = sequences.size()[1] as usize;
+            let mut still = Vec::with_capacity(b as usize);
+            for (row, alive) in flags.iter().enumerate() {
+                still.push(*alive && !stop_row(row, &rows[row * width + t as usize..(row + 1) * width])?);
+            }
+            unfinished = Tensor::f_from_slice(&still)?.f_to_device(device)?;
         }
-        unfinished = Tensor::f_from_slice(&still)?.f_to_device(device)?;
-        if !still.iter().any(|a| *a) || step + 1 == o.max_new_tokens {
+        if step + 1 == o.max_new_tokens || !bool::try_from(&unfinished.f_any()?)? {
             break;
         }
         if let Some(p) = &padding {

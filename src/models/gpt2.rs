@@ -131,7 +131,8 @@ impl Gpt2 {
             None => mask::positions(b, t, past, None, device)?,
         };
         let mut h = self.wte.forward(ids)?.f_add(&self.wpe.forward(&positions)?)?.f_dropout(c.embd_pdrop, train)?;
-        let attn_mask = mask::causal(b, t, past, padding, None, device)?;
+        let attend = mask::attend(b, t, past, padding, None, device)?;
+        let (attn_mask, is_causal) = attend.sdpa_args();
         let hd = c.n_embd / c.n_head;
         let scale = if c.scale_attn_weights { (hd as f64).powf(-0.5) } else { 1.0 };
         let dropout = if train { c.attn_pdrop } else { 0.0 };
@@ -144,7 +145,7 @@ impl Gpt2 {
             if let Some(cache) = cache.as_deref_mut() {
                 (k, v) = cache.update(i, k, v)?;
             }
-            let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&attn_mask), dropout, false, Some(scale), false)?;
+            let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, attn_mask, dropout, is_causal, Some(scale), false)?;
             let out = block.attn_proj.forward(&out.f_transpose(1, 2)?.f_reshape([b, t, c.n_embd])?)?;
             h = h.f_add(&out.f_dropout(c.resid_pdrop, train)?)?;
             let m = block.mlp_proj.forward(&self.act(&block.c_fc.forward(&block.ln_2.forward(&h)?)?)?)?;

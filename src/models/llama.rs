@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 use super::cache::KvCache;
 use super::config::HfConfig;
 use super::layers::{Embedding, Linear, RmsNorm};
-use super::mask;
+use super::mask::{self, Attend};
 use super::rope::{self, Rope, RopeConfig};
 use super::weights::Weights;
 
@@ -150,7 +150,7 @@ impl Attention {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor, cache: Option<(&mut KvCache, usize)>, c: &LlamaConfig, train: bool) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, attend: &Attend, cache: Option<(&mut KvCache, usize)>, c: &LlamaConfig, train: bool) -> Result<Tensor> {
         let (b, t) = (x.size()[0], x.size()[1]);
         let hd = c.head_dim;
         let q = rope::apply(&Self::heads(self.q_proj.forward(x)?, b, t, hd, &self.q_norm)?, cos, sin)?;
@@ -159,10 +159,15 @@ impl Attention {
         if let Some((cache, layer)) = cache {
             (k, v) = cache.update(layer, k, v)?;
         }
-        let groups = c.num_heads / c.num_kv_heads;
-        let (k, v) = (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?);
         let dropout = if train { c.attention_dropout } else { 0.0 };
-        let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), dropout, false, Some((hd as f64).powf(-0.5)), false)?;
+        let (mask, is_causal) = attend.sdpa_args();
+        // Without a mask sdpa shares kv heads itself (enable_gqa); with one, repeat them first.
+        let groups = c.num_heads / c.num_kv_heads;
+        let gqa = groups > 1 && mask.is_none();
+        if mask.is_some() {
+            (k, v) = (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?);
+        }
+        let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, dropout, is_causal, Some((hd as f64).powf(-0.5)), gqa)?;
         self.o_proj.forward(&out.f_transpose(1, 2)?.f_reshape([b, t, -1])?)
     }
 }
@@ -261,12 +266,12 @@ impl Llama {
         };
         let mut h = self.embed_tokens.forward(ids)?;
         let (cos, sin) = self.rope.cos_sin(&positions, h.kind())?;
-        let full = mask::causal(b, t, past, padding, None, device)?;
+        let full = mask::attend(b, t, past, padding, None, device)?;
         let mut windowed = None;
         for (i, layer) in self.layers.iter().enumerate() {
             let mask = match self.config.windows[i] {
                 None => &full,
-                Some(w) => windowed.get_or_insert(mask::causal(b, t, past, padding, Some(w), device)?),
+                Some(w) => windowed.get_or_insert(mask::attend(b, t, past, padding, Some(w), device)?),
             };
             let residual = h.shallow_clone();
             let x = layer.input_layernorm.forward(&h)?;

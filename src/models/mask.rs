@@ -6,6 +6,48 @@
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+/// How attention is restricted for a forward pass: by an explicit mask, or by causality alone
+/// (which sdpa's `is_causal` expresses without a mask, on its fast kernels), or not at all (one
+/// new token attending to everything before it).
+pub enum Attend {
+    Mask(Tensor),
+    Causal,
+    All,
+}
+
+impl Attend {
+    /// What sdpa takes: (mask, is_causal).
+    pub fn sdpa_args(&self) -> (Option<&Tensor>, bool) {
+        match self {
+            Attend::Mask(m) => (Some(m), false),
+            Attend::Causal => (None, true),
+            Attend::All => (None, false),
+        }
+    }
+}
+
+/// The cheapest `Attend` that gives the same result as `causal(...)`: like transformers, the mask
+/// is skipped when there is no padding and no window that cuts anything off.
+pub fn attend(batch: i64, t: i64, past: i64, padding: Option<&Tensor>, window: Option<i64>, device: Device) -> Result<Attend> {
+    let no_padding = match padding {
+        None => true,
+        Some(p) if p.size() != [batch, past + t] => {
+            bail!("attention_mask has shape {:?}, expected [{batch}, {}] (batch, past + new tokens)", p.size(), past + t)
+        }
+        Some(p) => bool::try_from(&p.f_ne(0)?.f_all()?)?,
+    };
+    let window_cuts = window.is_some_and(|w| past + t > w);
+    if no_padding && !window_cuts {
+        if past == 0 && t > 1 {
+            return Ok(Attend::Causal);
+        }
+        if t == 1 {
+            return Ok(Attend::All);
+        }
+    }
+    Ok(Attend::Mask(causal(batch, t, past, padding, window, device)?))
+}
+
 /// A boolean mask (B, 1, T, S) for T new queries after `past` cached positions, S = past + T.
 /// `padding` is the (B, S) attention mask (1 = token, 0 = padding), if any.
 pub fn causal(batch: i64, t: i64, past: i64, padding: Option<&Tensor>, window: Option<i64>, device: Device) -> Result<Tensor> {

@@ -41,6 +41,8 @@ pub struct ForwardInput {
     pub position_ids: Option<Tensor>,
     pub token_type_ids: Option<Tensor>,
     pub labels: Option<Tensor>,
+    /// Also return a causal LM's final hidden states (after the last norm).
+    pub output_hidden_states: bool,
 }
 
 #[derive(Default)]
@@ -118,13 +120,27 @@ impl Model {
         }
     }
 
-    /// Next-token logits (B, T, vocab) of a causal LM, continuing from `cache` if given.
-    pub fn causal_logits(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// A causal LM's final hidden states (B, T, hidden), continuing from `cache` if given.
+    pub fn causal_hidden(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         match &self.family {
-            Family::Llama(m) => m.logits(&m.hidden(ids, padding, positions, cache, self.training)?),
-            Family::Gpt2(m) => m.logits(&m.hidden(ids, padding, positions, cache, self.training)?),
+            Family::Llama(m) => m.hidden(ids, padding, positions, cache, self.training),
+            Family::Gpt2(m) => m.hidden(ids, padding, positions, cache, self.training),
             Family::Bert(_) => bail!("{} is an encoder: it has no next-token logits", self.architecture),
         }
+    }
+
+    /// Logits (B, T, vocab) from a causal LM's final hidden states.
+    pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        match &self.family {
+            Family::Llama(m) => m.logits(hidden),
+            Family::Gpt2(m) => m.logits(hidden),
+            Family::Bert(_) => bail!("{} is an encoder: it has no language-modelling head", self.architecture),
+        }
+    }
+
+    /// Next-token logits (B, T, vocab) of a causal LM, continuing from `cache` if given.
+    pub fn causal_logits(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.lm_head(&self.causal_hidden(ids, padding, positions, cache)?)
     }
 
     pub fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ForwardOutput> {
@@ -142,12 +158,14 @@ impl Model {
         if input.token_type_ids.is_some() {
             bail!("{} takes no token_type_ids", self.architecture);
         }
-        let logits = self.causal_logits(ids, input.attention_mask.as_ref(), input.position_ids.as_ref(), cache)?;
+        let hidden = self.causal_hidden(ids, input.attention_mask.as_ref(), input.position_ids.as_ref(), cache)?;
+        let logits = self.lm_head(&hidden)?;
         let loss = match &input.labels {
             Some(labels) => Some(causal_lm_loss(&logits, labels)?),
             None => None,
         };
-        Ok(ForwardOutput { logits: Some(logits), loss, ..Default::default() })
+        let last_hidden_state = input.output_hidden_states.then_some(hidden);
+        Ok(ForwardOutput { logits: Some(logits), loss, last_hidden_state, ..Default::default() })
     }
 
     /// Writes config.json and model.safetensors (tied weights stored once), atomically.

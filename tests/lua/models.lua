@@ -52,6 +52,25 @@ function tests.freeze_move_save_load()
   os.execute("rm -rf '" .. dir .. "'")
 end
 
+function tests.incremental_decoding_with_a_cache_matches_the_full_pass()
+  mt.manual_seed(1)
+  for _, arch in ipairs({ "LlamaForCausalLM", "GPT2LMHeadModel" }) do
+    local cfg = arch == "LlamaForCausalLM" and config or { vocab_size = 50, n_embd = 16, n_layer = 2, n_head = 2, n_positions = 32 }
+    local model = mt.models.new(arch, cfg):eval()
+    local ids = T.randint(50, { 2, 9 })
+    mt.no_grad(function()
+      local full = model:forward{ input_ids = ids, output_hidden_states = true }
+      assert(full.last_hidden_state:shape()[3] == 16)
+      local cache = model:new_cache()
+      local parts = { model:forward{ input_ids = ids:narrow(1, 0, 5), cache = cache }.logits }
+      for t = 5, 8 do parts[#parts + 1] = model:forward{ input_ids = ids:narrow(1, t, 1), cache = cache }.logits end
+      assert(cache:len() == 9)
+      local stepwise = T.cat(parts, 1)
+      assert(stepwise:allclose(full.logits, { atol = 1e-5 }), arch .. ": cached decoding differs")
+    end)
+  end
+end
+
 function tests.model_mistakes_raise_clear_errors()
   local model = mt.models.new("LlamaForCausalLM", config)
   local cases = {

@@ -1,0 +1,125 @@
+"""Model benchmark: moontune against transformers on this machine, same thread count.
+
+Run with `./dev bench` (which builds moontune in release mode first). For stories260K and a
+randomly initialised ~100M-parameter Llama (made here with transformers, saved as
+safetensors), each side runs in its own child process of this one and reports load time,
+forward throughput (tokens/s over a batch) and greedy generation throughput (tokens/s, batch 1,
+KV cache); this process reads each child's peak RSS from wait4. Prints a Markdown table of both
+sides and the ratios, and writes it to BENCHMARKS.md.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.environ.get("MOONTUNE_TEST_DATA", os.path.join(ROOT, "../shared/data"))
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+
+TRANSFORMERS_SIDE = r"""
+import json, os, time, torch, transformers
+torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+torch.set_grad_enabled(False)
+batch, seq = int(os.environ["BENCH_BATCH"]), int(os.environ["BENCH_SEQ"])
+new_tokens, reps, vocab = int(os.environ["BENCH_NEW_TOKENS"]), int(os.environ["BENCH_REPS"]), int(os.environ["BENCH_VOCAB"])
+t0 = time.perf_counter()
+model = transformers.AutoModelForCausalLM.from_pretrained(os.environ["BENCH_MODEL"], dtype=torch.float32).eval()
+load_s = time.perf_counter() - t0
+torch.manual_seed(0)
+ids = torch.randint(3, vocab, (batch, seq))
+model(input_ids=ids)
+t = time.perf_counter()
+for _ in range(reps):
+    model(input_ids=ids)
+forward = reps * batch * seq / (time.perf_counter() - t)
+prompt = torch.randint(3, vocab, (1, 16))
+kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+model.generate(prompt, max_new_tokens=4, min_new_tokens=4, **kw)
+t = time.perf_counter()
+model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
+generate = new_tokens / (time.perf_counter() - t)
+print(json.dumps({"load_s": load_s, "forward_tokens_per_s": forward, "generate_tokens_per_s": generate}))
+"""
+
+
+def run(cmd, env):
+    """Runs a child, returns (its JSON result line, its peak RSS in MiB)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout = proc.stdout.read()
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        sys.exit(f"{cmd[0]} failed:\n{stdout}\n{stderr}")
+    line = [l for l in stdout.splitlines() if l.startswith("{")][-1]
+    return json.loads(line), usage.ru_maxrss / 1024
+
+
+MAKE_LLAMA_100M = r"""
+import sys, torch, transformers
+torch.manual_seed(0)
+config = transformers.LlamaConfig(vocab_size=16000, hidden_size=768, intermediate_size=2048, num_hidden_layers=10,
+                                  num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024)
+model = transformers.LlamaForCausalLM(config)
+model.save_pretrained(sys.argv[1], safe_serialization=True)
+print(sum(p.numel() for p in model.parameters()))
+"""
+
+
+def make_llama_100m(path):
+    # In a child, so that this process stays small: Linux carries a process's peak RSS across
+    # fork and exec into the children whose peaks we measure.
+    out = subprocess.run([sys.executable, "-c", MAKE_LLAMA_100M, path], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    moontune = os.path.join(ROOT, "target/release/moontune")
+    work = tempfile.mkdtemp(prefix="moontune-bench-")
+    llama_dir = os.path.join(work, "llama100m")
+    llama_params = make_llama_100m(llama_dir)
+    cases = [
+        ("stories260K (292.8K params)", os.path.join(DATA, "models/stories260K"),
+         dict(BENCH_BATCH="8", BENCH_SEQ="256", BENCH_NEW_TOKENS="200", BENCH_REPS="50", BENCH_VOCAB="512")),
+        (f"Llama, random init ({llama_params / 1e6:.1f}M params)", llama_dir,
+         dict(BENCH_BATCH="2", BENCH_SEQ="256", BENCH_NEW_TOKENS="64", BENCH_REPS="8", BENCH_VOCAB="16000")),
+    ]
+    rows = []
+    for name, path, settings in cases:
+        env = dict(os.environ, BENCH_MODEL=path, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
+                   TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", **settings)
+        ours, ours_rss = run([moontune, "run", os.path.join(ROOT, "bench/models.lua")], env)
+        theirs, their_rss = run([sys.executable, "-c", TRANSFORMERS_SIDE], env)
+        rows.append((name, settings, ours, ours_rss, theirs, their_rss))
+        print(name, ours, f"{ours_rss:.0f} MiB", theirs, f"{their_rss:.0f} MiB", flush=True)
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"`./dev bench` (bench/models.py) on this machine: {os.cpu_count()} cores, {THREADS} threads for both sides,",
+        "float32 on CPU, torch 2.11.0 for both (moontune links the same libtorch). Each side runs in its",
+        "own child process of the benchmark; peak RSS is that process's maximum resident set (wait4).",
+        "Load time excludes interpreter start and imports; forward is tokens/s over a batch after one",
+        "warm-up pass; generation is greedy with a KV cache, batch 1, a 16-token prompt, no early stop.",
+        "Ratios are moontune / transformers for throughput and transformers / moontune for load time and",
+        "RSS, so above 1 means moontune is better.",
+        "",
+        "| model | measure | moontune | transformers | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s, ours, ours_rss, theirs, their_rss in rows:
+        fwd = f"forward ({s['BENCH_BATCH']}×{s['BENCH_SEQ']} tokens), tokens/s"
+        gen = f"greedy generation ({s['BENCH_NEW_TOKENS']} tokens), tokens/s"
+        lines.append(f"| {name} | {fwd} | {ours['forward_tokens_per_s']:.0f} | {theirs['forward_tokens_per_s']:.0f} | {ours['forward_tokens_per_s'] / theirs['forward_tokens_per_s']:.2f}× |")
+        lines.append(f"| | {gen} | {ours['generate_tokens_per_s']:.1f} | {theirs['generate_tokens_per_s']:.1f} | {ours['generate_tokens_per_s'] / theirs['generate_tokens_per_s']:.2f}× |")
+        lines.append(f"| | load, seconds | {ours['load_s']:.3f} | {theirs['load_s']:.3f} | {theirs['load_s'] / ours['load_s']:.2f}× |")
+        lines.append(f"| | peak RSS, MiB | {ours_rss:.0f} | {their_rss:.0f} | {their_rss / ours_rss:.2f}× |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
