@@ -30,6 +30,9 @@ enum Command {
         /// Plain output instead of the terminal UI (the only front end so far).
         #[arg(long)]
         headless: bool,
+        /// Do not reload the recipe when its files change (SIGHUP and `:reload` still do).
+        #[arg(long)]
+        no_watch: bool,
         /// Where run directories are made.
         #[arg(long, default_value = "runs")]
         runs_dir: PathBuf,
@@ -45,7 +48,19 @@ enum Command {
     Repl,
 }
 
-fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf) -> Result<ExitCode> {
+/// Set by SIGHUP; the run loop reloads the recipe at the next step boundary.
+static HANGUP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    if let Some(flag) = HANGUP.get() {
+        flag.store(true, Ordering::SeqCst);
+    }
+}
+
+fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch: bool) -> Result<ExitCode> {
+    let reload = HANGUP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t) };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -57,7 +72,8 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf) -> Res
     })?;
     let (tx, rx) = mpsc::channel();
     let printer = headless::spawn(rx);
-    let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop };
+    let (command_tx, commands) = mpsc::channel();
+    let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop, reload, watch, commands, command_tx };
     let result = run::run(&opts, &tx);
     drop(tx);
     let _ = printer.join();
@@ -78,7 +94,7 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { recipe, overrides, headless: _, runs_dir } => run_recipe(recipe, overrides, runs_dir),
+        Command::Run { recipe, overrides, headless: _, no_watch, runs_dir } => run_recipe(recipe, overrides, runs_dir, !no_watch),
         Command::Doctor => doctor::report().map(|lines| {
             println!("{}", lines.join("\n"));
             ExitCode::SUCCESS

@@ -23,11 +23,19 @@ pub enum Outcome {
     Error(String),
 }
 
-/// Evaluates `input` as an expression if it is one, else as statements.
-pub fn eval(lua: &Lua, input: &str) -> Outcome {
-    let compiled = match lua.load(format!("return {input}")).set_name("=stdin").into_function() {
+/// Evaluates `input` as an expression if it is one, else as statements; in `env` if given.
+pub fn eval(lua: &Lua, input: &str, env: Option<mlua::Table>) -> Outcome {
+    let chunk = |src: String| {
+        let c = lua.load(src).set_name("=stdin");
+        match &env {
+            Some(e) => c.set_environment(e.clone()),
+            None => c,
+        }
+        .into_function()
+    };
+    let compiled = match chunk(format!("return {input}")) {
         Ok(f) => Ok(f),
-        Err(_) => lua.load(input).set_name("=stdin").into_function(),
+        Err(_) => chunk(input.to_string()),
     };
     let f = match compiled {
         Ok(f) => f,
@@ -92,7 +100,7 @@ pub fn run() -> Result<()> {
                     buffer.push('\n');
                 }
                 buffer.push_str(&line);
-                match eval(&lua, &buffer) {
+                match eval(&lua, &buffer, None) {
                     Outcome::Incomplete => continue,
                     Outcome::Values(values) => {
                         if !values.is_empty() {
@@ -125,19 +133,19 @@ mod tests {
     #[test]
     fn expressions_statements_continuations_and_errors() {
         let lua = new_lua(None).unwrap();
-        match eval(&lua, "1 + 2") {
+        match eval(&lua, "1 + 2", None) {
             Outcome::Values(v) => assert_eq!(v, vec!["3"]),
             _ => panic!("expected a value"),
         }
-        assert!(matches!(eval(&lua, "x = 5"), Outcome::Values(v) if v.is_empty()));
-        assert!(matches!(eval(&lua, "x"), Outcome::Values(v) if v == vec!["5"]));
-        assert!(matches!(eval(&lua, "function f()"), Outcome::Incomplete));
-        assert!(matches!(eval(&lua, "function f()\n return 7 end"), Outcome::Values(_)));
-        assert!(matches!(eval(&lua, "f()"), Outcome::Values(v) if v == vec!["7"]));
-        match eval(&lua, "error('boom')") {
+        assert!(matches!(eval(&lua, "x = 5", None), Outcome::Values(v) if v.is_empty()));
+        assert!(matches!(eval(&lua, "x", None), Outcome::Values(v) if v == vec!["5"]));
+        assert!(matches!(eval(&lua, "function f()", None), Outcome::Incomplete));
+        assert!(matches!(eval(&lua, "function f()\n return 7 end", None), Outcome::Values(_)));
+        assert!(matches!(eval(&lua, "f()", None), Outcome::Values(v) if v == vec!["7"]));
+        match eval(&lua, "error('boom')", None) {
             Outcome::Error(e) => assert!(e.contains("boom") && e.contains("traceback"), "{e}"),
             _ => panic!("expected an error"),
         }
-        assert!(matches!(eval(&lua, "{1, 2, a = 'b'}"), Outcome::Values(v) if v == vec!["{1, 2, a = \"b\"}"]));
+        assert!(matches!(eval(&lua, "{1, 2, a = 'b'}", None), Outcome::Values(v) if v == vec!["{1, 2, a = \"b\"}"]));
     }
 }

@@ -15,6 +15,11 @@ pub enum Event {
     Eval { step: u64, metrics: Metrics },
     /// A line from `print` or `mt.log`.
     Log(String),
+    /// A reload was tried at `step`: `version` is the one now running; `error` says why the new
+    /// version was not taken (or was put back).
+    Reload { step: u64, version: u32, error: Option<String> },
+    /// The run was paused or resumed.
+    Paused(bool),
     /// The run ended (finished, stopped, or failed with `error`).
     Finished { step: u64, run_dir: Option<PathBuf>, error: Option<String>, interrupted: bool },
 }

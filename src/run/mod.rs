@@ -2,11 +2,16 @@
 //! command-line overrides, calling `setup`, `step`, `evaluate` and `done`, writing the run
 //! directory, and reporting everything as `Event`s.
 
+pub mod command;
 pub mod config;
+pub mod console;
 pub mod event;
 pub mod recipe;
+pub mod reload;
 pub mod rundir;
 pub mod runner;
+pub mod watch;
 
+pub use command::Command;
 pub use event::Event;
 pub use runner::{run, RunOptions, RunOutcome};

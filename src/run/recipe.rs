@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use mlua::{Function, Table, Value};
 
-const FIELDS: &[&str] = &["config", "setup", "step", "evaluate", "on_reload", "done"];
+const FIELDS: &[&str] = &["config", "setup", "step", "evaluate", "on_reload", "done", "save"];
 
 pub struct Recipe {
     pub config: Table,
@@ -13,6 +13,8 @@ pub struct Recipe {
     pub evaluate: Option<Function>,
     pub on_reload: Option<Function>,
     pub done: Option<Function>,
+    /// `save(state, cfg, dir)`: writes a checkpoint into `dir` (the `s` key, `:save`).
+    pub save: Option<Function>,
 }
 
 fn function(table: &Table, key: &str) -> Result<Option<Function>> {
@@ -51,6 +53,7 @@ impl Recipe {
             evaluate: function(&table, "evaluate")?,
             on_reload: function(&table, "on_reload")?,
             done: function(&table, "done")?,
+            save: function(&table, "save")?,
         })
     }
 }

@@ -48,6 +48,24 @@ impl RunDir {
         for (name, value) in metrics {
             row.insert(name.clone(), if value.is_finite() { json!(value) } else { json!(value.to_string()) });
         }
+        self.write_row(row)
+    }
+
+    /// Appends `{"kind": "reload", "step", "time", "version", "result": "ok" | "error", "error"?}`.
+    pub fn log_reload(&mut self, step: u64, seconds: f64, version: u32, error: Option<&str>) -> Result<()> {
+        let mut row = Map::new();
+        row.insert("kind".into(), json!("reload"));
+        row.insert("step".into(), json!(step));
+        row.insert("time".into(), json!(seconds));
+        row.insert("version".into(), json!(version));
+        row.insert("result".into(), json!(if error.is_some() { "error" } else { "ok" }));
+        if let Some(e) = error {
+            row.insert("error".into(), json!(e));
+        }
+        self.write_row(row)
+    }
+
+    fn write_row(&mut self, row: Map<String, Value>) -> Result<()> {
         writeln!(self.metrics, "{}", Value::Object(row))?;
         self.metrics.flush()?;
         Ok(())

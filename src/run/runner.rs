@@ -1,22 +1,28 @@
 //! The run thread's loop. It owns the Lua VM and every tensor; it loads the recipe, resolves the
 //! config, calls `setup` once, then `step` until `cfg.steps` or `done`, `evaluate` every
 //! `cfg.eval_every` steps and at the end, steps the garbage collector between steps, writes the
-//! run directory, and reports everything as events. A stop flag (Ctrl-C) ends the run after the
-//! current step.
+//! run directory, and reports everything as events. At each step boundary it applies the
+//! commands that arrived (pause, save, evaluate, reload, a REPL line, quit). A reloaded recipe
+//! runs on probation: if its `step` or `evaluate` fails on its first call, the previous version
+//! is put back and the run goes on.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
+use super::command::Command;
 use super::config::{loop_setting, parse_overrides, resolve};
+use super::console::{eval_in_run, spawn_control_fifo};
 use super::event::{Event, Metrics};
 use super::recipe::Recipe;
+use super::reload::{merge_config, reload_recipe, watched_files};
 use super::rundir::RunDir;
+use super::watch;
 use crate::lua::runtime::call_traced;
 use crate::lua::{load_file, new_lua, route_print, LuaTensor};
 
@@ -26,8 +32,15 @@ pub struct RunOptions {
     pub overrides: Vec<String>,
     /// Where run directories are made (`runs/`).
     pub runs_root: PathBuf,
-    /// Set to stop after the current step.
+    /// Set to stop after the current step (Ctrl-C).
     pub stop: Arc<AtomicBool>,
+    /// Set to reload at the next step boundary (SIGHUP).
+    pub reload: Arc<AtomicBool>,
+    /// Watch the recipe (and the modules it requires from its folder) and reload on change.
+    pub watch: bool,
+    /// Commands from front ends; `command_tx` is handed to the watcher and the control FIFO.
+    pub commands: Receiver<Command>,
+    pub command_tx: Sender<Command>,
 }
 
 pub struct RunOutcome {
@@ -43,6 +56,9 @@ pub fn run(opts: &RunOptions, events: &Sender<Event>) -> Result<RunOutcome> {
     let result = run_inner(opts, events, &mut progress);
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     let _ = events.send(Event::Finished { step: progress.steps, run_dir: progress.run_dir.clone(), error, interrupted: progress.interrupted });
+    if let Some(dir) = &progress.run_dir {
+        let _ = std::fs::remove_file(dir.join("control"));
+    }
     result.map(|()| RunOutcome { steps: progress.steps, run_dir: progress.run_dir, interrupted: progress.interrupted })
 }
 
@@ -50,6 +66,61 @@ struct Progress {
     steps: u64,
     run_dir: Option<PathBuf>,
     interrupted: bool,
+}
+
+/// The recipe functions in use, and the ones a reload replaced while the new ones are on
+/// probation.
+struct Versions {
+    active: Recipe,
+    version: u32,
+    previous: Option<(Recipe, u32)>,
+    step_proven: bool,
+    eval_proven: bool,
+}
+
+impl Versions {
+    fn swap_in(&mut self, recipe: Recipe, version: u32) {
+        self.eval_proven = recipe.evaluate.is_none();
+        let old = std::mem::replace(&mut self.active, recipe);
+        self.previous = Some((old, self.version));
+        self.version = version;
+        self.step_proven = false;
+    }
+
+    /// Puts the previous version back if the active one is on probation; returns its version.
+    fn revert(&mut self) -> Option<u32> {
+        let (old, version) = self.previous.take()?;
+        self.active = old;
+        self.version = version;
+        Some(version)
+    }
+
+    fn proven(&mut self, step: bool) {
+        if step {
+            self.step_proven = true;
+        } else {
+            self.eval_proven = true;
+        }
+        if self.step_proven && self.eval_proven {
+            self.previous = None;
+        }
+    }
+}
+
+struct Loop<'a> {
+    lua: &'a Lua,
+    opts: &'a RunOptions,
+    events: &'a Sender<Event>,
+    run_dir: RunDir,
+    cfg: Table,
+    state: Value,
+    cli_keys: Vec<String>,
+    versions: Versions,
+    swaps: u32,
+    watched: watch::WatchedFiles,
+    started: Instant,
+    paused: bool,
+    quit: bool,
 }
 
 fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress) -> Result<()> {
@@ -78,64 +149,204 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         tch::manual_seed(seed as i64);
         lua.load(format!("math.randomseed({seed})")).exec()?;
     }
-    let total = loop_setting(&cfg, "steps")?;
-    if total.is_none() && recipe.done.is_none() {
+    if loop_setting(&cfg, "steps")?.is_none() && recipe.done.is_none() {
         return Err(anyhow!("the recipe needs config.steps or a done function to know when to stop"));
     }
-    let eval_every = loop_setting(&cfg, "eval_every")?.unwrap_or(0);
 
-    let mut run_dir = RunDir::create(&opts.runs_root, &opts.recipe)?;
+    let run_dir = RunDir::create(&opts.runs_root, &opts.recipe)?;
     run_dir.write_config(&to_json(&Value::Table(cfg.clone())))?;
     progress.run_dir = Some(run_dir.path.clone());
-    let log_every = loop_setting(&cfg, "log_every")?.unwrap_or(10);
-    let _ = events.send(Event::Started { recipe: opts.recipe.display().to_string(), run_dir: Some(run_dir.path.clone()), total_steps: total, log_every });
+    spawn_control_fifo(&run_dir.path.join("control"), opts.command_tx.clone())?;
+    let _ = events.send(Event::Started {
+        recipe: opts.recipe.display().to_string(),
+        run_dir: Some(run_dir.path.clone()),
+        total_steps: loop_setting(&cfg, "steps")?,
+        log_every: loop_setting(&cfg, "log_every")?.unwrap_or(10),
+    });
 
+    let watched: watch::WatchedFiles = Arc::new(Mutex::new(Default::default()));
     let state: Value = match &recipe.setup {
         Some(setup) => call_traced(&lua, setup, cfg.clone()).map_err(|e| anyhow!("setup failed: {e}"))?,
         None => Value::Table(lua.create_table()?),
     };
-    let started = Instant::now();
-    let mut last_eval = None;
-    loop {
-        if total.is_some_and(|t| progress.steps >= t) {
-            break;
-        }
-        if opts.stop.load(Ordering::SeqCst) {
-            progress.interrupted = true;
-            break;
-        }
-        let step = progress.steps + 1;
-        let out: Value = call_traced(&lua, &recipe.step, (state.clone(), cfg.clone())).map_err(|e| anyhow!("step {step} failed: {e}"))?;
-        progress.steps = step;
-        let metrics = metrics_of(&out)?;
-        run_dir.log_metrics("step", step, started.elapsed().as_secs_f64(), &metrics)?;
-        let _ = events.send(Event::Step { step, metrics });
-        lua.gc_step()?;
-        if eval_every > 0 && step % eval_every == 0 {
-            evaluate(&lua, &recipe, &state, &cfg, step, started, &mut run_dir, events)?;
-            last_eval = Some(step);
-        }
-        if let Some(done) = &recipe.done {
-            let finished: Value = call_traced(&lua, done, (state.clone(), cfg.clone())).map_err(|e| anyhow!("done failed: {e}"))?;
-            if !matches!(finished, Value::Nil | Value::Boolean(false)) {
+    *watched.lock().map_err(|_| anyhow!("watch list poisoned"))? = watched_files(&lua, &opts.recipe)?;
+    let _watcher = if opts.watch { Some(watch::spawn(&dir, watched.clone(), opts.command_tx.clone())?) } else { None };
+
+    let mut l = Loop {
+        lua: &lua,
+        opts,
+        events,
+        run_dir,
+        cfg,
+        state,
+        cli_keys: overrides.into_iter().map(|(k, _)| k).collect(),
+        versions: Versions { active: recipe, version: 1, previous: None, step_proven: true, eval_proven: true },
+        swaps: 0,
+        watched,
+        started: Instant::now(),
+        paused: false,
+        quit: false,
+    };
+    l.run(progress)
+}
+
+impl Loop<'_> {
+    fn run(&mut self, progress: &mut Progress) -> Result<()> {
+        let mut last_eval = None;
+        loop {
+            self.boundary(progress.steps)?;
+            let total = loop_setting(&self.cfg, "steps")?;
+            if total.is_some_and(|t| progress.steps >= t) {
                 break;
+            }
+            if self.quit || self.opts.stop.load(Ordering::SeqCst) {
+                progress.interrupted = true;
+                break;
+            }
+            let step = progress.steps + 1;
+            let out: Value = match call_traced(self.lua, &self.versions.active.step, (self.state.clone(), self.cfg.clone())) {
+                Ok(v) => v,
+                Err(e) => match self.versions.revert() {
+                    Some(version) => {
+                        self.report_reload(progress.steps, version, Some(format!("the new step failed on its first call, the previous version is back: {e}")))?;
+                        continue;
+                    }
+                    None => return Err(anyhow!("step {step} failed: {e}")),
+                },
+            };
+            self.versions.proven(true);
+            progress.steps = step;
+            let metrics = metrics_of(&out)?;
+            self.run_dir.log_metrics("step", step, self.started.elapsed().as_secs_f64(), &metrics)?;
+            let _ = self.events.send(Event::Step { step, metrics });
+            self.lua.gc_step()?;
+            let eval_every = loop_setting(&self.cfg, "eval_every")?.unwrap_or(0);
+            if eval_every > 0 && step % eval_every == 0 {
+                self.evaluate(step)?;
+                last_eval = Some(step);
+            }
+            if let Some(done) = &self.versions.active.done {
+                let finished: Value = call_traced(self.lua, done, (self.state.clone(), self.cfg.clone())).map_err(|e| anyhow!("done failed: {e}"))?;
+                if !matches!(finished, Value::Nil | Value::Boolean(false)) {
+                    break;
+                }
+            }
+        }
+        if self.versions.active.evaluate.is_some() && last_eval != Some(progress.steps) && !progress.interrupted {
+            self.evaluate(progress.steps)?;
+        }
+        Ok(())
+    }
+
+    /// Applies pending commands; while paused, waits for more.
+    fn boundary(&mut self, step: u64) -> Result<()> {
+        loop {
+            if self.opts.reload.swap(false, Ordering::SeqCst) {
+                self.reload(step)?;
+            }
+            let command = if self.paused && !self.quit && !self.opts.stop.load(Ordering::SeqCst) {
+                match self.opts.commands.recv_timeout(Duration::from_millis(100)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            } else {
+                self.opts.commands.try_recv().ok()
+            };
+            let Some(command) = command else {
+                if self.paused && !self.quit && !self.opts.stop.load(Ordering::SeqCst) {
+                    continue;
+                }
+                return Ok(());
+            };
+            match command {
+                Command::Pause => self.set_paused(true),
+                Command::Resume => self.set_paused(false),
+                Command::TogglePause => self.set_paused(!self.paused),
+                Command::Save => self.save(step)?,
+                Command::EvalNow => self.evaluate(step)?,
+                Command::Reload => self.reload(step)?,
+                Command::Repl(line) => {
+                    let result = eval_in_run(self.lua, &line, &self.state, &self.cfg);
+                    let _ = self.events.send(Event::Log(format!("> {line}\n{result}")));
+                }
+                Command::Quit => self.quit = true,
             }
         }
     }
-    if recipe.evaluate.is_some() && last_eval != Some(progress.steps) && !progress.interrupted {
-        evaluate(&lua, &recipe, &state, &cfg, progress.steps, started, &mut run_dir, events)?;
-    }
-    Ok(())
-}
 
-#[allow(clippy::too_many_arguments)]
-fn evaluate(lua: &Lua, recipe: &Recipe, state: &Value, cfg: &Table, step: u64, started: Instant, run_dir: &mut RunDir, events: &Sender<Event>) -> Result<()> {
-    let Some(f) = &recipe.evaluate else { return Ok(()) };
-    let out: Value = call_traced(lua, f as &Function, (state.clone(), cfg.clone())).map_err(|e| anyhow!("evaluate at step {step} failed: {e}"))?;
-    let metrics = metrics_of(&out)?;
-    run_dir.log_metrics("eval", step, started.elapsed().as_secs_f64(), &metrics)?;
-    let _ = events.send(Event::Eval { step, metrics });
-    Ok(())
+    fn set_paused(&mut self, paused: bool) {
+        if self.paused != paused {
+            self.paused = paused;
+            let _ = self.events.send(Event::Paused(paused));
+        }
+    }
+
+    fn evaluate(&mut self, step: u64) -> Result<()> {
+        let Some(f) = self.versions.active.evaluate.clone() else { return Ok(()) };
+        let out: Value = match call_traced(self.lua, &f as &Function, (self.state.clone(), self.cfg.clone())) {
+            Ok(v) => v,
+            Err(e) => match self.versions.revert() {
+                Some(version) => {
+                    return self.report_reload(step, version, Some(format!("the new evaluate failed on its first call, the previous version is back: {e}")));
+                }
+                None => return Err(anyhow!("evaluate at step {step} failed: {e}")),
+            },
+        };
+        self.versions.proven(false);
+        let metrics = metrics_of(&out)?;
+        self.run_dir.log_metrics("eval", step, self.started.elapsed().as_secs_f64(), &metrics)?;
+        let _ = self.events.send(Event::Eval { step, metrics });
+        Ok(())
+    }
+
+    fn save(&mut self, step: u64) -> Result<()> {
+        let Some(f) = self.versions.active.save.clone() else {
+            let _ = self.events.send(Event::Log("save: this recipe has no save(state, cfg, dir) function".into()));
+            return Ok(());
+        };
+        let dir = self.run_dir.path.join("checkpoints").join(format!("step-{step}"));
+        match call_traced::<Value>(self.lua, &f, (self.state.clone(), self.cfg.clone(), dir.display().to_string())) {
+            Ok(_) => {
+                let _ = self.events.send(Event::Log(format!("saved a checkpoint in {}", dir.display())));
+            }
+            Err(e) => {
+                let _ = self.events.send(Event::Log(format!("save failed: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the recipe again and swaps in its functions, keeping state; on failure keeps the
+    /// running version. Either way the result is an event and a metrics row.
+    fn reload(&mut self, step: u64) -> Result<()> {
+        let result = reload_recipe(self.lua, &self.opts.recipe).and_then(|recipe| {
+            merge_config(&self.cfg, &recipe.config, &self.cli_keys)?;
+            if let Some(on_reload) = &recipe.on_reload {
+                call_traced::<Value>(self.lua, on_reload, (self.state.clone(), self.cfg.clone())).map_err(|e| anyhow!("on_reload failed: {e}"))?;
+            }
+            Ok(recipe)
+        });
+        if let Ok(files) = watched_files(self.lua, &self.opts.recipe) {
+            if let Ok(mut w) = self.watched.lock() {
+                *w = files;
+            }
+        }
+        match result {
+            Ok(recipe) => {
+                self.swaps += 1;
+                self.versions.swap_in(recipe, self.swaps + 1);
+                self.report_reload(step, self.versions.version, None)
+            }
+            Err(e) => self.report_reload(step, self.versions.version, Some(format!("{e:#}"))),
+        }
+    }
+
+    fn report_reload(&mut self, step: u64, version: u32, error: Option<String>) -> Result<()> {
+        self.run_dir.log_reload(step, self.started.elapsed().as_secs_f64(), version, error.as_deref())?;
+        let _ = self.events.send(Event::Reload { step, version, error });
+        Ok(())
+    }
 }
 
 /// The numbers in a table a recipe returned (one-element tensors count as numbers), by name.

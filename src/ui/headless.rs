@@ -97,6 +97,10 @@ impl Printer {
             }
             Event::Eval { step, metrics } => self.line(out, &format!("eval @ step {step} | {}", metrics_text(&metrics))),
             Event::Log(text) => self.line(out, &text),
+            Event::Reload { step, version, error: None } => self.line(out, &format!("reloaded the recipe at step {step}: version {version}")),
+            Event::Reload { step, version, error: Some(e) } => self.line(out, &format!("reload at step {step} failed, running version {version}: {e}")),
+            Event::Paused(true) => self.line(out, "paused"),
+            Event::Paused(false) => self.line(out, "resumed"),
             Event::Finished { step, run_dir, error, interrupted } => {
                 if self.live {
                     self.redraw(out, true);

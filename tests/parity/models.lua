@@ -131,6 +131,17 @@ local function copy_dir(from, to)
   os.execute(string.format("rm -rf '%s' && cp -r '%s' '%s'", to, from, to))
 end
 
+-- A copy of `from` at `to` whose config.json has `old` replaced by `new`.
+local function with_config_edit(from, to, old, new)
+  copy_dir(from, to)
+  local f = assert(io.open(to .. "/config.json"))
+  local text = f:read("a"):gsub(old, new)
+  f:close()
+  f = assert(io.open(to .. "/config.json", "w"))
+  f:write(text)
+  f:close()
+end
+
 function tests.bad_checkpoints_are_clear_errors()
   local base = fixtures .. "/llama"
   local function expect(dir, pattern)
@@ -149,13 +160,7 @@ function tests.bad_checkpoints_are_clear_errors()
   expect(truncated, "not a valid safetensors file")
 
   local wrong = fixtures .. "/bad_hidden"
-  copy_dir(base, wrong)
-  local cf = assert(io.open(wrong .. "/config.json"))
-  local text = cf:read("a"):gsub('"hidden_size": 32', '"hidden_size": 48')
-  cf:close()
-  cf = assert(io.open(wrong .. "/config.json", "w"))
-  cf:write(text)
-  cf:close()
+  with_config_edit(base, wrong, '"hidden_size": 32', '"hidden_size": 48')
   expect(wrong, "model.embed_tokens.weight' has shape [96, 32], expected [96, 48]")
 
   local missing = fixtures .. "/bad_missing"
@@ -175,13 +180,7 @@ function tests.bad_checkpoints_are_clear_errors()
 
   expect(fixtures .. "/no_such_model", "config.json")
   local unsupported = fixtures .. "/bad_arch"
-  copy_dir(base, unsupported)
-  cf = assert(io.open(unsupported .. "/config.json"))
-  text = cf:read("a"):gsub('"LlamaForCausalLM"', '"FalconForCausalLM"')
-  cf:close()
-  cf = assert(io.open(unsupported .. "/config.json", "w"))
-  cf:write(text)
-  cf:close()
+  with_config_edit(base, unsupported, '"LlamaForCausalLM"', '"FalconForCausalLM"')
   expect(unsupported, "architecture 'FalconForCausalLM' is not supported")
 end
 
