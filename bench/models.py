@@ -6,13 +6,15 @@ randomly initialised ~100M-parameter Llama (made here with transformers, saved a
 safetensors), each side runs in its own child process of this one and reports load time,
 forward throughput (tokens/s over a batch) and greedy generation throughput (tokens/s, batch 1,
 KV cache); this process reads each child's peak RSS from wait4. Prints a Markdown table of both
-sides and the ratios, and writes it to BENCHMARKS.md.
+sides and the ratios, and writes it to its section of BENCHMARKS.md.
 """
 import json
 import os
 import subprocess
 import sys
 import tempfile
+
+from report import write_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.environ.get("MOONTUNE_TEST_DATA", os.path.join(ROOT, "../shared/data"))
@@ -112,7 +114,7 @@ def main():
         print(name, ours, f"{ours_rss:.0f} MiB", theirs, f"{their_rss:.0f} MiB", flush=True)
 
     lines = [
-        "# Benchmarks",
+        "## Models against transformers",
         "",
         f"`./dev bench` (bench/models.py) on this machine: {os.cpu_count()} cores, {THREADS} threads for both sides,",
         "float32 on CPU, torch 2.11.0 for both (moontune links the same libtorch). Each side runs in its",
@@ -136,8 +138,7 @@ def main():
         lines.append(f"| | peak RSS, MiB | {ours_rss:.0f} | {their_rss:.0f} | {their_rss / ours_rss:.2f}× |")
     text = "\n".join(lines) + "\n"
     print(text)
-    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
-        f.write(text)
+    write_section("models", text)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 
 use moontune::commands::{doctor, lua_tests, repl};
 use moontune::run::{self, RunOptions};
-use moontune::ui::headless;
+use moontune::ui::{headless, tui};
+use std::io::IsTerminal;
 
 #[derive(Parser)]
 #[command(name = "moontune", version, about = "Fine-tune language models with recipes written in Lua, over libtorch")]
@@ -27,7 +28,7 @@ enum Command {
         recipe: PathBuf,
         /// Config overrides, e.g. lr=1e-4 steps=200.
         overrides: Vec<String>,
-        /// Plain output instead of the terminal UI (the only front end so far).
+        /// Plain output instead of the terminal UI (automatic when stdout is not a terminal).
         #[arg(long)]
         headless: bool,
         /// Do not reload the recipe when its files change (SIGHUP and `:reload` still do).
@@ -48,7 +49,8 @@ enum Command {
     Repl,
 }
 
-/// Set by SIGHUP; the run loop reloads the recipe at the next step boundary.
+/// Set by SIGHUP. Headless, it asks the run loop to reload the recipe (the daemon convention);
+/// under the TUI it means the terminal went away, and the run stops.
 static HANGUP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
 
 extern "C" fn on_hangup(_: libc::c_int) {
@@ -57,11 +59,13 @@ extern "C" fn on_hangup(_: libc::c_int) {
     }
 }
 
-fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch: bool) -> Result<ExitCode> {
-    let reload = HANGUP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch: bool, headless: bool) -> Result<ExitCode> {
+    let hangup = HANGUP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t) };
-    let stop = Arc::new(AtomicBool::new(false));
+    let use_tui = !headless && std::io::stdout().is_terminal();
+    let stop = if use_tui { hangup.clone() } else { Arc::new(AtomicBool::new(false)) };
+    let reload = if use_tui { Arc::new(AtomicBool::new(false)) } else { hangup.clone() };
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
@@ -71,12 +75,34 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
         eprintln!("\nmoontune: stopping after the current step (Ctrl-C again to abort)");
     })?;
     let (tx, rx) = mpsc::channel();
-    let printer = headless::spawn(rx);
     let (command_tx, commands) = mpsc::channel();
+    let front: std::thread::JoinHandle<Result<()>> = if use_tui {
+        tui::install_panic_restore();
+        let device = if tch::Cuda::is_available() { "cuda" } else { "cpu" };
+        tui::spawn(rx, command_tx.clone(), device.to_string(), hangup.clone())
+    } else {
+        let printer = headless::spawn(rx);
+        std::thread::spawn(move || printer.join().map_err(|_| anyhow::anyhow!("the printer thread panicked")))
+    };
     let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop, reload, watch, commands, command_tx };
     let result = run::run(&opts, &tx);
     drop(tx);
-    let _ = printer.join();
+    if use_tui && hangup.load(Ordering::SeqCst) {
+        // The terminal hung up: the UI thread may be stuck reading a dead tty, and there is
+        // nobody to show anything to. The run stopped after its step; end here.
+        return Ok(ExitCode::from(129));
+    }
+    match front.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("moontune: the terminal UI failed: {e:#}"),
+        Err(_) => eprintln!("moontune: the terminal UI panicked"),
+    }
+    if use_tui {
+        match &result {
+            Ok(o) => eprintln!("moontune: {} after {} steps; run directory: {}", if o.interrupted { "stopped" } else { "finished" }, o.steps, o.run_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
+            Err(e) => eprintln!("moontune: error: {e:#}"),
+        }
+    }
     Ok(match result {
         Ok(outcome) if outcome.interrupted => ExitCode::from(130),
         Ok(_) => ExitCode::SUCCESS,
@@ -94,7 +120,7 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { recipe, overrides, headless: _, no_watch, runs_dir } => run_recipe(recipe, overrides, runs_dir, !no_watch),
+        Command::Run { recipe, overrides, headless, no_watch, runs_dir } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless),
         Command::Doctor => doctor::report().map(|lines| {
             println!("{}", lines.join("\n"));
             ExitCode::SUCCESS

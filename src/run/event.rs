@@ -5,14 +5,26 @@ use std::path::PathBuf;
 /// A named numeric value a recipe returned (`loss`, `lr`, `acc`, …).
 pub type Metrics = Vec<(String, f64)>;
 
+/// A table a recipe reported under `panels` (a confusion matrix, attention over adapters, gate
+/// values): shown as a heat map.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panel {
+    pub name: String,
+    pub rows: Vec<String>,
+    pub cols: Vec<String>,
+    pub values: Vec<Vec<f64>>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
     /// The recipe loaded and `setup` is about to run.
     Started { recipe: String, run_dir: Option<PathBuf>, total_steps: Option<u64>, log_every: u64 },
     /// `step` returned.
-    Step { step: u64, metrics: Metrics },
+    Step { step: u64, metrics: Metrics, panels: Vec<Panel> },
     /// `evaluate` returned.
-    Eval { step: u64, metrics: Metrics },
+    Eval { step: u64, metrics: Metrics, panels: Vec<Panel> },
+    /// Parameter counts of `state.model`, when the recipe has one.
+    Model { total: i64, trainable: i64 },
     /// A line from `print` or `mt.log`.
     Log(String),
     /// A reload was tried at `step`: `version` is the one now running; `error` says why the new

@@ -18,7 +18,7 @@ use mlua::{Function, Lua, MultiValue, Table, Value};
 use super::command::Command;
 use super::config::{loop_setting, parse_overrides, resolve};
 use super::console::{eval_in_run, spawn_control_fifo};
-use super::event::{Event, Metrics};
+use super::event::{Event, Metrics, Panel};
 use super::recipe::Recipe;
 use super::reload::{merge_config, reload_recipe, watched_files};
 use super::rundir::RunDir;
@@ -172,6 +172,7 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
     *watched.lock().map_err(|_| anyhow!("watch list poisoned"))? = watched_files(&lua, &opts.recipe)?;
     let _watcher = if opts.watch { Some(watch::spawn(&dir, watched.clone(), opts.command_tx.clone())?) } else { None };
 
+    report_model(&lua, &state, events);
     let mut l = Loop {
         lua: &lua,
         opts,
@@ -218,7 +219,7 @@ impl Loop<'_> {
             progress.steps = step;
             let metrics = metrics_of(&out)?;
             self.run_dir.log_metrics("step", step, self.started.elapsed().as_secs_f64(), &metrics)?;
-            let _ = self.events.send(Event::Step { step, metrics });
+            let _ = self.events.send(Event::Step { step, metrics, panels: panels_of(&out)? });
             self.lua.gc_step()?;
             let eval_every = loop_setting(&self.cfg, "eval_every")?.unwrap_or(0);
             if eval_every > 0 && step % eval_every == 0 {
@@ -296,7 +297,7 @@ impl Loop<'_> {
         self.versions.proven(false);
         let metrics = metrics_of(&out)?;
         self.run_dir.log_metrics("eval", step, self.started.elapsed().as_secs_f64(), &metrics)?;
-        let _ = self.events.send(Event::Eval { step, metrics });
+        let _ = self.events.send(Event::Eval { step, metrics, panels: panels_of(&out)? });
         Ok(())
     }
 
@@ -336,6 +337,7 @@ impl Loop<'_> {
             Ok(recipe) => {
                 self.swaps += 1;
                 self.versions.swap_in(recipe, self.swaps + 1);
+                report_model(self.lua, &self.state, self.events);
                 self.report_reload(step, self.versions.version, None)
             }
             Err(e) => self.report_reload(step, self.versions.version, Some(format!("{e:#}"))),
@@ -347,6 +349,57 @@ impl Loop<'_> {
         let _ = self.events.send(Event::Reload { step, version, error });
         Ok(())
     }
+}
+
+/// Sends the parameter counts of `state.model` if it has `num_parameters`.
+fn report_model(lua: &Lua, state: &Value, events: &Sender<Event>) {
+    let counts = lua
+        .load("local s = ... ; local m = type(s) == 'table' and s.model; if m and m.num_parameters then return m:num_parameters(), m:num_parameters{ trainable = true } end")
+        .set_name("=moontune")
+        .call::<(Option<i64>, Option<i64>)>(state.clone());
+    if let Ok((Some(total), Some(trainable))) = counts {
+        let _ = events.send(Event::Model { total, trainable });
+    }
+}
+
+/// The heat-map tables under `panels` in a table a recipe returned: each a matrix (nested
+/// sequences or a 2-D tensor) or `{ rows = {...}, cols = {...}, values = matrix }`.
+pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
+    let Value::Table(t) = v else { return Ok(Vec::new()) };
+    let Value::Table(panels) = t.raw_get::<Value>("panels")? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for pair in panels.pairs::<String, Value>() {
+        let (name, spec) = pair?;
+        let (values, rows, cols) = match &spec {
+            Value::Table(s) if s.contains_key("values")? => (s.get::<Value>("values")?, s.get::<Option<Vec<String>>>("rows")?, s.get::<Option<Vec<String>>>("cols")?),
+            other => (other.clone(), None, None),
+        };
+        let matrix: Vec<Vec<f64>> = match &values {
+            Value::UserData(ud) => match ud.borrow::<LuaTensor>() {
+                Ok(t) => {
+                    let t = t.get("panels")?.f_to_kind(tch::Kind::Double)?.f_to_device(tch::Device::Cpu)?;
+                    let size = t.size();
+                    if size.len() != 2 {
+                        return Err(anyhow!("panel '{name}' must be a 2-D table or tensor, got shape {size:?}"));
+                    }
+                    let flat = Vec::<f64>::try_from(&t.f_reshape([-1])?)?;
+                    flat.chunks(size[1].max(1) as usize).map(<[f64]>::to_vec).collect()
+                }
+                Err(_) => continue,
+            },
+            Value::Table(rows) => rows.sequence_values::<Vec<f64>>().collect::<mlua::Result<_>>().map_err(|e| anyhow!("panel '{name}': {e}"))?,
+            _ => continue,
+        };
+        let width = matrix.iter().map(Vec::len).max().unwrap_or(0);
+        out.push(Panel {
+            rows: rows.unwrap_or_else(|| (0..matrix.len()).map(|i| i.to_string()).collect()),
+            cols: cols.unwrap_or_else(|| (0..width).map(|i| i.to_string()).collect()),
+            name,
+            values: matrix,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// The numbers in a table a recipe returned (one-element tensors count as numbers), by name.

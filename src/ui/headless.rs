@@ -85,7 +85,8 @@ impl Printer {
                 let dir = run_dir.map(|d| d.display().to_string()).unwrap_or_default();
                 self.line(out, &format!("moontune: running {recipe} → {dir}"));
             }
-            Event::Step { step, metrics } => {
+            Event::Model { .. } => {}
+            Event::Step { step, metrics, .. } => {
                 self.rate.update(Instant::now(), step);
                 let text = self.step_text(step, &metrics);
                 self.last_step = Some((step, metrics));
@@ -95,7 +96,7 @@ impl Printer {
                     self.line(out, &text);
                 }
             }
-            Event::Eval { step, metrics } => self.line(out, &format!("eval @ step {step} | {}", metrics_text(&metrics))),
+            Event::Eval { step, metrics, .. } => self.line(out, &format!("eval @ step {step} | {}", metrics_text(&metrics))),
             Event::Log(text) => self.line(out, &text),
             Event::Reload { step, version, error: None } => self.line(out, &format!("reloaded the recipe at step {step}: version {version}")),
             Event::Reload { step, version, error: Some(e) } => self.line(out, &format!("reload at step {step} failed, running version {version}: {e}")),

@@ -1,0 +1,74 @@
+//! Snapshot tests of the TUI layout (ratatui's TestBackend) at 80×24 and 160×48, with several
+//! metrics, train and eval on one chart, a reload marker, an error in the log pane and a
+//! heat-map panel. The expected screens are in tests/snapshots; set MOONTUNE_UPDATE_SNAPSHOTS=1
+//! to rewrite them after an intended change (and review the diff).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use moontune::run::event::{Event, Panel};
+use moontune::ui::tui::state::TuiState;
+use moontune::ui::tui::view;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn scripted_state(t0: Instant) -> TuiState {
+    let mut s = TuiState::new("cpu".into());
+    s.apply(Event::Started { recipe: "scripts/finetune.lua".into(), run_dir: Some("runs/finetune-20261128-120000".into()), total_steps: Some(500), log_every: 10 }, t0);
+    s.apply(Event::Model { total: 292_800, trainable: 4_096 }, t0);
+    for step in 1..=120u64 {
+        let x = step as f64;
+        let metrics = vec![("grad_norm".into(), 1.0 / (1.0 + x / 50.0)), ("loss".into(), 3.0 * (-x / 60.0).exp() + 0.4), ("lr".into(), 2e-4), ("tokens".into(), 512.0)];
+        s.apply(Event::Step { step, metrics, panels: Vec::new() }, t0 + Duration::from_millis(100 * step));
+        if step % 40 == 0 {
+            s.apply(Event::Eval { step, metrics: vec![("loss".into(), 3.2 * (-x / 60.0).exp() + 0.5), ("acc".into(), x / 200.0)], panels: Vec::new() }, t0 + Duration::from_millis(100 * step));
+        }
+        if step == 70 {
+            s.apply(Event::Reload { step, version: 2, error: None }, t0);
+        }
+    }
+    s.apply(Event::Log("epoch 1 done".into()), t0);
+    s.apply(Event::Reload { step: 110, version: 2, error: Some("syntax error: scripts/finetune.lua:42: unexpected symbol near ')'".into()) }, t0);
+    let panel = Panel { name: "confusion".into(), rows: vec!["neg".into(), "pos".into()], cols: vec!["neg".into(), "pos".into()], values: vec![vec![41.0, 9.0], vec![6.0, 44.0]] };
+    s.apply(Event::Eval { step: 120, metrics: Vec::new(), panels: vec![panel] }, t0);
+    s.rss_mib = Some(512.0);
+    s
+}
+
+fn screen(width: u16, height: u16) -> String {
+    let t0 = Instant::now();
+    let state = scripted_state(t0);
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| view::draw(f, &state, t0 + Duration::from_secs(65))).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..height {
+        let line: String = (0..width).map(|x| buffer[(x, y)].symbol().to_string()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn check(width: u16, height: u16) {
+    let got = screen(width, height);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/snapshots/tui_{width}x{height}.txt"));
+    if std::env::var_os("MOONTUNE_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("no snapshot at {}; run with MOONTUNE_UPDATE_SNAPSHOTS=1 and review it", path.display()));
+    assert_eq!(got, want, "the {width}x{height} screen changed:\n{got}");
+    for needle in ["step 120/500", "loss", "grad_norm", "acc", "reload failed", "scripts/finetune.lua:42", "confusion", "RSS 512 MiB", "recipe v2 (1 reload)"] {
+        assert!(got.contains(needle), "{width}x{height} lacks {needle:?}:\n{got}");
+    }
+}
+
+#[test]
+fn layout_at_80x24() {
+    check(80, 24);
+}
+
+#[test]
+fn layout_at_160x48() {
+    check(160, 48);
+}
