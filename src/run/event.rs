@@ -15,6 +15,12 @@ pub struct Panel {
     pub values: Vec<Vec<f64>>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Busy {
+    Evaluating,
+    Reloading,
+}
+
 #[derive(Clone, Debug)]
 pub enum Event {
     /// The recipe loaded and `setup` is about to run.
@@ -32,6 +38,8 @@ pub enum Event {
     Reload { step: u64, version: u32, error: Option<String> },
     /// The run was paused or resumed.
     Paused(bool),
+    /// Between steps, the run is evaluating or reloading (until the next event says otherwise).
+    Busy(Busy),
     /// The run ended (finished, stopped, or failed with `error`).
     Finished { step: u64, run_dir: Option<PathBuf>, error: Option<String>, interrupted: bool },
 }

@@ -18,7 +18,7 @@ use mlua::{Function, Lua, MultiValue, Table, Value};
 use super::command::Command;
 use super::config::{loop_setting, parse_overrides, resolve};
 use super::console::{eval_in_run, spawn_control_fifo};
-use super::event::{Event, Metrics, Panel};
+use super::event::{Busy, Event, Metrics, Panel};
 use super::recipe::Recipe;
 use super::reload::{merge_config, reload_recipe, watched_files};
 use super::rundir::RunDir;
@@ -285,6 +285,7 @@ impl Loop<'_> {
 
     fn evaluate(&mut self, step: u64) -> Result<()> {
         let Some(f) = self.versions.active.evaluate.clone() else { return Ok(()) };
+        let _ = self.events.send(Event::Busy(Busy::Evaluating));
         let out: Value = match call_traced(self.lua, &f as &Function, (self.state.clone(), self.cfg.clone())) {
             Ok(v) => v,
             Err(e) => match self.versions.revert() {
@@ -321,6 +322,7 @@ impl Loop<'_> {
     /// Loads the recipe again and swaps in its functions, keeping state; on failure keeps the
     /// running version. Either way the result is an event and a metrics row.
     fn reload(&mut self, step: u64) -> Result<()> {
+        let _ = self.events.send(Event::Busy(Busy::Reloading));
         let result = reload_recipe(self.lua, &self.opts.recipe).and_then(|recipe| {
             merge_config(&self.cfg, &recipe.config, &self.cli_keys)?;
             if let Some(on_reload) = &recipe.on_reload {

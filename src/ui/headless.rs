@@ -85,7 +85,7 @@ impl Printer {
                 let dir = run_dir.map(|d| d.display().to_string()).unwrap_or_default();
                 self.line(out, &format!("moontune: running {recipe} → {dir}"));
             }
-            Event::Model { .. } => {}
+            Event::Model { .. } | Event::Busy(_) => {}
             Event::Step { step, metrics, .. } => {
                 self.rate.update(Instant::now(), step);
                 let text = self.step_text(step, &metrics);

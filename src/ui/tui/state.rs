@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::run::event::{Event, Panel};
+use crate::run::event::{Busy, Event, Panel};
 use crate::ui::progress::Rate;
 
 const LOG_LINES: usize = 500;
@@ -148,6 +148,9 @@ impl TuiState {
                 }
             }
             Event::Eval { step, metrics, panels } => {
+                if self.status == Status::Evaluating {
+                    self.status = Status::Running;
+                }
                 for (name, value) in metrics {
                     self.eval.entry(name).or_default().push((step, value));
                 }
@@ -165,8 +168,13 @@ impl TuiState {
                     Some(e) => self.push_log(&format!("reload failed at step {step}, running version {version}: {e}")),
                 }
                 self.version = version;
+                if self.status == Status::Reloading {
+                    self.status = Status::Running;
+                }
             }
             Event::Paused(p) => self.status = if p { Status::Paused } else { Status::Running },
+            Event::Busy(Busy::Evaluating) => self.status = Status::Evaluating,
+            Event::Busy(Busy::Reloading) => self.status = Status::Reloading,
             Event::Finished { step, error, interrupted, .. } => {
                 self.step = step;
                 self.finished = true;
