@@ -129,6 +129,28 @@ function tests.elementwise_math()
   assert(y:sum():item() == 0)
 end
 
+function tests.sorting_sampling_and_triangles()
+  local x = T.tensor{ 3.0, 1.0, 2.0 }
+  local values, indices = x:sort()
+  assert(table.concat(values:tolist(), ",") == "1.0,2.0,3.0" and table.concat(indices:tolist(), ",") == "1,2,0")
+  local top, at = x:topk(2)
+  assert(top:tolist()[1] == 3 and at:tolist()[2] == 2)
+  assert(table.concat(T.tensor{ 1, 2, 3 }:cumsum(0):tolist(), ",") == "1,3,6")
+  mt.manual_seed(0)
+  local draws = T.tensor{ 0.0, 1.0, 0.0 }:multinomial(5, true)
+  assert(draws:eq(1):all():item(), "multinomial only draws where there is mass")
+  assert(T.ones{ 3, 3 }:triu(1):sum():item() == 3 and T.ones{ 3, 3 }:tril():sum():item() == 6)
+end
+
+function tests.clock_and_memory()
+  local t0 = mt.clock()
+  local big = T.zeros{ 1000, 1000 }
+  assert(mt.memory().tensor_bytes >= 4e6, "live tensor bytes are counted")
+  assert(mt.memory().lua_bytes > 0)
+  assert(mt.clock() >= t0)
+  big:free()
+end
+
 function tests.values_come_back_as_lua_values()
   local l = T.tensor{ { 1, 2 }, { 3, 4 } }:tolist()
   assert(type(l) == "table" and l[2][1] == 3 and math.type(l[2][1]) == "integer")

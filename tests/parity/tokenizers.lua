@@ -26,6 +26,7 @@ function tests.gpt2_known_ids()
   local tok = assert(mt.tokenizer.load(data .. "/tokenizers/gpt2"))
   assert(table.concat(tok:encode("This is some text"), ",") == "1212,318,617,2420")
   assert(tok:decode({ 1212, 318, 617, 2420 }) == "This is some text")
+  assert(tok:id_to_token(1212) == "This" and tok:token_to_id("This") == 1212)
   local ids, offsets = tok:encode("Hello world", { offsets = true })
   assert(#ids == 2 and offsets[2][1] == 5 and offsets[2][2] == 11, "offsets are character spans")
 end
