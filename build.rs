@@ -4,7 +4,8 @@
 //! `DEP_TCH_LIBTORCH_LIB`; we embed it as an rpath so that the binary runs without
 //! LD_LIBRARY_PATH, and link `libtorch_cuda.so` with `--no-as-needed` so that the linker does
 //! not drop it (nothing references it by symbol, yet without it CUDA reads as unavailable).
-//! It also lists the Lua standard library (stdlib/) for release builds to embed.
+//! It also lists the Lua standard library (stdlib/) for release builds to embed, and compiles
+//! the C++ shim that reads the CUDA caching allocator's statistics.
 
 use std::path::{Path, PathBuf};
 
@@ -54,5 +55,29 @@ fn link_libtorch() {
         println!("cargo:rustc-link-arg=-L{lib_dir}");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        build_cuda_memory(Path::new(&lib_dir));
     }
+}
+
+/// Compiles the CUDA memory shim against libtorch's headers and the CUDA headers of the nvidia
+/// wheels beside torch (torch/lib → site-packages/nvidia/cu13/include; nvidia-cuda-crt brings
+/// the crt/ headers cuda_runtime.h needs).
+fn build_cuda_memory(lib_dir: &Path) {
+    let torch = lib_dir.parent().expect("torch/lib has a parent");
+    let include = torch.join("include");
+    let cuda_include = torch.parent().expect("torch has a parent").join("nvidia/cu13/include");
+    println!("cargo:rerun-if-changed=src/tensor/cuda_memory.cpp");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(&cuda_include)
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("src/tensor/cuda_memory.cpp")
+        .compile("moontune_cuda_memory");
+    println!("cargo:rustc-link-lib=c10_cuda");
 }

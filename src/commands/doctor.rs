@@ -92,10 +92,12 @@ pub fn report() -> Result<Vec<String>> {
     if cuda {
         let count = tch::Cuda::device_count();
         lines.push(format!("cuda       available: {count} device(s), cudnn {}", tch::Cuda::cudnn_is_available()));
+        let memory = crate::tensor::cuda_memory::per_device();
         for i in 0..count {
+            let used = memory.get(i as usize).map(|(a, r)| format!(", PyTorch allocated {} MiB / reserved {} MiB", a >> 20, r >> 20)).unwrap_or_default();
             match cuda_device(i as i32) {
-                Some((name, bytes)) => lines.push(format!("  cuda:{i}   {name}, {:.1} GiB", bytes as f64 / (1u64 << 30) as f64)),
-                None => lines.push(format!("  cuda:{i}   (name and memory unavailable)")),
+                Some((name, bytes)) => lines.push(format!("  cuda:{i}   {name}, {:.1} GiB{used}", bytes as f64 / (1u64 << 30) as f64)),
+                None => lines.push(format!("  cuda:{i}   (name and memory unavailable){used}")),
             }
         }
     } else {

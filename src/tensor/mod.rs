@@ -3,6 +3,7 @@
 
 pub mod autograd;
 pub mod create;
+pub mod cuda_memory;
 pub mod device;
 pub mod dtype;
 pub mod format;

@@ -130,6 +130,10 @@ fn ui_loop(terminal: &mut Terminal<CrosstermBackend<Stdout>>, events: Receiver<E
         }
         if now.duration_since(last_draw) >= FRAME {
             state.rss_mib = rss_mib();
+            state.cuda_mib = crate::tensor::cuda_memory::per_device()
+                .into_iter()
+                .map(|(a, r)| (a as f64 / (1 << 20) as f64, r as f64 / (1 << 20) as f64))
+                .collect();
             terminal.draw(|f| view::draw(f, &state, now))?;
             last_draw = now;
         }
