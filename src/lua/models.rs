@@ -230,9 +230,9 @@ fn generate_lua(lua: &Lua, model: &Model, ids: Value, opts: Option<Table>) -> ml
     Ok(Value::UserData(lua.create_userdata(wrap(lua, out)?)?))
 }
 
-fn params_table(lua: &Lua, model: &Model, trainable: bool) -> mlua::Result<Vec<(String, Tensor)>> {
-    let _ = lua;
-    Ok(model.params.iter().filter(|(_, p)| !trainable || p.requires_grad()).map(|(n, p)| (n.clone(), p.shallow_clone())).collect())
+/// The model's parameters by name, only those that require gradients if `trainable`.
+fn selected_params(model: &Model, trainable: bool) -> Vec<(String, Tensor)> {
+    model.params.iter().filter(|(_, p)| !trainable || p.requires_grad()).map(|(n, p)| (n.clone(), p.shallow_clone())).collect()
 }
 
 #[derive(Deserialize, Default)]
@@ -240,10 +240,6 @@ fn params_table(lua: &Lua, model: &Model, trainable: bool) -> mlua::Result<Vec<(
 struct ParamOptions {
     /// Only parameters that require gradients.
     trainable: Option<bool>,
-}
-
-fn json_to_lua(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
-    lua.to_value(v)
 }
 
 impl UserData for LuaModel {
@@ -257,7 +253,7 @@ impl UserData for LuaModel {
         });
         methods.add_method("named_parameters", |lua, this, opts: Option<Table>| {
             let o: ParamOptions = options(lua, "model.named_parameters", opts)?;
-            let list = params_table(lua, &this.0, o.trainable.unwrap_or(false))?;
+            let list = selected_params(&this.0, o.trainable.unwrap_or(false));
             let mut i = 0;
             let lua2 = lua.clone();
             lua.create_function_mut(move |_, ()| {
@@ -271,7 +267,7 @@ impl UserData for LuaModel {
         methods.add_method("parameters", |lua, this, opts: Option<Table>| {
             let o: ParamOptions = options(lua, "model.parameters", opts)?;
             let t = lua.create_table()?;
-            for (_, p) in params_table(lua, &this.0, o.trainable.unwrap_or(false))? {
+            for (_, p) in selected_params(&this.0, o.trainable.unwrap_or(false)) {
                 t.raw_push(wrap(lua, p)?)?;
             }
             Ok(t)
@@ -285,7 +281,7 @@ impl UserData for LuaModel {
         });
         methods.add_method("num_parameters", |lua, this, opts: Option<Table>| {
             let o: ParamOptions = options(lua, "model.num_parameters", opts)?;
-            Ok(params_table(lua, &this.0, o.trainable.unwrap_or(false))?.iter().map(|(_, p)| p.numel() as i64).sum::<i64>())
+            Ok(selected_params(&this.0, o.trainable.unwrap_or(false)).iter().map(|(_, p)| p.numel() as i64).sum::<i64>())
         });
         methods.add_function("train", |_, (ud, mode): (mlua::AnyUserData, Option<bool>)| {
             ud.borrow_mut::<LuaModel>()?.0.training = mode.unwrap_or(true);
@@ -324,7 +320,7 @@ impl UserData for LuaModel {
             Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
             Err(e) => failure(lua, format!("model.save: {e:#}")),
         });
-        methods.add_method("config", |lua, this, ()| json_to_lua(lua, &serde_json::Value::Object(this.0.config.json.clone())));
+        methods.add_method("config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.0.config.json.clone())));
         methods.add_method("architecture", |_, this, ()| Ok(this.0.architecture.clone()));
         methods.add_method("dtype", |_, this, ()| Ok(crate::tensor::dtype_name(this.0.dtype())));
         methods.add_method("device", |_, this, ()| Ok(crate::tensor::device_name(this.0.device())));
