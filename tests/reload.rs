@@ -3,7 +3,7 @@
 //! files while it trains, and reads what happened from the run's metrics.jsonl.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,13 +12,13 @@ use serde_json::Value;
 const HELPER: &str = "return { scale = 1 }\n";
 
 /// A recipe that trains p towards 3 with Adam, slowly enough to edit it meanwhile, and stops
-/// when a file named `stop` appears beside it. `marker` and `loss_scale` tell the versions apart.
-fn recipe(marker: i64, loss_scale: f64) -> String {
+/// when the file `stop` appears. `marker` and `loss_scale` tell the versions apart.
+fn recipe(stop: &Path, marker: i64, loss_scale: f64) -> String {
     format!(
         r#"local mt = require "moontune"
 local helper = require "helper"
 return {{
-  config = {{ steps = 100000, lr = 0.05 }},
+  config = {{ steps = 100000, lr = 0.05, stop_file = {stop:?} }},
   setup = function(cfg)
     local p = mt.tensor.zeros({{ 4 }}, {{ requires_grad = true }})
     local opt = mt.optim.adam({{ p }}, {{ lr = cfg.lr }})
@@ -48,7 +48,7 @@ impl Run {
     fn start(extra: &[&str]) -> Run {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("helper.lua"), HELPER).unwrap();
-        std::fs::write(dir.path().join("train.lua"), recipe(1, 1.0).replace("lr = 0.05 }", &format!("lr = 0.05, stop_file = {:?} }}", dir.path().join("stop")))).unwrap();
+        std::fs::write(dir.path().join("train.lua"), recipe(&dir.path().join("stop"), 1, 1.0)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_moontune"))
             .arg("run")
             .arg(dir.path().join("train.lua"))
@@ -65,8 +65,10 @@ impl Run {
     }
 
     fn write_recipe(&self, marker: i64, loss_scale: f64) {
-        let stop = self.dir.path().join("stop");
-        let text = recipe(marker, loss_scale).replace("lr = 0.05 }", &format!("lr = 0.05, stop_file = {stop:?} }}"));
+        self.write_text(&recipe(&self.dir.path().join("stop"), marker, loss_scale));
+    }
+
+    fn write_text(&self, text: &str) {
         std::fs::write(self.dir.path().join("train.lua"), text).unwrap();
     }
 
@@ -128,7 +130,7 @@ fn editing_the_recipe_swaps_code_and_keeps_the_optimizer() {
     run.write_recipe(2, 10.0);
     run.wait_for("reload to version 2", |rows| steps(rows).last().is_some_and(|s| s["marker"] == 2.0));
     // A syntax error: the old version keeps running and the error names the file and line.
-    std::fs::write(run.dir.path().join("train.lua"), "return {\n  config = {},\n  step = function( oops\n}\n").unwrap();
+    run.write_text("return {\n  config = {},\n  step = function( oops\n}\n");
     let rows = run.wait_for("a failed reload", |rows| reloads(rows).iter().any(|r| r["result"] == "error"));
     let failed = reloads(&rows).into_iter().find(|r| r["result"] == "error").unwrap();
     let message = failed["error"].as_str().unwrap();
@@ -207,7 +209,8 @@ fn control_fifo_evaluates_lua_pauses_and_resumes() {
 #[test]
 fn sighup_reloads() {
     let run = Run::start(&["--no-watch"]);
-    run.write_recipe(5, 1.0);
+    // A shebang line is allowed on reload as on the first load.
+    run.write_text(&format!("#!/usr/bin/env -S moontune run\n{}", recipe(&run.dir.path().join("stop"), 5, 1.0)));
     unsafe { libc::kill(run.child.id() as i32, libc::SIGHUP) };
     run.wait_for("the reload", |rows| steps(rows).last().is_some_and(|s| s["marker"] == 5.0));
     let out = run.finish();
@@ -217,9 +220,7 @@ fn sighup_reloads() {
 #[test]
 fn a_new_step_that_fails_at_once_is_put_back() {
     let run = Run::start(&[]);
-    let broken = recipe(9, 1.0).replace("local loss =", "local loss = nil + 1 --");
-    let stop = run.dir.path().join("stop");
-    std::fs::write(run.dir.path().join("train.lua"), broken.replace("lr = 0.05 }", &format!("lr = 0.05, stop_file = {stop:?} }}"))).unwrap();
+    run.write_text(&recipe(&run.dir.path().join("stop"), 9, 1.0).replace("local loss =", "local loss = nil + 1 --"));
     let rows = run.wait_for("the failed first call", |rows| reloads(rows).iter().any(|r| r["result"] == "error"));
     let failed = reloads(&rows).into_iter().find(|r| r["result"] == "error").unwrap().clone();
     let rows = run.wait_for("more steps on the old version", |rows| steps(rows).len() > steps(&rows_until(rows, &failed)).len() + 3);

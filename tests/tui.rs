@@ -34,10 +34,18 @@ fn wait_for(session: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// False (after saying SKIPPED) where tmux is not installed.
+fn have_tmux(test: &str) -> bool {
+    let found = Command::new("tmux").arg("-V").output().is_ok();
+    if !found {
+        println!("SKIPPED {test}: tmux is not installed");
+    }
+    found
+}
+
 #[test]
 fn tui_shows_progress_pauses_resumes_and_restores_the_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        println!("SKIPPED tui_shows_progress_pauses_resumes_and_restores_the_terminal: tmux is not installed");
+    if !have_tmux("tui_shows_progress_pauses_resumes_and_restores_the_terminal") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -99,8 +107,7 @@ impl Drop for KillSession {
 
 #[test]
 fn a_terminal_that_hangs_up_ends_the_run() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        println!("SKIPPED a_terminal_that_hangs_up_ends_the_run: tmux is not installed");
+    if !have_tmux("a_terminal_that_hangs_up_ends_the_run") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

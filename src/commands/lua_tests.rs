@@ -59,7 +59,7 @@ fn run_file(path: &Path, tally: &mut Tally) {
     let name = path.display().to_string();
     let setup = || -> Result<(mlua::Lua, Function), String> {
         let lua = new_lua(path.parent()).map_err(|e| format!("{e:#}"))?;
-        let f = load_file(&lua, path).map_err(|e| format!("{e:#}"))?;
+        let f = load_file(&lua, path, None).map_err(|e| format!("{e:#}"))?;
         Ok((lua, f))
     };
     let (lua, chunk) = match setup() {

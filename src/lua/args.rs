@@ -40,6 +40,11 @@ impl<T, E: Display> OrMisuse<T> for Result<T, E> {
     }
 }
 
+/// An environmental failure as Lua sees it: `nil, message`.
+pub fn failure(lua: &Lua, message: String) -> mlua::Result<MultiValue> {
+    Ok(MultiValue::from_iter([Value::Nil, Value::String(lua.create_string(message)?)]))
+}
+
 /// Reads an options table into `T` (declared with `deny_unknown_fields`); `nil` gives defaults.
 pub fn options<T: DeserializeOwned + Default>(
     lua: &Lua,

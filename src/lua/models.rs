@@ -10,8 +10,8 @@ use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMeth
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::args::{describe, misuse, options, OrMisuse};
-use super::tensor::{tensor_arg, wrap};
+use super::args::{describe, failure, misuse, options, OrMisuse};
+use super::tensor::{optional_tensor_arg, tensor_arg, wrap};
 use super::tokenizer::LuaTokenizer;
 use crate::models::bert::mean_pool;
 use crate::models::cache::KvCache;
@@ -56,10 +56,6 @@ fn track_grads(model: &Model, on: bool) -> mlua::Result<()> {
     Ok(())
 }
 
-fn failure(lua: &Lua, message: String) -> mlua::Result<MultiValue> {
-    Ok(MultiValue::from_iter([Value::Nil, Value::String(lua.create_string(message)?)]))
-}
-
 fn load(lua: &Lua, (dir, opts): (String, Option<Table>)) -> mlua::Result<MultiValue> {
     let call = "models.load";
     let o: LoadOptions = options(lua, call, opts)?;
@@ -85,10 +81,7 @@ fn new(lua: &Lua, (arch, config, opts): (String, Table, Option<Table>)) -> mlua:
 }
 
 fn optional_tensor(call: &str, table: &Table, key: &str) -> mlua::Result<Option<Tensor>> {
-    match table.get::<Value>(key)? {
-        Value::Nil => Ok(None),
-        v => Ok(Some(tensor_arg(&format!("{call}: {key}"), &v)?)),
-    }
+    optional_tensor_arg(&format!("{call}: {key}"), &table.get::<Value>(key)?)
 }
 
 fn forward(lua: &Lua, model: &Model, args: Table) -> mlua::Result<Table> {
@@ -338,10 +331,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     t.set("mean_pool", lua.create_function(|lua, (hidden, mask): (Value, Value)| {
         let call = "models.mean_pool";
         let hidden = tensor_arg(call, &hidden)?;
-        let mask = match mask {
-            Value::Nil => None,
-            v => Some(tensor_arg(call, &v)?),
-        };
+        let mask = optional_tensor_arg(call, &mask)?;
         wrap(lua, mean_pool(&hidden, mask.as_ref()).or_misuse(call)?)
     })?)?;
     Ok(t)

@@ -5,16 +5,9 @@ use mlua::{AnyUserData, Lua, ObjectLike, Table, Value};
 use serde::Deserialize;
 
 use super::args::{int_list, misuse, options, OrMisuse};
-use super::tensor::{in_place, tensor_arg, wrap_result, LuaTensor};
+use super::tensor::{in_place, optional_tensor_arg, tensor_arg, wrap_result, LuaTensor};
 use crate::nn::functional::{self as F, AttentionOptions, Reduction};
 use crate::nn::init;
-
-fn optional_tensor(call: &str, v: &Value) -> mlua::Result<Option<tch::Tensor>> {
-    match v {
-        Value::Nil => Ok(None),
-        other => Ok(Some(tensor_arg(call, other)?)),
-    }
-}
 
 fn shape_arg(call: &str, v: Value) -> mlua::Result<Vec<i64>> {
     Ok(int_list(call, mlua::MultiValue::from_iter([v]))?.0)
@@ -63,7 +56,7 @@ fn functional(lua: &Lua) -> mlua::Result<Table> {
     })?)?;
     f.set("linear", lua.create_function(|lua, (x, w, b): (Value, Value, Value)| {
         let call = "nn.functional.linear";
-        let b = optional_tensor(call, &b)?;
+        let b = optional_tensor_arg(call, &b)?;
         wrap_result(lua, call, F::linear(&tensor_arg(call, &x)?, &tensor_arg(call, &w)?, b.as_ref()))
     })?)?;
     f.set("embedding", lua.create_function(|lua, (ids, w, padding_idx): (Value, Value, Option<i64>)| {
@@ -72,13 +65,13 @@ fn functional(lua: &Lua) -> mlua::Result<Table> {
     })?)?;
     f.set("layer_norm", lua.create_function(|lua, (x, shape, w, b, eps): (Value, Value, Value, Value, Option<f64>)| {
         let call = "nn.functional.layer_norm";
-        let (w, b) = (optional_tensor(call, &w)?, optional_tensor(call, &b)?);
+        let (w, b) = (optional_tensor_arg(call, &w)?, optional_tensor_arg(call, &b)?);
         let out = F::layer_norm(&tensor_arg(call, &x)?, &shape_arg(call, shape)?, w.as_ref(), b.as_ref(), eps.unwrap_or(1e-5));
         wrap_result(lua, call, out)
     })?)?;
     f.set("rms_norm", lua.create_function(|lua, (x, shape, w, eps): (Value, Value, Value, Option<f64>)| {
         let call = "nn.functional.rms_norm";
-        let w = optional_tensor(call, &w)?;
+        let w = optional_tensor_arg(call, &w)?;
         wrap_result(lua, call, F::rms_norm(&tensor_arg(call, &x)?, &shape_arg(call, shape)?, w.as_ref(), eps))
     })?)?;
     f.set("dropout", lua.create_function(|lua, (x, p, train): (Value, Option<f64>, Option<bool>)| {
@@ -88,7 +81,7 @@ fn functional(lua: &Lua) -> mlua::Result<Table> {
     f.set("scaled_dot_product_attention", lua.create_function(|lua, (q, k, v, mask, opts): (Value, Value, Value, Value, Option<Table>)| {
         let call = "nn.functional.scaled_dot_product_attention";
         let o: AttentionLuaOptions = options(lua, call, opts)?;
-        let mask = optional_tensor(call, &mask)?;
+        let mask = optional_tensor_arg(call, &mask)?;
         let attention = AttentionOptions {
             mask: mask.as_ref(),
             dropout_p: o.dropout_p.unwrap_or(0.0),

@@ -65,14 +65,18 @@ pub fn route_print(lua: &Lua, sink: PrintSink) -> mlua::Result<()> {
     lua.globals().set("print", print)
 }
 
-/// Loads a file as a function named by its path, so that errors point at `file:line`.
-pub fn load_file(lua: &Lua, path: &Path) -> Result<Function> {
+/// Loads a file as a function named by its path, so that errors point at `file:line`; in
+/// `env` if given (else the globals).
+pub fn load_file(lua: &Lua, path: &Path, env: Option<Table>) -> Result<Function> {
     let src = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let src = src.strip_prefix("#!").map(|rest| format!("--{rest}")).unwrap_or(src);
-    lua.load(src)
-        .set_name(format!("@{}", path.display()))
-        .into_function()
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let chunk = lua.load(src).set_name(format!("@{}", path.display()));
+    match env {
+        Some(env) => chunk.set_environment(env),
+        None => chunk,
+    }
+    .into_function()
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 const TRACED_KEY: &str = "moontune.traced_call";

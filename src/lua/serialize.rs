@@ -7,14 +7,10 @@ use std::path::Path;
 use mlua::{Lua, MultiValue, Table, Value};
 use serde::Deserialize;
 
-use super::args::{describe, misuse, options, OrMisuse};
+use super::args::{describe, failure, misuse, options, OrMisuse};
 use super::tensor::{tensor_arg, wrap};
 use crate::checkpoint::{load_safetensors, save_safetensors};
 use crate::tensor::parse_device;
-
-fn failure(lua: &Lua, message: String) -> mlua::Result<MultiValue> {
-    Ok(MultiValue::from_iter([Value::Nil, Value::String(lua.create_string(message)?)]))
-}
 
 /// `mt.save(path, { name = tensor, ... })` → true, or nil and a message if the file cannot be written.
 pub fn save(lua: &Lua, (path, tensors): (String, Table)) -> mlua::Result<MultiValue> {

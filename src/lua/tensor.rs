@@ -72,6 +72,14 @@ pub fn tensor_arg(call: &str, v: &Value) -> mlua::Result<Tensor> {
     }
 }
 
+/// The tensor in a Lua value, or None for nil.
+pub fn optional_tensor_arg(call: &str, v: &Value) -> mlua::Result<Option<Tensor>> {
+    match v {
+        Value::Nil => Ok(None),
+        other => Ok(Some(tensor_arg(call, other)?)),
+    }
+}
+
 /// One side of a binary operation: a tensor or a Lua number.
 pub enum Operand {
     Tensor(Tensor),

@@ -9,7 +9,7 @@ use mlua::{Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use super::args::{misuse, options, OrMisuse};
+use super::args::{failure, misuse, options, OrMisuse};
 use super::tensor::wrap;
 use crate::tokenizer::{chat, train_bpe, Tok};
 
@@ -180,7 +180,7 @@ impl UserData for LuaTokenizer {
         });
         methods.add_method("save", |lua, this, path: String| match this.0.inner.save(&path, true) {
             Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
-            Err(e) => Ok(MultiValue::from_iter([Value::Nil, Value::String(lua.create_string(format!("tokenizer.save: {e}"))?)])),
+            Err(e) => failure(lua, format!("tokenizer.save: {e}")),
         });
     }
 }
@@ -189,7 +189,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("load", lua.create_function(|lua, path: String| match Tok::load(Path::new(&path)) {
         Ok(tok) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(LuaTokenizer(tok))?)])),
-        Err(e) => Ok(MultiValue::from_iter([Value::Nil, Value::String(lua.create_string(format!("tokenizer.load: {e:#}"))?)])),
+        Err(e) => failure(lua, format!("tokenizer.load: {e:#}")),
     })?)?;
     t.set("train_bpe", lua.create_function(|lua, opts: Table| {
         let call = "tokenizer.train_bpe";

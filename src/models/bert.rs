@@ -133,7 +133,7 @@ impl Bert {
         let device = ids.device();
         let positions = match position_ids {
             Some(p) => p.shallow_clone(),
-            None => Tensor::f_arange(t, (Kind::Int64, device))?.f_view([1, t])?.f_expand([b, t], false)?,
+            None => super::mask::positions(b, t, 0, None, device)?,
         };
         let types = match token_type_ids {
             Some(tt) => tt.shallow_clone(),

@@ -10,6 +10,7 @@ use mlua::{Function, Lua, Table, Value};
 
 use super::recipe::Recipe;
 use super::watch::canonical;
+use crate::lua::load_file;
 use crate::lua::runtime::call_traced;
 
 /// Names and files of the loaded modules that live in `dir` (the recipe's folder).
@@ -45,17 +46,11 @@ pub fn reload_recipe(lua: &Lua, recipe: &Path) -> Result<Recipe> {
     for (name, _) in local_modules(lua, dir)? {
         loaded.set(name, Value::Nil)?;
     }
-    let src = std::fs::read_to_string(recipe).map_err(|e| anyhow!("cannot read {}: {e}", recipe.display()))?;
     let env = lua.create_table()?;
     let meta = lua.create_table()?;
     meta.set("__index", lua.globals())?;
     env.set_metatable(Some(meta))?;
-    let chunk = lua
-        .load(src)
-        .set_name(format!("@{}", recipe.display()))
-        .set_environment(env)
-        .into_function()
-        .map_err(|e| anyhow!("{e}"))?;
+    let chunk = load_file(lua, recipe, Some(env))?;
     match call_traced::<Value>(lua, &chunk, ()).map_err(|e| anyhow!(e))? {
         Value::Table(t) => Recipe::from_table(lua, t),
         other => bail!("{} now returns a {}, not a recipe table", recipe.display(), other.type_name()),

@@ -131,7 +131,7 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
     route_print(&lua, Box::new(move |line| {
         let _ = log.send(Event::Log(line));
     }))?;
-    let chunk = load_file(&lua, &opts.recipe)?;
+    let chunk = load_file(&lua, &opts.recipe, None)?;
     let returned: MultiValue = call_traced(&lua, &chunk, ()).map_err(|e| anyhow!(e))?;
     let table = match returned.into_iter().next() {
         None | Some(Value::Nil) => {
