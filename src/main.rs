@@ -81,8 +81,7 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
         let device = if tch::Cuda::is_available() { "cuda" } else { "cpu" };
         tui::spawn(rx, command_tx.clone(), device.to_string(), hangup.clone())
     } else {
-        let printer = headless::spawn(rx);
-        std::thread::spawn(move || printer.join().map_err(|_| anyhow::anyhow!("the printer thread panicked")))
+        headless::spawn(rx)
     };
     let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop, reload, watch, commands, command_tx };
     let result = run::run(&opts, &tx);
@@ -94,8 +93,8 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
     }
     match front.join() {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("moontune: the terminal UI failed: {e:#}"),
-        Err(_) => eprintln!("moontune: the terminal UI panicked"),
+        Ok(Err(e)) => eprintln!("moontune: the front end failed: {e:#}"),
+        Err(_) => eprintln!("moontune: the front end panicked"),
     }
     if use_tui {
         match &result {

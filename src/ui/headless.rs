@@ -124,7 +124,8 @@ impl Printer {
 }
 
 /// Starts the printer thread; it ends after the `Finished` event (or when the channel closes).
-pub fn spawn(events: Receiver<Event>) -> JoinHandle<()> {
+/// Its result has the TUI's type, so that either front end is joined alike.
+pub fn spawn(events: Receiver<Event>) -> JoinHandle<anyhow::Result<()>> {
     std::thread::spawn(move || {
         let stdout = std::io::stdout();
         let live = stdout.is_terminal();
@@ -135,5 +136,6 @@ pub fn spawn(events: Receiver<Event>) -> JoinHandle<()> {
                 break;
             }
         }
+        Ok(())
     })
 }
