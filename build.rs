@@ -4,8 +4,10 @@
 //! `DEP_TCH_LIBTORCH_LIB`; we embed it as an rpath so that the binary runs without
 //! LD_LIBRARY_PATH, and link `libtorch_cuda.so` with `--no-as-needed` so that the linker does
 //! not drop it (nothing references it by symbol, yet without it CUDA reads as unavailable).
-//! It also lists the Lua standard library (stdlib/) for release builds to embed, and compiles
-//! the C++ shim that reads the CUDA caching allocator's statistics.
+//! It also lists the Lua standard library (stdlib/) for release builds to embed, and compiles two
+//! C++ shims against libtorch's headers: shim.cpp (what tch does not bind: foreach and fused
+//! optimizer kernels, tensor identity, generators) and, where libtorch has CUDA, the one that
+//! reads the CUDA caching allocator's statistics.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +52,7 @@ fn link_libtorch() {
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     println!("cargo:rustc-env=MOONTUNE_LIBTORCH_DIR={lib_dir}");
+    build_shim(Path::new(&lib_dir));
     if Path::new(&lib_dir).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-L{lib_dir}");
@@ -59,25 +62,34 @@ fn link_libtorch() {
     }
 }
 
-/// Compiles the CUDA memory shim against libtorch's headers and the CUDA headers of the nvidia
-/// wheels beside torch (torch/lib → site-packages/nvidia/cu13/include; nvidia-cuda-crt brings
-/// the crt/ headers cuda_runtime.h needs).
-fn build_cuda_memory(lib_dir: &Path) {
-    let torch = lib_dir.parent().expect("torch/lib has a parent");
-    let include = torch.join("include");
-    let cuda_include = torch.parent().expect("torch has a parent").join("nvidia/cu13/include");
-    println!("cargo:rerun-if-changed=src/tensor/cuda_memory.cpp");
-    cc::Build::new()
+/// A C++ build against libtorch's headers (torch/lib → torch/include), as libtorch was built.
+fn libtorch_cpp(lib_dir: &Path, source: &str) -> cc::Build {
+    let include = lib_dir.parent().expect("torch/lib has a parent").join("include");
+    println!("cargo:rerun-if-changed={source}");
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
-        .include(&cuda_include)
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("src/tensor/cuda_memory.cpp")
-        .compile("moontune_cuda_memory");
+        .file(source);
+    build
+}
+
+fn build_shim(lib_dir: &Path) {
+    libtorch_cpp(lib_dir, "src/tensor/shim.cpp").compile("moontune_shim");
+}
+
+/// Compiles the CUDA memory shim, also against the CUDA headers of the nvidia wheels beside
+/// torch (torch/lib → site-packages/nvidia/cu13/include; nvidia-cuda-crt brings the crt/ headers
+/// cuda_runtime.h needs).
+fn build_cuda_memory(lib_dir: &Path) {
+    let torch = lib_dir.parent().expect("torch/lib has a parent");
+    let cuda_include = torch.parent().expect("torch has a parent").join("nvidia/cu13/include");
+    libtorch_cpp(lib_dir, "src/tensor/cuda_memory.cpp").include(&cuda_include).compile("moontune_cuda_memory");
     println!("cargo:rustc-link-lib=c10_cuda");
 }

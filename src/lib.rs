@@ -1,12 +1,12 @@
 //! moontune: a native runtime that embeds Lua 5.4 and exposes libtorch tensors, autograd,
 //! modules, optimizers and a training loop to recipes written in Lua.
 //!
-//! Layers (see DESIGN.md): `lua` binds the Rust core (`tensor`, `nn`, `optim`, `checkpoint`) to
+//! Layers (see DESIGN.md): `lua` binds the Rust core (`tensor`, `nn`, `models`, `optim`, `io`) to
 //! scripts; `run` owns the recipe loop and its events; `ui` shows them; `commands` are the CLI's
 //! other verbs.
 
-pub mod checkpoint;
 pub mod commands;
+pub mod io;
 pub mod lua;
 pub mod models;
 pub mod nn;

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use moontune::nn::module::ParamCounts;
 use moontune::run::event::{Event, Panel};
 use moontune::ui::tui::state::TuiState;
 use moontune::ui::tui::view;
@@ -15,7 +16,7 @@ use ratatui::Terminal;
 fn scripted_state(t0: Instant) -> TuiState {
     let mut s = TuiState::new("cpu".into());
     s.apply(Event::Started { recipe: "scripts/finetune.lua".into(), run_dir: Some("runs/finetune-20261128-120000".into()), total_steps: Some(500), log_every: 10 }, t0);
-    s.apply(Event::Model { total: 292_800, trainable: 4_096 }, t0);
+    s.apply(Event::Model(ParamCounts { total: 292_800, trainable: 4_096, by_owner: vec![("base".into(), 292_800, 4_096)] }), t0);
     for step in 1..=120u64 {
         let x = step as f64;
         let metrics = vec![("grad_norm".into(), 1.0 / (1.0 + x / 50.0)), ("loss".into(), 3.0 * (-x / 60.0).exp() + 0.4), ("lr".into(), 2e-4), ("tokens".into(), 512.0)];

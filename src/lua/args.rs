@@ -102,13 +102,11 @@ pub fn describe(v: &Value) -> String {
         Value::String(s) => format!("string '{}'", s.to_string_lossy()),
         Value::Table(_) => "a table".into(),
         Value::Function(_) => "a function".into(),
-        Value::UserData(ud) => {
-            if ud.is::<super::tensor::LuaTensor>() {
-                "a tensor".into()
-            } else {
-                "a userdata".into()
-            }
-        }
+        // Each userdata type names itself in its metatable (`tensor`, `model`, `optimizer`…).
+        Value::UserData(ud) => match ud.type_name() {
+            Ok(name) => format!("a {}", name.to_string_lossy()),
+            Err(_) => "a userdata".into(),
+        },
         other => other.type_name().to_string(),
     }
 }

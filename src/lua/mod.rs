@@ -17,5 +17,5 @@ pub mod tensor_methods;
 pub mod tokenizer;
 pub mod values;
 
-pub use runtime::{load_file, new_lua, route_print};
+pub use runtime::{load_file, new_lua, route_print, seed_everything};
 pub use tensor::LuaTensor;

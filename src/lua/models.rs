@@ -1,96 +1,362 @@
-//! `mt.models`: Hugging Face models as userdata — `load(dir, opts)`, `new(arch, config, opts)`,
-//! and on a model `forward{...}`, `generate(ids, opts)`, parameters by Hugging Face name,
-//! `train`/`eval`, `freeze`/`unfreeze`, `to{...}`, `save(dir)`. A model that cannot be loaded
-//! (missing, truncated or pickle-only files, a config that does not fit the weights) is
-//! `nil, message`; misuse raises.
+//! `mt.models`: Hugging Face models as module handles. `load(dir, opts)` and `new(arch, config,
+//! opts)` give the model's root; `get_submodule`, `named_modules` and field access give handles
+//! of its submodules, which share the model. Every handle answers the module interface of
+//! stdlib/moontune/nn.lua (`parameters`, `named_parameters`, `named_modules`, `get_submodule`,
+//! `freeze`, `train`, `eval`, `to`, `state_dict`, `load_state_dict`, `num_parameters`, `apply`,
+//! `register_forward_hook`), relative to itself; the root adds `forward{...}`, `generate`,
+//! `new_cache`, `save` and `config`. A model that cannot be loaded is `nil, message`; misuse raises.
 
+use std::cell::{Ref, RefCell, RefMut};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::rc::{Rc, Weak};
 
-use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::args::{describe, failure, misuse, options, OrMisuse};
-use super::tensor::{optional_tensor_arg, tensor_arg, wrap};
+use super::tensor::{as_tensor, optional_tensor_arg, tensor_arg, wrap, wrap_named};
 use super::tokenizer::LuaTokenizer;
 use crate::models::bert::mean_pool;
 use crate::models::cache::KvCache;
-use crate::models::generate::{generate, GenerateOptions};
+use crate::models::generate::{generate, GenerateRequest};
 use crate::models::{ForwardInput, Model};
-use crate::tensor::dtype::is_floating;
+use crate::nn::hooks::HookFn;
+use crate::nn::module::{self, Module, NamedParam};
+use crate::nn::names::NameMatcher;
 use crate::tensor::{parse_device, parse_dtype};
 
-pub struct LuaModel(pub Model);
+/// A loaded model, or one of its submodules: the model is shared; `path` names the module
+/// ("" for the root).
+pub struct LuaModule {
+    model: Rc<RefCell<Model>>,
+    path: String,
+}
 
 /// A key/value cache for incremental decoding with `forward{ ..., cache = c }`.
-pub struct LuaCache(pub std::cell::RefCell<KvCache>);
+pub struct LuaCache(pub RefCell<KvCache>);
 
 impl UserData for LuaCache {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_meta_field(mlua::MetaMethod::Type, "cache");
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("len", |_, this, ()| Ok(this.0.borrow().len()));
     }
 }
 
+/// What `register_forward_hook` returns: `remove()` takes the hooks off again.
+pub struct LuaHookHandle {
+    model: Weak<RefCell<Model>>,
+    ids: Vec<u64>,
+}
+
+impl UserData for LuaHookHandle {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method_mut("remove", |_, this, ()| {
+            if let Some(model) = this.model.upgrade() {
+                let mut m = model.try_borrow_mut().map_err(|_| misuse("hook.remove", "the model is running (remove hooks outside its forward)"))?;
+                for id in this.ids.drain(..) {
+                    m.hooks.remove(id);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct LoadOptions {
+struct Placement {
     /// Convert floating-point weights to this dtype (default: as stored).
     dtype: Option<String>,
-    /// Where to put the model (default "cpu").
+    /// Where to put the model (default "cpu"; for `to`, where it is).
     device: Option<String>,
 }
 
-fn placement(call: &str, o: &LoadOptions) -> mlua::Result<(Option<Kind>, Device)> {
+fn placement(call: &str, o: &Placement) -> mlua::Result<(Option<Kind>, Option<Device>)> {
     let kind = o.dtype.as_deref().map(parse_dtype).transpose().or_misuse(call)?;
-    let device = o.device.as_deref().map(parse_device).transpose().or_misuse(call)?.unwrap_or(Device::Cpu);
+    let device = o.device.as_deref().map(parse_device).transpose().or_misuse(call)?;
     Ok((kind, device))
 }
 
-fn track_grads(model: &Model, on: bool) -> mlua::Result<()> {
-    for (_, p) in &model.params {
-        if is_floating(p.kind()) {
-            let mut p = p.shallow_clone();
-            let _ = p.f_requires_grad_(on).or_misuse("model")?;
-        }
-    }
-    Ok(())
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ParamOptions {
+    /// Only parameters that require gradients.
+    trainable: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoadStateOptions {
+    /// Missing and unexpected names are errors (default true).
+    strict: Option<bool>,
+}
+
+fn root_handle(model: Model) -> LuaModule {
+    LuaModule { model: Rc::new(RefCell::new(model)), path: String::new() }
 }
 
 fn load(lua: &Lua, (dir, opts): (String, Option<Table>)) -> mlua::Result<MultiValue> {
     let call = "models.load";
-    let o: LoadOptions = options(lua, call, opts)?;
+    let o: Placement = options(lua, call, opts)?;
     let (kind, device) = placement(call, &o)?;
-    match Model::load(Path::new(&dir), kind, device) {
-        Ok(model) => {
-            track_grads(&model, true)?;
-            Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(LuaModel(model))?)]))
-        }
-        Err(e) => failure(lua, format!("models.load: {e:#}")),
+    match Model::load(Path::new(&dir), kind, device.unwrap_or(Device::Cpu)) {
+        Ok(model) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(root_handle(model))?)])),
+        Err(e) => failure(lua, format!("{call}: {e:#}")),
     }
 }
 
-fn new(lua: &Lua, (arch, config, opts): (String, Table, Option<Table>)) -> mlua::Result<LuaModel> {
+fn new(lua: &Lua, (arch, config, opts): (String, Table, Option<Table>)) -> mlua::Result<LuaModule> {
     let call = "models.new";
-    let o: LoadOptions = options(lua, call, opts)?;
+    let o: Placement = options(lua, call, opts)?;
     let (kind, device) = placement(call, &o)?;
     let json: serde_json::Value = lua.from_value(Value::Table(config)).map_err(|e| misuse(call, format!("config: {e}")))?;
     let serde_json::Value::Object(map) = json else { return Err(misuse(call, "config must be a table of keys")) };
-    let model = Model::new(&arch, map, kind.unwrap_or(Kind::Float), device).or_misuse(call)?;
-    track_grads(&model, true)?;
-    Ok(LuaModel(model))
+    Ok(root_handle(Model::new(&arch, map, kind.unwrap_or(Kind::Float), device.unwrap_or(Device::Cpu)).or_misuse(call)?))
+}
+
+/// A name matcher from Lua: nil (every name), a string (a Lua pattern over the whole name) or
+/// a sequence of names (suffixes at a dot boundary).
+pub fn matcher_arg(call: &str, v: &Value) -> mlua::Result<NameMatcher> {
+    match v {
+        Value::Nil => Ok(NameMatcher::All),
+        Value::String(s) => NameMatcher::pattern(&s.to_str()?).or_misuse(call),
+        Value::Table(t) => {
+            let names = t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>().map_err(|_| misuse(call, "a list of names must hold strings"))?;
+            NameMatcher::suffixes(names).or_misuse(call)
+        }
+        other => Err(misuse(call, format!("expected a name pattern (string), a list of names or nil, got {}", describe(other)))),
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{name}"),
+    }
+}
+
+impl LuaModule {
+    fn model(&self, call: &str) -> mlua::Result<Ref<'_, Model>> {
+        self.model.try_borrow().map_err(|_| misuse(call, "the model is being changed"))
+    }
+
+    fn model_mut(&self, call: &str) -> mlua::Result<RefMut<'_, Model>> {
+        self.model.try_borrow_mut().map_err(|_| misuse(call, "the model is running (call this outside its forward and hooks)"))
+    }
+
+    fn handle(&self, path: String) -> LuaModule {
+        LuaModule { model: self.model.clone(), path }
+    }
+
+    fn is_root(&self, call: &str) -> mlua::Result<()> {
+        if self.path.is_empty() {
+            Ok(())
+        } else {
+            Err(misuse(call, format!("'{}' is a submodule; call this on the model itself", self.path)))
+        }
+    }
+
+    /// Runs `f` on this handle's module.
+    fn with_module<R>(&self, call: &str, f: impl FnOnce(&dyn Module) -> anyhow::Result<R>) -> mlua::Result<R> {
+        let model = self.model(call)?;
+        let m = module::get_submodule(model.root(), &self.path).or_misuse(call)?;
+        f(m).or_misuse(call)
+    }
+
+    /// This module's parameters, named relative to it (only trainable ones if asked).
+    fn parameters(&self, call: &str, trainable: bool) -> mlua::Result<Vec<NamedParam>> {
+        let mut list = self.with_module(call, |m| Ok(module::named_parameters(m)))?;
+        list.retain(|p| !trainable || p.tensor.requires_grad());
+        Ok(list)
+    }
+
+    /// A parameter as Lua sees it: a handle carrying its name in the model.
+    fn wrap_param(&self, lua: &Lua, p: NamedParam) -> mlua::Result<super::tensor::LuaTensor> {
+        wrap_named(lua, p.tensor, &join(&self.path, &p.name))
+    }
+
+    fn named_parameters(&self, lua: &Lua, opts: Option<Table>) -> mlua::Result<Table> {
+        let call = "module.named_parameters";
+        let o: ParamOptions = options(lua, call, opts)?;
+        let out = lua.create_table()?;
+        for p in self.parameters(call, o.trainable.unwrap_or(false))? {
+            let name = p.name.clone();
+            out.set(name, self.wrap_param(lua, p)?)?;
+        }
+        Ok(out)
+    }
+
+    fn parameter_list(&self, lua: &Lua, opts: Option<Table>) -> mlua::Result<Table> {
+        let call = "module.parameters";
+        let o: ParamOptions = options(lua, call, opts)?;
+        let out = lua.create_table()?;
+        for p in self.parameters(call, o.trainable.unwrap_or(false))? {
+            out.raw_push(self.wrap_param(lua, p)?)?;
+        }
+        Ok(out)
+    }
+
+    /// (relative name, full path) of this module and every module under it, in tree order.
+    fn module_names(&self, call: &str) -> mlua::Result<Vec<(String, String)>> {
+        self.with_module(call, |m| Ok(module::named_modules(m).into_iter().map(|(n, _)| (n.clone(), join(&self.path, &n))).collect()))
+    }
+
+    fn named_modules(&self, lua: &Lua) -> mlua::Result<Table> {
+        let out = lua.create_table()?;
+        for (name, path) in self.module_names("module.named_modules")? {
+            out.set(name, self.handle(path))?;
+        }
+        Ok(out)
+    }
+
+    fn get_submodule(&self, name: &str) -> mlua::Result<LuaModule> {
+        let call = "module.get_submodule";
+        let path = join(&self.path, name);
+        let model = self.model(call)?;
+        module::get_submodule(model.root(), &path).or_misuse(call)?;
+        Ok(self.handle(path))
+    }
+
+    /// `m.weight`, `m.lm_head`, `m.layers[0]`: a parameter of this module, a child, or
+    /// `training`.
+    fn index(&self, lua: &Lua, key: Value) -> mlua::Result<Value> {
+        let call = "module.__index";
+        let key = match &key {
+            Value::String(s) => s.to_str()?.to_string(),
+            Value::Integer(i) => i.to_string(),
+            other => return Err(misuse(call, format!("no field {}", describe(other)))),
+        };
+        if key == "training" {
+            return Ok(Value::Boolean(self.model(call)?.training));
+        }
+        enum Field {
+            Parameter(Tensor),
+            Child,
+            Neither,
+        }
+        let found = self.with_module(call, |m| {
+            if let Some((_, t)) = m.own_parameters().into_iter().find(|(n, _)| *n == key) {
+                return Ok(Field::Parameter(t.shallow_clone()));
+            }
+            Ok(if m.children().into_iter().any(|(n, _)| n == key) { Field::Child } else { Field::Neither })
+        })?;
+        let path = join(&self.path, &key);
+        match found {
+            Field::Parameter(t) => Ok(Value::UserData(lua.create_userdata(wrap_named(lua, t, &path)?)?)),
+            Field::Child => Ok(Value::UserData(lua.create_userdata(self.handle(path))?)),
+            Field::Neither => Ok(Value::Nil),
+        }
+    }
+
+    fn set_trainable(&self, pattern: Value, trainable: bool) -> mlua::Result<()> {
+        let call = if trainable { "module.unfreeze" } else { "module.freeze" };
+        let matcher = matcher_arg(call, &pattern)?;
+        self.with_module(call, |m| module::set_trainable(m, &matcher, trainable).map(drop))
+    }
+
+    fn state_dict(&self, lua: &Lua) -> mlua::Result<Table> {
+        let out = lua.create_table()?;
+        for (name, t) in self.with_module("module.state_dict", |m| Ok(module::state_dict(m)))? {
+            let full = join(&self.path, &name);
+            out.set(name, wrap_named(lua, t, &full)?)?;
+        }
+        Ok(out)
+    }
+
+    fn load_state_dict(&self, lua: &Lua, sd: Table, opts: Option<Table>) -> mlua::Result<(Table, Table)> {
+        let call = "module.load_state_dict";
+        let o: LoadStateOptions = options(lua, call, opts)?;
+        let mut tensors = BTreeMap::new();
+        for pair in sd.pairs::<String, Value>() {
+            let (name, v) = pair.map_err(|_| misuse(call, "a state dict maps names (strings) to tensors"))?;
+            tensors.insert(name.clone(), tensor_arg(&format!("{call}: '{name}'"), &v)?);
+        }
+        let mismatch = self.with_module(call, |m| module::load_state_dict(m, &tensors, o.strict.unwrap_or(true)))?;
+        Ok((lua.create_sequence_from(mismatch.missing)?, lua.create_sequence_from(mismatch.unexpected)?))
+    }
+
+    fn apply(&self, lua: &Lua, f: Function) -> mlua::Result<()> {
+        for (_, path) in self.module_names("module.apply")? {
+            f.call::<()>(lua.create_userdata(self.handle(path))?)?;
+        }
+        Ok(())
+    }
+
+    fn register_forward_hook(&self, lua: &Lua, pattern: Value, f: Function) -> mlua::Result<LuaHookHandle> {
+        let call = "module.register_forward_hook";
+        let matcher = matcher_arg(call, &pattern)?;
+        let mut picked = Vec::new();
+        for (name, path) in self.module_names(call)? {
+            if matcher.matches(&name).or_misuse(call)? {
+                picked.push((name, path));
+            }
+        }
+        if picked.is_empty() {
+            return Err(misuse(call, format!("{} matched no module", matcher.describe())));
+        }
+        let mut model = self.model_mut(call)?;
+        let mut ids = Vec::new();
+        for (name, path) in picked {
+            ids.push(model.hooks.add(&path, lua_hook(lua, &self.model, &path, name, f.clone())));
+        }
+        Ok(LuaHookHandle { model: Rc::downgrade(&self.model), ids })
+    }
+
+    fn forward_tensor(&self, lua: &Lua, x: Value) -> mlua::Result<super::tensor::LuaTensor> {
+        let call = "module.forward";
+        let x = tensor_arg(call, &x)?;
+        let out = self.model(call)?.forward_submodule(&self.path, &x).or_misuse(call)?;
+        wrap(lua, out)
+    }
+}
+
+/// A hook that calls `f(module, input, output, name)` and takes a returned tensor as the new
+/// output. It holds the model weakly (the model holds the hook).
+fn lua_hook(lua: &Lua, model: &Rc<RefCell<Model>>, path: &str, name: String, f: Function) -> HookFn {
+    let weak_lua = lua.weak();
+    let model = Rc::downgrade(model);
+    let path = path.to_string();
+    Box::new(move |call| {
+        let lua = weak_lua.try_upgrade().ok_or_else(|| anyhow::anyhow!("the Lua state is gone"))?;
+        let model = model.upgrade().ok_or_else(|| anyhow::anyhow!("the model is gone"))?;
+        let handle = LuaModule { model, path: path.clone() };
+        let input = wrap(&lua, call.input.shallow_clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let output = wrap(&lua, call.output.shallow_clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let returned: Value = f.call((handle, input, output, name.as_str())).map_err(|e| anyhow::anyhow!("forward hook on '{}': {e}", call.module))?;
+        match returned {
+            Value::Nil => Ok(None),
+            other => as_tensor(&other).map(Some).ok_or_else(|| anyhow::anyhow!("forward hook on '{}' returned {}, expected a tensor or nothing", call.module, describe(&other))),
+        }
+    })
 }
 
 fn optional_tensor(call: &str, table: &Table, key: &str) -> mlua::Result<Option<Tensor>> {
     optional_tensor_arg(&format!("{call}: {key}"), &table.get::<Value>(key)?)
 }
 
-fn forward(lua: &Lua, model: &Model, args: Table) -> mlua::Result<Table> {
+fn forward(lua: &Lua, this: &LuaModule, args: Value) -> mlua::Result<Value> {
     let call = "model.forward";
-    const KEYS: [&str; 7] = ["input_ids", "attention_mask", "position_ids", "token_type_ids", "labels", "cache", "output_hidden_states"];
-    for pair in args.pairs::<String, Value>() {
+    let args = match args {
+        Value::Table(t) if this.path.is_empty() => t,
+        Value::Table(_) => return Err(misuse(call, format!("'{}' takes a tensor; the table of inputs is for the whole model", this.path))),
+        x if !this.path.is_empty() => return Ok(Value::UserData(lua.create_userdata(this.forward_tensor(lua, x)?)?)),
+        other => return Err(misuse(call, format!("expected a table of inputs ({{ input_ids = ... }}), got {}", describe(&other)))),
+    };
+    const KEYS: [&str; 8] = ["input_ids", "inputs_embeds", "attention_mask", "position_ids", "token_type_ids", "labels", "cache", "output_hidden_states"];
+    for pair in args.pairs::<Value, Value>() {
         let (k, _) = pair?;
-        if !KEYS.contains(&k.as_str()) {
-            return Err(misuse(call, format!("unknown key '{k}' (accepted: {})", KEYS.join(", "))));
+        let name = match &k {
+            Value::String(s) => s.to_str()?.to_string(),
+            other => describe(other),
+        };
+        if !KEYS.contains(&name.as_str()) {
+            return Err(misuse(call, format!("unknown key '{name}' (accepted: {})", KEYS.join(", "))));
         }
     }
     let output_hidden_states = match args.get::<Value>("output_hidden_states")? {
@@ -100,12 +366,14 @@ fn forward(lua: &Lua, model: &Model, args: Table) -> mlua::Result<Table> {
     };
     let input = ForwardInput {
         input_ids: optional_tensor(call, &args, "input_ids")?,
+        inputs_embeds: optional_tensor(call, &args, "inputs_embeds")?,
         attention_mask: optional_tensor(call, &args, "attention_mask")?,
         position_ids: optional_tensor(call, &args, "position_ids")?,
         token_type_ids: optional_tensor(call, &args, "token_type_ids")?,
         labels: optional_tensor(call, &args, "labels")?,
         output_hidden_states,
     };
+    let model = this.model(call)?;
     let out = match args.get::<Value>("cache")? {
         Value::Nil => model.forward(&input, None),
         Value::UserData(ud) => {
@@ -116,99 +384,52 @@ fn forward(lua: &Lua, model: &Model, args: Table) -> mlua::Result<Table> {
         other => return Err(misuse(call, format!("cache must come from model:new_cache(), got {}", describe(&other)))),
     }
     .or_misuse(call)?;
+    drop(model);
     let t = lua.create_table()?;
     for (name, value) in [("logits", out.logits), ("loss", out.loss), ("last_hidden_state", out.last_hidden_state), ("pooler_output", out.pooler_output)] {
         if let Some(v) = value {
             t.set(name, wrap(lua, v)?)?;
         }
     }
-    Ok(t)
+    Ok(Value::Table(t))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct GenerateLuaOptions {
-    /// New tokens at most (default 20).
-    max_new_tokens: Option<i64>,
-    /// Sample instead of greedy decoding (default: true if temperature, top_k or top_p is given).
-    do_sample: Option<bool>,
-    temperature: Option<f64>,
-    top_k: Option<i64>,
-    top_p: Option<f64>,
-    /// Penalty > 1 discourages tokens already present (transformers' repetition_penalty).
-    repetition_penalty: Option<f64>,
-    /// Token ids that end a row (default: the config's eos_token_id).
-    stop_ids: Option<Vec<i64>>,
-    /// Strings that end a row once its generated text contains one (needs `tokenizer`).
-    stop_strings: Option<Vec<String>>,
-    /// Fills finished rows (default: pad_token_id, else the first stop id, else 0).
-    pad_id: Option<i64>,
-    /// Seeds the sampler (libtorch's generator) before generating.
-    seed: Option<i64>,
-}
-
-fn config_ids(model: &Model, key: &str) -> Vec<i64> {
-    match model.config.json.get(key) {
-        Some(serde_json::Value::Number(n)) => n.as_i64().into_iter().collect(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_i64()).collect(),
-        _ => Vec::new(),
-    }
-}
+/// Keys of `generate`'s options that are Lua values rather than settings.
+const GENERATE_VALUES: [&str; 3] = ["tokenizer", "attention_mask", "on_token"];
 
 /// `model:generate(ids, { max_new_tokens =, ..., tokenizer =, attention_mask =, on_token = })`.
-fn generate_lua(lua: &Lua, model: &Model, ids: Value, opts: Option<Table>) -> mlua::Result<Value> {
+fn generate_lua(lua: &Lua, this: &LuaModule, ids: Value, opts: Option<Table>) -> mlua::Result<Value> {
     let call = "model.generate";
+    this.is_root(call)?;
     let ids = tensor_arg(call, &ids)?;
-    let (tokenizer, mask, on_token) = match &opts {
-        Some(t) => {
-            let tok: Value = t.get("tokenizer")?;
-            let mask = optional_tensor(call, t, "attention_mask")?;
-            let cb: Option<Function> = t.get("on_token").map_err(|_| misuse(call, "on_token must be a function"))?;
-            for key in ["tokenizer", "attention_mask", "on_token"] {
-                t.raw_set(key, Value::Nil)?;
+    // The settings are read from a copy: the caller's table is left as it was.
+    let settings = lua.create_table()?;
+    let (mut tokenizer, mut mask, mut on_token) = (Value::Nil, None, None);
+    if let Some(t) = &opts {
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            match &k {
+                Value::String(s) if GENERATE_VALUES.contains(&&*s.to_str()?) => match &*s.to_str()? {
+                    "tokenizer" => tokenizer = v,
+                    "attention_mask" => mask = optional_tensor_arg(&format!("{call}: attention_mask"), &v)?,
+                    _ => match v {
+                        Value::Function(f) => on_token = Some(f),
+                        Value::Nil => {}
+                        other => return Err(misuse(call, format!("on_token must be a function, got {}", describe(&other)))),
+                    },
+                },
+                _ => settings.raw_set(k, v)?,
             }
-            (tok, mask, cb)
         }
-        None => (Value::Nil, None, None),
-    };
-    let o: GenerateLuaOptions = options(lua, call, opts.clone())?;
-    let sampling_asked = o.temperature.is_some() || o.top_k.is_some() || o.top_p.is_some();
-    let stop_ids = o.stop_ids.unwrap_or_else(|| config_ids(model, "eos_token_id"));
-    let pad_id = o.pad_id.or_else(|| config_ids(model, "pad_token_id").first().copied()).or_else(|| stop_ids.first().copied()).unwrap_or(0);
-    let temperature = o.temperature.unwrap_or(1.0);
-    if temperature < 0.0 || o.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) || o.top_k.is_some_and(|k| k < 1) {
-        return Err(misuse(call, "need temperature ≥ 0, top_p in [0, 1] and top_k ≥ 1"));
     }
-    let g = GenerateOptions {
-        max_new_tokens: o.max_new_tokens.unwrap_or(20),
-        do_sample: o.do_sample.unwrap_or(sampling_asked) && temperature > 0.0,
-        temperature,
-        top_k: o.top_k,
-        top_p: o.top_p,
-        repetition_penalty: o.repetition_penalty,
-        stop_ids,
-        pad_id,
+    let request: GenerateRequest = options(lua, call, Some(settings))?;
+    let model = this.model(call)?;
+    let o = request.resolve(&model.config).or_misuse(call)?;
+    let tokenizer = match &tokenizer {
+        Value::Nil => None,
+        Value::UserData(ud) => Some(ud.borrow::<LuaTokenizer>().map_err(|_| misuse(call, "tokenizer must be a tokenizer"))?),
+        other => return Err(misuse(call, format!("tokenizer must be a tokenizer, got {}", describe(other)))),
     };
-    if let Some(seed) = o.seed {
-        tch::manual_seed(seed);
-    }
-    let stop_strings = o.stop_strings.unwrap_or_default();
-    let tokenizer = match (&tokenizer, stop_strings.is_empty()) {
-        (Value::UserData(ud), _) => Some(ud.borrow::<LuaTokenizer>().map_err(|_| misuse(call, "tokenizer must be a tokenizer"))?),
-        (Value::Nil, true) => None,
-        (Value::Nil, false) => return Err(misuse(call, "stop_strings needs a tokenizer (opts.tokenizer)")),
-        (other, _) => return Err(misuse(call, format!("tokenizer must be a tokenizer, got {}", describe(other)))),
-    };
-    let mut stop_on_strings = |_: usize, generated: &[i64]| -> anyhow::Result<bool> {
-        match &tokenizer {
-            Some(tok) => {
-                let text = tok.decode_ids(generated, true)?;
-                Ok(stop_strings.iter().any(|s| text.contains(s.as_str())))
-            }
-            None => Ok(false),
-        }
-    };
-    let stop_row: Option<&mut dyn FnMut(usize, &[i64]) -> anyhow::Result<bool>> = if stop_strings.is_empty() { None } else { Some(&mut stop_on_strings) };
     let mut on_token_cb = |step: i64, tokens: &Tensor| -> anyhow::Result<bool> {
         match &on_token {
             None => Ok(true),
@@ -219,108 +440,128 @@ fn generate_lua(lua: &Lua, model: &Model, ids: Value, opts: Option<Table>) -> ml
             }
         }
     };
-    let out = generate(model, &ids, mask.as_ref(), &g, stop_row, &mut on_token_cb).or_misuse(call)?;
+    let out = generate(&model, &ids, mask.as_ref(), &o, tokenizer.as_deref().map(|t| &t.0), &mut on_token_cb).or_misuse(call)?;
     Ok(Value::UserData(lua.create_userdata(wrap(lua, out)?)?))
 }
 
-/// The model's parameters by name, only those that require gradients if `trainable`.
-fn selected_params(model: &Model, trainable: bool) -> Vec<(String, Tensor)> {
-    model.params.iter().filter(|(_, p)| !trainable || p.requires_grad()).map(|(n, p)| (n.clone(), p.shallow_clone())).collect()
+/// `model:new_cache()` or `model:new_cache{ {k0, v0}, {k1, v1}, ... }` (a prefix per layer).
+fn new_cache(this: &LuaModule, prefix: Option<Table>) -> mlua::Result<LuaCache> {
+    let call = "model.new_cache";
+    this.is_root(call)?;
+    let model = this.model(call)?;
+    let Some(empty) = model.new_cache() else {
+        return Err(misuse(call, format!("{} is not a causal language model", model.architecture)));
+    };
+    let Some(prefix) = prefix else { return Ok(LuaCache(RefCell::new(empty))) };
+    let mut layers = Vec::new();
+    for pair in prefix.sequence_values::<Table>() {
+        let pair = pair.map_err(|_| misuse(call, "the prefix is a list of {keys, values} per layer"))?;
+        layers.push((tensor_arg(call, &pair.get::<Value>(1)?)?, tensor_arg(call, &pair.get::<Value>(2)?)?));
+    }
+    empty.check_layers(layers.len()).map_err(|_| misuse(call, format!("the prefix has {} layers; give one {{keys, values}} pair per layer of the model", layers.len())))?;
+    Ok(LuaCache(RefCell::new(KvCache::with_prefix(layers).or_misuse(call)?)))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ParamOptions {
-    /// Only parameters that require gradients.
-    trainable: Option<bool>,
-}
+impl UserData for LuaModule {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_meta_field(mlua::MetaMethod::Type, "module");
+    }
 
-impl UserData for LuaModel {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("forward", |lua, this, args: Table| forward(lua, &this.0, args));
-        methods.add_meta_method(mlua::MetaMethod::Call, |lua, this, args: Table| forward(lua, &this.0, args));
-        methods.add_method("generate", |lua, this, (ids, opts): (Value, Option<Table>)| generate_lua(lua, &this.0, ids, opts));
-        methods.add_method("new_cache", |_, this, ()| match this.0.new_cache() {
-            Some(c) => Ok(LuaCache(std::cell::RefCell::new(c))),
-            None => Err(misuse("model.new_cache", format!("{} is not a causal language model", this.0.architecture))),
-        });
-        methods.add_method("named_parameters", |lua, this, opts: Option<Table>| {
-            let o: ParamOptions = options(lua, "model.named_parameters", opts)?;
-            let list = selected_params(&this.0, o.trainable.unwrap_or(false));
-            let mut i = 0;
-            let lua2 = lua.clone();
-            lua.create_function_mut(move |_, ()| {
-                i += 1;
-                match list.get(i - 1) {
-                    Some((n, p)) => Ok((Value::String(lua2.create_string(n)?), Value::UserData(lua2.create_userdata(wrap(&lua2, p.shallow_clone())?)?))),
-                    None => Ok((Value::Nil, Value::Nil)),
-                }
-            })
-        });
-        methods.add_method("parameters", |lua, this, opts: Option<Table>| {
-            let o: ParamOptions = options(lua, "model.parameters", opts)?;
-            let t = lua.create_table()?;
-            for (_, p) in selected_params(&this.0, o.trainable.unwrap_or(false)) {
-                t.raw_push(wrap(lua, p)?)?;
-            }
-            Ok(t)
-        });
-        methods.add_method("state_dict", |lua, this, ()| {
-            let t = lua.create_table()?;
-            for (n, p) in &this.0.params {
-                t.set(n.as_str(), wrap(lua, p.shallow_clone())?)?;
-            }
-            Ok(t)
-        });
+        methods.add_method("forward", |lua, this, args: Value| forward(lua, this, args));
+        methods.add_meta_method(mlua::MetaMethod::Call, |lua, this, args: Value| forward(lua, this, args));
+        methods.add_meta_method(mlua::MetaMethod::Index, |lua, this, key: Value| this.index(lua, key));
+        methods.add_method("generate", |lua, this, (ids, opts): (Value, Option<Table>)| generate_lua(lua, this, ids, opts));
+        methods.add_method("new_cache", |_, this, prefix: Option<Table>| new_cache(this, prefix));
+        methods.add_method("named_parameters", |lua, this, opts: Option<Table>| this.named_parameters(lua, opts));
+        methods.add_method("parameters", |lua, this, opts: Option<Table>| this.parameter_list(lua, opts));
+        methods.add_method("named_modules", |lua, this, ()| this.named_modules(lua));
+        methods.add_method("get_submodule", |_, this, name: String| this.get_submodule(&name));
+        methods.add_method("state_dict", |lua, this, ()| this.state_dict(lua));
+        methods.add_method("load_state_dict", |lua, this, (sd, opts): (Table, Option<Table>)| this.load_state_dict(lua, sd, opts));
         methods.add_method("num_parameters", |lua, this, opts: Option<Table>| {
-            let o: ParamOptions = options(lua, "model.num_parameters", opts)?;
-            Ok(selected_params(&this.0, o.trainable.unwrap_or(false)).iter().map(|(_, p)| p.numel() as i64).sum::<i64>())
+            let o: ParamOptions = options(lua, "module.num_parameters", opts)?;
+            Ok(this.parameters("module.num_parameters", o.trainable.unwrap_or(false))?.iter().map(|p| p.tensor.numel() as i64).sum::<i64>())
         });
-        methods.add_function("train", |_, (ud, mode): (mlua::AnyUserData, Option<bool>)| {
-            ud.borrow_mut::<LuaModel>()?.0.training = mode.unwrap_or(true);
+        methods.add_function("train", |_, (ud, mode): (AnyUserData, Option<bool>)| {
+            ud.borrow::<LuaModule>()?.model_mut("module.train")?.training = mode.unwrap_or(true);
             Ok(ud)
         });
-        methods.add_function("eval", |_, ud: mlua::AnyUserData| {
-            ud.borrow_mut::<LuaModel>()?.0.training = false;
+        methods.add_function("eval", |_, ud: AnyUserData| {
+            ud.borrow::<LuaModule>()?.model_mut("module.eval")?.training = false;
             Ok(ud)
         });
-        methods.add_function("freeze", |_, ud: mlua::AnyUserData| {
-            track_grads(&ud.borrow::<LuaModel>()?.0, false)?;
+        methods.add_function("freeze", |_, (ud, pattern): (AnyUserData, Value)| {
+            ud.borrow::<LuaModule>()?.set_trainable(pattern, false)?;
             Ok(ud)
         });
-        methods.add_function("unfreeze", |_, ud: mlua::AnyUserData| {
-            track_grads(&ud.borrow::<LuaModel>()?.0, true)?;
+        methods.add_function("unfreeze", |_, (ud, pattern): (AnyUserData, Value)| {
+            ud.borrow::<LuaModule>()?.set_trainable(pattern, true)?;
             Ok(ud)
         });
-        methods.add_function("to", |lua, (ud, opts): (mlua::AnyUserData, Table)| {
-            let call = "model.to";
-            let o: LoadOptions = options(lua, call, Some(opts))?;
+        methods.add_function("to", |lua, (ud, opts): (AnyUserData, Value)| {
+            let call = "module.to";
+            let o: Placement = match opts {
+                Value::Table(t) => options(lua, call, Some(t))?,
+                Value::String(s) => {
+                    let s = s.to_str()?.to_string();
+                    if parse_dtype(&s).is_ok() { Placement { dtype: Some(s), device: None } } else { Placement { dtype: None, device: Some(s) } }
+                }
+                other => return Err(misuse(call, format!("expected {{ dtype =, device = }} or a dtype or device name, got {}", describe(&other)))),
+            };
             let (kind, device) = placement(call, &o)?;
-            let device = if o.device.is_some() { device } else { ud.borrow::<LuaModel>()?.0.device() };
-            let _guard = tch::no_grad_guard();
-            for (_, p) in &ud.borrow::<LuaModel>()?.0.params {
-                let k = match kind {
-                    Some(k) if is_floating(p.kind()) => k,
-                    _ => p.kind(),
-                };
-                let moved = p.f_to_dtype_layout((k, device), false, false).or_misuse(call)?;
-                let mut target = p.shallow_clone();
-                target.f_set_data(&moved).or_misuse(call)?;
+            ud.borrow::<LuaModule>()?.with_module(call, |m| module::to(m, kind, device))?;
+            Ok(ud)
+        });
+        methods.add_function("zero_grad", |_, ud: AnyUserData| {
+            let call = "module.zero_grad";
+            let params = ud.borrow::<LuaModule>()?.parameters(call, false)?;
+            for p in params {
+                let mut t = p.tensor;
+                t.zero_grad();
             }
             Ok(ud)
         });
-        methods.add_method("save", |lua, this, dir: String| match this.0.save(Path::new(&dir)) {
-            Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
-            Err(e) => failure(lua, format!("model.save: {e:#}")),
+        methods.add_function("apply", |lua, (ud, f): (AnyUserData, Function)| {
+            ud.borrow::<LuaModule>()?.apply(lua, f)?;
+            Ok(ud)
         });
-        methods.add_method("config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.0.config.json.clone())));
-        methods.add_method("architecture", |_, this, ()| Ok(this.0.architecture.clone()));
-        methods.add_method("dtype", |_, this, ()| Ok(crate::tensor::dtype_name(this.0.dtype())));
-        methods.add_method("device", |_, this, ()| Ok(crate::tensor::device_name(this.0.device())));
-        methods.add_meta_method(mlua::MetaMethod::ToString, |_, this, ()| {
-            let n: i64 = this.0.params.iter().map(|(_, p)| p.numel() as i64).sum();
-            Ok(format!("{}({} parameters, {}, {})", this.0.architecture, n, crate::tensor::dtype_name(this.0.dtype()), crate::tensor::device_name(this.0.device())))
+        methods.add_method("register_forward_hook", |lua, this, (pattern, f): (Value, Function)| this.register_forward_hook(lua, pattern, f));
+        methods.add_method("name", |_, this, ()| Ok(this.path.clone()));
+        methods.add_method("save", |lua, this, dir: String| {
+            this.is_root("model.save")?;
+            match this.model("model.save")?.save(Path::new(&dir)) {
+                Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
+                Err(e) => failure(lua, format!("model.save: {e:#}")),
+            }
         });
+        methods.add_method("config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.model("model.config")?.config.json.clone())));
+        methods.add_method("architecture", |_, this, ()| Ok(this.model("model.architecture")?.architecture.clone()));
+        methods.add_method("dtype", |_, this, ()| Ok(crate::tensor::dtype_name(this.model("model.dtype")?.dtype())));
+        methods.add_method("device", |_, this, ()| Ok(crate::tensor::device_name(this.model("model.device")?.device())));
+        methods.add_meta_method(mlua::MetaMethod::ToString, |_, this, ()| this.with_module("module.__tostring", |m| Ok(module::format_tree(m))));
+    }
+}
+
+/// The parameters of `state.model`-like values for the run loop and front ends: a loaded model
+/// or submodule, or a Lua module (through its `named_parameters`). None for anything else.
+pub fn parameters_of(v: &Value) -> Option<Vec<NamedParam>> {
+    match v {
+        Value::UserData(ud) => {
+            let handle = ud.borrow::<LuaModule>().ok()?;
+            handle.parameters("parameters", false).ok()
+        }
+        Value::Table(t) => {
+            let f: Function = t.get("named_parameters").ok()?;
+            let named: Table = f.call(t.clone()).ok()?;
+            let mut out = Vec::new();
+            for (name, value) in named.pairs::<String, Value>().flatten() {
+                out.push(NamedParam { tensor: as_tensor(&value)?, name, owner: module::Owner::Base });
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Some(out)
+        }
+        _ => None,
     }
 }
 

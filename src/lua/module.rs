@@ -33,11 +33,7 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("save", lua.create_function(serialize::save)?)?;
     mt.set("load", lua.create_function(serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;
-    mt.set("manual_seed", lua.create_function(|lua, seed: i64| {
-        tch::manual_seed(seed);
-        let randomseed: mlua::Function = lua.globals().get::<Table>("math")?.get("randomseed")?;
-        randomseed.call::<()>(seed)
-    })?)?;
+    mt.set("manual_seed", lua.create_function(|lua, seed: i64| super::runtime::seed_everything(lua, seed))?)?;
     // Seconds on a monotonic clock (for timing inside recipes; os.clock is CPU time).
     let start = std::time::Instant::now();
     mt.set("clock", lua.create_function(move |_, ()| Ok(start.elapsed().as_secs_f64()))?)?;

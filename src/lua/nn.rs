@@ -1,11 +1,14 @@
 //! The native part of `mt.nn`: `functional` (losses, linear, embedding, norms, dropout,
-//! attention, activations) and `init`. The module classes are Lua (stdlib/moontune/nn.lua).
+//! attention, activations), `init`, and what the Lua module classes (stdlib/moontune/nn.lua)
+//! share with loaded models: the name matcher, named parameter handles, and telling a loaded
+//! model's module from other values.
 
 use mlua::{AnyUserData, Lua, ObjectLike, Table, Value};
 use serde::Deserialize;
 
 use super::args::{int_list, misuse, options, OrMisuse};
-use super::tensor::{in_place, optional_tensor_arg, tensor_arg, wrap_result, LuaTensor};
+use super::models::{matcher_arg, LuaModule};
+use super::tensor::{in_place, optional_tensor_arg, tensor_arg, wrap_named, wrap_result, LuaTensor};
 use crate::nn::functional::{self as F, AttentionOptions, Reduction};
 use crate::nn::init;
 
@@ -129,10 +132,31 @@ fn init_table(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// The native `nn` table: `{ functional = …, init = … }`.
+/// The native `nn` table: `{ functional = …, init = …, select_names, named_parameter,
+/// is_native_module }`.
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let nn = lua.create_table()?;
     nn.set("functional", functional(lua)?)?;
     nn.set("init", init_table(lua)?)?;
+    // select_names(call, pattern, names): the names the matcher picks, in order.
+    nn.set("select_names", lua.create_function(|lua, (call, pattern, names): (String, Value, Vec<String>)| {
+        let matcher = matcher_arg(&call, &pattern)?;
+        let mut picked = Vec::new();
+        for n in names {
+            if matcher.matches(&n).or_misuse(&call)? {
+                picked.push(n);
+            }
+        }
+        if picked.is_empty() && !matches!(pattern, Value::Nil) {
+            return Err(misuse(&call, format!("{} matched nothing", matcher.describe())));
+        }
+        lua.create_sequence_from(picked)
+    })?)?;
+    // named_parameter(t, name): a handle of t that carries its name in a module tree.
+    nn.set("named_parameter", lua.create_function(|lua, (t, name): (Value, String)| {
+        let call = "nn.named_parameter";
+        wrap_named(lua, tensor_arg(call, &t)?, &name)
+    })?)?;
+    nn.set("is_native_module", lua.create_function(|_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaModule>())))?)?;
     Ok(nn)
 }

@@ -1,24 +1,24 @@
 //! `mt.optim`: optimizers as userdata (`sgd`, `adam`, `adamw`) over the Rust core, parameter
-//! groups, state dicts as Lua tables, and `clip_grad_norm`.
+//! groups given as lists of parameter handles or `named_parameters` tables, state dicts as Lua
+//! tables (keyed by parameter name, or position for unnamed ones), and `clip_grad_norm`.
 
-use std::collections::BTreeMap;
-
-use mlua::{Lua, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
 use serde::Deserialize;
 use tch::Tensor;
 
-use super::args::{describe, misuse, options, OrMisuse};
-use super::tensor::{tensor_arg, wrap};
+use super::args::{describe, integer, misuse, options, OrMisuse};
+use super::tensor::{named_tensor_arg, tensor_arg, wrap};
 use crate::optim::adam::{Adam, AdamConfig};
 use crate::optim::clip::clip_grad_norm;
 use crate::optim::sgd::{Sgd, SgdConfig};
-use crate::optim::{Optimizer, OptimizerState, ParamGroup, ParamState};
-use crate::tensor::dtype::is_floating;
+use crate::optim::state::GroupState;
+use crate::optim::{GroupSpec, Kernel, Optim, Optimizer, OptimizerState, ParamKey, ParamState};
 
 /// An optimizer owned by Lua.
 pub struct LuaOptimizer {
     pub inner: Box<dyn Optimizer>,
-    kind: &'static str,
+    /// The defaults new groups get (`add_param_group`).
+    defaults: (f64, f64),
 }
 
 #[derive(Deserialize, Default)]
@@ -28,42 +28,49 @@ struct GroupOptions {
     weight_decay: Option<f64>,
 }
 
-/// Reads `params`: a sequence of tensors, or a sequence of groups
-/// `{ params = {...}, lr = ?, weight_decay = ? }` whose settings override the defaults.
-fn param_groups(lua: &Lua, call: &str, params: &Table, lr: f64, weight_decay: f64) -> mlua::Result<Vec<ParamGroup>> {
-    let first: Value = params.raw_get(1)?;
-    let tensors = |list: &Table| -> mlua::Result<Vec<Tensor>> {
-        let mut out = Vec::new();
-        for v in list.sequence_values::<Value>() {
-            let t = tensor_arg(call, &v?)?;
-            if !is_floating(t.kind()) {
-                return Err(misuse(call, format!("can only optimize floating-point tensors, got {}", crate::tensor::dtype_name(t.kind()))));
-            }
-            out.push(t);
-        }
-        Ok(out)
-    };
-    let groups = match first {
-        Value::Nil => return Err(misuse(call, "got an empty parameter list")),
-        Value::Table(_) => {
-            let mut groups = Vec::new();
-            for g in params.sequence_values::<Table>() {
-                let g = g.map_err(|e| misuse(call, format!("a parameter group must be a table: {e}")))?;
-                let list: Table = g.raw_get("params").map_err(|_| misuse(call, "a parameter group needs a 'params' sequence"))?;
-                let settings = g.clone();
-                settings.raw_set("params", Value::Nil)?;
-                let o: GroupOptions = options(lua, call, Some(settings))?;
-                g.raw_set("params", list.clone())?;
-                groups.push(ParamGroup { params: tensors(&list)?, lr: o.lr.unwrap_or(lr), weight_decay: o.weight_decay.unwrap_or(weight_decay) });
-            }
-            groups
-        }
-        _ => vec![ParamGroup { params: tensors(params)?, lr, weight_decay }],
-    };
-    if groups.iter().all(|g| g.params.is_empty()) {
-        return Err(misuse(call, "got an empty parameter list"));
+/// The parameters in a Lua value: a sequence of parameter handles (each with the name it
+/// carries), or a table of name → parameter (`named_parameters`), taken in name order.
+fn param_list(call: &str, list: &Table) -> mlua::Result<Vec<(Tensor, Option<String>)>> {
+    if list.raw_len() > 0 || list.is_empty() {
+        return list.sequence_values::<Value>().map(|v| named_tensor_arg(call, &v?)).collect();
     }
-    Ok(groups)
+    let mut named = Vec::new();
+    for pair in list.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        let Value::String(name) = &k else { return Err(misuse(call, format!("a table of parameters is a sequence or a name → parameter map, found key {}", describe(&k)))) };
+        let name = name.to_str()?.to_string();
+        named.push((tensor_arg(&format!("{call}: '{name}'"), &v)?, Some(name)));
+    }
+    named.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(named)
+}
+
+/// Reads `params`: parameters (see `param_list`), or a sequence of groups
+/// `{ params = ..., lr = ?, weight_decay = ? }` whose settings override the defaults.
+fn group_specs(lua: &Lua, call: &str, params: &Table) -> mlua::Result<Vec<GroupSpec>> {
+    let is_groups = matches!(params.raw_get::<Value>(1)?, Value::Table(_));
+    if !is_groups {
+        return Ok(vec![GroupSpec { params: param_list(call, params)?, lr: None, weight_decay: None }]);
+    }
+    let mut specs = Vec::new();
+    for g in params.sequence_values::<Table>() {
+        let g = g.map_err(|e| misuse(call, format!("a parameter group must be a table: {e}")))?;
+        specs.push(group_spec(lua, call, &g)?);
+    }
+    Ok(specs)
+}
+
+fn group_spec(lua: &Lua, call: &str, g: &Table) -> mlua::Result<GroupSpec> {
+    let list: Table = g.raw_get("params").map_err(|_| misuse(call, "a parameter group needs 'params'"))?;
+    let settings = lua.create_table()?;
+    for pair in g.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        if !matches!(&k, Value::String(s) if s == "params") {
+            settings.raw_set(k, v)?;
+        }
+    }
+    let o: GroupOptions = options(lua, call, Some(settings))?;
+    Ok(GroupSpec { params: param_list(call, &list)?, lr: o.lr, weight_decay: o.weight_decay })
 }
 
 #[derive(Deserialize, Default)]
@@ -79,6 +86,10 @@ struct SgdOptions {
     nesterov: Option<bool>,
     /// L2 penalty added to the gradient (default 0).
     weight_decay: Option<f64>,
+    /// torch.optim's foreach path (libtorch's list ops).
+    foreach: Option<bool>,
+    /// torch.optim's fused kernel (the default when neither is given).
+    fused: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,6 +105,10 @@ struct AdamOptions {
     weight_decay: Option<f64>,
     /// AMSGrad variant (default false).
     amsgrad: Option<bool>,
+    /// torch.optim's foreach path (libtorch's list ops).
+    foreach: Option<bool>,
+    /// torch.optim's fused kernel (the default when neither is given).
+    fused: Option<bool>,
 }
 
 fn check_positive(call: &str, name: &str, v: f64) -> mlua::Result<()> {
@@ -108,11 +123,11 @@ fn sgd(lua: &Lua, params: Table, opts: Option<Table>) -> mlua::Result<LuaOptimiz
     let o: SgdOptions = options(lua, call, opts)?;
     let (lr, wd) = (o.lr.unwrap_or(1e-3), o.weight_decay.unwrap_or(0.0));
     let config = SgdConfig { momentum: o.momentum.unwrap_or(0.0), dampening: o.dampening.unwrap_or(0.0), nesterov: o.nesterov.unwrap_or(false) };
-    for (name, v) in [("lr", lr), ("weight_decay", wd), ("momentum", config.momentum)] {
-        check_positive(call, name, v)?;
-    }
-    let groups = param_groups(lua, call, &params, lr, wd)?;
-    Ok(LuaOptimizer { inner: Box::new(Sgd::new(groups, config).or_misuse(call)?), kind: "sgd" })
+    check_positive(call, "momentum", config.momentum)?;
+    let kernel = Kernel::choose(o.foreach, o.fused).or_misuse(call)?;
+    let rule = Sgd::new(config).or_misuse(call)?;
+    let inner = Optim::new(rule, kernel, group_specs(lua, call, &params)?, lr, wd).or_misuse(call)?;
+    Ok(LuaOptimizer { inner: Box::new(inner), defaults: (lr, wd) })
 }
 
 fn adam(lua: &Lua, call: &'static str, params: Table, opts: Option<Table>, decoupled: bool) -> mlua::Result<LuaOptimizer> {
@@ -120,37 +135,61 @@ fn adam(lua: &Lua, call: &'static str, params: Table, opts: Option<Table>, decou
     let lr = o.lr.unwrap_or(1e-3);
     let wd = o.weight_decay.unwrap_or(if decoupled { 1e-2 } else { 0.0 });
     let (beta1, beta2) = o.betas.unwrap_or((0.9, 0.999));
-    for (name, v) in [("lr", lr), ("weight_decay", wd), ("eps", o.eps.unwrap_or(1e-8))] {
-        check_positive(call, name, v)?;
-    }
+    check_positive(call, "eps", o.eps.unwrap_or(1e-8))?;
     for (name, b) in [("beta1", beta1), ("beta2", beta2)] {
         if !(0.0..1.0).contains(&b) {
             return Err(misuse(call, format!("{name} must be in [0, 1), got {b}")));
         }
     }
     let config = AdamConfig { beta1, beta2, eps: o.eps.unwrap_or(1e-8), amsgrad: o.amsgrad.unwrap_or(false), decoupled_weight_decay: decoupled };
-    let groups = param_groups(lua, call, &params, lr, wd)?;
-    Ok(LuaOptimizer { inner: Box::new(Adam::new(groups, config)), kind: call })
+    let kernel = Kernel::choose(o.foreach, o.fused).or_misuse(call)?;
+    let inner = Optim::new(Adam { config }, kernel, group_specs(lua, call, &params)?, lr, wd).or_misuse(call)?;
+    Ok(LuaOptimizer { inner: Box::new(inner), defaults: (lr, wd) })
+}
+
+fn key_to_lua(lua: &Lua, key: &ParamKey) -> mlua::Result<Value> {
+    Ok(match key {
+        ParamKey::Name(n) => Value::String(lua.create_string(n)?),
+        ParamKey::Index(i) => Value::Integer(*i as i64 + 1),
+    })
+}
+
+fn key_from_lua(call: &str, v: &Value) -> mlua::Result<ParamKey> {
+    match v {
+        Value::String(s) => Ok(ParamKey::Name(s.to_str()?.to_string())),
+        other => {
+            let i = integer(call, other).map_err(|_| misuse(call, format!("a parameter is named by a string or a number, got {}", describe(other))))?;
+            if i < 1 {
+                return Err(misuse(call, "parameter numbers start at 1"));
+            }
+            Ok(ParamKey::Index(i as usize - 1))
+        }
+    }
 }
 
 fn state_to_lua(lua: &Lua, state: OptimizerState) -> mlua::Result<Table> {
-    let out = lua.create_table()?;
     let params = lua.create_table()?;
-    for (index, s) in state.params {
+    for (key, s) in state.params {
         let entry = lua.create_table()?;
         entry.set("step", s.step)?;
         for (name, t) in s.tensors {
             entry.set(name, wrap(lua, t)?)?;
         }
-        params.set(index + 1, entry)?;
+        params.set(key_to_lua(lua, &key)?, entry)?;
     }
     let groups = lua.create_table()?;
-    for (lr, wd) in state.groups {
-        let g = lua.create_table()?;
-        g.set("lr", lr)?;
-        g.set("weight_decay", wd)?;
-        groups.raw_push(g)?;
+    for g in state.groups {
+        let t = lua.create_table()?;
+        t.set("lr", g.lr)?;
+        t.set("weight_decay", g.weight_decay)?;
+        let keys = lua.create_table()?;
+        for k in &g.params {
+            keys.raw_push(key_to_lua(lua, k)?)?;
+        }
+        t.set("params", keys)?;
+        groups.raw_push(t)?;
     }
+    let out = lua.create_table()?;
     out.set("state", params)?;
     out.set("param_groups", groups)?;
     Ok(out)
@@ -160,30 +199,40 @@ fn state_from_lua(call: &str, table: &Table) -> mlua::Result<OptimizerState> {
     let bad = |what: &str| misuse(call, format!("not an optimizer state dict: {what}"));
     let params_table: Table = table.get("state").map_err(|_| bad("missing 'state' table"))?;
     let groups_table: Table = table.get("param_groups").map_err(|_| bad("missing 'param_groups' table"))?;
-    let mut params = BTreeMap::new();
-    for pair in params_table.pairs::<i64, Table>() {
-        let (index, entry) = pair.map_err(|_| bad("'state' must map parameter numbers to tables"))?;
-        if index < 1 {
-            return Err(bad("parameter numbers start at 1"));
-        }
-        let mut tensors = BTreeMap::new();
-        let mut step = 0;
+    let mut params = std::collections::BTreeMap::new();
+    for pair in params_table.pairs::<Value, Value>() {
+        let (k, entry) = pair?;
+        let key = key_from_lua(call, &k)?;
+        let Value::Table(entry) = entry else { return Err(bad("each entry of 'state' must be a table")) };
+        let mut s = ParamState { step: 0, tensors: Default::default() };
         for kv in entry.pairs::<String, Value>() {
             let (name, v) = kv?;
             if name == "step" {
-                step = super::args::integer(call, &v)?;
+                s.step = integer(call, &v)?;
             } else {
-                tensors.insert(name, tensor_arg(call, &v)?);
+                s.tensors.insert(name, tensor_arg(call, &v)?);
             }
         }
-        params.insert(index as usize - 1, ParamState { step, tensors });
+        params.insert(key, s);
     }
     let mut groups = Vec::new();
     for g in groups_table.sequence_values::<Table>() {
         let g = g?;
-        groups.push((g.get::<f64>("lr").map_err(|_| bad("a group lacks 'lr'"))?, g.get::<f64>("weight_decay").map_err(|_| bad("a group lacks 'weight_decay'"))?));
+        let keys: Option<Table> = g.get("params")?;
+        let keys = match keys {
+            Some(t) => t.sequence_values::<Value>().map(|v| key_from_lua(call, &v?)).collect::<mlua::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        groups.push(GroupState { lr: g.get::<f64>("lr").map_err(|_| bad("a group lacks 'lr'"))?, weight_decay: g.get::<f64>("weight_decay").map_err(|_| bad("a group lacks 'weight_decay'"))?, params: keys });
     }
     Ok(OptimizerState { params, groups })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ZeroGradOptions {
+    /// Unset the gradients instead of zeroing them (PyTorch's `set_to_none`; default false).
+    set_to_none: Option<bool>,
 }
 
 impl LuaOptimizer {
@@ -200,20 +249,18 @@ impl LuaOptimizer {
     pub fn lrs(&self) -> Vec<f64> {
         self.inner.groups().iter().map(|g| g.lr).collect()
     }
-
-    pub fn set_group_lr(&mut self, index: usize, lr: f64) {
-        if let Some(g) = self.inner.groups_mut().get_mut(index) {
-            g.lr = lr;
-        }
-    }
 }
 
 impl UserData for LuaOptimizer {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_meta_field(mlua::MetaMethod::Type, "optimizer");
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method_mut("step", |_, this, ()| this.inner.step().or_misuse("optimizer.step"));
-        methods.add_method_mut("zero_grad", |_, this, ()| {
-            this.inner.zero_grad();
-            Ok(())
+        methods.add_method_mut("zero_grad", |lua, this, opts: Option<Table>| {
+            let o: ZeroGradOptions = options(lua, "optimizer.zero_grad", opts)?;
+            this.inner.zero_grad(o.set_to_none.unwrap_or(false)).or_misuse("optimizer.zero_grad")
         });
         methods.add_method("get_lr", |_, this, group: Option<i64>| {
             let g = this.group_index("optimizer.get_lr", group)?;
@@ -221,14 +268,20 @@ impl UserData for LuaOptimizer {
         });
         methods.add_method_mut("set_lr", |_, this, (lr, group): (f64, Option<i64>)| {
             check_positive("optimizer.set_lr", "lr", lr)?;
-            match group {
-                None => (0..this.inner.groups().len()).for_each(|g| this.set_group_lr(g, lr)),
-                Some(_) => {
-                    let g = this.group_index("optimizer.set_lr", group)?;
-                    this.set_group_lr(g, lr);
-                }
+            let groups: Vec<usize> = match group {
+                None => (0..this.inner.groups().len()).collect(),
+                Some(_) => vec![this.group_index("optimizer.set_lr", group)?],
+            };
+            for g in groups {
+                this.inner.groups_mut()[g].lr = lr;
             }
             Ok(())
+        });
+        methods.add_method_mut("add_param_group", |lua, this, group: Table| {
+            let call = "optimizer.add_param_group";
+            let spec = group_spec(lua, call, &group)?;
+            let (lr, wd) = this.defaults;
+            this.inner.add_param_groups(vec![spec], lr, wd).or_misuse(call)
         });
         methods.add_method("param_groups", |lua, this, ()| {
             let out = lua.create_table()?;
@@ -238,13 +291,17 @@ impl UserData for LuaOptimizer {
                 t.set("weight_decay", g.weight_decay)?;
                 let params = lua.create_table()?;
                 for p in &g.params {
-                    params.raw_push(wrap(lua, p.shallow_clone())?)?;
+                    params.raw_push(match &p.name {
+                        Some(n) => super::tensor::wrap_named(lua, p.tensor.shallow_clone(), n)?,
+                        None => wrap(lua, p.tensor.shallow_clone())?,
+                    })?;
                 }
                 t.set("params", params)?;
                 out.raw_push(t)?;
             }
             Ok(out)
         });
+        methods.add_method("kernel", |_, this, ()| Ok(this.inner.kernel().name()));
         methods.add_method("state_dict", |lua, this, ()| state_to_lua(lua, this.inner.state_dict().or_misuse("optimizer.state_dict")?));
         methods.add_method_mut("load_state_dict", |_, this, table: Table| {
             let state = state_from_lua("optimizer.load_state_dict", &table)?;
@@ -252,7 +309,7 @@ impl UserData for LuaOptimizer {
         });
         methods.add_meta_method(mlua::MetaMethod::ToString, |_, this, ()| {
             let n: usize = this.inner.groups().iter().map(|g| g.params.len()).sum();
-            Ok(format!("{}({} parameters in {} group(s), lr={:?})", this.kind, n, this.inner.groups().len(), this.lrs()))
+            Ok(format!("{}({} parameters in {} group(s), lr={:?}, {})", this.inner.name(), n, this.inner.groups().len(), this.lrs(), this.inner.kernel().name()))
         });
     }
 }
@@ -273,8 +330,8 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let call = "optim.clip_grad_norm";
         let o: ClipOptions = options(lua, call, opts)?;
         let list = match &params {
-            Value::Table(t) => t.sequence_values::<Value>().map(|v| tensor_arg(call, &v?)).collect::<mlua::Result<Vec<_>>>()?,
-            other => return Err(misuse(call, format!("expected a sequence of parameters, got {}", describe(other)))),
+            Value::Table(t) => param_list(call, t)?.into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            other => return Err(misuse(call, format!("expected parameters (a sequence or a named_parameters table), got {}", describe(other)))),
         };
         check_positive(call, "max_norm", max_norm)?;
         clip_grad_norm(&list, max_norm, o.norm_type.unwrap_or(2.0)).or_misuse(call)

@@ -1,6 +1,7 @@
-//! Making a Lua VM for moontune, in stages: standard libraries, the native module, the stdlib
-//! searcher (stdlib/ on disk in debug builds, embedded in release), the recipe's folder first on
-//! `package.path`, and `print` routed to a sink (stdout, or the run's event channel).
+//! Making a Lua VM for moontune, in stages: standard libraries (the safe ones, and of the debug
+//! library only `debug.traceback`), the native module, the stdlib searcher (stdlib/ on disk in
+//! debug builds, embedded in release), the recipe's folder first on `package.path`, and `print`
+//! routed to a sink (stdout, or the run's event channel).
 
 use std::path::Path;
 
@@ -14,15 +15,35 @@ pub type PrintSink = Box<dyn Fn(String) + Send>;
 
 /// A fresh VM with `require "moontune"` available, and modules beside `script_dir` found first.
 pub fn new_lua(script_dir: Option<&Path>) -> Result<Lua> {
-    // SAFETY: recipes are trusted code written by the user; they get the debug library (for
-    // tracebacks and profilers), as in a plain `lua` interpreter.
+    // SAFETY: the debug library is loaded only to take `debug.traceback` from it; the rest of it
+    // (which can break the VM's invariants: setupvalue, setmetatable on userdata, …) is removed
+    // before any script runs.
     let lua = unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::DEBUG, LuaOptions::new()) };
+    keep_only_traceback(&lua).context("restricting the debug library")?;
     install_native(&lua).context("registering the native module")?;
     install_searcher(&lua).context("installing the stdlib searcher")?;
     if let Some(dir) = script_dir {
         prepend_path(&lua, dir).context("setting package.path")?;
     }
     Ok(lua)
+}
+
+/// Replaces the debug library by a table holding only `traceback`, and keeps the real traceback
+/// for error handlers (so that a script cannot break them by replacing `debug`).
+fn keep_only_traceback(lua: &Lua) -> mlua::Result<()> {
+    let traceback: Function = lua.globals().get::<Table>("debug")?.get("traceback")?;
+    let traced: Function = lua.load(TRACED_CALL).set_name("=moontune").call(traceback.clone())?;
+    lua.set_named_registry_value(TRACED_KEY, traced)?;
+    let debug = lua.create_table()?;
+    debug.set("traceback", traceback)?;
+    lua.globals().set("debug", debug)
+}
+
+/// Seeds libtorch's generators (CPU and CUDA) and Lua's `math.random`.
+pub fn seed_everything(lua: &Lua, seed: i64) -> mlua::Result<()> {
+    tch::manual_seed(seed);
+    let randomseed: Function = lua.globals().get::<Table>("math")?.get("randomseed")?;
+    randomseed.call::<()>(seed)
 }
 
 fn install_native(lua: &Lua) -> mlua::Result<()> {
@@ -81,32 +102,22 @@ pub fn load_file(lua: &Lua, path: &Path, env: Option<Table>) -> Result<Function>
 
 const TRACED_KEY: &str = "moontune.traced_call";
 
-/// Calls f under xpcall; the handler adds a traceback unless the message (an error raised by
-/// a native function) already carries one.
+/// Given `debug.traceback`, a function that calls f under xpcall; the handler adds a traceback
+/// unless the message (an error raised by a native function) already carries one.
 const TRACED_CALL: &str = r#"
+local traceback = ...
 return function(f, ...)
   return xpcall(f, function(e)
     local s = tostring(e)
     if s:find("stack traceback:", 1, true) then return s end
-    return debug.traceback(s, 2)
+    return traceback(s, 2)
   end, ...)
 end"#;
 
 /// Calls `f(args...)` under a traceback handler. A failure comes back as the Lua error message
 /// followed by its stack traceback, so that it names `file:line`.
 pub fn call_traced<R: mlua::FromLuaMulti>(lua: &Lua, f: &Function, args: impl mlua::IntoLuaMulti) -> Result<R, String> {
-    let traced: Function = match lua.named_registry_value::<Value>(TRACED_KEY) {
-        Ok(Value::Function(g)) => g,
-        _ => {
-            let g: Function = lua
-                .load(TRACED_CALL)
-                .set_name("=moontune")
-                .eval()
-                .map_err(|e| e.to_string())?;
-            lua.set_named_registry_value(TRACED_KEY, g.clone()).map_err(|e| e.to_string())?;
-            g
-        }
-    };
+    let traced: Function = lua.named_registry_value(TRACED_KEY).map_err(|e| format!("the traceback handler is missing: {e}"))?;
     let args = args.into_lua_multi(lua).map_err(|e| e.to_string())?;
     let mut all = vec![Value::Function(f.clone())];
     all.extend(args);

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::args::{describe, failure, misuse, options, OrMisuse};
 use super::tensor::{tensor_arg, wrap};
-use crate::checkpoint::{load_safetensors, save_safetensors};
+use crate::io::{load_safetensors, save_safetensors};
 use crate::tensor::parse_device;
 
 /// `mt.save(path, { name = tensor, ... })` → true, or nil and a message if the file cannot be written.

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::args::{integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
-use super::tensor::{tensor_arg, wrap, LuaTensor, Operand};
+use super::tensor::{operand, tensor_arg, wrap, LuaTensor};
 use super::values::tensor_from_value;
+use crate::tensor::scalar::{self, Operand};
 use crate::tensor::{parse_device, parse_dtype};
 
 #[derive(Deserialize, Default)]
@@ -37,7 +38,7 @@ fn placement(lua: &Lua, call: &str, opts: Option<Table>) -> mlua::Result<Placeme
     })
 }
 
-fn finish(lua: &Lua, call: &str, t: Result<Tensor, tch::TchError>, p: &Placement) -> mlua::Result<LuaTensor> {
+fn finish<E: std::fmt::Display>(lua: &Lua, call: &str, t: Result<Tensor, E>, p: &Placement) -> mlua::Result<LuaTensor> {
     let mut t = t.or_misuse(call)?;
     if p.requires_grad {
         t = t.f_requires_grad_(true).or_misuse(call)?;
@@ -72,10 +73,10 @@ fn like(lua: &Lua, table: &Table, name: &'static str, make: fn(&Tensor, (Kind, D
 
 /// A tensor of `size` holding `value` (an empty tensor filled with a 0-dim one, so that every
 /// failure, such as running out of memory, comes back as an error).
-fn filled(size: &[i64], kind: Kind, device: Device, value: &Operand) -> Result<Tensor, tch::TchError> {
+fn filled(size: &[i64], kind: Kind, device: Device, value: &Operand) -> anyhow::Result<Tensor> {
     let mut t = Tensor::f_empty(size, (kind, device))?;
-    let v = value.to_tensor(&t)?;
-    t.f_fill_tensor_(&v)
+    scalar::fill_(&mut t, value)?;
+    Ok(t)
 }
 
 /// Checks an arange range the way PyTorch does, before libtorch sees it.
@@ -144,7 +145,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let (size, _) = int_list(call, MultiValue::from_iter([args[0].clone()]))?;
         let p = placement(lua, call, opts)?;
         let device = p.device.unwrap_or(Device::Cpu);
-        let value = Operand::from_value(call, &args[1])?;
+        let value = operand(call, &args[1])?;
         let kind = match value {
             Operand::Int(_) => p.kind.unwrap_or(Kind::Int64),
             Operand::Float(_) => p.kind.unwrap_or(Kind::Float),
@@ -228,8 +229,8 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     t.set("where", lua.create_function(|lua, (cond, a, b): (Value, Value, Value)| {
         let call = "tensor.where";
         let cond = tensor_arg(call, &cond)?;
-        let a = Operand::from_value(call, &a)?;
-        let b = Operand::from_value(call, &b)?;
+        let a = operand(call, &a)?;
+        let b = operand(call, &b)?;
         let reference = match (&a, &b) {
             (Operand::Tensor(t), _) | (_, Operand::Tensor(t)) => t.shallow_clone(),
             _ => Tensor::f_zeros([0], (Kind::Float, cond.device())).or_misuse(call)?,

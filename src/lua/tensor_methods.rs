@@ -1,15 +1,17 @@
-//! The methods of `Tensor` userdata, one line of binding each where possible: information,
-//! conversion, autograd, arithmetic, comparison, reduction, shape and elementwise ops.
+//! The methods and metamethods of `Tensor` userdata, one line of binding each where possible:
+//! information, conversion, autograd, arithmetic, comparison, reduction, shape and elementwise
+//! ops; arithmetic metamethods, `t[i]` row access, `#t` and PyTorch printing.
 
-use mlua::{AnyUserData, Lua, MultiValue, Table, UserDataMethods, Value};
+use mlua::{AnyUserData, Lua, MetaMethod, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use super::args::{integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
-use super::tensor::{in_place, tensor_arg, wrap, wrap_result, Arith, LuaTensor, Operand};
+use super::args::{describe, integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
+use super::tensor::{in_place, operand, tensor_arg, wrap, wrap_result, LuaTensor};
 use super::values::{tensor_item, tensor_to_list};
 use crate::tensor::create::copy_of;
-use crate::tensor::{device_name, dtype_name, parse_device, parse_dtype};
+use crate::tensor::scalar::{self, Arith, Compare, Operand};
+use crate::tensor::{device_name, dtype_name, format_tensor, parse_device, parse_dtype};
 
 /// Registers a method whose closure gets the tensor itself (a freed tensor is an error naming
 /// the method).
@@ -129,7 +131,7 @@ fn to(lua: &Lua, t: &Tensor, arg: Value) -> mlua::Result<LuaTensor> {
             let device = o.device.as_deref().map(parse_device).transpose().or_misuse(call)?;
             (dtype, device)
         }
-        other => return Err(misuse(call, format!("expected a dtype, a device or an options table, got {}", super::args::describe(&other)))),
+        other => return Err(misuse(call, format!("expected a dtype, a device or an options table, got {}", describe(&other)))),
     };
     let kind = dtype.unwrap_or(t.kind());
     let device = device.unwrap_or(t.device());
@@ -138,7 +140,7 @@ fn to(lua: &Lua, t: &Tensor, arg: Value) -> mlua::Result<LuaTensor> {
 
 fn binary(lua: &Lua, op: Arith, t: &Tensor, other: Value, alpha: Option<f64>) -> mlua::Result<LuaTensor> {
     let call = format!("tensor.{}", op.name());
-    let other = Operand::from_value(&call, &other)?;
+    let other = operand(&call, &other)?;
     let other = match (alpha, other) {
         (Some(a), Operand::Tensor(o)) => Operand::Tensor(o.f_mul_scalar(a).or_misuse(&call)?),
         (Some(a), Operand::Int(i)) => Operand::Float(i as f64 * a),
@@ -170,33 +172,11 @@ fn add_binary<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str
     });
 }
 
-#[derive(Clone, Copy)]
-enum Compare {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-fn compare(t: &Tensor, how: Compare, other: &Operand) -> Result<Tensor, tch::TchError> {
-    let o = other.to_tensor(t)?;
-    match how {
-        Compare::Eq => t.f_eq_tensor(&o),
-        Compare::Ne => t.f_ne_tensor(&o),
-        Compare::Lt => t.f_lt_tensor(&o),
-        Compare::Le => t.f_le_tensor(&o),
-        Compare::Gt => t.f_gt_tensor(&o),
-        Compare::Ge => t.f_ge_tensor(&o),
-    }
-}
-
 fn add_compare<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str, how: Compare) {
     method(methods, name, move |lua, t, other: Value| {
         let call = format!("tensor.{name}");
-        let other = Operand::from_value(&call, &other)?;
-        wrap_result(lua, &call, compare(t, how, &other))
+        let other = operand(&call, &other)?;
+        wrap_result(lua, &call, how.apply(t, &other))
     });
 }
 
@@ -215,27 +195,19 @@ struct ClampOptions {
     max: Option<f64>,
 }
 
-fn number_bound(v: f64) -> Operand {
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        Operand::Int(v as i64)
-    } else {
-        Operand::Float(v)
-    }
-}
-
 /// `(min, max)`, `(min)`, `(nil, max)` or `{ min =, max = }`; integer bounds keep an integer
 /// tensor's dtype, as Python scalars do.
 fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Option<Operand>, Option<Operand>)> {
     let (min, max) = if let Value::Table(t) = a {
         let o: ClampOptions = options(lua, call, Some(t))?;
-        (o.min.map(number_bound), o.max.map(number_bound))
+        (o.min.map(Operand::number), o.max.map(Operand::number))
     } else {
         let bound = |v: Value| -> mlua::Result<Option<Operand>> {
             match v {
                 Value::Nil => Ok(None),
                 Value::Integer(i) => Ok(Some(Operand::Int(i))),
                 Value::Number(n) => Ok(Some(Operand::Float(n))),
-                other => Err(misuse(call, format!("expected a number or nil, got {}", super::args::describe(&other)))),
+                other => Err(misuse(call, format!("expected a number or nil, got {}", describe(&other)))),
             }
         };
         (bound(a)?, bound(b)?)
@@ -244,12 +216,6 @@ fn clamp_bounds(lua: &Lua, call: &str, a: Value, b: Value) -> mlua::Result<(Opti
         return Err(misuse(call, "needs at least one of min and max"));
     }
     Ok((min, max))
-}
-
-fn clamp(t: &Tensor, min: &Option<Operand>, max: &Option<Operand>) -> Result<Tensor, tch::TchError> {
-    let min = min.as_ref().map(|m| m.to_tensor(t)).transpose()?;
-    let max = max.as_ref().map(|m| m.to_tensor(t)).transpose()?;
-    t.f_clamp_tensor(min.as_ref(), max.as_ref())
 }
 
 #[derive(Deserialize, Default)]
@@ -267,12 +233,12 @@ fn backward(lua: &Lua, t: &Tensor, args: MultiValue) -> mlua::Result<()> {
     let grad = match args.first() {
         Some(v @ Value::UserData(_)) => Some(tensor_arg(call, v)?),
         None | Some(Value::Nil) => None,
-        Some(other) => return Err(misuse(call, format!("expected a gradient tensor, got {}", super::args::describe(other)))),
+        Some(other) => return Err(misuse(call, format!("expected a gradient tensor, got {}", describe(other)))),
     };
     crate::tensor::autograd::backward(t, grad.as_ref(), opts.retain_graph.unwrap_or(false)).or_misuse(call)
 }
 
-pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
+fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     // Information.
     method(methods, "shape", |_, t, ()| Ok(t.size()));
     method(methods, "size", |lua, t, dim: Option<i64>| {
@@ -487,31 +453,31 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         let call = "tensor.scatter";
         let index = tensor_arg(call, &index)?;
         let t = t;
-        let src = match Operand::from_value(call, &src)? {
+        let src = match operand(call, &src)? {
             Operand::Tensor(s) => s,
-            number => number.to_tensor(t).and_then(|v| v.f_expand_as(&index)).or_misuse(call)?,
+            number => number.to_tensor(t).and_then(|v| Ok(v.f_expand_as(&index)?)).or_misuse(call)?,
         };
         wrap_result(lua, call, t.f_scatter(dim, &index, &src))
     });
     method(methods, "masked_fill", |lua, t, (mask, value): (Value, Value)| {
         let call = "tensor.masked_fill";
         let mask = tensor_arg(call, &mask)?;
-        wrap_result(lua, call, masked_fill(t, &mask, &Operand::from_value(call, &value)?))
+        wrap_result(lua, call, scalar::masked_fill(t, &mask, &operand(call, &value)?))
     });
     methods.add_function("masked_fill_", |_, (ud, mask, value): (AnyUserData, Value, Value)| {
         let call = "tensor.masked_fill_";
         let mask = tensor_arg(call, &mask)?;
-        let value = Operand::from_value(call, &value)?;
+        let value = operand(call, &value)?;
         in_place(call, &ud, |t| {
-            let filled = masked_fill(t, &mask, &value)?;
-            t.f_copy_(&filled).map(|_| t.shallow_clone())
+            let filled = scalar::masked_fill(t, &mask, &value)?;
+            t.f_copy_(&filled).map_err(anyhow::Error::from)
         })
     });
     method(methods, "where", |lua, t, (cond, other): (Value, Value)| {
         let call = "tensor.where";
         let cond = tensor_arg(call, &cond)?;
         let t = t;
-        let other = Operand::from_value(call, &other)?.to_tensor(t).or_misuse(call)?;
+        let other = operand(call, &other)?.to_tensor(t).or_misuse(call)?;
         wrap_result(lua, call, t.f_where_self(&cond, &other))
     });
 
@@ -550,23 +516,20 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     method(methods, "log_softmax", |lua, t, dim: i64| wrap_result(lua, "tensor.log_softmax", t.f_log_softmax(dim, None::<Kind>)));
     method(methods, "clamp", |lua, t, (a, b): (Value, Value)| {
         let (min, max) = clamp_bounds(lua, "tensor.clamp", a, b)?;
-        wrap_result(lua, "tensor.clamp", clamp(t, &min, &max))
+        wrap_result(lua, "tensor.clamp", scalar::clamp(t, min.as_ref(), max.as_ref()))
     });
     methods.add_function("clamp_", |lua, (ud, a, b): (AnyUserData, Value, Value)| {
         let (min, max) = clamp_bounds(lua, "tensor.clamp_", a, b)?;
         in_place("tensor.clamp_", &ud, |t| {
-            let clamped = clamp(t, &min, &max)?;
-            t.f_copy_(&clamped).map(|_| t.shallow_clone())
+            let clamped = scalar::clamp(t, min.as_ref(), max.as_ref())?;
+            t.f_copy_(&clamped).map_err(anyhow::Error::from)
         })
     });
     methods.add_function("fill_", |_, (ud, value): (AnyUserData, Value)| {
         let call = "tensor.fill_";
-        match Operand::from_value(call, &value)? {
+        match operand(call, &value)? {
             Operand::Tensor(_) => Err(misuse(call, "expected a number; use copy_ for a tensor")),
-            number => in_place(call, &ud, |t| {
-                let v = number.to_tensor(t)?;
-                t.f_fill_tensor_(&v)
-            }),
+            number => in_place(call, &ud, |t| scalar::fill_(t, &number)),
         }
     });
     methods.add_function("copy_", |_, (ud, src): (AnyUserData, Value)| {
@@ -585,10 +548,6 @@ pub fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     });
 }
 
-fn masked_fill(t: &Tensor, mask: &Tensor, value: &Operand) -> Result<Tensor, tch::TchError> {
-    t.f_masked_fill_tensor(mask, &value.to_tensor(t)?)
-}
-
 /// A 0-based dim (negative from the end) as an index into a shape of `rank` dims.
 pub fn normalize_dim(call: &str, dim: i64, rank: usize) -> mlua::Result<usize> {
     let r = rank as i64;
@@ -596,4 +555,65 @@ pub fn normalize_dim(call: &str, dim: i64, rank: usize) -> mlua::Result<usize> {
         return Err(misuse(call, format!("dim {dim} out of range for a tensor with {rank} dims (expected {} to {})", -r, r - 1)));
     }
     Ok(if dim < 0 { (dim + r) as usize } else { dim as usize })
+}
+
+fn add_arith_meta<M: UserDataMethods<LuaTensor>>(methods: &mut M, meta: MetaMethod, op: Arith) {
+    methods.add_meta_function(meta, move |lua, (a, b): (Value, Value)| {
+        let call = format!("tensor.{}", op.name());
+        let (a, b) = (operand(&call, &a)?, operand(&call, &b)?);
+        wrap_result(lua, &call, op.apply(&a, &b))
+    });
+}
+
+impl UserData for LuaTensor {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_meta_field(MetaMethod::Type, "tensor");
+        fields.add_field_method_get("grad", |lua, this| {
+            let grad = this.get("tensor.grad")?.f_grad().or_misuse("tensor.grad")?;
+            if grad.defined() {
+                Ok(Some(wrap(lua, grad)?))
+            } else {
+                Ok(None)
+            }
+        });
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        add_arith_meta(methods, MetaMethod::Add, Arith::Add);
+        add_arith_meta(methods, MetaMethod::Sub, Arith::Sub);
+        add_arith_meta(methods, MetaMethod::Mul, Arith::Mul);
+        add_arith_meta(methods, MetaMethod::Div, Arith::Div);
+        add_arith_meta(methods, MetaMethod::Pow, Arith::Pow);
+        methods.add_meta_method(MetaMethod::Unm, |lua, this, ()| wrap_result(lua, "tensor.neg", this.get("tensor.neg")?.f_neg()));
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| match this.get("tensor.__tostring") {
+            Ok(t) => format_tensor(t).or_misuse("tensor.__tostring"),
+            Err(_) => Ok("tensor(<freed>)".to_string()),
+        });
+        methods.add_meta_method(MetaMethod::Len, |_, this, ()| match this.get("tensor.__len")?.size().first() {
+            Some(n) => Ok(*n),
+            None => Err(misuse("tensor.__len", "a 0-dim tensor has no length")),
+        });
+        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| match key {
+            Value::Integer(_) | Value::Number(_) => {
+                let i = integer("tensor.__index", &key)?;
+                wrap_result(lua, "tensor.__index", this.get("tensor.__index")?.f_select(0, i))
+            }
+            other => Err(misuse("tensor.__index", format!("no field or method {}", describe(&other)))),
+        });
+        methods.add_meta_method(MetaMethod::NewIndex, |_, this, (key, value): (Value, Value)| {
+            let call = "tensor.__newindex";
+            let i = integer(call, &key).map_err(|_| misuse(call, format!("cannot assign to {}", describe(&key))))?;
+            let mut row = this.get(call)?.f_select(0, i).or_misuse(call)?;
+            match operand(call, &value)? {
+                Operand::Tensor(src) => row.f_copy_(&src).or_misuse(call),
+                number => scalar::fill_(&mut row, &number).or_misuse(call),
+            }
+        });
+        methods.add_method_mut("free", |_, this, ()| {
+            this.free();
+            Ok(())
+        });
+        methods.add_method("param_name", |_, this, ()| Ok(this.name().map(str::to_string)));
+        register(methods);
+    }
 }

@@ -4,23 +4,16 @@
 
 use std::path::Path;
 
-use anyhow::anyhow;
 use mlua::{Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value};
 use serde::Deserialize;
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use super::args::{failure, misuse, options, OrMisuse};
 use super::tensor::wrap;
+use crate::tokenizer::batch::BatchOptions;
 use crate::tokenizer::{chat, train_bpe, Tok};
 
 pub struct LuaTokenizer(pub Tok);
-
-impl LuaTokenizer {
-    pub fn decode_ids(&self, ids: &[i64], skip_special_tokens: bool) -> anyhow::Result<String> {
-        let ids: Vec<u32> = ids.iter().map(|i| u32::try_from(*i).map_err(|_| anyhow!("token id {i} is out of range"))).collect::<anyhow::Result<_>>()?;
-        self.0.decode(&ids, skip_special_tokens)
-    }
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -29,20 +22,6 @@ struct EncodeOptions {
     add_special_tokens: Option<bool>,
     /// Also return the (start, end) character offsets of each token.
     offsets: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct BatchOptions {
-    add_special_tokens: Option<bool>,
-    /// Pad to the longest sequence (default true).
-    padding: Option<bool>,
-    /// "right" (default) or "left" (for generation).
-    padding_side: Option<String>,
-    /// Cut sequences longer than this.
-    max_length: Option<usize>,
-    /// The id padding uses (default: pad token, else EOS, else 0).
-    pad_id: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -87,41 +66,10 @@ fn ids_from(call: &str, v: &Value) -> mlua::Result<Vec<i64>> {
 fn encode_batch(lua: &Lua, tok: &Tok, texts: Vec<String>, opts: Option<Table>) -> mlua::Result<Table> {
     let call = "tokenizer.encode_batch";
     let o: BatchOptions = options(lua, call, opts)?;
-    let add = o.add_special_tokens.unwrap_or(true);
-    let left = match o.padding_side.as_deref().unwrap_or("right") {
-        "right" => false,
-        "left" => true,
-        other => return Err(misuse(call, format!("padding_side must be 'left' or 'right', got '{other}'"))),
-    };
-    let mut rows = Vec::new();
-    for text in &texts {
-        let (mut ids, _) = tok.encode(text, add).or_misuse(call)?;
-        if let Some(max) = o.max_length {
-            ids.truncate(max);
-        }
-        rows.push(ids);
-    }
-    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
-    if !o.padding.unwrap_or(true) && rows.iter().any(|r| r.len() != width) {
-        return Err(misuse(call, "sequences differ in length; pass padding = true"));
-    }
-    let pad = o.pad_id.or(tok.specials.pad.as_ref().map(|p| p.1 as i64)).or(tok.specials.eos.as_ref().map(|p| p.1 as i64)).unwrap_or(0);
-    let mut ids = Vec::with_capacity(rows.len() * width);
-    let mut mask = Vec::with_capacity(rows.len() * width);
-    for r in &rows {
-        let fill = width - r.len();
-        let (row_ids, row_mask): (Vec<i64>, Vec<i64>) = if left {
-            (std::iter::repeat_n(pad, fill).chain(r.iter().map(|i| *i as i64)).collect(), std::iter::repeat_n(0, fill).chain(std::iter::repeat_n(1, r.len())).collect())
-        } else {
-            (r.iter().map(|i| *i as i64).chain(std::iter::repeat_n(pad, fill)).collect(), std::iter::repeat_n(1, r.len()).chain(std::iter::repeat_n(0, fill)).collect())
-        };
-        ids.extend(row_ids);
-        mask.extend(row_mask);
-    }
-    let shape = [rows.len() as i64, width as i64];
+    let batch = tok.encode_batch(&texts, &o).or_misuse(call)?;
     let out = lua.create_table()?;
-    out.set("input_ids", wrap(lua, Tensor::f_from_slice(&ids).and_then(|t| t.f_view(shape)).or_misuse(call)?)?)?;
-    out.set("attention_mask", wrap(lua, Tensor::f_from_slice(&mask).and_then(|t| t.f_view(shape)).or_misuse(call)?)?)?;
+    out.set("input_ids", wrap(lua, batch.input_ids)?)?;
+    out.set("attention_mask", wrap(lua, batch.attention_mask)?)?;
     Ok(out)
 }
 
@@ -137,6 +85,10 @@ fn special(tok: &Tok, which: &str) -> Option<u32> {
 }
 
 impl UserData for LuaTokenizer {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        fields.add_meta_field(mlua::MetaMethod::Type, "tokenizer");
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("encode", |lua, this, (text, opts): (String, Option<Table>)| {
             let call = "tokenizer.encode";
@@ -156,7 +108,7 @@ impl UserData for LuaTokenizer {
         methods.add_method("decode", |lua, this, (ids, opts): (Value, Option<Table>)| {
             let call = "tokenizer.decode";
             let o: DecodeOptions = options(lua, call, opts)?;
-            this.decode_ids(&ids_from(call, &ids)?, o.skip_special_tokens.unwrap_or(false)).or_misuse(call)
+            this.0.decode_ids(&ids_from(call, &ids)?, o.skip_special_tokens.unwrap_or(false)).or_misuse(call)
         });
         methods.add_method("vocab_size", |_, this, ()| Ok(this.0.vocab_size()));
         for which in ["bos", "eos", "pad", "unk"] {

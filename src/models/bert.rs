@@ -2,13 +2,26 @@
 //! covers MiniLM: word + position + token-type embeddings with LayerNorm, post-norm encoder
 //! layers, and the tanh pooler over [CLS] when the checkpoint has one. Mean and CLS pooling of
 //! the last hidden state are offered beside it.
+//!
+//! The tree is transformers': `embeddings.{word,position,token_type}_embeddings`,
+//! `embeddings.LayerNorm`, `encoder.layer.N.{attention.{self.{query,key,value}, output.{dense,
+//! LayerNorm}}, intermediate.dense, output.{dense, LayerNorm}}`, `pooler.dense`; checkpoints of
+//! task models (`bert.` prefix) load under these names. The two residual points of each layer
+//! are AdapterHub's `attention.output.adapters` and `output.adapters`.
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::config::HfConfig;
-use super::layers::{Embedding, LayerNorm, Linear};
-use super::weights::Weights;
+use super::input::Tokens;
+use crate::module_children;
+use crate::nn::attach::{InvertiblePoint, ResidualPoint};
+use crate::nn::embedding::Embedding;
+use crate::nn::hooks::Ctx;
+use crate::nn::linear::{Layout, Linear};
+use crate::nn::module::{Module, ModuleList};
+use crate::nn::norm::LayerNorm;
+use crate::nn::weights::Weights;
 
 #[derive(Clone, Debug)]
 pub struct BertConfig {
@@ -53,84 +66,251 @@ impl BertConfig {
     }
 }
 
-struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_out: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
+/// The activation of the intermediate layer (`hidden_act`).
+fn activation(name: &str, x: &Tensor) -> Result<Tensor> {
+    Ok(match name {
+        "relu" => x.f_relu()?,
+        "gelu_new" => x.f_gelu("tanh")?,
+        _ => x.f_gelu("none")?,
+    })
 }
 
-pub struct Bert {
-    pub config: BertConfig,
-    word_embeddings: Embedding,
-    position_embeddings: Embedding,
-    token_type_embeddings: Embedding,
-    embeddings_norm: LayerNorm,
-    layers: Vec<Layer>,
-    pooler: Option<Linear>,
+pub struct BertEmbeddings {
+    name: String,
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub token_type_embeddings: Embedding,
+    pub layer_norm: LayerNorm,
+    dropout: f64,
 }
 
-impl Bert {
-    pub fn load(w: &mut Weights, config: BertConfig) -> Result<Bert> {
-        let c = &config;
-        // BertModel checkpoints have bare names; task models wrap the trunk as "bert.".
-        let p = if w.has("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+impl BertEmbeddings {
+    /// word (or given) + token type + position embeddings, normalised: (B, T, hidden).
+    fn forward(&self, ctx: &Ctx, tokens: &Tokens, token_type_ids: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let words = match tokens {
+            Tokens::Ids(ids) => self.word_embeddings.forward(ctx, ids)?,
+            Tokens::Embeds(e) => e.shallow_clone(),
+        };
+        let emb = words.f_add(&self.token_type_embeddings.forward(ctx, token_type_ids)?)?.f_add(&self.position_embeddings.forward(ctx, positions)?)?;
+        let out = self.layer_norm.forward(ctx, &emb)?.f_dropout(self.dropout, ctx.training)?;
+        ctx.output(&self.name, &words, out)
+    }
+}
+
+impl Module for BertEmbeddings {
+    fn class_name(&self) -> &'static str {
+        "BertEmbeddings"
+    }
+    module_children!("word_embeddings" => word_embeddings, "position_embeddings" => position_embeddings, "token_type_embeddings" => token_type_embeddings, "LayerNorm" => layer_norm);
+}
+
+pub struct BertSelfAttention {
+    name: String,
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    num_heads: i64,
+    dropout: f64,
+}
+
+impl BertSelfAttention {
+    /// h (B, T, hidden) → context (B, T, hidden); `mask` (B, 1, 1, T) bool.
+    fn forward(&self, ctx: &Ctx, h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, e) = (h.size()[0], h.size()[1], h.size()[2]);
+        let hd = e / self.num_heads;
+        let heads = |x: Tensor| -> Result<Tensor> { Ok(x.f_view([b, t, self.num_heads, hd])?.f_transpose(1, 2)?) };
+        let q = heads(self.query.forward(ctx, h)?)?;
+        let k = heads(self.key.forward(ctx, h)?)?;
+        let v = heads(self.value.forward(ctx, h)?)?;
+        let dropout = if ctx.training { self.dropout } else { 0.0 };
+        let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, Some((hd as f64).powf(-0.5)), false)?;
+        let out = out.f_transpose(1, 2)?.f_reshape([b, t, e])?;
+        ctx.output(&self.name, h, out)
+    }
+}
+
+impl Module for BertSelfAttention {
+    fn class_name(&self) -> &'static str {
+        "BertSelfAttention"
+    }
+    module_children!("query" => query, "key" => key, "value" => value);
+}
+
+/// `dense`, dropout, then the residual add and `LayerNorm` through a residual point (BERT's
+/// `BertSelfOutput` and `BertOutput` have this one shape).
+pub struct BertResidualOutput {
+    name: String,
+    class: &'static str,
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    pub adapters: ResidualPoint,
+    dropout: f64,
+}
+
+impl BertResidualOutput {
+    /// x → LayerNorm(dropout(dense(x)) + residual).
+    fn forward(&self, ctx: &Ctx, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let out = self.dense.forward(ctx, x)?.f_dropout(self.dropout, ctx.training)?;
+        let out = self.adapters.forward(ctx, residual, out, residual, Some(&self.layer_norm))?;
+        ctx.output(&self.name, x, out)
+    }
+}
+
+impl Module for BertResidualOutput {
+    fn class_name(&self) -> &'static str {
+        self.class
+    }
+    module_children!("dense" => dense, "LayerNorm" => layer_norm, "adapters" => adapters.dict);
+}
+
+pub struct BertAttention {
+    pub self_attention: BertSelfAttention,
+    pub output: BertResidualOutput,
+}
+
+impl Module for BertAttention {
+    fn class_name(&self) -> &'static str {
+        "BertAttention"
+    }
+    module_children!("self" => self_attention, "output" => output);
+}
+
+pub struct BertIntermediate {
+    pub dense: Linear,
+    activation: String,
+}
+
+impl Module for BertIntermediate {
+    fn class_name(&self) -> &'static str {
+        "BertIntermediate"
+    }
+    module_children!("dense" => dense);
+}
+
+pub struct BertLayer {
+    name: String,
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertResidualOutput,
+}
+
+impl BertLayer {
+    fn load(w: &mut Weights, name: &str, c: &BertConfig) -> Result<BertLayer> {
         let h = c.hidden_size;
-        let e = format!("{p}embeddings");
-        let word_embeddings = Embedding::load(w, &format!("{e}.word_embeddings"), c.vocab_size, h)?;
-        let position_embeddings = Embedding::load(w, &format!("{e}.position_embeddings"), c.max_position_embeddings, h)?;
-        let token_type_embeddings = Embedding::load(w, &format!("{e}.token_type_embeddings"), c.type_vocab_size, h)?;
-        let embeddings_norm = LayerNorm::load(w, &format!("{e}.LayerNorm"), h, c.eps)?;
-        let mut layers = Vec::new();
-        for i in 0..c.num_layers {
-            let l = format!("{p}encoder.layer.{i}");
-            layers.push(Layer {
-                query: Linear::load(w, &format!("{l}.attention.self.query"), h, h, true)?,
-                key: Linear::load(w, &format!("{l}.attention.self.key"), h, h, true)?,
-                value: Linear::load(w, &format!("{l}.attention.self.value"), h, h, true)?,
-                attention_out: Linear::load(w, &format!("{l}.attention.output.dense"), h, h, true)?,
-                attention_norm: LayerNorm::load(w, &format!("{l}.attention.output.LayerNorm"), h, c.eps)?,
-                intermediate: Linear::load(w, &format!("{l}.intermediate.dense"), h, c.intermediate_size, true)?,
-                output: Linear::load(w, &format!("{l}.output.dense"), c.intermediate_size, h, true)?,
-                output_norm: LayerNorm::load(w, &format!("{l}.output.LayerNorm"), h, c.eps)?,
-            });
+        let linear = |w: &mut Weights, sub: &str, i: i64, o: i64| Linear::load(w, &format!("{name}.{sub}"), i, o, true, Layout::OutIn);
+        let residual_output = |w: &mut Weights, sub: &str, class: &'static str, i: i64| -> Result<BertResidualOutput> {
+            Ok(BertResidualOutput {
+                name: format!("{name}.{sub}"),
+                class,
+                dense: linear(w, &format!("{sub}.dense"), i, h)?,
+                layer_norm: LayerNorm::load(w, &format!("{name}.{sub}.LayerNorm"), h, c.eps)?,
+                adapters: ResidualPoint::default(),
+                dropout: c.hidden_dropout,
+            })
+        };
+        Ok(BertLayer {
+            name: name.to_string(),
+            attention: BertAttention {
+                self_attention: BertSelfAttention {
+                    name: format!("{name}.attention.self"),
+                    query: linear(w, "attention.self.query", h, h)?,
+                    key: linear(w, "attention.self.key", h, h)?,
+                    value: linear(w, "attention.self.value", h, h)?,
+                    num_heads: c.num_heads,
+                    dropout: c.attention_dropout,
+                },
+                output: residual_output(w, "attention.output", "BertSelfOutput", h)?,
+            },
+            intermediate: BertIntermediate { dense: linear(w, "intermediate.dense", h, c.intermediate_size)?, activation: c.activation.clone() },
+            output: residual_output(w, "output", "BertOutput", c.intermediate_size)?,
+        })
+    }
+
+    /// Post-norm layer: h (B, T, hidden) → (B, T, hidden).
+    fn forward(&self, ctx: &Ctx, h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let context = self.attention.self_attention.forward(ctx, h, mask)?;
+        let h2 = self.attention.output.forward(ctx, &context, h)?;
+        let inner = activation(&self.intermediate.activation, &self.intermediate.dense.forward(ctx, &h2)?)?;
+        let out = self.output.forward(ctx, &inner, &h2)?;
+        ctx.output(&self.name, h, out)
+    }
+}
+
+impl Module for BertLayer {
+    fn class_name(&self) -> &'static str {
+        "BertLayer"
+    }
+    module_children!("attention" => attention, "intermediate" => intermediate, "output" => output);
+}
+
+pub struct BertEncoder {
+    pub layer: ModuleList<BertLayer>,
+}
+
+impl Module for BertEncoder {
+    fn class_name(&self) -> &'static str {
+        "BertEncoder"
+    }
+    module_children!("layer" => layer);
+}
+
+pub struct BertPooler {
+    pub dense: Linear,
+}
+
+impl Module for BertPooler {
+    fn class_name(&self) -> &'static str {
+        "BertPooler"
+    }
+    module_children!("dense" => dense);
+}
+
+/// `BertModel`.
+pub struct BertModel {
+    pub config: BertConfig,
+    pub embeddings: BertEmbeddings,
+    pub encoder: BertEncoder,
+    pub pooler: Option<BertPooler>,
+    pub invertible_adapters: InvertiblePoint,
+}
+
+impl BertModel {
+    pub fn load(w: &mut Weights, config: BertConfig) -> Result<BertModel> {
+        let c = &config;
+        // Task models wrap the trunk as "bert.": load it under BertModel's names.
+        if w.has("bert.embeddings.word_embeddings.weight") {
+            w.rename_prefix("bert.", "", |_| true);
         }
-        let pooler = if w.is_fresh() || w.has(&format!("{p}pooler.dense.weight")) {
-            Some(Linear::load(w, &format!("{p}pooler.dense"), h, h, true)?)
+        let h = c.hidden_size;
+        let embeddings = BertEmbeddings {
+            name: "embeddings".into(),
+            word_embeddings: Embedding::load(w, "embeddings.word_embeddings", c.vocab_size, h)?,
+            position_embeddings: Embedding::load(w, "embeddings.position_embeddings", c.max_position_embeddings, h)?,
+            token_type_embeddings: Embedding::load(w, "embeddings.token_type_embeddings", c.type_vocab_size, h)?,
+            layer_norm: LayerNorm::load(w, "embeddings.LayerNorm", h, c.eps)?,
+            dropout: c.hidden_dropout,
+        };
+        let layers = (0..c.num_layers).map(|i| BertLayer::load(w, &format!("encoder.layer.{i}"), c)).collect::<Result<Vec<_>>>()?;
+        let pooler = if w.is_fresh() || w.has("pooler.dense.weight") {
+            Some(BertPooler { dense: Linear::load(w, "pooler.dense", h, h, true, Layout::OutIn)? })
         } else {
             None
         };
-        Ok(Bert { config, word_embeddings, position_embeddings, token_type_embeddings, embeddings_norm, layers, pooler })
+        Ok(BertModel { config, embeddings, encoder: BertEncoder { layer: ModuleList { items: layers } }, pooler, invertible_adapters: InvertiblePoint::default() })
     }
 
     pub fn ignorable(&self, name: &str) -> bool {
         name.ends_with("embeddings.position_ids")
     }
 
-    fn act(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self.config.activation.as_str() {
-            "relu" => x.f_relu()?,
-            "gelu_new" => x.f_gelu("tanh")?,
-            _ => x.f_gelu("none")?,
-        })
-    }
-
     /// The last hidden state (B, T, hidden) and the pooler output (B, hidden) if there is a pooler.
-    pub fn forward(&self, ids: &Tensor, attention_mask: Option<&Tensor>, token_type_ids: Option<&Tensor>, position_ids: Option<&Tensor>, train: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let size = ids.size();
-        if size.len() != 2 {
-            bail!("input_ids must be (batch, seq), got shape {size:?}");
-        }
-        let (b, t) = (size[0], size[1]);
+    pub fn forward(&self, ctx: &Ctx, tokens: &Tokens, attention_mask: Option<&Tensor>, token_type_ids: Option<&Tensor>, position_ids: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, t) = tokens.batch_and_length()?;
         let c = &self.config;
         if t > c.max_position_embeddings {
             bail!("sequence of {t} tokens exceeds max_position_embeddings ({})", c.max_position_embeddings);
         }
-        let device = ids.device();
+        let device = tokens.device();
         let positions = match position_ids {
             Some(p) => p.shallow_clone(),
             None => super::mask::positions(b, t, 0, None, device)?,
@@ -139,33 +319,29 @@ impl Bert {
             Some(tt) => tt.shallow_clone(),
             None => Tensor::f_zeros([b, t], (Kind::Int64, device))?,
         };
-        let emb = self.word_embeddings.forward(ids)?.f_add(&self.token_type_embeddings.forward(&types)?)?.f_add(&self.position_embeddings.forward(&positions)?)?;
-        let mut h = self.embeddings_norm.forward(&emb)?.f_dropout(c.hidden_dropout, train)?;
+        let h = self.embeddings.forward(ctx, tokens, &types, &positions)?;
+        let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
         let mask = match attention_mask {
             Some(m) if m.size() != [b, t] => bail!("attention_mask has shape {:?}, expected [{b}, {t}]", m.size()),
             Some(m) => Some(m.f_ne(0)?.f_view([b, 1, 1, t])?),
             None => None,
         };
-        let hd = c.hidden_size / c.num_heads;
-        let dropout = if train { c.attention_dropout } else { 0.0 };
-        let heads = |x: Tensor| -> Result<Tensor> { Ok(x.f_view([b, t, c.num_heads, hd])?.f_transpose(1, 2)?) };
-        for layer in &self.layers {
-            let q = heads(layer.query.forward(&h)?)?;
-            let k = heads(layer.key.forward(&h)?)?;
-            let v = heads(layer.value.forward(&h)?)?;
-            let ctx = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), dropout, false, Some((hd as f64).powf(-0.5)), false)?;
-            let ctx = ctx.f_transpose(1, 2)?.f_reshape([b, t, c.hidden_size])?;
-            let attended = layer.attention_out.forward(&ctx)?.f_dropout(c.hidden_dropout, train)?;
-            h = layer.attention_norm.forward(&attended.f_add(&h)?)?;
-            let inner = self.act(&layer.intermediate.forward(&h)?)?;
-            h = layer.output_norm.forward(&layer.output.forward(&inner)?.f_dropout(c.hidden_dropout, train)?.f_add(&h)?)?;
+        for layer in &self.encoder.layer.items {
+            h = layer.forward(ctx, &h, mask.as_ref())?;
         }
         let pooled = match &self.pooler {
-            Some(p) => Some(p.forward(&h.f_select(1, 0)?)?.f_tanh()?),
+            Some(p) => Some(p.dense.forward(ctx, &h.f_select(1, 0)?)?.f_tanh()?),
             None => None,
         };
         Ok((h, pooled))
     }
+}
+
+impl Module for BertModel {
+    fn class_name(&self) -> &'static str {
+        "BertModel"
+    }
+    module_children!("embeddings" => embeddings, "encoder" => encoder, "pooler" => pooler, "invertible_adapters" => invertible_adapters.dict);
 }
 
 /// Mean of the hidden states over real tokens (sentence-transformers' mean pooling).

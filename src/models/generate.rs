@@ -1,14 +1,44 @@
 //! Text generation for causal LMs with a key/value cache, following transformers' `generate`:
 //! greedy decoding or sampling with temperature, top-k and top-p, a repetition penalty, stop
-//! ids, a per-row stop test (for stop strings), left-padded batches (positions counted over real
-//! tokens), finished rows filled with the pad id, and a callback per new token.
+//! ids, stop strings, left-padded batches (positions counted over real tokens), finished rows
+//! filled with the pad id, and a callback per new token. A seed gives sampling a generator of
+//! its own, so that generating inside a recipe leaves the training's random stream alone.
 
 use anyhow::{bail, Result};
+use serde::Deserialize;
 use tch::{Kind, Tensor};
 
+use super::config::HfConfig;
 use super::mask;
 use super::model::Model;
+use crate::tensor::shim::Generator;
+use crate::tokenizer::Tok;
 
+/// What a caller asks of `generate`; `resolve` fills in transformers' defaults and the model's
+/// config. Unknown keys are errors.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// New tokens at most (default 20).
+    pub max_new_tokens: Option<i64>,
+    /// Sample instead of greedy decoding (default: true if temperature, top_k or top_p is given).
+    pub do_sample: Option<bool>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<i64>,
+    pub top_p: Option<f64>,
+    /// Penalty > 1 discourages tokens already present (transformers' repetition_penalty).
+    pub repetition_penalty: Option<f64>,
+    /// Token ids that end a row (default: the config's eos_token_id).
+    pub stop_ids: Option<Vec<i64>>,
+    /// Strings that end a row once its generated text contains one (needs a tokenizer).
+    pub stop_strings: Option<Vec<String>>,
+    /// Fills finished rows (default: pad_token_id, else the first stop id, else 0).
+    pub pad_id: Option<i64>,
+    /// Samples from a generator of its own seeded with this (the global stream is untouched).
+    pub seed: Option<i64>,
+}
+
+/// Everything `generate` needs, resolved.
 #[derive(Clone, Debug)]
 pub struct GenerateOptions {
     pub max_new_tokens: i64,
@@ -18,7 +48,45 @@ pub struct GenerateOptions {
     pub top_p: Option<f64>,
     pub repetition_penalty: Option<f64>,
     pub stop_ids: Vec<i64>,
+    pub stop_strings: Vec<String>,
     pub pad_id: i64,
+    pub seed: Option<i64>,
+}
+
+/// An id or list of ids a config.json gives under `key`.
+fn config_ids(config: &HfConfig, key: &str) -> Vec<i64> {
+    match config.json.get(key) {
+        Some(serde_json::Value::Number(n)) => n.as_i64().into_iter().collect(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_i64()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl GenerateRequest {
+    pub fn resolve(self, config: &HfConfig) -> Result<GenerateOptions> {
+        let temperature = self.temperature.unwrap_or(1.0);
+        if temperature < 0.0 || self.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) || self.top_k.is_some_and(|k| k < 1) {
+            bail!("need temperature ≥ 0, top_p in [0, 1] and top_k ≥ 1");
+        }
+        if self.max_new_tokens.is_some_and(|n| n < 0) {
+            bail!("max_new_tokens must be ≥ 0");
+        }
+        let sampling_asked = self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
+        let stop_ids = self.stop_ids.unwrap_or_else(|| config_ids(config, "eos_token_id"));
+        let pad_id = self.pad_id.or_else(|| config_ids(config, "pad_token_id").first().copied()).or_else(|| stop_ids.first().copied()).unwrap_or(0);
+        Ok(GenerateOptions {
+            max_new_tokens: self.max_new_tokens.unwrap_or(20),
+            do_sample: self.do_sample.unwrap_or(sampling_asked) && temperature > 0.0,
+            temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            stop_ids,
+            stop_strings: self.stop_strings.unwrap_or_default(),
+            pad_id,
+            seed: self.seed,
+        })
+    }
 }
 
 /// transformers' RepetitionPenaltyLogitsProcessor: scores of tokens already in `ids` are divided
@@ -48,7 +116,7 @@ fn top_p(scores: &Tensor, p: f64) -> Result<Tensor> {
     Ok(scores.f_masked_fill(&remove, f64::NEG_INFINITY)?)
 }
 
-fn next_tokens(scores: &Tensor, sequences: &Tensor, o: &GenerateOptions) -> Result<Tensor> {
+fn next_tokens(scores: &Tensor, sequences: &Tensor, o: &GenerateOptions, generator: Option<&mut Generator>) -> Result<Tensor> {
     let mut scores = scores.f_to_kind(Kind::Float)?;
     if let Some(p) = o.repetition_penalty {
         scores = repetition_penalty(&scores, sequences, p)?;
@@ -65,18 +133,23 @@ fn next_tokens(scores: &Tensor, sequences: &Tensor, o: &GenerateOptions) -> Resu
     if let Some(p) = o.top_p {
         scores = top_p(&scores, p)?;
     }
-    Ok(scores.f_softmax(-1, Kind::Float)?.f_multinomial(1, false)?.f_squeeze_dim(1)?)
+    let probs = scores.f_softmax(-1, Kind::Float)?;
+    let drawn = match generator {
+        Some(g) => g.multinomial(&probs)?,
+        None => probs.f_multinomial(1, false)?,
+    };
+    Ok(drawn.f_squeeze_dim(1)?)
 }
 
-/// Generates up to `max_new_tokens` after `input_ids` (B, T). `stop_row(row, generated)`, if
-/// given, says whether a row is done (stop strings); `on_token(step, tokens)` sees each step's
-/// (B) tokens and may return false to stop. Returns (B, T + generated).
+/// Generates up to `max_new_tokens` after `input_ids` (B, T). Stop strings are looked for in
+/// each row's generated text, decoded with `tokenizer`; `on_token(step, tokens)` sees each
+/// step's (B) tokens and may return false to stop. Returns (B, T + generated).
 pub fn generate(
     model: &Model,
     input_ids: &Tensor,
     attention_mask: Option<&Tensor>,
     o: &GenerateOptions,
-    mut stop_row: Option<&mut dyn FnMut(usize, &[i64]) -> Result<bool>>,
+    tokenizer: Option<&Tok>,
     on_token: &mut dyn FnMut(i64, &Tensor) -> Result<bool>,
 ) -> Result<Tensor> {
     let Some(mut cache) = model.new_cache() else { bail!("{} cannot generate: it is not a causal language model", model.architecture) };
@@ -84,8 +157,17 @@ pub fn generate(
     if size.len() != 2 || size[1] == 0 {
         bail!("input_ids must be (batch, seq) with seq > 0, got shape {size:?}");
     }
+    let stop_strings = match (o.stop_strings.is_empty(), tokenizer) {
+        (true, _) => None,
+        (false, Some(tok)) => Some(tok),
+        (false, None) => bail!("stop_strings needs a tokenizer"),
+    };
     let (b, t) = (size[0], size[1]);
     let device = input_ids.device();
+    let mut generator = match o.seed {
+        Some(seed) if o.do_sample => Some(Generator::new(device, seed as u64)?),
+        _ => None,
+    };
     let _guard = tch::no_grad_guard();
     let mut padding = attention_mask.map(|m| m.shallow_clone());
     let positions = mask::positions(b, t, 0, padding.as_ref(), device)?;
@@ -96,7 +178,7 @@ pub fn generate(
     let stop_ids = Tensor::f_from_slice(&o.stop_ids)?.f_to_device(device)?;
     for step in 0..o.max_new_tokens {
         let last = logits.f_select(1, -1)?;
-        let chosen = next_tokens(&last, &sequences, o)?;
+        let chosen = next_tokens(&last, &sequences, o, generator.as_mut())?;
         let pad = Tensor::f_full_like(&chosen, o.pad_id)?;
         let tokens = chosen.f_where_self(&unfinished, &pad)?;
         sequences = Tensor::f_cat(&[&sequences, &tokens.f_unsqueeze(1)?], 1)?;
@@ -106,13 +188,14 @@ pub fn generate(
         if !o.stop_ids.is_empty() {
             unfinished = unfinished.f_logical_and(&Tensor::f_isin(&tokens, &stop_ids, false, false)?.f_logical_not()?)?;
         }
-        if let Some(stop_row) = stop_row.as_deref_mut() {
+        if let Some(tok) = stop_strings {
             let rows: Vec<i64> = Vec::<i64>::try_from(&sequences.f_to_device(tch::Device::Cpu)?.f_reshape([-1])?)?;
             let flags = Vec::<bool>::try_from(&unfinished.f_to_device(tch::Device::Cpu)?)?;
             let width = sequences.size()[1] as usize;
             let mut still = Vec::with_capacity(b as usize);
             for (row, alive) in flags.iter().enumerate() {
-                still.push(*alive && !stop_row(row, &rows[row * width + t as usize..(row + 1) * width])?);
+                let text = tok.decode_ids(&rows[row * width + t as usize..(row + 1) * width], true)?;
+                still.push(*alive && !o.stop_strings.iter().any(|s| text.contains(s.as_str())));
             }
             unfinished = Tensor::f_from_slice(&still)?.f_to_device(device)?;
         }

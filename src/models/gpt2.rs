@@ -1,15 +1,27 @@
 //! GPT-2 (Radford et al., 2019), `GPT2LMHeadModel` as in transformers' modeling_gpt2.py: learned
 //! positions, pre-norm blocks with LayerNorm, fused q/k/v in a `Conv1D` (weights stored
 //! (in, out)), a GELU MLP, and a head tied to the token embedding.
+//!
+//! The tree is transformers': `transformer.{wte, wpe, h.N.{ln_1, attn.{c_attn, c_proj}, ln_2,
+//! mlp.{c_fc, c_proj}}, ln_f}` and `lm_head`; checkpoints without the `transformer.` prefix
+//! (OpenAI's conversions) load under these names. Each block has residual points after
+//! attention and after the MLP, and the model an invertible point.
 
 use anyhow::{bail, Result};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::cache::KvCache;
 use super::config::HfConfig;
-use super::layers::{Conv1D, Embedding, LayerNorm};
-use super::mask;
-use super::weights::Weights;
+use super::input::Tokens;
+use super::mask::{self, Attend};
+use crate::module_children;
+use crate::nn::attach::{InvertiblePoint, ResidualPoint};
+use crate::nn::embedding::Embedding;
+use crate::nn::hooks::Ctx;
+use crate::nn::linear::{Layout, Linear};
+use crate::nn::module::{Module, ModuleList};
+use crate::nn::norm::LayerNorm;
+use crate::nn::weights::Weights;
 
 #[derive(Clone, Debug)]
 pub struct Gpt2Config {
@@ -57,112 +69,248 @@ impl Gpt2Config {
     }
 }
 
-struct Block {
-    ln_1: LayerNorm,
-    c_attn: Conv1D,
-    attn_proj: Conv1D,
-    ln_2: LayerNorm,
-    c_fc: Conv1D,
-    mlp_proj: Conv1D,
+/// The activation of the MLP (`activation_function`).
+fn activation(name: &str, x: &Tensor) -> Result<Tensor> {
+    Ok(match name {
+        "relu" => x.f_relu()?,
+        "gelu" => x.f_gelu("none")?,
+        _ => x.f_gelu("tanh")?,
+    })
 }
 
-pub struct Gpt2 {
-    pub config: Gpt2Config,
-    prefix: String,
-    wte: Embedding,
-    wpe: Embedding,
-    h: Vec<Block>,
-    ln_f: LayerNorm,
+pub struct Gpt2Attention {
+    name: String,
+    /// q, k and v in one (in, out) projection.
+    pub c_attn: Linear,
+    pub c_proj: Linear,
+    n_head: i64,
+    scale: f64,
+    attn_pdrop: f64,
+    resid_pdrop: f64,
 }
 
-impl Gpt2 {
-    pub fn load(w: &mut Weights, config: Gpt2Config) -> Result<Gpt2> {
-        let c = &config;
-        // Checkpoints saved by GPT2LMHeadModel prefix the trunk with "transformer."; the
-        // original OpenAI conversions do not.
-        let prefix = if w.is_fresh() || w.has("transformer.wte.weight") { "transformer." } else { "" }.to_string();
-        let p = |s: String| format!("{prefix}{s}");
-        let wte = Embedding::load(w, &p("wte".into()), c.vocab_size, c.n_embd)?;
-        let wpe = Embedding::load(w, &p("wpe".into()), c.n_positions, c.n_embd)?;
-        let mut h = Vec::new();
-        for i in 0..c.n_layer {
-            let b = p(format!("h.{i}"));
-            h.push(Block {
-                ln_1: LayerNorm::load(w, &format!("{b}.ln_1"), c.n_embd, c.eps)?,
-                c_attn: Conv1D::load(w, &format!("{b}.attn.c_attn"), c.n_embd, 3 * c.n_embd)?,
-                attn_proj: Conv1D::load(w, &format!("{b}.attn.c_proj"), c.n_embd, c.n_embd)?,
-                ln_2: LayerNorm::load(w, &format!("{b}.ln_2"), c.n_embd, c.eps)?,
-                c_fc: Conv1D::load(w, &format!("{b}.mlp.c_fc"), c.n_embd, c.n_inner)?,
-                mlp_proj: Conv1D::load(w, &format!("{b}.mlp.c_proj"), c.n_inner, c.n_embd)?,
-            });
+impl Gpt2Attention {
+    /// x (B, T, n_embd) → (B, T, n_embd), after dropout, appending keys and values to `cache`.
+    fn forward(&self, ctx: &Ctx, x: &Tensor, attend: &Attend, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let (b, t, e) = (x.size()[0], x.size()[1], x.size()[2]);
+        let hd = e / self.n_head;
+        let qkv = self.c_attn.forward(ctx, x)?;
+        let parts = qkv.f_split(e, 2)?;
+        let heads = |x: &Tensor| -> Result<Tensor> { Ok(x.f_view([b, t, self.n_head, hd])?.f_transpose(1, 2)?) };
+        let q = heads(&parts[0])?;
+        let (mut k, mut v) = (heads(&parts[1])?, heads(&parts[2])?);
+        if let Some((cache, layer)) = cache {
+            (k, v) = cache.update(layer, k, v)?;
         }
-        let ln_f = LayerNorm::load(w, &p("ln_f".into()), c.n_embd, c.eps)?;
-        Ok(Gpt2 { config, prefix, wte, wpe, h, ln_f })
+        let (mask, is_causal) = attend.sdpa_args();
+        let dropout = if ctx.training { self.attn_pdrop } else { 0.0 };
+        let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, dropout, is_causal, Some(self.scale), false)?;
+        let out = self.c_proj.forward(ctx, &out.f_transpose(1, 2)?.f_reshape([b, t, e])?)?.f_dropout(self.resid_pdrop, ctx.training)?;
+        ctx.output(&self.name, x, out)
+    }
+}
+
+impl Module for Gpt2Attention {
+    fn class_name(&self) -> &'static str {
+        "GPT2Attention"
+    }
+    module_children!("c_attn" => c_attn, "c_proj" => c_proj);
+}
+
+pub struct Gpt2Mlp {
+    name: String,
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+    activation: String,
+    resid_pdrop: f64,
+}
+
+impl Gpt2Mlp {
+    /// x (…, n_embd) → (…, n_embd), after dropout.
+    pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
+        let inner = activation(&self.activation, &self.c_fc.forward(ctx, x)?)?;
+        let out = self.c_proj.forward(ctx, &inner)?.f_dropout(self.resid_pdrop, ctx.training)?;
+        ctx.output(&self.name, x, out)
+    }
+}
+
+impl Module for Gpt2Mlp {
+    fn class_name(&self) -> &'static str {
+        "GPT2MLP"
+    }
+    fn forward_tensor(&self, ctx: &Ctx, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.forward(ctx, x))
+    }
+    module_children!("c_fc" => c_fc, "c_proj" => c_proj);
+}
+
+pub struct Gpt2Block {
+    name: String,
+    pub ln_1: LayerNorm,
+    pub attn: Gpt2Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Gpt2Mlp,
+    pub attention_adapters: ResidualPoint,
+    pub output_adapters: ResidualPoint,
+}
+
+impl Gpt2Block {
+    fn load(w: &mut Weights, name: &str, c: &Gpt2Config) -> Result<Gpt2Block> {
+        let e = c.n_embd;
+        let hd = e / c.n_head;
+        Ok(Gpt2Block {
+            name: name.to_string(),
+            ln_1: LayerNorm::load(w, &format!("{name}.ln_1"), e, c.eps)?,
+            attn: Gpt2Attention {
+                name: format!("{name}.attn"),
+                c_attn: Linear::load(w, &format!("{name}.attn.c_attn"), e, 3 * e, true, Layout::InOut)?,
+                c_proj: Linear::load(w, &format!("{name}.attn.c_proj"), e, e, true, Layout::InOut)?,
+                n_head: c.n_head,
+                scale: if c.scale_attn_weights { (hd as f64).powf(-0.5) } else { 1.0 },
+                attn_pdrop: c.attn_pdrop,
+                resid_pdrop: c.resid_pdrop,
+            },
+            ln_2: LayerNorm::load(w, &format!("{name}.ln_2"), e, c.eps)?,
+            mlp: Gpt2Mlp {
+                name: format!("{name}.mlp"),
+                c_fc: Linear::load(w, &format!("{name}.mlp.c_fc"), e, c.n_inner, true, Layout::InOut)?,
+                c_proj: Linear::load(w, &format!("{name}.mlp.c_proj"), c.n_inner, e, true, Layout::InOut)?,
+                activation: c.activation.clone(),
+                resid_pdrop: c.resid_pdrop,
+            },
+            attention_adapters: ResidualPoint::default(),
+            output_adapters: ResidualPoint::default(),
+        })
+    }
+
+    /// Pre-norm block: h (B, T, n_embd) → (B, T, n_embd).
+    fn forward(&self, ctx: &Ctx, h: &Tensor, attend: &Attend, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let x = self.ln_1.forward(ctx, h)?;
+        let attn = self.attn.forward(ctx, &x, attend, cache)?;
+        let h2 = self.attention_adapters.forward(ctx, &x, attn, h, None)?;
+        let x = self.ln_2.forward(ctx, &h2)?;
+        let m = self.mlp.forward(ctx, &x)?;
+        let out = self.output_adapters.forward(ctx, &x, m, &h2, None)?;
+        ctx.output(&self.name, h, out)
+    }
+}
+
+impl Module for Gpt2Block {
+    fn class_name(&self) -> &'static str {
+        "GPT2Block"
+    }
+    module_children!(
+        "ln_1" => ln_1,
+        "attn" => attn,
+        "ln_2" => ln_2,
+        "mlp" => mlp,
+        "attention_adapters" => attention_adapters.dict,
+        "output_adapters" => output_adapters.dict,
+    );
+}
+
+/// The decoder without its head (transformers' `GPT2Model`).
+pub struct Gpt2Model {
+    pub wte: Embedding,
+    pub wpe: Embedding,
+    pub h: ModuleList<Gpt2Block>,
+    pub ln_f: LayerNorm,
+    pub invertible_adapters: InvertiblePoint,
+    n_positions: i64,
+    embd_pdrop: f64,
+}
+
+impl Gpt2Model {
+    fn forward(&self, ctx: &Ctx, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = tokens.batch_and_length()?;
+        if let Some(c) = &cache {
+            c.check_layers(self.h.items.len())?;
+        }
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        if past + t > self.n_positions {
+            bail!("sequence of {} positions exceeds n_positions ({})", past + t, self.n_positions);
+        }
+        let device = tokens.device();
+        let positions = match positions {
+            Some(p) => p.shallow_clone(),
+            None => mask::positions(b, t, past, None, device)?,
+        };
+        let tokens = match tokens {
+            Tokens::Ids(ids) => self.wte.forward(ctx, ids)?,
+            Tokens::Embeds(e) => e.shallow_clone(),
+        };
+        let h = tokens.f_add(&self.wpe.forward(ctx, &positions)?)?.f_dropout(self.embd_pdrop, ctx.training)?;
+        let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
+        let attend = mask::attend(b, t, past, padding, None, device)?;
+        for (i, block) in self.h.items.iter().enumerate() {
+            h = block.forward(ctx, &h, &attend, cache.as_deref_mut().map(|c| (c, i)))?;
+        }
+        self.ln_f.forward(ctx, &h)
+    }
+}
+
+impl Module for Gpt2Model {
+    fn class_name(&self) -> &'static str {
+        "GPT2Model"
+    }
+    module_children!("wte" => wte, "wpe" => wpe, "h" => h, "ln_f" => ln_f, "invertible_adapters" => invertible_adapters.dict);
+}
+
+/// `GPT2LMHeadModel`.
+pub struct Gpt2LMHeadModel {
+    pub config: Gpt2Config,
+    pub transformer: Gpt2Model,
+    pub lm_head: Linear,
+}
+
+impl Gpt2LMHeadModel {
+    pub fn load(w: &mut Weights, config: Gpt2Config) -> Result<Gpt2LMHeadModel> {
+        let c = &config;
+        // OpenAI's conversions have no "transformer." prefix: load them under the usual names.
+        if !w.is_fresh() && !w.has("transformer.wte.weight") && w.has("wte.weight") {
+            w.rename_prefix("", "transformer.", |name| !name.starts_with("lm_head."));
+        }
+        let wte = Embedding::load(w, "transformer.wte", c.vocab_size, c.n_embd)?;
+        let wpe = Embedding::load(w, "transformer.wpe", c.n_positions, c.n_embd)?;
+        let h = (0..c.n_layer).map(|i| Gpt2Block::load(w, &format!("transformer.h.{i}"), c)).collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::load(w, "transformer.ln_f", c.n_embd, c.eps)?;
+        let lm_head = Linear::tied("lm_head", &wte.weight);
+        let transformer = Gpt2Model {
+            wte,
+            wpe,
+            h: ModuleList { items: h },
+            ln_f,
+            invertible_adapters: InvertiblePoint::default(),
+            n_positions: c.n_positions,
+            embd_pdrop: c.embd_pdrop,
+        };
+        Ok(Gpt2LMHeadModel { config, transformer, lm_head })
     }
 
     /// The tied head, old causal-mask buffers and masked_bias may be stored without being
     /// parameters.
     pub fn ignorable(&self, name: &str) -> bool {
-        name == "lm_head.weight" || name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name.starts_with(&format!("{}h.", self.prefix)) && name.ends_with("masked_bias")
+        name == "lm_head.weight" || name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
     }
 
-    fn act(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self.config.activation.as_str() {
-            "relu" => x.f_relu()?,
-            "gelu" => x.f_gelu("none")?,
-            _ => x.f_gelu("tanh")?,
-        })
+    pub fn hidden(&self, ctx: &Ctx, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.transformer.forward(ctx, tokens, padding, positions, cache)
     }
 
-    pub fn hidden(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, mut cache: Option<&mut KvCache>, train: bool) -> Result<Tensor> {
-        let size = ids.size();
-        if size.len() != 2 {
-            bail!("input_ids must be (batch, seq), got shape {size:?}");
-        }
-        let (b, t) = (size[0], size[1]);
-        let c = &self.config;
-        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        if past + t > c.n_positions {
-            bail!("sequence of {} positions exceeds n_positions ({})", past + t, c.n_positions);
-        }
-        let device = ids.device();
-        let positions = match positions {
-            Some(p) => p.shallow_clone(),
-            None => mask::positions(b, t, past, None, device)?,
-        };
-        let mut h = self.wte.forward(ids)?.f_add(&self.wpe.forward(&positions)?)?.f_dropout(c.embd_pdrop, train)?;
-        let attend = mask::attend(b, t, past, padding, None, device)?;
-        let (attn_mask, is_causal) = attend.sdpa_args();
-        let hd = c.n_embd / c.n_head;
-        let scale = if c.scale_attn_weights { (hd as f64).powf(-0.5) } else { 1.0 };
-        let dropout = if train { c.attn_pdrop } else { 0.0 };
-        for (i, block) in self.h.iter().enumerate() {
-            let qkv = block.c_attn.forward(&block.ln_1.forward(&h)?)?;
-            let parts = qkv.f_split(c.n_embd, 2)?;
-            let heads = |x: &Tensor| -> Result<Tensor> { Ok(x.f_view([b, t, c.n_head, hd])?.f_transpose(1, 2)?) };
-            let q = heads(&parts[0])?;
-            let (mut k, mut v) = (heads(&parts[1])?, heads(&parts[2])?);
-            if let Some(cache) = cache.as_deref_mut() {
-                (k, v) = cache.update(i, k, v)?;
-            }
-            let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, attn_mask, dropout, is_causal, Some(scale), false)?;
-            let out = block.attn_proj.forward(&out.f_transpose(1, 2)?.f_reshape([b, t, c.n_embd])?)?;
-            h = h.f_add(&out.f_dropout(c.resid_pdrop, train)?)?;
-            let m = block.mlp_proj.forward(&self.act(&block.c_fc.forward(&block.ln_2.forward(&h)?)?)?)?;
-            h = h.f_add(&m.f_dropout(c.resid_pdrop, train)?)?;
-        }
-        self.ln_f.forward(&h)
+    pub fn logits(&self, ctx: &Ctx, hidden: &Tensor) -> Result<Tensor> {
+        let invertible = &self.transformer.invertible_adapters;
+        let h = if invertible.is_empty() { hidden.shallow_clone() } else { invertible.before_head(ctx, hidden.shallow_clone())? };
+        self.lm_head.forward(ctx, &h)
     }
 
-    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(hidden.f_linear(&self.wte.weight, None::<&Tensor>)?)
+    pub fn num_layers(&self) -> usize {
+        self.transformer.h.items.len()
     }
+}
 
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.h.len())
+impl Module for Gpt2LMHeadModel {
+    fn class_name(&self) -> &'static str {
+        "GPT2LMHeadModel"
     }
-
-    pub fn dtype(&self) -> Kind {
-        self.wte.weight.kind()
-    }
+    module_children!("transformer" => transformer, "lm_head" => lm_head);
 }

@@ -3,16 +3,28 @@
 //! siblings: pre-norm decoder blocks with RMSNorm, grouped-query attention with rotary
 //! positions, and a SwiGLU MLP. The variants differ in biases (Qwen2's q/k/v), per-head q/k
 //! RMSNorm (Qwen3) and sliding-window layers (Mistral, Qwen2/3 when configured).
+//!
+//! The tree is transformers': `model.embed_tokens`, `model.layers.N.{input_layernorm, self_attn.
+//! {q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj}`, `model.norm`, `lm_head`;
+//! each layer has residual points after attention and after the MLP (AdapterHub's
+//! `attention_adapters` and `output_adapters`), and the model an invertible point.
 
 use anyhow::{bail, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::cache::KvCache;
 use super::config::HfConfig;
-use super::layers::{Embedding, Linear, RmsNorm};
+use super::input::Tokens;
 use super::mask::{self, Attend};
 use super::rope::{self, Rope, RopeConfig};
-use super::weights::Weights;
+use crate::module_children;
+use crate::nn::attach::{InvertiblePoint, ResidualPoint};
+use crate::nn::embedding::Embedding;
+use crate::nn::hooks::Ctx;
+use crate::nn::linear::{Layout, Linear};
+use crate::nn::module::{Module, ModuleList};
+use crate::nn::norm::RmsNorm;
+use crate::nn::weights::Weights;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Variant {
@@ -116,60 +128,88 @@ fn layer_windows(cfg: &HfConfig, num_layers: i64, window: Option<i64>) -> Result
     Ok((0..num_layers).map(|i| if window.is_some() && i >= first_sliding { window } else { None }).collect())
 }
 
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
+pub struct LlamaAttention {
+    name: String,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    head_dim: i64,
+    num_heads: i64,
+    num_kv_heads: i64,
+    dropout: f64,
 }
 
-impl Attention {
-    fn load(w: &mut Weights, prefix: &str, c: &LlamaConfig) -> Result<Attention> {
+/// What every layer of one forward pass shares: rotary cos/sin and how attention is masked.
+struct LayerInputs<'a> {
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    attend: &'a Attend,
+}
+
+impl LlamaAttention {
+    fn load(w: &mut Weights, name: &str, c: &LlamaConfig) -> Result<LlamaAttention> {
         let (h, hd) = (c.hidden_size, c.head_dim);
         let qk_norm = c.variant == Variant::Qwen3;
-        Ok(Attention {
-            q_proj: Linear::load(w, &format!("{prefix}.q_proj"), h, c.num_heads * hd, c.qkv_bias)?,
-            k_proj: Linear::load(w, &format!("{prefix}.k_proj"), h, c.num_kv_heads * hd, c.qkv_bias)?,
-            v_proj: Linear::load(w, &format!("{prefix}.v_proj"), h, c.num_kv_heads * hd, c.qkv_bias)?,
-            o_proj: Linear::load(w, &format!("{prefix}.o_proj"), c.num_heads * hd, h, c.o_bias)?,
-            q_norm: if qk_norm { Some(RmsNorm::load(w, &format!("{prefix}.q_norm"), hd, c.rms_norm_eps)?) } else { None },
-            k_norm: if qk_norm { Some(RmsNorm::load(w, &format!("{prefix}.k_norm"), hd, c.rms_norm_eps)?) } else { None },
+        let norm = |w: &mut Weights, which: &str| -> Result<Option<RmsNorm>> {
+            if qk_norm { Ok(Some(RmsNorm::load(w, &format!("{name}.{which}"), hd, c.rms_norm_eps)?)) } else { Ok(None) }
+        };
+        Ok(LlamaAttention {
+            name: name.to_string(),
+            q_proj: Linear::load(w, &format!("{name}.q_proj"), h, c.num_heads * hd, c.qkv_bias, Layout::OutIn)?,
+            k_proj: Linear::load(w, &format!("{name}.k_proj"), h, c.num_kv_heads * hd, c.qkv_bias, Layout::OutIn)?,
+            v_proj: Linear::load(w, &format!("{name}.v_proj"), h, c.num_kv_heads * hd, c.qkv_bias, Layout::OutIn)?,
+            o_proj: Linear::load(w, &format!("{name}.o_proj"), c.num_heads * hd, h, c.o_bias, Layout::OutIn)?,
+            q_norm: norm(w, "q_norm")?,
+            k_norm: norm(w, "k_norm")?,
+            head_dim: hd,
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            dropout: c.attention_dropout,
         })
     }
 
     /// (B, T, heads·hd) → (B, heads, T, hd), with the per-head norm if any.
-    fn heads(x: Tensor, b: i64, t: i64, hd: i64, norm: &Option<RmsNorm>) -> Result<Tensor> {
-        let x = x.f_view([b, t, -1, hd])?;
+    fn heads(&self, ctx: &Ctx, x: Tensor, b: i64, t: i64, norm: &Option<RmsNorm>) -> Result<Tensor> {
+        let x = x.f_view([b, t, -1, self.head_dim])?;
         let x = match norm {
-            Some(n) => n.forward(&x)?,
+            Some(n) => n.forward(ctx, &x)?,
             None => x,
         };
         Ok(x.f_transpose(1, 2)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, attend: &Attend, cache: Option<(&mut KvCache, usize)>, c: &LlamaConfig, train: bool) -> Result<Tensor> {
+    /// x (B, T, hidden) → (B, T, hidden), appending this layer's keys and values to `cache`.
+    fn forward(&self, ctx: &Ctx, x: &Tensor, l: &LayerInputs, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let hd = c.head_dim;
-        let q = rope::apply(&Self::heads(self.q_proj.forward(x)?, b, t, hd, &self.q_norm)?, cos, sin)?;
-        let mut k = rope::apply(&Self::heads(self.k_proj.forward(x)?, b, t, hd, &self.k_norm)?, cos, sin)?;
-        let mut v = Self::heads(self.v_proj.forward(x)?, b, t, hd, &None)?;
+        let hd = self.head_dim;
+        let q = rope::apply(&self.heads(ctx, self.q_proj.forward(ctx, x)?, b, t, &self.q_norm)?, l.cos, l.sin)?;
+        let mut k = rope::apply(&self.heads(ctx, self.k_proj.forward(ctx, x)?, b, t, &self.k_norm)?, l.cos, l.sin)?;
+        let mut v = self.heads(ctx, self.v_proj.forward(ctx, x)?, b, t, &None)?;
         if let Some((cache, layer)) = cache {
             (k, v) = cache.update(layer, k, v)?;
         }
-        let dropout = if train { c.attention_dropout } else { 0.0 };
-        let (mask, is_causal) = attend.sdpa_args();
+        let dropout = if ctx.training { self.dropout } else { 0.0 };
+        let (mask, is_causal) = l.attend.sdpa_args();
         // Without a mask sdpa shares kv heads itself (enable_gqa); with one, repeat them first.
-        let groups = c.num_heads / c.num_kv_heads;
+        let groups = self.num_heads / self.num_kv_heads;
         let gqa = groups > 1 && mask.is_none();
         if mask.is_some() {
             (k, v) = (repeat_kv(&k, groups)?, repeat_kv(&v, groups)?);
         }
         let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, dropout, is_causal, Some((hd as f64).powf(-0.5)), gqa)?;
-        self.o_proj.forward(&out.f_transpose(1, 2)?.f_reshape([b, t, -1])?)
+        let out = self.o_proj.forward(ctx, &out.f_transpose(1, 2)?.f_reshape([b, t, -1])?)?;
+        ctx.output(&self.name, x, out)
     }
+}
+
+impl Module for LlamaAttention {
+    fn class_name(&self) -> &'static str {
+        "LlamaAttention"
+    }
+    module_children!("q_proj" => q_proj, "k_proj" => k_proj, "v_proj" => v_proj, "o_proj" => o_proj, "q_norm" => q_norm, "k_norm" => k_norm);
 }
 
 /// (B, kv_heads, S, hd) → (B, kv_heads·n, S, hd), each kv head repeated n times in place.
@@ -181,69 +221,173 @@ fn repeat_kv(x: &Tensor, n: i64) -> Result<Tensor> {
     Ok(x.f_unsqueeze(2)?.f_expand([s[0], s[1], n, s[2], s[3]], false)?.f_reshape([s[0], s[1] * n, s[2], s[3]])?)
 }
 
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+pub struct LlamaMlp {
+    name: String,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
 }
 
-impl Mlp {
-    fn load(w: &mut Weights, prefix: &str, c: &LlamaConfig) -> Result<Mlp> {
+impl LlamaMlp {
+    fn load(w: &mut Weights, name: &str, c: &LlamaConfig) -> Result<LlamaMlp> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
-        Ok(Mlp {
-            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), h, i, c.mlp_bias)?,
-            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), h, i, c.mlp_bias)?,
-            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), i, h, c.mlp_bias)?,
+        Ok(LlamaMlp {
+            name: name.to_string(),
+            gate_proj: Linear::load(w, &format!("{name}.gate_proj"), h, i, c.mlp_bias, Layout::OutIn)?,
+            up_proj: Linear::load(w, &format!("{name}.up_proj"), h, i, c.mlp_bias, Layout::OutIn)?,
+            down_proj: Linear::load(w, &format!("{name}.down_proj"), i, h, c.mlp_bias, Layout::OutIn)?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gated = self.gate_proj.forward(x)?.f_silu()?.f_mul(&self.up_proj.forward(x)?)?;
-        self.down_proj.forward(&gated)
+    /// SwiGLU: x (…, hidden) → (…, hidden).
+    pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
+        let gated = self.gate_proj.forward(ctx, x)?.f_silu()?.f_mul(&self.up_proj.forward(ctx, x)?)?;
+        let out = self.down_proj.forward(ctx, &gated)?;
+        ctx.output(&self.name, x, out)
     }
 }
 
-struct Block {
-    self_attn: Attention,
-    mlp: Mlp,
-    input_layernorm: RmsNorm,
-    post_attention_layernorm: RmsNorm,
+impl Module for LlamaMlp {
+    fn class_name(&self) -> &'static str {
+        "LlamaMLP"
+    }
+    fn forward_tensor(&self, ctx: &Ctx, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.forward(ctx, x))
+    }
+    module_children!("gate_proj" => gate_proj, "up_proj" => up_proj, "down_proj" => down_proj);
 }
 
-impl Block {
-    fn load(w: &mut Weights, prefix: &str, c: &LlamaConfig) -> Result<Block> {
-        Ok(Block {
-            input_layernorm: RmsNorm::load(w, &format!("{prefix}.input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
-            self_attn: Attention::load(w, &format!("{prefix}.self_attn"), c)?,
-            post_attention_layernorm: RmsNorm::load(w, &format!("{prefix}.post_attention_layernorm"), c.hidden_size, c.rms_norm_eps)?,
-            mlp: Mlp::load(w, &format!("{prefix}.mlp"), c)?,
+pub struct LlamaDecoderLayer {
+    name: String,
+    pub self_attn: LlamaAttention,
+    pub mlp: LlamaMlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+    /// After attention: `h + attn`.
+    pub attention_adapters: ResidualPoint,
+    /// After the MLP: `h + mlp`.
+    pub output_adapters: ResidualPoint,
+}
+
+impl LlamaDecoderLayer {
+    fn load(w: &mut Weights, name: &str, c: &LlamaConfig) -> Result<LlamaDecoderLayer> {
+        Ok(LlamaDecoderLayer {
+            name: name.to_string(),
+            input_layernorm: RmsNorm::load(w, &format!("{name}.input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
+            self_attn: LlamaAttention::load(w, &format!("{name}.self_attn"), c)?,
+            post_attention_layernorm: RmsNorm::load(w, &format!("{name}.post_attention_layernorm"), c.hidden_size, c.rms_norm_eps)?,
+            mlp: LlamaMlp::load(w, &format!("{name}.mlp"), c)?,
+            attention_adapters: ResidualPoint::default(),
+            output_adapters: ResidualPoint::default(),
         })
     }
+
+    /// Pre-norm block: h (B, T, hidden) → (B, T, hidden).
+    fn forward(&self, ctx: &Ctx, h: &Tensor, l: &LayerInputs, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+        let x = self.input_layernorm.forward(ctx, h)?;
+        let attn = self.self_attn.forward(ctx, &x, l, cache)?;
+        let h2 = self.attention_adapters.forward(ctx, &x, attn, h, None)?;
+        let x = self.post_attention_layernorm.forward(ctx, &h2)?;
+        let m = self.mlp.forward(ctx, &x)?;
+        let out = self.output_adapters.forward(ctx, &x, m, &h2, None)?;
+        ctx.output(&self.name, h, out)
+    }
 }
 
-pub struct Llama {
-    pub config: LlamaConfig,
-    embed_tokens: Embedding,
-    layers: Vec<Block>,
-    norm: RmsNorm,
-    lm_head: Tensor,
+impl Module for LlamaDecoderLayer {
+    fn class_name(&self) -> &'static str {
+        "LlamaDecoderLayer"
+    }
+    module_children!(
+        "self_attn" => self_attn,
+        "mlp" => mlp,
+        "input_layernorm" => input_layernorm,
+        "post_attention_layernorm" => post_attention_layernorm,
+        "attention_adapters" => attention_adapters.dict,
+        "output_adapters" => output_adapters.dict,
+    );
+}
+
+/// The decoder without its head (transformers' `LlamaModel`).
+pub struct LlamaModel {
+    pub embed_tokens: Embedding,
+    pub layers: ModuleList<LlamaDecoderLayer>,
+    pub norm: RmsNorm,
+    /// After the embeddings and (inverted) before the head.
+    pub invertible_adapters: InvertiblePoint,
     rope: Rope,
+    windows: Vec<Option<i64>>,
 }
 
-impl Llama {
-    pub fn load(w: &mut Weights, config: LlamaConfig, device: Device) -> Result<Llama> {
+impl LlamaModel {
+    /// Final hidden states (B, T, hidden) after what `cache` holds.
+    fn forward(&self, ctx: &Ctx, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = tokens.batch_and_length()?;
+        if let Some(c) = &cache {
+            c.check_layers(self.layers.items.len())?;
+        }
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let device = tokens.device();
+        let positions = match positions {
+            Some(p) => p.shallow_clone(),
+            None => mask::positions(b, t, past, None, device)?,
+        };
+        let h = match tokens {
+            Tokens::Ids(ids) => self.embed_tokens.forward(ctx, ids)?,
+            Tokens::Embeds(e) => e.shallow_clone(),
+        };
+        let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
+        let (cos, sin) = self.rope.cos_sin(&positions, h.kind())?;
+        let full = mask::attend(b, t, past, padding, None, device)?;
+        let mut windowed = None;
+        for (i, layer) in self.layers.items.iter().enumerate() {
+            let attend = match self.windows[i] {
+                None => &full,
+                Some(w) => windowed.get_or_insert(mask::attend(b, t, past, padding, Some(w), device)?),
+            };
+            let cache_slot = cache.as_deref_mut().map(|c| (c, i));
+            h = layer.forward(ctx, &h, &LayerInputs { cos: &cos, sin: &sin, attend }, cache_slot)?;
+        }
+        self.norm.forward(ctx, &h)
+    }
+}
+
+impl Module for LlamaModel {
+    fn class_name(&self) -> &'static str {
+        "LlamaModel"
+    }
+    module_children!("embed_tokens" => embed_tokens, "layers" => layers, "norm" => norm, "invertible_adapters" => invertible_adapters.dict);
+}
+
+/// `LlamaForCausalLM` and its siblings.
+pub struct LlamaForCausalLM {
+    pub config: LlamaConfig,
+    pub model: LlamaModel,
+    pub lm_head: Linear,
+}
+
+impl LlamaForCausalLM {
+    pub fn load(w: &mut Weights, config: LlamaConfig, device: Device) -> Result<LlamaForCausalLM> {
         let c = &config;
         let embed_tokens = Embedding::load(w, "model.embed_tokens", c.vocab_size, c.hidden_size)?;
-        let layers = (0..c.num_layers).map(|i| Block::load(w, &format!("model.layers.{i}"), c)).collect::<Result<Vec<_>>>()?;
+        let layers = (0..c.num_layers).map(|i| LlamaDecoderLayer::load(w, &format!("model.layers.{i}"), c)).collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
         // A tied head shares the embedding (checkpoints may still carry a copy, which is ignored).
         let lm_head = if c.tie_word_embeddings {
-            embed_tokens.weight.shallow_clone()
+            Linear::tied("lm_head", &embed_tokens.weight)
         } else {
-            w.param("lm_head.weight", &[c.vocab_size, c.hidden_size], super::weights::Init::Normal)?
+            Linear::load(w, "lm_head", c.hidden_size, c.vocab_size, false, Layout::OutIn)?
         };
         let rope = Rope::new(&c.rope, c.head_dim, device)?;
-        Ok(Llama { embed_tokens, layers, norm, lm_head, rope, config })
+        let model = LlamaModel {
+            embed_tokens,
+            layers: ModuleList { items: layers },
+            norm,
+            invertible_adapters: InvertiblePoint::default(),
+            rope,
+            windows: c.windows.clone(),
+        };
+        Ok(LlamaForCausalLM { model, lm_head, config })
     }
 
     /// Checkpoint tensors that may be present without being parameters.
@@ -251,49 +395,31 @@ impl Llama {
         name.ends_with("rotary_emb.inv_freq") || (self.config.tie_word_embeddings && name == "lm_head.weight")
     }
 
-    /// Final hidden states (B, T, hidden) for `ids` (B, T), after what `cache` holds.
-    pub fn hidden(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, mut cache: Option<&mut KvCache>, train: bool) -> Result<Tensor> {
-        let size = ids.size();
-        if size.len() != 2 {
-            bail!("input_ids must be (batch, seq), got shape {size:?}");
+    /// Final hidden states (B, T, hidden) for tokens (B, T), after what `cache` holds.
+    pub fn hidden(&self, ctx: &Ctx, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.model.forward(ctx, tokens, padding, positions, cache)
+    }
+
+    /// Logits (B, T, vocab) from final hidden states.
+    pub fn logits(&self, ctx: &Ctx, hidden: &Tensor) -> Result<Tensor> {
+        let invertible = &self.model.invertible_adapters;
+        let h = if invertible.is_empty() { hidden.shallow_clone() } else { invertible.before_head(ctx, hidden.shallow_clone())? };
+        self.lm_head.forward(ctx, &h)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.model.layers.items.len()
+    }
+}
+
+impl Module for LlamaForCausalLM {
+    fn class_name(&self) -> &'static str {
+        match self.config.variant {
+            Variant::Llama => "LlamaForCausalLM",
+            Variant::Mistral => "MistralForCausalLM",
+            Variant::Qwen2 => "Qwen2ForCausalLM",
+            Variant::Qwen3 => "Qwen3ForCausalLM",
         }
-        let (b, t) = (size[0], size[1]);
-        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        let device = ids.device();
-        let positions = match positions {
-            Some(p) => p.shallow_clone(),
-            None => mask::positions(b, t, past, None, device)?,
-        };
-        let mut h = self.embed_tokens.forward(ids)?;
-        let (cos, sin) = self.rope.cos_sin(&positions, h.kind())?;
-        let full = mask::attend(b, t, past, padding, None, device)?;
-        let mut windowed = None;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let mask = match self.config.windows[i] {
-                None => &full,
-                Some(w) => windowed.get_or_insert(mask::attend(b, t, past, padding, Some(w), device)?),
-            };
-            let residual = h.shallow_clone();
-            let x = layer.input_layernorm.forward(&h)?;
-            let cache_slot = cache.as_deref_mut().map(|c| (c, i));
-            let attn = layer.self_attn.forward(&x, &cos, &sin, mask, cache_slot, &self.config, train)?;
-            h = residual.f_add(&attn)?;
-            let residual = h.shallow_clone();
-            let x = layer.post_attention_layernorm.forward(&h)?;
-            h = residual.f_add(&layer.mlp.forward(&x)?)?;
-        }
-        self.norm.forward(&h)
     }
-
-    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(hidden.f_linear(&self.lm_head, None::<&Tensor>)?)
-    }
-
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.layers.len())
-    }
-
-    pub fn dtype(&self) -> Kind {
-        self.embed_tokens.weight.kind()
-    }
+    module_children!("model" => model, "lm_head" => lm_head);
 }

@@ -1,26 +1,28 @@
-//! A loaded model of any supported architecture: loading (`load`, `new`), the forward pass with
-//! an optional causal-LM loss, parameters by Hugging Face name, and saving a directory that
-//! transformers loads.
+//! A loaded model of any supported architecture: loading (`load`, `new`), the module tree it is
+//! (named modules and parameters, through `root`), the forward pass with an optional causal-LM
+//! loss, forward hooks, and saving a directory that transformers loads.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-use super::bert::{Bert, BertConfig};
+use super::bert::{BertConfig, BertModel};
 use super::cache::KvCache;
 use super::config::HfConfig;
-use super::gpt2::{Gpt2, Gpt2Config};
-use super::llama::{Llama, LlamaConfig, Variant};
-use super::weights::Weights;
-use crate::checkpoint::{save_safetensors, write_atomic};
+use super::gpt2::{Gpt2Config, Gpt2LMHeadModel};
+use super::input::Tokens;
+use super::llama::{LlamaConfig, LlamaForCausalLM, Variant};
+use crate::io::{save_safetensors, write_atomic};
+use crate::nn::hooks::{Ctx, Hooks};
+use crate::nn::module::{self, Module, NamedParam};
+use crate::nn::weights::Weights;
 
 pub enum Family {
-    Llama(Llama),
-    Gpt2(Gpt2),
-    Bert(Bert),
+    Llama(LlamaForCausalLM),
+    Gpt2(Gpt2LMHeadModel),
+    Bert(BertModel),
 }
 
 pub struct Model {
@@ -28,21 +30,38 @@ pub struct Model {
     pub architecture: String,
     /// The config.json this model was built from (written back by `save`).
     pub config: HfConfig,
-    /// Parameters by Hugging Face name, in checkpoint order.
-    pub params: Vec<(String, Tensor)>,
+    /// Training mode (dropout on); models load in eval mode, as in transformers.
     pub training: bool,
+    pub hooks: Hooks,
 }
 
-/// What `forward` takes; ids are (batch, seq) int64.
+/// What `forward` takes: token ids (B, T) int64, or `inputs_embeds` (B, T, hidden) instead.
 #[derive(Default)]
 pub struct ForwardInput {
     pub input_ids: Option<Tensor>,
+    pub inputs_embeds: Option<Tensor>,
     pub attention_mask: Option<Tensor>,
     pub position_ids: Option<Tensor>,
     pub token_type_ids: Option<Tensor>,
     pub labels: Option<Tensor>,
     /// Also return a causal LM's final hidden states (after the last norm).
     pub output_hidden_states: bool,
+}
+
+impl ForwardInput {
+    fn tokens(&self) -> Result<Tokens<'_>> {
+        match (&self.input_ids, &self.inputs_embeds) {
+            (Some(ids), None) => {
+                if !matches!(ids.kind(), Kind::Int64 | Kind::Int) {
+                    bail!("input_ids must be an integer tensor, got {}", crate::tensor::dtype_name(ids.kind()));
+                }
+                Ok(Tokens::Ids(ids))
+            }
+            (None, Some(e)) => Ok(Tokens::Embeds(e)),
+            (Some(_), Some(_)) => bail!("give input_ids or inputs_embeds, not both"),
+            (None, None) => bail!("forward needs input_ids (or inputs_embeds)"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -53,27 +72,29 @@ pub struct ForwardOutput {
     pub pooler_output: Option<Tensor>,
 }
 
-fn build(config: HfConfig, weights: &mut Weights, device: Device) -> Result<(Family, String)> {
+fn build(config: &HfConfig, weights: &mut Weights, device: Device) -> Result<(Family, String)> {
     let arch = config.architecture()?;
+    let llama = |w: &mut Weights, v| -> Result<Family> { Ok(Family::Llama(LlamaForCausalLM::load(w, LlamaConfig::parse(config, v)?, device)?)) };
     let family = match arch.as_str() {
-        "LlamaForCausalLM" => Family::Llama(Llama::load(weights, LlamaConfig::parse(&config, Variant::Llama)?, device)?),
-        "MistralForCausalLM" => Family::Llama(Llama::load(weights, LlamaConfig::parse(&config, Variant::Mistral)?, device)?),
-        "Qwen2ForCausalLM" => Family::Llama(Llama::load(weights, LlamaConfig::parse(&config, Variant::Qwen2)?, device)?),
-        "Qwen3ForCausalLM" => Family::Llama(Llama::load(weights, LlamaConfig::parse(&config, Variant::Qwen3)?, device)?),
-        "GPT2LMHeadModel" => Family::Gpt2(Gpt2::load(weights, Gpt2Config::parse(&config)?)?),
-        "BertModel" => Family::Bert(Bert::load(weights, BertConfig::parse(&config)?)?),
+        "LlamaForCausalLM" => llama(weights, Variant::Llama)?,
+        "MistralForCausalLM" => llama(weights, Variant::Mistral)?,
+        "Qwen2ForCausalLM" => llama(weights, Variant::Qwen2)?,
+        "Qwen3ForCausalLM" => llama(weights, Variant::Qwen3)?,
+        "GPT2LMHeadModel" => Family::Gpt2(Gpt2LMHeadModel::load(weights, Gpt2Config::parse(config)?)?),
+        "BertModel" => Family::Bert(BertModel::load(weights, BertConfig::parse(config)?)?),
         other => bail!("architecture '{other}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel, BertModel)"),
     };
     Ok((family, arch))
 }
 
 impl Model {
-    /// Loads a Hugging Face model directory; `kind` converts floating-point weights.
+    /// Loads a Hugging Face model directory; `kind` converts floating-point weights. Parameters
+    /// require gradients; the model is in eval mode.
     pub fn load(dir: &Path, kind: Option<Kind>, device: Device) -> Result<Model> {
         let config = HfConfig::read(dir)?;
         let mut weights = Weights::load(dir, kind, device)?;
-        let (family, architecture) = build(config.clone(), &mut weights, device).with_context(|| format!("loading {}", dir.display()))?;
-        let model = Model { family, architecture, config, params: std::mem::take(&mut weights.params), training: false };
+        let (family, architecture) = build(&config, &mut weights, device).with_context(|| format!("loading {}", dir.display()))?;
+        let model = Model { family, architecture, config, training: false, hooks: Hooks::default() };
         let extra = weights.untaken(|n| model.ignorable(n));
         if !extra.is_empty() {
             bail!("{}: the checkpoint has tensors this architecture does not use: {}", dir.display(), extra.join(", "));
@@ -82,14 +103,14 @@ impl Model {
     }
 
     /// A randomly initialised model of `arch` with the given config (transformers' defaults
-    /// for missing keys where the architecture has them).
+    /// for missing keys where the architecture has them), in training mode.
     pub fn new(arch: &str, mut config: serde_json::Map<String, Value>, kind: Kind, device: Device) -> Result<Model> {
         config.insert("architectures".into(), Value::Array(vec![Value::String(arch.to_string())]));
         let std = config.get("initializer_range").and_then(|v| v.as_f64()).unwrap_or(0.02);
         let config = HfConfig { json: config };
         let mut weights = Weights::fresh(kind, device, std);
-        let (family, architecture) = build(config.clone(), &mut weights, device)?;
-        Ok(Model { family, architecture, config, params: weights.params, training: true })
+        let (family, architecture) = build(&config, &mut weights, device)?;
+        Ok(Model { family, architecture, config, training: true, hooks: Hooks::default() })
     }
 
     fn ignorable(&self, name: &str) -> bool {
@@ -100,65 +121,106 @@ impl Model {
         }
     }
 
+    /// The module tree.
+    pub fn root(&self) -> &dyn Module {
+        match &self.family {
+            Family::Llama(m) => m,
+            Family::Gpt2(m) => m,
+            Family::Bert(m) => m,
+        }
+    }
+
+    pub fn root_mut(&mut self) -> &mut dyn Module {
+        match &mut self.family {
+            Family::Llama(m) => m,
+            Family::Gpt2(m) => m,
+            Family::Bert(m) => m,
+        }
+    }
+
+    /// Every parameter by its Hugging Face name, in tree order.
+    pub fn named_parameters(&self) -> Vec<NamedParam> {
+        module::named_parameters(self.root())
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx { training: self.training, hooks: &self.hooks }
+    }
+
     pub fn is_causal_lm(&self) -> bool {
         !matches!(self.family, Family::Bert(_))
     }
 
+    fn first_parameter(&self) -> Option<Tensor> {
+        self.named_parameters().into_iter().next().map(|p| p.tensor)
+    }
+
     pub fn dtype(&self) -> Kind {
-        self.params.first().map(|(_, t)| t.kind()).unwrap_or(Kind::Float)
+        self.first_parameter().map(|t| t.kind()).unwrap_or(Kind::Float)
     }
 
     pub fn device(&self) -> Device {
-        self.params.first().map(|(_, t)| t.device()).unwrap_or(Device::Cpu)
+        self.first_parameter().map(|t| t.device()).unwrap_or(Device::Cpu)
     }
 
     pub fn new_cache(&self) -> Option<KvCache> {
         match &self.family {
-            Family::Llama(m) => Some(m.new_cache()),
-            Family::Gpt2(m) => Some(m.new_cache()),
+            Family::Llama(m) => Some(KvCache::new(m.num_layers())),
+            Family::Gpt2(m) => Some(KvCache::new(m.num_layers())),
             Family::Bert(_) => None,
         }
     }
 
+    /// Runs `f` on the submodule named `path` if its forward takes one tensor.
+    pub fn forward_submodule(&self, path: &str, x: &Tensor) -> Result<Tensor> {
+        let m = module::get_submodule(self.root(), path)?;
+        match m.forward_tensor(&self.ctx(), x) {
+            Some(out) => out,
+            None => bail!("'{path}' ({}) does not take a single tensor; call the whole model, or a submodule that does (Linear, Embedding, a norm, an MLP)", m.class_name()),
+        }
+    }
+
     /// A causal LM's final hidden states (B, T, hidden), continuing from `cache` if given.
-    pub fn causal_hidden(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn causal_hidden(&self, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let ctx = self.ctx();
         match &self.family {
-            Family::Llama(m) => m.hidden(ids, padding, positions, cache, self.training),
-            Family::Gpt2(m) => m.hidden(ids, padding, positions, cache, self.training),
+            Family::Llama(m) => m.hidden(&ctx, tokens, padding, positions, cache),
+            Family::Gpt2(m) => m.hidden(&ctx, tokens, padding, positions, cache),
             Family::Bert(_) => bail!("{} is an encoder: it has no next-token logits", self.architecture),
         }
     }
 
     /// Logits (B, T, vocab) from a causal LM's final hidden states.
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        let ctx = self.ctx();
         match &self.family {
-            Family::Llama(m) => m.logits(hidden),
-            Family::Gpt2(m) => m.logits(hidden),
+            Family::Llama(m) => m.logits(&ctx, hidden),
+            Family::Gpt2(m) => m.logits(&ctx, hidden),
             Family::Bert(_) => bail!("{} is an encoder: it has no language-modelling head", self.architecture),
         }
     }
 
     /// Next-token logits (B, T, vocab) of a causal LM, continuing from `cache` if given.
     pub fn causal_logits(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
-        self.lm_head(&self.causal_hidden(ids, padding, positions, cache)?)
+        self.lm_head(&self.causal_hidden(&Tokens::Ids(ids), padding, positions, cache)?)
     }
 
     pub fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ForwardOutput> {
-        let Some(ids) = &input.input_ids else { bail!("forward needs input_ids") };
-        if !matches!(ids.kind(), Kind::Int64 | Kind::Int) {
-            bail!("input_ids must be an integer tensor, got {}", crate::tensor::dtype_name(ids.kind()));
-        }
+        let tokens = input.tokens()?;
         if let Family::Bert(m) = &self.family {
             if input.labels.is_some() {
                 bail!("{} has no language-modelling head: labels are not accepted", self.architecture);
             }
-            let (hidden, pooled) = m.forward(ids, input.attention_mask.as_ref(), input.token_type_ids.as_ref(), input.position_ids.as_ref(), self.training)?;
+            if cache.is_some() {
+                bail!("{} is an encoder: it takes no cache", self.architecture);
+            }
+            let (hidden, pooled) = m.forward(&self.ctx(), &tokens, input.attention_mask.as_ref(), input.token_type_ids.as_ref(), input.position_ids.as_ref())?;
             return Ok(ForwardOutput { last_hidden_state: Some(hidden), pooler_output: pooled, ..Default::default() });
         }
         if input.token_type_ids.is_some() {
             bail!("{} takes no token_type_ids", self.architecture);
         }
-        let hidden = self.causal_hidden(ids, input.attention_mask.as_ref(), input.position_ids.as_ref(), cache)?;
+        let hidden = self.causal_hidden(&tokens, input.attention_mask.as_ref(), input.position_ids.as_ref(), cache)?;
         let logits = self.lm_head(&hidden)?;
         let loss = match &input.labels {
             Some(labels) => Some(causal_lm_loss(&logits, labels)?),
@@ -168,10 +230,11 @@ impl Model {
         Ok(ForwardOutput { logits: Some(logits), loss, last_hidden_state, ..Default::default() })
     }
 
-    /// Writes config.json and model.safetensors (tied weights stored once), atomically.
+    /// Writes config.json and model.safetensors (the base model's parameters by name, tied
+    /// weights once), atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let tensors: BTreeMap<String, Tensor> = self.params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        let tensors = self.named_parameters().into_iter().filter(|p| p.owner == module::Owner::Base).map(|p| (p.name, p.tensor)).collect();
         let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
         save_safetensors(&dir.join("model.safetensors"), &tensors, Some(metadata))?;
         let mut config = self.config.json.clone();

@@ -1,6 +1,18 @@
-//! Neural-network building blocks usable from Rust: the functional ops with the checks that
-//! turn a mistake into a clear error, and PyTorch's default initialisations. The module tree
-//! that recipes use (`mt.nn.linear`, modules written in Lua) is stdlib/moontune/nn.lua over these.
+//! Neural-network building blocks usable from Rust: the module tree (named modules, parameters
+//! with owners, the name matcher, forward hooks), the layers the loaded models are made of
+//! (`Linear` with its adapter point, `Embedding`, the norms), the attachment points adapters
+//! hang on, where parameters come from (checkpoints or fresh initialisation), the functional
+//! ops and PyTorch's default initialisations. Modules written in Lua (stdlib/moontune/nn.lua)
+//! answer the same methods and can hold these.
 
+pub mod attach;
+pub mod embedding;
 pub mod functional;
+pub mod hooks;
 pub mod init;
+pub mod linear;
+pub mod lua_pattern;
+pub mod module;
+pub mod names;
+pub mod norm;
+pub mod weights;

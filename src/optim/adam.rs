@@ -1,14 +1,19 @@
 //! Adam (Kingma & Ba, 2015) and AdamW (Loshchilov & Hutter, 2019: decoupled weight decay), with
-//! AMSGrad, as `torch.optim.Adam` / `AdamW` (`_single_tensor_adam`), operation for operation.
+//! AMSGrad, as `torch.optim.Adam` / `AdamW`: the single-tensor path (`_single_tensor_adam`,
+//! operation for operation), the foreach path (`_multi_tensor_adam`, non-capturable) and the
+//! fused kernels (`_fused_adam_` / `_fused_adamw_`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
+use super::optimizer::Rule;
+use super::param::{with_grads, ParamGroup, WithGrad};
+use super::state::{ParamKey, ParamState};
+use super::Kernel;
 use crate::tensor::create::copy_of;
-
-use super::{all_params, for_each_grad, Optimizer, OptimizerState, ParamGroup, ParamState};
+use crate::tensor::shim::{self, AdamLists, AdamSettings};
 
 /// Adam's settings shared by all groups (lr and weight decay are per group).
 #[derive(Clone, Copy, Debug)]
@@ -21,44 +26,54 @@ pub struct AdamConfig {
     pub decoupled_weight_decay: bool,
 }
 
-struct Moments {
+pub struct Moments {
     step: i64,
+    /// The step count as the fused kernel reads it (float32, 0-dim, on the parameter's device).
+    step_tensor: Option<Tensor>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
     max_exp_avg_sq: Option<Tensor>,
 }
 
 pub struct Adam {
-    groups: Vec<ParamGroup>,
-    config: AdamConfig,
-    moments: Vec<Option<Moments>>,
+    pub config: AdamConfig,
 }
 
 impl Adam {
-    pub fn new(groups: Vec<ParamGroup>, config: AdamConfig) -> Adam {
-        let count = all_params(&groups).count();
-        Adam { groups, config, moments: (0..count).map(|_| None).collect() }
+    fn fresh(&self, kernel: Kernel, p: &Tensor) -> Result<Moments> {
+        Ok(Moments {
+            step: 0,
+            step_tensor: self.step_tensor(kernel, p, 0)?,
+            exp_avg: p.f_zeros_like()?,
+            exp_avg_sq: p.f_zeros_like()?,
+            max_exp_avg_sq: if self.config.amsgrad { Some(p.f_zeros_like()?) } else { None },
+        })
+    }
+
+    fn step_tensor(&self, kernel: Kernel, p: &Tensor, step: i64) -> Result<Option<Tensor>> {
+        Ok(if kernel == Kernel::Fused { Some(Tensor::f_full([], step as f64, (Kind::Float, p.device()))?) } else { None })
+    }
+
+    fn settings(&self, group: &ParamGroup) -> AdamSettings {
+        let c = self.config;
+        AdamSettings { lr: group.lr, beta1: c.beta1, beta2: c.beta2, weight_decay: group.weight_decay, eps: c.eps, amsgrad: c.amsgrad, decoupled: c.decoupled_weight_decay }
     }
 }
 
-fn update(p: &mut Tensor, grad: Tensor, m: &mut Moments, lr: f64, weight_decay: f64, c: &AdamConfig) -> Result<()> {
+/// `_single_tensor_adam` for one parameter.
+fn single(p: &Tensor, grad: Tensor, m: &mut Moments, s: &AdamSettings) -> Result<()> {
     m.step += 1;
-    let grad = if weight_decay != 0.0 && !c.decoupled_weight_decay {
-        grad.f_add(&p.f_mul_scalar(weight_decay)?)?
-    } else {
-        grad
-    };
-    if weight_decay != 0.0 && c.decoupled_weight_decay {
-        let _ = p.f_mul_scalar_(1.0 - lr * weight_decay)?;
+    let mut p = p.shallow_clone();
+    let grad = if s.weight_decay != 0.0 && !s.decoupled { grad.f_add(&p.f_mul_scalar(s.weight_decay)?)? } else { grad };
+    if s.weight_decay != 0.0 && s.decoupled {
+        let _ = p.f_mul_scalar_(1.0 - s.lr * s.weight_decay)?;
     }
-    let _ = m.exp_avg.f_lerp_(&grad, 1.0 - c.beta1)?;
-    let _ = m.exp_avg_sq.f_mul_scalar_(c.beta2)?;
-    let _ = m.exp_avg_sq.f_add_(&grad.f_mul_scalar(1.0 - c.beta2)?.f_mul(&grad)?)?;
+    let _ = m.exp_avg.f_lerp_(&grad, 1.0 - s.beta1)?;
+    let _ = m.exp_avg_sq.f_mul_scalar_(s.beta2)?;
+    let _ = m.exp_avg_sq.f_add_(&grad.f_mul_scalar(1.0 - s.beta2)?.f_mul(&grad)?)?;
     let step = m.step as f64;
-    let bias_correction1 = 1.0 - c.beta1.powf(step);
-    let bias_correction2 = 1.0 - c.beta2.powf(step);
-    let step_size = lr / bias_correction1;
-    let bias_correction2_sqrt = bias_correction2.sqrt();
+    let step_size = s.lr / (1.0 - s.beta1.powf(step));
+    let bias_correction2_sqrt = (1.0 - s.beta2.powf(step)).sqrt();
     let second = match &mut m.max_exp_avg_sq {
         Some(max) => {
             let new_max = max.f_maximum(&m.exp_avg_sq)?;
@@ -67,71 +82,119 @@ fn update(p: &mut Tensor, grad: Tensor, m: &mut Moments, lr: f64, weight_decay: 
         }
         None => m.exp_avg_sq.shallow_clone(),
     };
-    let denom = second.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?.f_add_scalar(c.eps)?;
+    let denom = second.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?.f_add_scalar(s.eps)?;
     // addcdiv_(exp_avg, denom, value=-step_size) computes p + (value · exp_avg) / denom.
     let _ = p.f_add_(&m.exp_avg.f_mul_scalar(-step_size)?.f_div(&denom)?)?;
     Ok(())
 }
 
-impl Optimizer for Adam {
-    fn step(&mut self) -> Result<()> {
-        let config = self.config;
-        let moments = &mut self.moments;
-        for_each_grad(&mut self.groups, |i, (lr, weight_decay), p, grad| {
-            if moments[i].is_none() {
-                moments[i] = Some(Moments {
-                    step: 0,
-                    exp_avg: p.f_zeros_like()?,
-                    exp_avg_sq: p.f_zeros_like()?,
-                    max_exp_avg_sq: if config.amsgrad { Some(p.f_zeros_like()?) } else { None },
-                });
-            }
-            match moments[i].as_mut() {
-                Some(m) => update(p, grad, m, lr, weight_decay, &config),
-                None => Ok(()),
-            }
-        })
+/// `_multi_tensor_adam` (non-capturable) for one device and dtype.
+fn foreach(list: &[WithGrad], moments: &mut [Moments], s: &AdamSettings) -> Result<()> {
+    let params: Vec<Tensor> = list.iter().map(|w| w.param.tensor.shallow_clone()).collect();
+    let mut grads: Vec<Tensor> = list.iter().map(|w| w.grad.shallow_clone()).collect();
+    for m in moments.iter_mut() {
+        m.step += 1;
     }
-
-    fn groups(&self) -> &[ParamGroup] {
-        &self.groups
-    }
-
-    fn groups_mut(&mut self) -> &mut [ParamGroup] {
-        &mut self.groups
-    }
-
-    fn state_dict(&self) -> Result<OptimizerState> {
-        let mut params = BTreeMap::new();
-        for (i, m) in self.moments.iter().enumerate() {
-            let Some(m) = m else { continue };
-            let mut tensors = BTreeMap::new();
-            tensors.insert("exp_avg".to_string(), copy_of(&m.exp_avg)?);
-            tensors.insert("exp_avg_sq".to_string(), copy_of(&m.exp_avg_sq)?);
-            if let Some(max) = &m.max_exp_avg_sq {
-                tensors.insert("max_exp_avg_sq".to_string(), copy_of(max)?);
-            }
-            params.insert(i, ParamState { step: m.step, tensors });
+    if s.weight_decay != 0.0 {
+        if s.decoupled {
+            shim::mul_scalar_(&params, 1.0 - s.lr * s.weight_decay)?;
+        } else {
+            grads = shim::add_list(&grads, &params, s.weight_decay)?;
         }
-        Ok(OptimizerState::new(params, &self.groups))
+    }
+    let exp_avgs: Vec<Tensor> = moments.iter().map(|m| m.exp_avg.shallow_clone()).collect();
+    let exp_avg_sqs: Vec<Tensor> = moments.iter().map(|m| m.exp_avg_sq.shallow_clone()).collect();
+    shim::lerp_scalar_(&exp_avgs, &grads, 1.0 - s.beta1)?;
+    shim::mul_scalar_(&exp_avg_sqs, s.beta2)?;
+    shim::addcmul_scalar_(&exp_avg_sqs, &grads, &grads, 1.0 - s.beta2)?;
+    drop(grads);
+    let steps: Vec<f64> = moments.iter().map(|m| m.step as f64).collect();
+    let step_sizes: Vec<f64> = steps.iter().map(|t| -(s.lr / (1.0 - s.beta1.powf(*t)))).collect();
+    let bias_correction2_sqrt: Vec<f64> = steps.iter().map(|t| (1.0 - s.beta2.powf(*t)).sqrt()).collect();
+    let denom = if s.amsgrad {
+        let maxes: Vec<Tensor> = moments.iter().filter_map(|m| m.max_exp_avg_sq.as_ref().map(Tensor::shallow_clone)).collect();
+        shim::maximum_(&maxes, &exp_avg_sqs)?;
+        shim::sqrt(&maxes)?
+    } else {
+        shim::sqrt(&exp_avg_sqs)?
+    };
+    shim::div_scalars_(&denom, &bias_correction2_sqrt)?;
+    shim::add_scalar_(&denom, s.eps)?;
+    shim::addcdiv_scalars_(&params, &exp_avgs, &denom, &step_sizes)
+}
+
+/// `_fused_adam_` / `_fused_adamw_` for one device and dtype.
+fn fused(list: Vec<WithGrad>, moments: &mut [Moments], s: &AdamSettings) -> Result<()> {
+    let mut lists = AdamLists { params: Vec::new(), grads: Vec::new(), exp_avgs: Vec::new(), exp_avg_sqs: Vec::new(), max_exp_avg_sqs: Vec::new(), steps: Vec::new() };
+    for (w, m) in list.iter().zip(moments.iter()) {
+        lists.params.push(&w.param.tensor);
+        lists.exp_avgs.push(&m.exp_avg);
+        lists.exp_avg_sqs.push(&m.exp_avg_sq);
+        if let Some(max) = &m.max_exp_avg_sq {
+            lists.max_exp_avg_sqs.push(max);
+        }
+        if let Some(t) = &m.step_tensor {
+            lists.steps.push(t);
+        }
+    }
+    lists.grads = list.into_iter().map(|w| w.grad).collect();
+    shim::fused_adam_(&lists, s)?;
+    for m in moments.iter_mut() {
+        m.step += 1;
+    }
+    Ok(())
+}
+
+impl Rule for Adam {
+    type State = Moments;
+
+    fn name(&self) -> &'static str {
+        if self.config.decoupled_weight_decay {
+            "adamw"
+        } else {
+            "adam"
+        }
     }
 
-    fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()> {
-        state.check_fits(&self.groups)?;
-        let mut moments = Vec::new();
-        for (i, p) in all_params(&self.groups).enumerate() {
-            let (Some(exp_avg), Some(exp_avg_sq)) = (state.tensor(i, "exp_avg", p)?, state.tensor(i, "exp_avg_sq", p)?) else {
-                moments.push(None);
-                continue;
+    fn step(&self, kernel: Kernel, group: &ParamGroup, state: &mut HashMap<usize, Moments>) -> Result<()> {
+        let s = self.settings(group);
+        for list in with_grads(group)? {
+            for w in &list {
+                if !state.contains_key(&w.param.id) {
+                    state.insert(w.param.id, self.fresh(kernel, &w.param.tensor)?);
+                }
+            }
+            // The list's states are taken out for the update and put back after it.
+            let ids: Vec<usize> = list.iter().map(|w| w.param.id).collect();
+            let mut moments: Vec<Moments> = ids.iter().filter_map(|id| state.remove(id)).collect();
+            let result = match kernel {
+                Kernel::Single => list.into_iter().zip(moments.iter_mut()).try_for_each(|(w, m)| single(&w.param.tensor, w.grad, m, &s)),
+                Kernel::Foreach => foreach(&list, &mut moments, &s),
+                Kernel::Fused => fused(list, &mut moments, &s),
             };
-            let max_exp_avg_sq = if self.config.amsgrad { state.tensor(i, "max_exp_avg_sq", p)? } else { None };
-            if self.config.amsgrad && max_exp_avg_sq.is_none() {
-                anyhow::bail!("state of parameter {} lacks 'max_exp_avg_sq', which amsgrad needs", i + 1);
-            }
-            moments.push(Some(Moments { step: state.params[&i].step, exp_avg, exp_avg_sq, max_exp_avg_sq }));
+            state.extend(ids.into_iter().zip(moments));
+            result?;
         }
-        self.moments = moments;
-        state.apply_groups(&mut self.groups);
         Ok(())
+    }
+
+    fn export(&self, m: &Moments) -> Result<ParamState> {
+        let mut tensors = BTreeMap::new();
+        tensors.insert("exp_avg".to_string(), copy_of(&m.exp_avg)?);
+        tensors.insert("exp_avg_sq".to_string(), copy_of(&m.exp_avg_sq)?);
+        if let Some(max) = &m.max_exp_avg_sq {
+            tensors.insert("max_exp_avg_sq".to_string(), copy_of(max)?);
+        }
+        Ok(ParamState { step: m.step, tensors })
+    }
+
+    fn import(&self, kernel: Kernel, key: &ParamKey, saved: &ParamState, p: &Tensor) -> Result<Moments> {
+        Ok(Moments {
+            step: saved.step,
+            step_tensor: self.step_tensor(kernel, p, saved.step)?,
+            exp_avg: saved.tensor(key, "exp_avg", p)?,
+            exp_avg_sq: saved.tensor(key, "exp_avg_sq", p)?,
+            max_exp_avg_sq: if self.config.amsgrad { Some(saved.tensor(key, "max_exp_avg_sq", p)?) } else { None },
+        })
     }
 }

@@ -1,7 +1,11 @@
-//! Gradient clipping by total norm, as `torch.nn.utils.clip_grad_norm_`.
+//! Gradient clipping by total norm, as `torch.nn.utils.clip_grad_norm_` (its foreach path): the
+//! norms of all gradients of one device and dtype in one `_foreach_norm`, the scaling in one
+//! `_foreach_mul_`.
 
 use anyhow::{bail, Result};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
+
+use crate::tensor::shim;
 
 /// Scales all gradients so that their joint `norm_type`-norm is at most `max_norm`; returns the
 /// norm before clipping. Parameters without a gradient are skipped.
@@ -10,33 +14,31 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64, norm_type: f64) -> Resul
         bail!("norm_type must be positive or inf, got {norm_type}");
     }
     let _guard = tch::no_grad_guard();
-    let mut grads = Vec::new();
+    let mut buckets: Vec<((Device, Kind), Vec<Tensor>)> = Vec::new();
     for p in params {
         let g = p.f_grad()?;
-        if g.defined() {
-            grads.push(g);
+        if !g.defined() {
+            continue;
+        }
+        let key = (g.device(), g.kind());
+        match buckets.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(g),
+            None => buckets.push((key, vec![g])),
         }
     }
-    if grads.is_empty() {
-        return Ok(0.0);
+    let Some(((first_device, _), _)) = buckets.first() else { return Ok(0.0) };
+    let first_device = *first_device;
+    let mut norms = Vec::new();
+    for (_, grads) in &buckets {
+        for n in shim::norm(grads, norm_type)? {
+            norms.push(n.f_to_device(first_device)?);
+        }
     }
-    let norms = grads
-        .iter()
-        .map(|g| vector_norm(g, norm_type))
-        .collect::<Result<Vec<_>>>()?;
-    let total = vector_norm(&Tensor::f_stack(&norms, 0)?, norm_type)?;
+    let stacked = Tensor::f_stack(&norms, 0)?;
+    let total = if norm_type == f64::INFINITY { stacked.f_abs()?.f_max()? } else { stacked.f_norm_scalaropt_dim(norm_type, [0].as_slice(), false)? };
     let coef = total.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
-    for g in grads.iter_mut() {
-        let c = coef.f_to_device(g.device())?.f_to_kind(g.kind())?;
-        let _ = g.f_mul_(&c)?;
+    for ((device, _), grads) in &buckets {
+        shim::mul_tensor_(grads, &coef.f_to_device(*device)?)?;
     }
-    Ok(total.f_double_value(&[])?)
-}
-
-fn vector_norm(t: &Tensor, p: f64) -> Result<Tensor> {
-    let dims: Vec<i64> = (0..t.dim() as i64).collect();
-    if p == f64::INFINITY {
-        return Ok(t.f_abs()?.f_max()?.f_to_kind(tch::Kind::Float)?);
-    }
-    Ok(t.f_norm_scalaropt_dim(p, dims.as_slice(), false)?.f_to_kind(tch::Kind::Float)?)
+    Ok(total.f_to_kind(Kind::Double)?.f_double_value(&[])?)
 }

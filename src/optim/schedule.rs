@@ -1,11 +1,15 @@
 //! Learning-rate schedules as multipliers of each group's initial lr, following PyTorch's
 //! `LambdaLR` protocol (the factor for step 0 applies at creation, each `step()` moves on one):
 //! constant (with optional warm-up), linear warm-up then linear decay and cosine with warm-up
-//! and a floor (transformers' `get_*_schedule_with_warmup`), and step decay (`StepLR`).
+//! and a floor (transformers' `get_*_schedule_with_warmup`), and step decay (`StepLR`). A
+//! `Scheduler` is the state machine that drives an optimizer's groups by one of them.
 
 use std::f64::consts::PI;
 
 use anyhow::{bail, Result};
+use serde::Deserialize;
+
+use super::Optimizer;
 
 #[derive(Clone, Debug)]
 pub enum Schedule {
@@ -52,5 +56,91 @@ impl Schedule {
             }),
             Schedule::Step { step_size, gamma } => gamma.powi((step / step_size) as i32),
         }
+    }
+}
+
+/// A schedule's settings as a caller gives them; unknown keys are errors.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleOptions {
+    /// Steps of linear warm-up from 0 (default 0).
+    pub warmup: Option<i64>,
+    /// Total optimizer steps (linear, cosine).
+    pub total: Option<i64>,
+    /// Floor of the cosine as a fraction of the initial lr (default 0).
+    pub min_lr_rate: Option<f64>,
+    /// Steps between decays (step).
+    pub step_size: Option<i64>,
+    /// Decay factor (step; default 0.1).
+    pub gamma: Option<f64>,
+}
+
+impl Schedule {
+    /// The schedule called `name` ("constant", "linear", "cosine", "step") with `o`'s settings.
+    pub fn from_options(name: &str, o: &ScheduleOptions) -> Result<Schedule> {
+        let need = |v: Option<i64>, key: &str| -> Result<i64> {
+            match v {
+                Some(v) => Ok(v),
+                None => bail!("needs '{key}'"),
+            }
+        };
+        let schedule = match name {
+            "constant" => Schedule::Constant { warmup: o.warmup.unwrap_or(0) },
+            "linear" => Schedule::Linear { warmup: o.warmup.unwrap_or(0), total: need(o.total, "total")? },
+            "cosine" => Schedule::Cosine { warmup: o.warmup.unwrap_or(0), total: need(o.total, "total")?, min_lr_rate: o.min_lr_rate.unwrap_or(0.0) },
+            "step" => Schedule::Step { step_size: need(o.step_size, "step_size")?, gamma: o.gamma.unwrap_or(0.1) },
+            other => bail!("unknown schedule '{other}' (expected constant, linear, cosine or step)"),
+        };
+        schedule.validate()?;
+        Ok(schedule)
+    }
+}
+
+/// Drives an optimizer's learning rates: each group's lr is its base lr times the schedule's
+/// factor at `last_step`.
+pub struct Scheduler {
+    pub schedule: Schedule,
+    pub base_lrs: Vec<f64>,
+    pub last_step: i64,
+}
+
+impl Scheduler {
+    /// Takes the optimizer's current lrs as base lrs and applies step 0.
+    pub fn new(schedule: Schedule, opt: &mut dyn Optimizer) -> Scheduler {
+        let base_lrs = opt.groups().iter().map(|g| g.lr).collect();
+        let s = Scheduler { schedule, base_lrs, last_step: 0 };
+        s.apply(opt);
+        s
+    }
+
+    /// The lr of group `g` (0-based) now.
+    pub fn lr(&self, g: usize) -> Option<f64> {
+        self.base_lrs.get(g).map(|base| base * self.schedule.factor(self.last_step))
+    }
+
+    /// Sets every group's lr for `last_step`; groups added since the scheduler was made keep
+    /// their own lr.
+    pub fn apply(&self, opt: &mut dyn Optimizer) {
+        let factor = self.schedule.factor(self.last_step);
+        for (group, base) in opt.groups_mut().iter_mut().zip(&self.base_lrs) {
+            group.lr = base * factor;
+        }
+    }
+
+    /// Moves on one step.
+    pub fn step(&mut self, opt: &mut dyn Optimizer) {
+        self.last_step += 1;
+        self.apply(opt);
+    }
+
+    /// Restores a saved position and base lrs (one per group).
+    pub fn load(&mut self, last_step: i64, base_lrs: Vec<f64>, opt: &mut dyn Optimizer) -> Result<()> {
+        if base_lrs.len() != self.base_lrs.len() {
+            bail!("the state has {} groups, the schedule {}", base_lrs.len(), self.base_lrs.len());
+        }
+        self.last_step = last_step;
+        self.base_lrs = base_lrs;
+        self.apply(opt);
+        Ok(())
     }
 }

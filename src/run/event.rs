@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::nn::module::ParamCounts;
+
 /// A named numeric value a recipe returned (`loss`, `lr`, `acc`, …).
 pub type Metrics = Vec<(String, f64)>;
 
@@ -29,8 +31,8 @@ pub enum Event {
     Step { step: u64, metrics: Metrics, panels: Vec<Panel> },
     /// `evaluate` returned.
     Eval { step: u64, metrics: Metrics, panels: Vec<Panel> },
-    /// Parameter counts of `state.model`, when the recipe has one.
-    Model { total: i64, trainable: i64 },
+    /// Parameter counts of `state.model` (overall and per owner), when the recipe has one.
+    Model(ParamCounts),
     /// A line from `print` or `mt.log`.
     Log(String),
     /// A reload was tried at `step`: `version` is the one now running; `error` says why the new

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::event::Metrics;
-use crate::checkpoint::write_atomic;
+use crate::io::write_atomic;
 
 pub struct RunDir {
     pub path: PathBuf,

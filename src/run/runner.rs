@@ -24,7 +24,10 @@ use super::reload::{merge_config, reload_recipe, watched_files};
 use super::rundir::RunDir;
 use super::watch;
 use crate::lua::runtime::call_traced;
-use crate::lua::{load_file, new_lua, route_print, LuaTensor};
+use crate::lua::models::parameters_of;
+use crate::lua::tensor::as_tensor;
+use crate::lua::{load_file, new_lua, route_print};
+use crate::nn::module::ParamCounts;
 
 pub struct RunOptions {
     pub recipe: PathBuf,
@@ -146,8 +149,7 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
     let recipe = Recipe::from_table(&lua, table).with_context(|| format!("in {}", opts.recipe.display()))?;
     let cfg = resolve(&lua, &recipe.config, &overrides)?;
     if let Some(seed) = loop_setting(&cfg, "seed")? {
-        tch::manual_seed(seed as i64);
-        lua.load(format!("math.randomseed({seed})")).exec()?;
+        crate::lua::seed_everything(&lua, seed as i64)?;
     }
     if loop_setting(&cfg, "steps")?.is_none() && recipe.done.is_none() {
         return Err(anyhow!("the recipe needs config.steps or a done function to know when to stop"));
@@ -172,7 +174,7 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
     *watched.lock().map_err(|_| anyhow!("watch list poisoned"))? = watched_files(&lua, &opts.recipe)?;
     let _watcher = if opts.watch { Some(watch::spawn(&dir, watched.clone(), opts.command_tx.clone())?) } else { None };
 
-    report_model(&lua, &state, events);
+    report_model(&state, events);
     let mut l = Loop {
         lua: &lua,
         opts,
@@ -339,7 +341,7 @@ impl Loop<'_> {
             Ok(recipe) => {
                 self.swaps += 1;
                 self.versions.swap_in(recipe, self.swaps + 1);
-                report_model(self.lua, &self.state, self.events);
+                report_model(&self.state, self.events);
                 self.report_reload(step, self.versions.version, None)
             }
             Err(e) => self.report_reload(step, self.versions.version, Some(format!("{e:#}"))),
@@ -353,14 +355,12 @@ impl Loop<'_> {
     }
 }
 
-/// Sends the parameter counts of `state.model` if it has `num_parameters`.
-fn report_model(lua: &Lua, state: &Value, events: &Sender<Event>) {
-    let counts = lua
-        .load("local s = ... ; local m = type(s) == 'table' and s.model; if m and m.num_parameters then return m:num_parameters(), m:num_parameters{ trainable = true } end")
-        .set_name("=moontune")
-        .call::<(Option<i64>, Option<i64>)>(state.clone());
-    if let Ok((Some(total), Some(trainable))) = counts {
-        let _ = events.send(Event::Model { total, trainable });
+/// Sends the parameter counts of `state.model` (a loaded model or a Lua module), if there is one.
+fn report_model(state: &Value, events: &Sender<Event>) {
+    let Value::Table(t) = state else { return };
+    let Ok(model) = t.raw_get::<Value>("model") else { return };
+    if let Some(params) = parameters_of(&model) {
+        let _ = events.send(Event::Model(ParamCounts::of(&params)));
     }
 }
 
@@ -377,9 +377,9 @@ pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
             other => (other.clone(), None, None),
         };
         let matrix: Vec<Vec<f64>> = match &values {
-            Value::UserData(ud) => match ud.borrow::<LuaTensor>() {
-                Ok(t) => {
-                    let t = t.get("panels")?.f_to_kind(tch::Kind::Double)?.f_to_device(tch::Device::Cpu)?;
+            Value::UserData(_) => match as_tensor(&values) {
+                Some(t) => {
+                    let t = t.f_to_kind(tch::Kind::Double)?.f_to_device(tch::Device::Cpu)?;
                     let size = t.size();
                     if size.len() != 2 {
                         return Err(anyhow!("panel '{name}' must be a 2-D table or tensor, got shape {size:?}"));
@@ -387,7 +387,7 @@ pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
                     let flat = Vec::<f64>::try_from(&t.f_reshape([-1])?)?;
                     flat.chunks(size[1].max(1) as usize).map(<[f64]>::to_vec).collect()
                 }
-                Err(_) => continue,
+                None => continue,
             },
             Value::Table(rows) => rows.sequence_values::<Vec<f64>>().collect::<mlua::Result<_>>().map_err(|e| anyhow!("panel '{name}': {e}"))?,
             _ => continue,
@@ -414,11 +414,8 @@ pub fn metrics_of(v: &Value) -> Result<Metrics> {
         let value = match &v {
             Value::Integer(i) => *i as f64,
             Value::Number(n) => *n,
-            Value::UserData(ud) => match ud.borrow::<LuaTensor>() {
-                Ok(t) => match t.get("metrics") {
-                    Ok(t) if t.numel() == 1 => t.f_double_value(&[])?,
-                    _ => continue,
-                },
+            Value::UserData(_) => match as_tensor(&v) {
+                Some(t) if t.numel() == 1 => t.f_double_value(&[])?,
                 _ => continue,
             },
             _ => continue,

@@ -1,5 +1,7 @@
-//! Tensors: dtype and device names as users write them, PyTorch-style printing, and creation
-//! from flat data. Everything else is libtorch through `tch`.
+//! Tensors: dtype and device names as users write them, PyTorch-style printing, creation from
+//! flat data, scalar promotion, the libtorch calls tch does not bind (shim), and a ledger of live
+//! storage.
+//! Everything else is libtorch through `tch`.
 
 pub mod autograd;
 pub mod create;
@@ -7,6 +9,9 @@ pub mod cuda_memory;
 pub mod device;
 pub mod dtype;
 pub mod format;
+pub mod ledger;
+pub mod scalar;
+pub mod shim;
 
 pub use device::{device_name, parse_device};
 pub use dtype::{dtype_name, parse_dtype};

@@ -3,6 +3,7 @@
 //! tokenizer_config.json, chat templates rendered with minijinja the way transformers renders
 //! them with Jinja2, and training a byte-level BPE tokenizer.
 
+pub mod batch;
 pub mod chat;
 
 use std::path::Path;
@@ -81,6 +82,17 @@ impl Tok {
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner.decode(ids, skip_special_tokens).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// `decode` for ids as scripts and tensors hold them (int64); an id out of range is an error.
+    pub fn decode_ids(&self, ids: &[i64], skip_special_tokens: bool) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|i| u32::try_from(*i).map_err(|_| anyhow!("token id {i} is out of range"))).collect::<Result<_>>()?;
+        self.decode(&ids, skip_special_tokens)
+    }
+
+    /// The id padding uses by default: the pad token, else EOS, else 0.
+    pub fn default_pad_id(&self) -> i64 {
+        self.specials.pad.as_ref().or(self.specials.eos.as_ref()).map(|p| p.1 as i64).unwrap_or(0)
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -2,10 +2,18 @@
 --
 -- A module is a table whose class derives from nn.Module. Parameters are declared with
 -- self:register_parameter(name, tensor) (buffers with register_buffer); any module assigned
--- to a field becomes a child. parameters(), named_parameters(), state_dict(), train()/eval(),
--- to{...}, freeze()/unfreeze() and num_parameters{...} then walk the tree. Built-in layers
--- (linear, embedding, layer_norm, rms_norm, dropout, sequential) are written the same way,
--- so a module written in a recipe is a first-class citizen.
+-- to a field becomes a child — a Lua module, or a loaded model (mt.models.load) or any of its
+-- submodules. Lua modules and loaded models answer the same methods with the same return
+-- types, and the tree walks straight through both:
+--   named_parameters{ trainable = } / named_modules() / state_dict()  → tables keyed by name
+--   parameters{ trainable = }                                          → a sequence, tree order
+--   get_submodule(name), freeze(pattern?), unfreeze(pattern?), train(mode?), eval(),
+--   to{ dtype =, device = }, load_state_dict(sd, { strict = }), num_parameters{ trainable = },
+--   apply(fn), zero_grad(), register_forward_hook(pattern, fn) → handle with :remove()
+-- Parameter handles carry their name in the tree, which optimizers key their state by. A
+-- pattern is a list of names (matched by suffix at a dot boundary) or a Lua pattern over the
+-- whole name; freeze and hooks use the same matcher as loaded models. A module reachable twice
+-- (shared, or through a cycle) is visited once.
 --
 --   local MLP = nn.module("MLP")
 --   function MLP:init(d_in, d_hidden)
@@ -18,12 +26,17 @@
 
 local core = require "moontune.core"
 local T = core.tensor
-local F = core.nn.functional
+local native = core.nn   -- moontune's init.lua puts this module at mt.nn: keep the native one
+local F = native.functional
 
-local nn = { functional = F, init = core.nn.init }
+local nn = { functional = F, init = native.init }
+
+local function is_lua_module(v)
+  return type(v) == "table" and getmetatable(v) ~= nil and rawget(getmetatable(v), "__is_module") == true
+end
 
 local function is_module(v)
-  return type(v) == "table" and getmetatable(v) ~= nil and rawget(getmetatable(v), "__is_module") == true
+  return is_lua_module(v) or native.is_native_module(v)
 end
 nn.is_module = is_module
 
@@ -40,8 +53,17 @@ local function newindex(self, key, value)
   rawset(self, key, value)
 end
 
+-- Runs the forward hooks of a Lua module on its output; a hook that returns a value replaces it.
+local function run_hooks(self, hooks, input, output, ...)
+  for _, h in ipairs(hooks) do
+    local replaced = h.fn(self, input, output, h.name)
+    if replaced ~= nil then output = replaced end
+  end
+  return output, ...
+end
+
 -- nn.module(name, parent?): a new module class. Define :init(...) and :forward(...) on it;
--- calling the class makes an instance, calling an instance runs forward.
+-- calling the class makes an instance, calling an instance runs forward (and its hooks).
 function nn.module(name, parent)
   assert(type(name) == "string", "nn.module: expected a class name")
   parent = parent or Module
@@ -50,7 +72,11 @@ function nn.module(name, parent)
   class.__index = class
   class.__newindex = newindex
   class.__is_module = true
-  class.__call = function(self, ...) return self:forward(...) end
+  class.__call = function(self, ...)
+    local hooks = rawget(self, "_forward_hooks")
+    if hooks == nil then return self:forward(...) end
+    return run_hooks(self, hooks, (...), self:forward(...))
+  end
   class.__tostring = Module.__tostring
   class.new = function(...)
     local self = setmetatable({ _params = {}, _buffers = {}, _children = {} }, class)
@@ -94,79 +120,137 @@ function Module:named_children()
   end
 end
 
--- Calls fn(prefix, module) for this module and every descendant, depth first.
-local function walk(m, prefix, fn)
+local function qualified(prefix, name)
+  if prefix == "" then return tostring(name) end
+  if name == "" then return prefix end
+  return prefix .. "." .. tostring(name)
+end
+
+-- Calls fn(prefix, module) for this module and every Lua module under it, depth first, each
+-- once; a loaded model's module is passed to fn but not walked into (it walks itself).
+local function walk(m, prefix, fn, seen)
+  seen = seen or {}
+  if seen[m] then return end
+  seen[m] = true
   fn(prefix, m)
+  if not is_lua_module(m) then return end
   for name, child in m:named_children() do
-    if is_module(child) then
-      walk(child, prefix == "" and tostring(name) or (prefix .. "." .. tostring(name)), fn)
-    end
+    if is_module(child) then walk(child, qualified(prefix, name), fn, seen) end
   end
 end
 
-local function qualified(prefix, name)
-  return prefix == "" and tostring(name) or (prefix .. "." .. tostring(name))
-end
-
--- A sequence of { name, tensor } for parameters (or buffers), in a stable order.
+-- A sequence of { name, tensor } for parameters (or buffers), in tree order.
 local function collect(m, list_field)
   local out = {}
   walk(m, "", function(prefix, mod)
-    for _, name in ipairs(mod[list_field]) do
-      local t = mod[name]
-      if t ~= nil then out[#out + 1] = { qualified(prefix, name), t } end
+    if is_lua_module(mod) then
+      for _, name in ipairs(mod[list_field]) do
+        local t = mod[name]
+        if t ~= nil then out[#out + 1] = { qualified(prefix, name), t } end
+      end
+    elseif list_field == "_params" then
+      -- A loaded model lists its parameters in order, each carrying its name in the model.
+      local own = mod:name()
+      local cut = own == "" and 1 or #own + 2
+      for _, p in ipairs(mod:parameters()) do
+        out[#out + 1] = { qualified(prefix, p:param_name():sub(cut)), p }
+      end
     end
   end)
   return out
 end
 
--- for name, p in m:named_parameters{ trainable = true } do ... end
-function Module:named_parameters(opts)
-  local trainable = opts and opts.trainable
-  local list, i = collect(self, "_params"), 0
-  return function()
-    repeat
-      i = i + 1
-      local entry = list[i]
-      if entry == nil then return nil end
-      if not trainable or entry[2]:requires_grad() then return entry[1], entry[2] end
-    until false
-  end
-end
-
--- A sequence of parameter tensors (pass it to an optimizer); { trainable = true } filters.
-function Module:parameters(opts)
-  if opts ~= nil then
-    for k in pairs(opts) do
-      if k ~= "trainable" then error("parameters: unknown option '" .. tostring(k) .. "' (accepted: trainable)", 2) end
+local function check_options(call, opts, accepted)
+  if opts == nil then return {} end
+  local ok = {}
+  for _, k in ipairs(accepted) do ok[k] = true end
+  for k in pairs(opts) do
+    if not ok[k] then
+      error(string.format("%s: unknown option '%s' (accepted: %s)", call, tostring(k), table.concat(accepted, ", ")), 3)
     end
   end
+  return opts
+end
+
+-- The parameters as { name, handle } in tree order; { trainable = true } filters.
+local function parameter_list(m, call, opts)
+  opts = check_options(call, opts, { "trainable" })
   local out = {}
-  for _, p in self:named_parameters(opts) do out[#out + 1] = p end
+  for _, entry in ipairs(collect(m, "_params")) do
+    if not opts.trainable or entry[2]:requires_grad() then
+      out[#out + 1] = { entry[1], native.named_parameter(entry[2], entry[1]) }
+    end
+  end
   return out
 end
 
+-- name -> parameter (each handle carries its name).
+function Module:named_parameters(opts)
+  local out = {}
+  for _, entry in ipairs(parameter_list(self, "named_parameters", opts)) do out[entry[1]] = entry[2] end
+  return out
+end
+
+-- A sequence of parameters in tree order (pass it to an optimizer); { trainable = true } filters.
+function Module:parameters(opts)
+  local out = {}
+  for _, entry in ipairs(parameter_list(self, "parameters", opts)) do out[#out + 1] = entry[2] end
+  return out
+end
+
+-- name -> buffer.
 function Module:named_buffers()
-  local list, i = collect(self, "_buffers"), 0
-  return function()
-    i = i + 1
-    local entry = list[i]
-    if entry ~= nil then return entry[1], entry[2] end
+  local out = {}
+  for _, entry in ipairs(collect(self, "_buffers")) do out[entry[1]] = entry[2] end
+  return out
+end
+
+-- name -> module, this one under "" (a loaded model's submodules included).
+function Module:named_modules()
+  local out = {}
+  walk(self, "", function(prefix, mod)
+    if is_lua_module(mod) then
+      out[prefix] = mod
+    else
+      for name, sub in pairs(mod:named_modules()) do out[qualified(prefix, name)] = sub end
+    end
+  end)
+  return out
+end
+
+-- The module at a dotted path ("" is this one).
+function Module:get_submodule(name)
+  if type(name) ~= "string" then error("get_submodule: expected a name (string)", 2) end
+  local m, walked = self, ""
+  for part in name:gmatch("[^.]+") do
+    if not is_lua_module(m) then
+      return m:get_submodule(name:sub(#walked + (walked == "" and 1 or 2)))
+    end
+    local child = rawget(m, part)
+    if not is_module(child) then
+      local names = {}
+      for n in m:named_children() do names[#names + 1] = tostring(n) end
+      error(string.format("get_submodule: %s has no submodule '%s' (it has: %s)",
+        walked == "" and "the module" or ("'" .. walked .. "'"), part, #names > 0 and table.concat(names, ", ") or "none"), 2)
+    end
+    m, walked = child, qualified(walked, part)
   end
+  return m
 end
 
 -- name -> tensor for all parameters and buffers.
 function Module:state_dict()
   local sd = {}
-  for name, p in self:named_parameters() do sd[name] = p end
-  for name, b in self:named_buffers() do sd[name] = b end
+  for name, p in pairs(self:named_parameters()) do sd[name] = p end
+  for name, b in pairs(self:named_buffers()) do sd[name] = b end
   return sd
 end
 
 -- Copies tensors into parameters and buffers by name. With strict (the default) missing and
--- unexpected names are errors; shapes must match.
+-- unexpected names are errors; shapes must match. Returns the missing and unexpected names.
 function Module:load_state_dict(sd, opts)
-  local strict = not (opts and opts.strict == false)
+  opts = check_options("load_state_dict", opts, { "strict" })
+  local strict = opts.strict ~= false
   local own = self:state_dict()
   local missing, unexpected = {}, {}
   for name in pairs(own) do if sd[name] == nil then missing[#missing + 1] = name end end
@@ -176,16 +260,19 @@ function Module:load_state_dict(sd, opts)
     error(string.format("load_state_dict: missing keys {%s}, unexpected keys {%s}",
       table.concat(missing, ", "), table.concat(unexpected, ", ")), 2)
   end
+  for name, t in pairs(own) do
+    local src = sd[name]
+    if src ~= nil then
+      local a, b = table.concat(t:shape(), "x"), table.concat(src:shape(), "x")
+      if a ~= b then
+        error(string.format("load_state_dict: '%s' has shape [%s] here, [%s] in the state dict", name, a, b), 2)
+      end
+    end
+  end
   core.no_grad(function()
     for name, t in pairs(own) do
       local src = sd[name]
-      if src ~= nil then
-        local a, b = table.concat(t:shape(), "x"), table.concat(src:shape(), "x")
-        if a ~= b then
-          error(string.format("load_state_dict: '%s' has shape [%s] here, [%s] in the state dict", name, a, b), 3)
-        end
-        t:copy_(src)
-      end
+      if src ~= nil then t:copy_(src) end
     end
   end)
   return missing, unexpected
@@ -199,24 +286,34 @@ end
 
 function Module:train(mode)
   if mode == nil then mode = true end
-  walk(self, "", function(_, m) rawset(m, "training", mode) end)
+  walk(self, "", function(_, m)
+    if is_lua_module(m) then rawset(m, "training", mode) else m:train(mode) end
+  end)
   return self
 end
 
 function Module:eval() return self:train(false) end
 
-function Module:freeze()
-  for _, p in self:named_parameters() do p:requires_grad_(false) end
+-- Sets requires_grad on the parameters the pattern picks (all without one).
+local function set_trainable(self, call, pattern, flag)
+  local list = parameter_list(self, call)
+  local names = {}
+  for i, entry in ipairs(list) do names[i] = entry[1] end
+  local picked = {}
+  for _, name in ipairs(native.select_names(call, pattern, names)) do picked[name] = true end
+  for _, entry in ipairs(list) do
+    if picked[entry[1]] then entry[2]:requires_grad_(flag) end
+  end
   return self
 end
 
-function Module:unfreeze()
-  for _, p in self:named_parameters() do p:requires_grad_(true) end
-  return self
-end
+-- freeze(pattern?): stop training the parameters the pattern picks (all without one).
+function Module:freeze(pattern) return set_trainable(self, "freeze", pattern, false) end
+
+function Module:unfreeze(pattern) return set_trainable(self, "unfreeze", pattern, true) end
 
 function Module:zero_grad()
-  for _, p in self:named_parameters() do
+  for _, p in ipairs(self:parameters()) do
     local g = p.grad
     if g ~= nil then g:zero_() end
   end
@@ -226,11 +323,10 @@ end
 -- optimizer made before still holds them): m:to{ dtype = "bf16", device = "cuda" }.
 function Module:to(opts)
   if type(opts) == "string" then opts = (opts:match("^cpu") or opts:match("^cuda")) and { device = opts } or { dtype = opts } end
-  for k in pairs(opts) do
-    if k ~= "dtype" and k ~= "device" then error("to: unknown option '" .. tostring(k) .. "' (accepted: dtype, device)", 2) end
-  end
+  check_options("to", opts, { "dtype", "device" })
   core.no_grad(function()
     walk(self, "", function(_, m)
+      if not is_lua_module(m) then m:to(opts); return end
       for _, list in ipairs({ m._params, m._buffers }) do
         for _, name in ipairs(list) do
           local t = m[name]
@@ -244,10 +340,40 @@ function Module:to(opts)
   return self
 end
 
--- Calls fn(module) on every module of the tree.
+-- Calls fn(module) on every module of the tree (a loaded model's submodules included).
 function Module:apply(fn)
-  walk(self, "", function(_, m) fn(m) end)
+  for _, m in pairs(self:named_modules()) do fn(m) end
   return self
+end
+
+-- register_forward_hook(pattern, fn): fn(module, input, output, name) runs after the forward of
+-- every module whose name the pattern picks ("" is this module); returning a value replaces
+-- the output. Returns a handle whose :remove() takes the hooks off.
+function Module:register_forward_hook(pattern, fn)
+  if type(fn) ~= "function" then error("register_forward_hook: expected a function", 2) end
+  local modules = self:named_modules()
+  local names = {}
+  for name in pairs(modules) do names[#names + 1] = name end
+  table.sort(names)
+  local removers = {}
+  for _, name in ipairs(native.select_names("register_forward_hook", pattern, names)) do
+    local m = modules[name]
+    if is_lua_module(m) then
+      local hooks = rawget(m, "_forward_hooks") or {}
+      local entry = { fn = fn, name = name }
+      hooks[#hooks + 1] = entry
+      rawset(m, "_forward_hooks", hooks)
+      removers[#removers + 1] = function()
+        local list = rawget(m, "_forward_hooks") or {}
+        for i, e in ipairs(list) do if e == entry then table.remove(list, i) break end end
+        if #list == 0 then rawset(m, "_forward_hooks", nil) end
+      end
+    else
+      local handle = m:register_forward_hook("", function(mod, input, output) return fn(mod, input, output, name) end)
+      removers[#removers + 1] = function() handle:remove() end
+    end
+  end
+  return { remove = function() for _, r in ipairs(removers) do r() end removers = {} end }
 end
 
 function Module:extra_repr() return "" end
@@ -264,18 +390,6 @@ function Module.__tostring(self)
     return table.concat(lines, "\n") .. "\n)"
   end
   return lines[1] .. ")"
-end
-
-local function check_options(call, opts, accepted)
-  if opts == nil then return {} end
-  local ok = {}
-  for _, k in ipairs(accepted) do ok[k] = true end
-  for k in pairs(opts) do
-    if not ok[k] then
-      error(string.format("%s: unknown option '%s' (accepted: %s)", call, tostring(k), table.concat(accepted, ", ")), 3)
-    end
-  end
-  return opts
 end
 
 local function placement(opts)

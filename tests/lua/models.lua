@@ -12,8 +12,9 @@ local tests = {}
 function tests.parameters_have_hugging_face_names()
   local model = mt.models.new("LlamaForCausalLM", config)
   local names = {}
-  for name, p in model:named_parameters() do names[#names + 1] = name; assert(p:requires_grad()) end
+  for _, p in ipairs(model:parameters()) do names[#names + 1] = p:param_name(); assert(p:requires_grad()) end
   assert(names[1] == "model.embed_tokens.weight" and names[#names] == "lm_head.weight", names[1] .. " " .. names[#names])
+  for name, p in pairs(model:named_parameters()) do assert(p:param_name() == name, name) end
   assert(model:state_dict()["model.layers.1.self_attn.k_proj.weight"]:shape()[1] == 8)
   assert(model:num_parameters() == 50 * 16 * 2 + 2 * (16 * 16 * 2 + 16 * 8 * 2 + 3 * 16 * 24 + 2 * 16) + 16)
   assert(model:architecture() == "LlamaForCausalLM" and model:config().hidden_size == 16)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::nn::module::ParamCounts;
 use crate::run::event::{Busy, Event, Panel};
 use crate::ui::progress::Rate;
 
@@ -67,7 +68,8 @@ pub struct TuiState {
     pub reload_marks: Vec<u64>,
     pub log: VecDeque<String>,
     pub panels: BTreeMap<String, Panel>,
-    pub params: Option<(i64, i64)>,
+    /// Parameter counts of `state.model`, overall and per owner.
+    pub params: Option<ParamCounts>,
     /// Resident memory of this process, MiB (updated by the UI loop).
     pub rss_mib: Option<f64>,
     /// CUDA memory (allocated, reserved) per device in MiB, when there is CUDA.
@@ -156,7 +158,7 @@ impl TuiState {
                 }
                 self.panels.extend(panels.into_iter().map(|p| (p.name.clone(), p)));
             }
-            Event::Model { total, trainable } => self.params = Some((total, trainable)),
+            Event::Model(counts) => self.params = Some(counts),
             Event::Log(text) => self.push_log(&text),
             Event::Reload { step, version, error } => {
                 match error {

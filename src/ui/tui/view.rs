@@ -220,12 +220,16 @@ fn model_panel(f: &mut Frame, s: &TuiState, area: Rect) {
     let block = Block::default().borders(Borders::ALL).title(" model ");
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let params = match s.params {
-        Some((total, trainable)) => format!("parameters {} · trainable {}", count(total), count(trainable)),
-        None => "no state.model reported".to_string(),
+    let mut lines = match &s.params {
+        Some(p) => vec![format!("parameters {} · trainable {}", count(p.total), count(p.trainable))],
+        None => vec!["no state.model reported".to_string()],
     };
-    let parts = Layout::default().direction(Direction::Vertical).constraints([Constraint::Length(1), Constraint::Min(0)]).split(inner);
-    f.render_widget(Paragraph::new(params), parts[0]);
+    // Adapters, when there are any: each owner's share of the parameters.
+    if let Some(p) = s.params.as_ref().filter(|p| p.by_owner.len() > 1) {
+        lines.extend(p.by_owner.iter().map(|(owner, total, trainable)| format!("  {owner}: {} · trainable {}", count(*total), count(*trainable))));
+    }
+    let parts = Layout::default().direction(Direction::Vertical).constraints([Constraint::Length(lines.len() as u16), Constraint::Min(0)]).split(inner);
+    f.render_widget(Paragraph::new(lines.join("\n")), parts[0]);
     let panels: Vec<&Panel> = s.panels.values().collect();
     if panels.is_empty() {
         return;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::safetensors_io::kind_of;
+use crate::io::safetensors::kind_of;
 use crate::tensor::dtype::is_floating;
 
 /// The safetensors files of a model directory.
@@ -52,8 +52,6 @@ pub struct Weights {
     kind: Kind,
     device: Device,
     init_std: f64,
-    /// Every parameter, by checkpoint name, in the order the model asked for them.
-    pub params: Vec<(String, Tensor)>,
 }
 
 impl Weights {
@@ -81,12 +79,12 @@ impl Weights {
             }
         }
         let kind = kind.or(first_kind).unwrap_or(Kind::Float);
-        Ok(Weights { tensors: Some(tensors), kind, device, init_std: 0.0, params: Vec::new() })
+        Ok(Weights { tensors: Some(tensors), kind, device, init_std: 0.0 })
     }
 
     /// Fresh parameters of `kind` on `device`, normal ones drawn with standard deviation `std`.
     pub fn fresh(kind: Kind, device: Device, std: f64) -> Weights {
-        Weights { tensors: None, kind, device, init_std: std, params: Vec::new() }
+        Weights { tensors: None, kind, device, init_std: std }
     }
 
     /// Whether the checkpoint has tensor `name` (always false for fresh weights).
@@ -94,12 +92,26 @@ impl Weights {
         self.tensors.as_ref().is_some_and(|t| t.contains_key(name))
     }
 
+    /// Renames checkpoint tensors that start with `from` (and that `rename` accepts) to start
+    /// with `to` instead: the same weights saved from another class carry other prefixes
+    /// (`bert.` in task models, no `transformer.` in OpenAI's GPT-2 conversions).
+    pub fn rename_prefix(&mut self, from: &str, to: &str, rename: impl Fn(&str) -> bool) {
+        if let Some(tensors) = &mut self.tensors {
+            let names: Vec<String> = tensors.keys().filter(|k| k.starts_with(from) && rename(k)).cloned().collect();
+            for name in names {
+                if let Some(t) = tensors.remove(&name) {
+                    tensors.insert(format!("{to}{}", &name[from.len()..]), t);
+                }
+            }
+        }
+    }
+
     pub fn is_fresh(&self) -> bool {
         self.tensors.is_none()
     }
 
     /// Parameter `name` of `shape`: taken from the checkpoint (an error naming the tensor if it
-    /// is missing or mis-shaped) or made fresh; recorded in `params`.
+    /// is missing or mis-shaped) or made fresh. Floating-point parameters require gradients.
     pub fn param(&mut self, name: &str, shape: &[i64], init: Init) -> Result<Tensor> {
         let t = match &mut self.tensors {
             Some(tensors) => {
@@ -120,8 +132,7 @@ impl Weights {
                 }
             }
         };
-        self.params.push((name.to_string(), t.shallow_clone()));
-        Ok(t)
+        Ok(if is_floating(t.kind()) { t.f_set_requires_grad(true)? } else { t })
     }
 
     /// Checkpoint tensors nobody took, except those `ignorable` says are expected leftovers.

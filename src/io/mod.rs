@@ -1,0 +1,8 @@
+//! Tensors on disk, below everything that saves state (models, optimizers, checkpoints): atomic
+//! file writes and safetensors files of named tensors.
+
+pub mod atomic;
+pub mod safetensors;
+
+pub use atomic::write_atomic;
+pub use safetensors::{load_safetensors, save_safetensors};

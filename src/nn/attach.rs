@@ -1,0 +1,201 @@
+//! Attachment points: where adapters hang on a model (DESIGN.md, "where adapters attach").
+//! A point holds named adapters, each active or not, in the order they were attached; while
+//! none is attached it is no child of its module and its forward is the plain computation.
+//!
+//! - [`LinearPoint`], on every `Linear`: an adapter maps (x, base output) to a new output
+//!   (LoRA and its variants, IA3, methods written in Lua).
+//! - [`ResidualPoint`], after attention and after the feed-forward block of each layer: it sees
+//!   the sublayer's input, its output, the residual and the layer's norm, and does the add and
+//!   norm itself, so that AdapterHub's placements (`original_ln_before/after`,
+//!   `residual_before_ln`, parallel adapters) and fusion can be built on it.
+//! - [`InvertiblePoint`], after the embeddings and before the output head (invertible adapters).
+//!
+//! Prefix tuning enters through the KV cache and prompt tuning through `inputs_embeds`; they
+//! need no point of their own.
+
+use anyhow::{bail, Result};
+use tch::Tensor;
+
+use super::hooks::Ctx;
+use super::module::Module;
+
+/// Applied on a `Linear`: the new output for input `x`, given the base layer's output.
+pub trait LinearAdapter: Module {
+    fn forward(&self, ctx: &Ctx, x: &Tensor, base_out: Tensor) -> Result<Tensor>;
+}
+
+/// A layer norm as a residual point sees it.
+pub trait Norm {
+    fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor>;
+}
+
+/// What a residual point passes an adapter.
+pub struct ResidualInputs<'a> {
+    /// The sublayer's input (what parallel adapters read).
+    pub input: &'a Tensor,
+    /// The sublayer's output.
+    pub output: &'a Tensor,
+    /// What the sublayer's output is added to.
+    pub residual: &'a Tensor,
+    /// The norm applied after the add (post-norm layers, as BERT's), if any.
+    pub norm: Option<&'a dyn Norm>,
+}
+
+/// Applied at a residual point: the layer's hidden states after this point, add and norm done.
+pub trait ResidualAdapter: Module {
+    fn forward(&self, ctx: &Ctx, r: &ResidualInputs) -> Result<Tensor>;
+}
+
+/// Applied after the embeddings (`forward`) and before the output head (`inverse`).
+pub trait InvertibleAdapter: Module {
+    fn forward(&self, ctx: &Ctx, h: &Tensor) -> Result<Tensor>;
+    fn inverse(&self, ctx: &Ctx, h: &Tensor) -> Result<Tensor>;
+}
+
+/// One attached adapter.
+pub struct Slot<A: ?Sized> {
+    pub name: String,
+    pub adapter: Box<A>,
+    pub active: bool,
+}
+
+/// The adapters of a point, as a module whose children are the adapters by name.
+pub struct AdapterDict<A: ?Sized> {
+    pub slots: Vec<Slot<A>>,
+}
+
+/// A point: no dict while nothing is attached.
+pub struct Point<A: ?Sized> {
+    pub dict: Option<AdapterDict<A>>,
+}
+
+impl<A: ?Sized> Default for Point<A> {
+    fn default() -> Self {
+        Point { dict: None }
+    }
+}
+
+impl<A: ?Sized> Point<A> {
+    pub fn is_empty(&self) -> bool {
+        self.dict.is_none()
+    }
+
+    /// Attaches `adapter` as `name`, active.
+    pub fn attach(&mut self, name: &str, adapter: Box<A>) -> Result<()> {
+        let dict = self.dict.get_or_insert_with(|| AdapterDict { slots: Vec::new() });
+        if dict.slots.iter().any(|s| s.name == name) {
+            bail!("an adapter named '{name}' is already attached here");
+        }
+        dict.slots.push(Slot { name: name.to_string(), adapter, active: true });
+        Ok(())
+    }
+
+    /// Removes the adapter `name` and returns it.
+    pub fn detach(&mut self, name: &str) -> Result<Box<A>> {
+        let Some(dict) = &mut self.dict else { bail!("no adapter named '{name}' is attached here") };
+        let Some(i) = dict.slots.iter().position(|s| s.name == name) else { bail!("no adapter named '{name}' is attached here") };
+        let slot = dict.slots.remove(i);
+        if dict.slots.is_empty() {
+            self.dict = None;
+        }
+        Ok(slot.adapter)
+    }
+
+    /// Makes exactly the adapters in `names` active (the others stay attached, inactive).
+    pub fn set_active(&mut self, names: &[&str]) -> Result<()> {
+        let slots = self.dict.as_mut().map(|d| d.slots.as_mut_slice()).unwrap_or_default();
+        if let Some(unknown) = names.iter().find(|n| !slots.iter().any(|s| s.name == **n)) {
+            bail!("no adapter named '{unknown}' is attached here");
+        }
+        for s in slots {
+            s.active = names.contains(&s.name.as_str());
+        }
+        Ok(())
+    }
+
+    /// The active adapters, in attachment order.
+    pub fn active(&self) -> impl Iterator<Item = &A> {
+        self.dict.iter().flat_map(|d| d.slots.iter()).filter(|s| s.active).map(|s| &*s.adapter)
+    }
+}
+
+/// Implements `Module` for the dict of one adapter trait (its children are the adapters).
+macro_rules! adapter_dict_module {
+    ($adapter:ident) => {
+        impl Module for AdapterDict<dyn $adapter> {
+            fn class_name(&self) -> &'static str {
+                "AdapterDict"
+            }
+            fn children(&self) -> Vec<(String, &dyn Module)> {
+                self.slots.iter().map(|s| (s.name.clone(), &*s.adapter as &dyn Module)).collect()
+            }
+            fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
+                self.slots.iter_mut().map(|s| (s.name.clone(), &mut *s.adapter as &mut dyn Module)).collect()
+            }
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+            fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+                self
+            }
+        }
+    };
+}
+
+adapter_dict_module!(LinearAdapter);
+adapter_dict_module!(ResidualAdapter);
+adapter_dict_module!(InvertibleAdapter);
+
+pub type LinearPoint = Point<dyn LinearAdapter>;
+pub type ResidualPoint = Point<dyn ResidualAdapter>;
+pub type InvertiblePoint = Point<dyn InvertibleAdapter>;
+
+impl LinearPoint {
+    /// The output after every active adapter, in order (each sees the previous output).
+    pub fn forward(&self, ctx: &Ctx, x: &Tensor, base_out: Tensor) -> Result<Tensor> {
+        let mut out = base_out;
+        for adapter in self.active() {
+            out = adapter.forward(ctx, x, out)?;
+        }
+        Ok(out)
+    }
+}
+
+impl ResidualPoint {
+    /// `norm(output + residual)` (or without norm), or what the active adapter makes of it.
+    /// Compositions of several adapters at one point (Stack, Fuse, Parallel) are for the
+    /// modular-adapter work; until then more than one active adapter here is an error.
+    pub fn forward(&self, ctx: &Ctx, input: &Tensor, output: Tensor, residual: &Tensor, norm: Option<&dyn Norm>) -> Result<Tensor> {
+        let mut active = self.active();
+        let Some(adapter) = active.next() else {
+            let h = output.f_add(residual)?;
+            return match norm {
+                Some(n) => n.forward(ctx, &h),
+                None => Ok(h),
+            };
+        };
+        if active.next().is_some() {
+            bail!("several adapters are active at one residual point; activate one, or compose them");
+        }
+        adapter.forward(ctx, &ResidualInputs { input, output: &output, residual, norm })
+    }
+}
+
+impl InvertiblePoint {
+    pub fn after_embeddings(&self, ctx: &Ctx, h: Tensor) -> Result<Tensor> {
+        let mut h = h;
+        for adapter in self.active() {
+            h = adapter.forward(ctx, &h)?;
+        }
+        Ok(h)
+    }
+
+    /// The inverses, last attached first.
+    pub fn before_head(&self, ctx: &Ctx, h: Tensor) -> Result<Tensor> {
+        let mut h = h;
+        for adapter in self.active().collect::<Vec<_>>().into_iter().rev() {
+            h = adapter.inverse(ctx, &h)?;
+        }
+        Ok(h)
+    }
+}

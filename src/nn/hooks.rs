@@ -1,0 +1,80 @@
+//! Forward hooks and the context a forward pass runs in. A hook sees a named module's input and
+//! output (and may replace the output), as PyTorch's `register_forward_hook`; it is registered
+//! by module name and removed by the id it was given. Every module's `forward` ends with
+//! `ctx.output(name, input, output)`, which returns at once when no hook is registered, so a
+//! model without hooks pays one branch per module.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use tch::Tensor;
+
+/// What a hook is called with.
+pub struct HookCall<'a> {
+    pub module: &'a str,
+    pub input: &'a Tensor,
+    pub output: &'a Tensor,
+}
+
+/// A hook: returns a tensor to replace the module's output, or None to keep it.
+pub type HookFn = Box<dyn Fn(&HookCall) -> Result<Option<Tensor>>>;
+
+#[derive(Default)]
+pub struct Hooks {
+    by_module: HashMap<String, Vec<(u64, HookFn)>>,
+    next_id: u64,
+}
+
+impl Hooks {
+    pub fn is_empty(&self) -> bool {
+        self.by_module.is_empty()
+    }
+
+    /// Registers `hook` on the module named `module`; returns its id.
+    pub fn add(&mut self, module: &str, hook: HookFn) -> u64 {
+        self.next_id += 1;
+        self.by_module.entry(module.to_string()).or_default().push((self.next_id, hook));
+        self.next_id
+    }
+
+    /// Removes the hook with `id`; false if there was none.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let mut found = false;
+        self.by_module.retain(|_, hooks| {
+            let before = hooks.len();
+            hooks.retain(|(i, _)| *i != id);
+            found |= hooks.len() != before;
+            !hooks.is_empty()
+        });
+        found
+    }
+
+    /// Runs the hooks of `module` in registration order, each seeing the previous one's output.
+    pub fn run(&self, module: &str, input: &Tensor, mut output: Tensor) -> Result<Tensor> {
+        if let Some(hooks) = self.by_module.get(module) {
+            for (_, hook) in hooks {
+                if let Some(replaced) = hook(&HookCall { module, input, output: &output })? {
+                    output = replaced;
+                }
+            }
+        }
+        Ok(output)
+    }
+}
+
+/// What every forward pass carries down the tree: training mode (dropout) and the hooks.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub training: bool,
+    pub hooks: &'a Hooks,
+}
+
+impl Ctx<'_> {
+    /// The output of the module named `name` after its hooks (if it has any).
+    pub fn output(&self, name: &str, input: &Tensor, output: Tensor) -> Result<Tensor> {
+        if self.hooks.is_empty() {
+            return Ok(output);
+        }
+        self.hooks.run(name, input, output)
+    }
+}

@@ -1,0 +1,130 @@
+//! `Linear`, the one linear layer of the loaded models: `y = x Wᵀ + b`, whose weight knows its
+//! layout — (out, in) as `torch.nn.Linear`, or (in, out) as GPT-2's `Conv1D` (`y = x W + b`,
+//! transformers' `pytorch_utils.Conv1D`) — and which carries the linear attachment point where
+//! LoRA-style adapters hang. A head tied to the embedding is a `Linear` whose weight is the
+//! embedding's (listed there, not here). A quantised weight would be one more layout whose
+//! `weight_out_in` dequantises.
+
+use anyhow::Result;
+use tch::Tensor;
+
+use super::attach::LinearPoint;
+use super::hooks::Ctx;
+use super::module::Module;
+use super::weights::{Init, Weights};
+use crate::module_children;
+
+/// How a `Linear`'s weight is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// (out, in), as `torch.nn.Linear`.
+    OutIn,
+    /// (in, out), as GPT-2's `Conv1D`.
+    InOut,
+}
+
+pub struct Linear {
+    /// The module's dotted name in its model.
+    pub name: String,
+    pub in_features: i64,
+    pub out_features: i64,
+    pub weight: Tensor,
+    pub layout: Layout,
+    pub bias: Option<Tensor>,
+    /// The weight belongs to another module (a head tied to the embedding).
+    pub tied: bool,
+    pub adapters: LinearPoint,
+}
+
+impl Linear {
+    /// Loads `name.weight` (and `name.bias`) stored in `layout`.
+    pub fn load(w: &mut Weights, name: &str, in_features: i64, out_features: i64, bias: bool, layout: Layout) -> Result<Linear> {
+        let shape = match layout {
+            Layout::OutIn => [out_features, in_features],
+            Layout::InOut => [in_features, out_features],
+        };
+        let weight = w.param(&format!("{name}.weight"), &shape, Init::Normal)?;
+        let bias = if bias { Some(w.param(&format!("{name}.bias"), &[out_features], Init::Zeros)?) } else { None };
+        Ok(Linear { name: name.to_string(), in_features, out_features, weight, layout, bias, tied: false, adapters: LinearPoint::default() })
+    }
+
+    /// A bias-free (out, in) layer over another module's weight (a tied output head).
+    pub fn tied(name: &str, weight: &Tensor) -> Linear {
+        let size = weight.size();
+        Linear {
+            name: name.to_string(),
+            in_features: size[1],
+            out_features: size[0],
+            weight: weight.shallow_clone(),
+            layout: Layout::OutIn,
+            bias: None,
+            tied: true,
+            adapters: LinearPoint::default(),
+        }
+    }
+
+    /// The weight as (out, in), whatever its layout (a view for (in, out)).
+    pub fn weight_out_in(&self) -> Result<Tensor> {
+        Ok(match self.layout {
+            Layout::OutIn => self.weight.shallow_clone(),
+            Layout::InOut => self.weight.f_tr()?,
+        })
+    }
+
+    /// The layer without its adapters. x (…, in) → (…, out).
+    pub fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.layout {
+            Layout::OutIn => x.f_linear(&self.weight, self.bias.as_ref())?,
+            Layout::InOut => {
+                // As Conv1D: addmm over the flattened leading dims.
+                let size = x.size();
+                let flat = x.f_reshape([-1, self.in_features])?;
+                let out = match &self.bias {
+                    Some(b) => b.f_addmm(&flat, &self.weight)?,
+                    None => flat.f_mm(&self.weight)?,
+                };
+                let mut shape = size[..size.len() - 1].to_vec();
+                shape.push(self.out_features);
+                out.f_view(shape.as_slice())?
+            }
+        })
+    }
+
+    /// x (…, in) → (…, out), with the active adapters and hooks.
+    pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
+        let out = self.base_forward(x)?;
+        let out = if self.adapters.is_empty() { out } else { self.adapters.forward(ctx, x, out)? };
+        ctx.output(&self.name, x, out)
+    }
+}
+
+impl Module for Linear {
+    fn class_name(&self) -> &'static str {
+        match self.layout {
+            Layout::OutIn => "Linear",
+            Layout::InOut => "Conv1D",
+        }
+    }
+
+    fn own_parameters(&self) -> Vec<(&str, &Tensor)> {
+        let mut out = Vec::new();
+        if !self.tied {
+            out.push(("weight", &self.weight));
+        }
+        if let Some(b) = &self.bias {
+            out.push(("bias", b));
+        }
+        out
+    }
+
+    fn extra_repr(&self) -> String {
+        let tied = if self.tied { ", tied" } else { "" };
+        format!("in_features={}, out_features={}, bias={}{tied}", self.in_features, self.out_features, self.bias.is_some())
+    }
+
+    fn forward_tensor(&self, ctx: &Ctx, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.forward(ctx, x))
+    }
+
+    module_children!("adapters" => adapters.dict);
+}

@@ -1,0 +1,361 @@
+//! Safe Rust over shim.cpp: libtorch calls that tch does not bind. A tensor's identity (its
+//! TensorImpl, shared by every shallow copy) and its storage; unsetting a gradient; the
+//! `_foreach_*` list ops and the fused Adam/AdamW/SGD kernels the optimizers run on; and
+//! generators of their own, so that seeded sampling does not touch the global random stream.
+//! Every call returns libtorch's error as an `anyhow` error; no C++ exception crosses over.
+
+use std::ffi::{c_char, c_void, CStr};
+
+use anyhow::{anyhow, Result};
+use tch::{Device, Tensor};
+use torch_sys::C_tensor;
+
+type Handle = *mut C_tensor;
+
+extern "C" {
+    fn moontune_free_error(message: *mut c_char);
+    fn moontune_identity(t: Handle, tensor_impl: *mut *mut c_void, storage: *mut *mut c_void, nbytes: *mut i64) -> *mut c_char;
+    fn moontune_grad_reset(t: Handle) -> *mut c_char;
+    fn moontune_foreach_zero_(ts: *const Handle, n: i64) -> *mut c_char;
+    fn moontune_foreach_mul_scalar_(ts: *const Handle, n: i64, s: f64) -> *mut c_char;
+    fn moontune_foreach_mul_tensor_(ts: *const Handle, n: i64, s: Handle) -> *mut c_char;
+    fn moontune_foreach_add_scalar_(ts: *const Handle, n: i64, s: f64) -> *mut c_char;
+    fn moontune_foreach_add_list_(ts: *const Handle, others: *const Handle, n: i64, alpha: f64) -> *mut c_char;
+    fn moontune_foreach_add_list(ts: *const Handle, others: *const Handle, n: i64, alpha: f64, out: *mut Handle) -> *mut c_char;
+    fn moontune_foreach_lerp_scalar_(ts: *const Handle, ends: *const Handle, n: i64, weight: f64) -> *mut c_char;
+    fn moontune_foreach_addcmul_scalar_(ts: *const Handle, t1: *const Handle, t2: *const Handle, n: i64, value: f64) -> *mut c_char;
+    fn moontune_foreach_addcdiv_scalars_(ts: *const Handle, t1: *const Handle, t2: *const Handle, n: i64, values: *const f64) -> *mut c_char;
+    fn moontune_foreach_div_scalars_(ts: *const Handle, n: i64, values: *const f64) -> *mut c_char;
+    fn moontune_foreach_maximum_(ts: *const Handle, others: *const Handle, n: i64) -> *mut c_char;
+    fn moontune_foreach_sqrt(ts: *const Handle, n: i64, out: *mut Handle) -> *mut c_char;
+    fn moontune_foreach_norm(ts: *const Handle, n: i64, ord: f64, out: *mut Handle) -> *mut c_char;
+    #[allow(clippy::too_many_arguments)]
+    fn moontune_fused_adam_(
+        params: *const Handle,
+        grads: *const Handle,
+        exp_avgs: *const Handle,
+        exp_avg_sqs: *const Handle,
+        max_exp_avg_sqs: *const Handle,
+        steps: *const Handle,
+        n: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        amsgrad: bool,
+        decoupled: bool,
+    ) -> *mut c_char;
+    #[allow(clippy::too_many_arguments)]
+    fn moontune_fused_sgd_(
+        params: *const Handle,
+        grads: *const Handle,
+        bufs: *const Handle,
+        n: i64,
+        weight_decay: f64,
+        momentum: f64,
+        lr: f64,
+        dampening: f64,
+        nesterov: bool,
+        first_step: bool,
+    ) -> *mut c_char;
+    fn moontune_generator_new(device: i32, seed: u64, out: *mut *mut c_void) -> *mut c_char;
+    fn moontune_generator_free(g: *mut c_void);
+    fn moontune_multinomial(probs: Handle, samples: i64, generator: *mut c_void, out: *mut Handle) -> *mut c_char;
+}
+
+/// Turns the shim's status into a Result, freeing the message.
+fn check(status: *mut c_char) -> Result<()> {
+    if status.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null status is a NUL-terminated string malloc'ed by the shim, freed once here.
+    let message = unsafe { CStr::from_ptr(status) }.to_string_lossy().into_owned();
+    unsafe { moontune_free_error(status) };
+    let first = message.lines().next().unwrap_or("libtorch error").to_string();
+    Err(anyhow!(first))
+}
+
+fn handles(ts: &[Tensor]) -> Vec<Handle> {
+    ts.iter().map(|t| t.as_ptr() as Handle).collect()
+}
+
+fn handles_of(ts: &[&Tensor]) -> Vec<Handle> {
+    ts.iter().map(|t| t.as_ptr() as Handle).collect()
+}
+
+/// Wraps `n` handles the shim wrote (on success every slot is set).
+fn take(out: Vec<Handle>) -> Vec<Tensor> {
+    // SAFETY: each handle is a new at::Tensor the shim allocated; tch frees it on drop.
+    out.into_iter().map(|h| unsafe { Tensor::from_ptr(h) }).collect()
+}
+
+fn same_len(what: &str, a: usize, b: usize) -> Result<()> {
+    if a != b {
+        return Err(anyhow!("{what}: lists of {a} and {b} tensors"));
+    }
+    Ok(())
+}
+
+/// What a tensor is: its TensorImpl (the same for every shallow copy of a parameter, so it names
+/// the parameter) and its storage with that storage's size in bytes (shared by views).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub tensor: usize,
+    pub storage: usize,
+    pub storage_bytes: i64,
+}
+
+pub fn identity(t: &Tensor) -> Result<Identity> {
+    let (mut tensor, mut storage, mut bytes) = (std::ptr::null_mut(), std::ptr::null_mut(), 0i64);
+    // SAFETY: t is a live tch handle; the shim writes the three outputs.
+    check(unsafe { moontune_identity(t.as_ptr() as Handle, &mut tensor, &mut storage, &mut bytes) })?;
+    Ok(Identity { tensor: tensor as usize, storage: storage as usize, storage_bytes: bytes })
+}
+
+/// `t.grad = None`.
+pub fn reset_grad(t: &Tensor) -> Result<()> {
+    check(unsafe { moontune_grad_reset(t.as_ptr() as Handle) })
+}
+
+pub fn zero_(ts: &[Tensor]) -> Result<()> {
+    check(unsafe { moontune_foreach_zero_(handles(ts).as_ptr(), ts.len() as i64) })
+}
+
+pub fn mul_scalar_(ts: &[Tensor], s: f64) -> Result<()> {
+    check(unsafe { moontune_foreach_mul_scalar_(handles(ts).as_ptr(), ts.len() as i64, s) })
+}
+
+/// Multiplies every tensor by the 0-dim tensor `s`.
+pub fn mul_tensor_(ts: &[Tensor], s: &Tensor) -> Result<()> {
+    check(unsafe { moontune_foreach_mul_tensor_(handles(ts).as_ptr(), ts.len() as i64, s.as_ptr() as Handle) })
+}
+
+pub fn add_scalar_(ts: &[Tensor], s: f64) -> Result<()> {
+    check(unsafe { moontune_foreach_add_scalar_(handles(ts).as_ptr(), ts.len() as i64, s) })
+}
+
+/// `ts[i] += alpha · others[i]`.
+pub fn add_list_(ts: &[Tensor], others: &[Tensor], alpha: f64) -> Result<()> {
+    same_len("foreach add_", ts.len(), others.len())?;
+    check(unsafe { moontune_foreach_add_list_(handles(ts).as_ptr(), handles(others).as_ptr(), ts.len() as i64, alpha) })
+}
+
+/// `ts[i] + alpha · others[i]`, new tensors.
+pub fn add_list(ts: &[Tensor], others: &[Tensor], alpha: f64) -> Result<Vec<Tensor>> {
+    same_len("foreach add", ts.len(), others.len())?;
+    let mut out = vec![std::ptr::null_mut(); ts.len()];
+    check(unsafe { moontune_foreach_add_list(handles(ts).as_ptr(), handles(others).as_ptr(), ts.len() as i64, alpha, out.as_mut_ptr()) })?;
+    Ok(take(out))
+}
+
+/// `ts[i] += weight · (ends[i] − ts[i])`.
+pub fn lerp_scalar_(ts: &[Tensor], ends: &[Tensor], weight: f64) -> Result<()> {
+    same_len("foreach lerp_", ts.len(), ends.len())?;
+    check(unsafe { moontune_foreach_lerp_scalar_(handles(ts).as_ptr(), handles(ends).as_ptr(), ts.len() as i64, weight) })
+}
+
+/// `ts[i] += value · t1[i] · t2[i]`.
+pub fn addcmul_scalar_(ts: &[Tensor], t1: &[Tensor], t2: &[Tensor], value: f64) -> Result<()> {
+    same_len("foreach addcmul_", ts.len(), t1.len())?;
+    same_len("foreach addcmul_", ts.len(), t2.len())?;
+    check(unsafe { moontune_foreach_addcmul_scalar_(handles(ts).as_ptr(), handles(t1).as_ptr(), handles(t2).as_ptr(), ts.len() as i64, value) })
+}
+
+/// `ts[i] += values[i] · t1[i] / t2[i]`.
+pub fn addcdiv_scalars_(ts: &[Tensor], t1: &[Tensor], t2: &[Tensor], values: &[f64]) -> Result<()> {
+    same_len("foreach addcdiv_", ts.len(), t1.len())?;
+    same_len("foreach addcdiv_", ts.len(), t2.len())?;
+    same_len("foreach addcdiv_", ts.len(), values.len())?;
+    check(unsafe { moontune_foreach_addcdiv_scalars_(handles(ts).as_ptr(), handles(t1).as_ptr(), handles(t2).as_ptr(), ts.len() as i64, values.as_ptr()) })
+}
+
+/// `ts[i] /= values[i]`.
+pub fn div_scalars_(ts: &[Tensor], values: &[f64]) -> Result<()> {
+    same_len("foreach div_", ts.len(), values.len())?;
+    check(unsafe { moontune_foreach_div_scalars_(handles(ts).as_ptr(), ts.len() as i64, values.as_ptr()) })
+}
+
+/// `ts[i] = max(ts[i], others[i])` elementwise.
+pub fn maximum_(ts: &[Tensor], others: &[Tensor]) -> Result<()> {
+    same_len("foreach maximum_", ts.len(), others.len())?;
+    check(unsafe { moontune_foreach_maximum_(handles(ts).as_ptr(), handles(others).as_ptr(), ts.len() as i64) })
+}
+
+pub fn sqrt(ts: &[Tensor]) -> Result<Vec<Tensor>> {
+    let mut out = vec![std::ptr::null_mut(); ts.len()];
+    check(unsafe { moontune_foreach_sqrt(handles(ts).as_ptr(), ts.len() as i64, out.as_mut_ptr()) })?;
+    Ok(take(out))
+}
+
+/// The `ord`-norm of each tensor, as 0-dim tensors.
+pub fn norm(ts: &[Tensor], ord: f64) -> Result<Vec<Tensor>> {
+    let mut out = vec![std::ptr::null_mut(); ts.len()];
+    check(unsafe { moontune_foreach_norm(handles(ts).as_ptr(), ts.len() as i64, ord, out.as_mut_ptr()) })?;
+    Ok(take(out))
+}
+
+/// The tensors one fused Adam step works on, all of one device and dtype.
+pub struct AdamLists<'a> {
+    pub params: Vec<&'a Tensor>,
+    pub grads: Vec<Tensor>,
+    pub exp_avgs: Vec<&'a Tensor>,
+    pub exp_avg_sqs: Vec<&'a Tensor>,
+    /// Empty unless amsgrad.
+    pub max_exp_avg_sqs: Vec<&'a Tensor>,
+    /// float32 0-dim step counts on the parameters' device; incremented by the call.
+    pub steps: Vec<&'a Tensor>,
+}
+
+/// The settings of one fused Adam step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamSettings {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    pub eps: f64,
+    pub amsgrad: bool,
+    /// AdamW's decoupled weight decay (`_fused_adamw_`) rather than Adam's L2 (`_fused_adam_`).
+    pub decoupled: bool,
+}
+
+/// `torch._fused_adam_` / `torch._fused_adamw_`.
+pub fn fused_adam_(l: &AdamLists, s: &AdamSettings) -> Result<()> {
+    let n = l.params.len();
+    for (what, len) in [("grads", l.grads.len()), ("exp_avgs", l.exp_avgs.len()), ("exp_avg_sqs", l.exp_avg_sqs.len()), ("steps", l.steps.len())] {
+        same_len(&format!("fused adam {what}"), n, len)?;
+    }
+    if s.amsgrad {
+        same_len("fused adam max_exp_avg_sqs", n, l.max_exp_avg_sqs.len())?;
+    }
+    let grads: Vec<&Tensor> = l.grads.iter().collect();
+    let status = unsafe {
+        moontune_fused_adam_(
+            handles_of(&l.params).as_ptr(),
+            handles_of(&grads).as_ptr(),
+            handles_of(&l.exp_avgs).as_ptr(),
+            handles_of(&l.exp_avg_sqs).as_ptr(),
+            handles_of(&l.max_exp_avg_sqs).as_ptr(),
+            handles_of(&l.steps).as_ptr(),
+            n as i64,
+            s.lr,
+            s.beta1,
+            s.beta2,
+            s.weight_decay,
+            s.eps,
+            s.amsgrad,
+            s.decoupled,
+        )
+    };
+    check(status)
+}
+
+/// The settings of one fused SGD step.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdSettings {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+}
+
+/// `torch._fused_sgd_`. With momentum, `bufs` has one buffer per parameter; when `first_step`
+/// they are uninitialised and the kernel fills them.
+pub fn fused_sgd_(params: &[&Tensor], grads: &[Tensor], bufs: &[&Tensor], s: &SgdSettings, first_step: bool) -> Result<()> {
+    same_len("fused sgd grads", params.len(), grads.len())?;
+    if s.momentum != 0.0 {
+        same_len("fused sgd momentum buffers", params.len(), bufs.len())?;
+    }
+    let grads: Vec<&Tensor> = grads.iter().collect();
+    let status = unsafe {
+        moontune_fused_sgd_(
+            handles_of(params).as_ptr(),
+            handles_of(&grads).as_ptr(),
+            handles_of(bufs).as_ptr(),
+            params.len() as i64,
+            s.weight_decay,
+            s.momentum,
+            s.lr,
+            s.dampening,
+            s.nesterov,
+            first_step,
+        )
+    };
+    check(status)
+}
+
+/// A random generator of its own (`torch.Generator(device).manual_seed(seed)`).
+pub struct Generator {
+    handle: *mut c_void,
+}
+
+impl Generator {
+    pub fn new(device: Device, seed: u64) -> Result<Generator> {
+        let index = match device {
+            Device::Cpu => -1,
+            Device::Cuda(i) => i as i32,
+            other => return Err(anyhow!("no generator for device {other:?}")),
+        };
+        let mut handle = std::ptr::null_mut();
+        check(unsafe { moontune_generator_new(index, seed, &mut handle) })?;
+        Ok(Generator { handle })
+    }
+
+    /// One draw per row of `probs` (B, V) (`torch.multinomial(probs, 1, generator=g)`), (B, 1).
+    pub fn multinomial(&mut self, probs: &Tensor) -> Result<Tensor> {
+        let mut out = std::ptr::null_mut();
+        check(unsafe { moontune_multinomial(probs.as_ptr() as Handle, 1, self.handle, &mut out) })?;
+        Ok(take(vec![out]).remove(0))
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from moontune_generator_new and is freed once.
+        unsafe { moontune_generator_free(self.handle) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn identity_is_shared_by_shallow_copies_and_storage_by_views() {
+        let a = Tensor::zeros([4, 4], (Kind::Float, Device::Cpu));
+        let b = a.shallow_clone();
+        let view = a.narrow(0, 1, 2);
+        let (ia, ib, iv) = (identity(&a).unwrap(), identity(&b).unwrap(), identity(&view).unwrap());
+        assert_eq!(ia, ib);
+        assert_ne!(ia.tensor, iv.tensor);
+        assert_eq!(ia.storage, iv.storage);
+        assert_eq!(ia.storage_bytes, 64);
+    }
+
+    #[test]
+    fn foreach_ops_and_errors() {
+        let ts = vec![Tensor::ones([2], (Kind::Float, Device::Cpu)), Tensor::ones([3], (Kind::Float, Device::Cpu))];
+        mul_scalar_(&ts, 3.0).unwrap();
+        add_list_(&ts, &ts.iter().map(|t| t.shallow_clone()).collect::<Vec<_>>(), 0.5).unwrap();
+        let norms = norm(&ts, 2.0).unwrap();
+        assert!((norms[1].double_value(&[]) - (3.0f64 * 4.5 * 4.5).sqrt()).abs() < 1e-5);
+        let bad = vec![Tensor::ones([2], (Kind::Float, Device::Cpu))];
+        let wrong = vec![Tensor::ones([3], (Kind::Float, Device::Cpu))];
+        assert!(add_list_(&bad, &wrong, 1.0).is_err());
+    }
+
+    #[test]
+    fn own_generator_repeats_and_leaves_the_global_stream_alone() {
+        let probs = Tensor::ones([2, 50], (Kind::Float, Device::Cpu));
+        tch::manual_seed(7);
+        let expected_global = Tensor::rand([3], (Kind::Float, Device::Cpu));
+        tch::manual_seed(7);
+        let a = Generator::new(Device::Cpu, 123).unwrap().multinomial(&probs).unwrap();
+        let b = Generator::new(Device::Cpu, 123).unwrap().multinomial(&probs).unwrap();
+        assert!(a.equal(&b));
+        assert!(Tensor::rand([3], (Kind::Float, Device::Cpu)).equal(&expected_global));
+    }
+}
