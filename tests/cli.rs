@@ -172,7 +172,15 @@ fn quickstart_trains_with_a_falling_loss() {
         .unwrap();
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("sample: ann has 7"), "{t}");
+    // Each sample is the prompt and then 120 generated characters (newlines shown as " / "):
+    // characters of the corpus, already forming some of its words.
+    let samples: Vec<&str> = t.lines().filter_map(|l| l.split("sample: ann has 7 ").nth(1)).collect();
+    assert_eq!(samples.len(), 2, "{t}");
+    for generated in samples {
+        assert!(generated.chars().count() >= 120, "only {:?} after the prompt", generated);
+        assert!(generated.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || " ./".contains(c)), "{generated:?}");
+        assert!(generated.contains("has") || generated.contains("gives"), "no word of the corpus in {generated:?}");
+    }
     let rows = metrics(&only_run_dir(&runs));
     let losses: Vec<f64> = rows.iter().filter(|r| r["kind"] == "step").map(|r| r["loss"].as_f64().unwrap()).collect();
     let first: f64 = losses[..10].iter().sum::<f64>() / 10.0;

@@ -1,6 +1,8 @@
 //! Runs the Lua test files through the moontune binary: tests/lua (behaviour, misuse, memory)
 //! and tests/parity (against PyTorch and transformers; each .lua file's reference values are
-//! made by the gen_*.py beside it, run here in the project's Python environment).
+//! made by the gen_*.py beside it, run in the project's Python environment). Generated fixtures
+//! are kept in target/tmp, keyed by a hash of their generators, the pinned requirements and the
+//! test data's path, so that they are made again only when one of those changes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,11 +23,14 @@ fn python() -> PathBuf {
     }
 }
 
-fn run_lua_tests(paths: &[&Path], fixtures: Option<&Path>) {
+fn run_lua_tests(paths: &[&Path], fixtures: Option<&Path>, output: Option<&Path>) {
     let mut cmd = moontune();
     cmd.current_dir(root()).arg("test").args(paths);
     if let Some(f) = fixtures {
         cmd.env("MOONTUNE_FIXTURES", f);
+    }
+    if let Some(o) = output {
+        cmd.env("MOONTUNE_OUTPUT", o);
     }
     let out = cmd.output().expect("moontune runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -36,30 +41,63 @@ fn run_lua_tests(paths: &[&Path], fixtures: Option<&Path>) {
 
 #[test]
 fn lua_behaviour_tests() {
-    run_lua_tests(&[Path::new("tests/lua")], None);
+    run_lua_tests(&[Path::new("tests/lua")], None, None);
 }
 
-/// Runs each Python script with the fixtures folder as its argument.
-fn run_python(scripts: &[&str], fixtures: &Path) {
-    for script in scripts {
-        let out = Command::new(python())
-            .arg(root().join("tests/parity").join(script))
-            .arg(fixtures)
-            .env("TRANSFORMERS_VERBOSITY", "error")
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .expect("python runs");
-        println!("{}", String::from_utf8_lossy(&out.stdout));
-        assert!(out.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+/// Runs a Python script of tests/parity with `args`.
+fn run_python(script: &str, args: &[&Path]) {
+    let out = Command::new(python())
+        .arg(root().join("tests/parity").join(script))
+        .args(args)
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("python runs");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// 64-bit FNV-1a: a stable hash (unlike std's), so that a key means the same on every run.
+fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
     }
+    h
+}
+
+/// The folder holding what `scripts` generate, made by running them only if no complete folder
+/// exists for this version of the scripts, of requirements.txt and of the test data's path.
+fn fixtures(scripts: &[&str]) -> PathBuf {
+    let mut key = 0xcbf29ce484222325u64;
+    for script in scripts {
+        key = fnv1a(&std::fs::read(root().join("tests/parity").join(script)).unwrap(), key);
+    }
+    key = fnv1a(&std::fs::read(root().join("requirements.txt")).unwrap(), key);
+    key = fnv1a(std::env::var("MOONTUNE_TEST_DATA").unwrap_or_default().as_bytes(), key);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("parity-{key:016x}"));
+    if dir.exists() {
+        println!("fixtures of {scripts:?} reused from {}", dir.display());
+        return dir;
+    }
+    let building = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    std::fs::create_dir_all(&building).unwrap();
+    for script in scripts {
+        run_python(script, &[&building]);
+    }
+    // Renamed into place only when complete; a concurrent run that got there first wins.
+    if std::fs::rename(&building, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    dir
 }
 
 #[test]
 fn parity_with_pytorch() {
-    let fixtures = tempfile::tempdir().unwrap();
-    run_python(&["gen_autograd.py", "gen_optim.py", "gen_schedules.py"], fixtures.path());
+    let fixtures = fixtures(&["gen_autograd.py", "gen_optim.py", "gen_schedules.py"]);
     let lua: Vec<PathBuf> = ["autograd.lua", "optim.lua", "schedules.lua"].iter().map(|f| PathBuf::from("tests/parity").join(f)).collect();
-    run_lua_tests(&lua.iter().map(PathBuf::as_path).collect::<Vec<_>>(), Some(fixtures.path()));
+    run_lua_tests(&lua.iter().map(PathBuf::as_path).collect::<Vec<_>>(), Some(&fixtures), None);
 }
 
 /// The shared test data (models, text); see ../shared/data/README.md.
@@ -74,9 +112,9 @@ fn models_and_tokenizers_match_transformers() {
         println!("SKIPPED models_and_tokenizers_match_transformers: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
         return;
     };
-    let fixtures = tempfile::tempdir().unwrap();
     std::env::set_var("MOONTUNE_TEST_DATA", &data);
-    run_python(&["gen_models.py", "gen_tokenizers.py"], fixtures.path());
-    run_lua_tests(&[Path::new("tests/parity/models.lua"), Path::new("tests/parity/tokenizers.lua")], Some(fixtures.path()));
-    run_python(&["check_saved.py"], fixtures.path());
+    let fixtures = fixtures(&["gen_models.py", "gen_tokenizers.py"]);
+    let output = tempfile::tempdir().unwrap();
+    run_lua_tests(&[Path::new("tests/parity/models.lua"), Path::new("tests/parity/tokenizers.lua")], Some(&fixtures), Some(output.path()));
+    run_python("check_saved.py", &[&fixtures, output.path()]);
 }

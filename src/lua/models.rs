@@ -25,7 +25,7 @@ use crate::models::{ForwardInput, Model};
 use crate::nn::hooks::HookFn;
 use crate::nn::module::{self, Module, NamedParam};
 use crate::nn::names::NameMatcher;
-use crate::tensor::{parse_device, parse_dtype};
+use crate::tensor::{parse_device, parse_dtype, parse_placement, Placement as TensorPlacement};
 
 /// A loaded model, or one of its submodules: the model is shared; `path` names the module
 /// ("" for the root).
@@ -505,7 +505,10 @@ impl UserData for LuaModule {
                 Value::Table(t) => options(lua, call, Some(t))?,
                 Value::String(s) => {
                     let s = s.to_str()?.to_string();
-                    if parse_dtype(&s).is_ok() { Placement { dtype: Some(s), device: None } } else { Placement { dtype: None, device: Some(s) } }
+                    match parse_placement(&s).or_misuse(call)? {
+                        TensorPlacement::Dtype(_) => Placement { dtype: Some(s), device: None },
+                        TensorPlacement::Device(_) => Placement { dtype: None, device: Some(s) },
+                    }
                 }
                 other => return Err(misuse(call, format!("expected {{ dtype =, device = }} or a dtype or device name, got {}", describe(&other)))),
             };

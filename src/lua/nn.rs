@@ -11,6 +11,7 @@ use super::models::{matcher_arg, LuaModule};
 use super::tensor::{in_place, optional_tensor_arg, tensor_arg, wrap_named, wrap_result, LuaTensor};
 use crate::nn::functional::{self as F, AttentionOptions, Reduction};
 use crate::nn::init;
+use crate::tensor::{parse_placement, Placement};
 
 fn shape_arg(call: &str, v: Value) -> mlua::Result<Vec<i64>> {
     Ok(int_list(call, mlua::MultiValue::from_iter([v]))?.0)
@@ -138,12 +139,14 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let nn = lua.create_table()?;
     nn.set("functional", functional(lua)?)?;
     nn.set("init", init_table(lua)?)?;
-    // select_names(call, pattern, names): the names the matcher picks, in order.
-    nn.set("select_names", lua.create_function(|lua, (call, pattern, names): (String, Value, Vec<String>)| {
+    // select_names(call, pattern, names, parameters?): the names the matcher picks, in order
+    // (parameter names also by a module holding them); picking none is an error.
+    nn.set("select_names", lua.create_function(|lua, (call, pattern, names, parameters): (String, Value, Vec<String>, Option<bool>)| {
         let matcher = matcher_arg(&call, &pattern)?;
         let mut picked = Vec::new();
         for n in names {
-            if matcher.matches(&n).or_misuse(&call)? {
+            let hit = if parameters.unwrap_or(false) { matcher.matches_parameter(&n) } else { matcher.matches(&n) };
+            if hit.or_misuse(&call)? {
                 picked.push(n);
             }
         }
@@ -156,6 +159,15 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     nn.set("named_parameter", lua.create_function(|lua, (t, name): (Value, String)| {
         let call = "nn.named_parameter";
         wrap_named(lua, tensor_arg(call, &t)?, &name)
+    })?)?;
+    // placement(name): { dtype = name } or { device = name }, for `m:to("bf16")` / `m:to("cuda")`.
+    nn.set("placement", lua.create_function(|lua, name: String| {
+        let t = lua.create_table()?;
+        match parse_placement(&name).or_misuse("module.to")? {
+            Placement::Dtype(_) => t.set("dtype", name)?,
+            Placement::Device(_) => t.set("device", name)?,
+        }
+        Ok(t)
     })?)?;
     nn.set("is_native_module", lua.create_function(|_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaModule>())))?)?;
     Ok(nn)

@@ -11,7 +11,7 @@ use super::tensor::{in_place, operand, tensor_arg, wrap, wrap_result, LuaTensor}
 use super::values::{tensor_item, tensor_to_list};
 use crate::tensor::create::copy_of;
 use crate::tensor::scalar::{self, Arith, Compare, Operand};
-use crate::tensor::{device_name, dtype_name, format_tensor, parse_device, parse_dtype};
+use crate::tensor::{device_name, dtype_name, format_tensor, parse_device, parse_dtype, parse_placement, Placement};
 
 /// Registers a method whose closure gets the tensor itself (a freed tensor is an error naming
 /// the method).
@@ -117,14 +117,10 @@ struct ToOptions {
 fn to(lua: &Lua, t: &Tensor, arg: Value) -> mlua::Result<LuaTensor> {
     let call = "tensor.to";
     let (dtype, device) = match arg {
-        Value::String(s) => {
-            let s = s.to_str()?.to_string();
-            match parse_dtype(&s) {
-                Ok(kind) => (Some(kind), None),
-                Err(_) if s.starts_with("cpu") || s.starts_with("cuda") => (None, Some(parse_device(&s).or_misuse(call)?)),
-                Err(e) => return Err(misuse(call, e)),
-            }
-        }
+        Value::String(s) => match parse_placement(&s.to_str()?).or_misuse(call)? {
+            Placement::Dtype(kind) => (Some(kind), None),
+            Placement::Device(device) => (None, Some(device)),
+        },
         Value::Table(table) => {
             let o: ToOptions = options(lua, call, Some(table))?;
             let dtype = o.dtype.as_deref().map(parse_dtype).transpose().or_misuse(call)?;

@@ -36,6 +36,8 @@ pub struct BertConfig {
     pub activation: String,
     pub attention_dropout: f64,
     pub hidden_dropout: f64,
+    /// The word embedding row that gets no gradient (transformers' `padding_idx`, default 0).
+    pub pad_token_id: i64,
 }
 
 impl BertConfig {
@@ -62,6 +64,7 @@ impl BertConfig {
             activation: cfg.str_or("hidden_act", "gelu")?.to_string(),
             attention_dropout: cfg.float_or("attention_probs_dropout_prob", 0.1)?,
             hidden_dropout: cfg.float_or("hidden_dropout_prob", 0.1)?,
+            pad_token_id: cfg.int_or("pad_token_id", 0)?,
         })
     }
 }
@@ -284,9 +287,9 @@ impl BertModel {
         let h = c.hidden_size;
         let embeddings = BertEmbeddings {
             name: "embeddings".into(),
-            word_embeddings: Embedding::load(w, "embeddings.word_embeddings", c.vocab_size, h)?,
-            position_embeddings: Embedding::load(w, "embeddings.position_embeddings", c.max_position_embeddings, h)?,
-            token_type_embeddings: Embedding::load(w, "embeddings.token_type_embeddings", c.type_vocab_size, h)?,
+            word_embeddings: Embedding::load(w, "embeddings.word_embeddings", c.vocab_size, h, Some(c.pad_token_id))?,
+            position_embeddings: Embedding::load(w, "embeddings.position_embeddings", c.max_position_embeddings, h, None)?,
+            token_type_embeddings: Embedding::load(w, "embeddings.token_type_embeddings", c.type_vocab_size, h, None)?,
             layer_norm: LayerNorm::load(w, "embeddings.LayerNorm", h, c.eps)?,
             dropout: c.hidden_dropout,
         };

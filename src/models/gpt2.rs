@@ -270,8 +270,8 @@ impl Gpt2LMHeadModel {
         if !w.is_fresh() && !w.has("transformer.wte.weight") && w.has("wte.weight") {
             w.rename_prefix("", "transformer.", |name| !name.starts_with("lm_head."));
         }
-        let wte = Embedding::load(w, "transformer.wte", c.vocab_size, c.n_embd)?;
-        let wpe = Embedding::load(w, "transformer.wpe", c.n_positions, c.n_embd)?;
+        let wte = Embedding::load(w, "transformer.wte", c.vocab_size, c.n_embd, None)?;
+        let wpe = Embedding::load(w, "transformer.wpe", c.n_positions, c.n_embd, None)?;
         let h = (0..c.n_layer).map(|i| Gpt2Block::load(w, &format!("transformer.h.{i}"), c)).collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::load(w, "transformer.ln_f", c.n_embd, c.eps)?;
         let lm_head = Linear::tied("lm_head", &wte.weight);

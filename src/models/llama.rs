@@ -51,6 +51,8 @@ pub struct LlamaConfig {
     pub o_bias: bool,
     pub mlp_bias: bool,
     pub tie_word_embeddings: bool,
+    /// The embedding row that gets no gradient (transformers passes it as `padding_idx`).
+    pub pad_token_id: Option<i64>,
     pub attention_dropout: f64,
     /// The sliding window of each layer (None = full attention).
     pub windows: Vec<Option<i64>>,
@@ -101,6 +103,7 @@ impl LlamaConfig {
             o_bias,
             mlp_bias: cfg.bool_or("mlp_bias", false)?,
             tie_word_embeddings: cfg.bool_or("tie_word_embeddings", false)?,
+            pad_token_id: cfg.opt_int("pad_token_id")?,
             attention_dropout: cfg.float_or("attention_dropout", 0.0)?,
             windows,
         })
@@ -369,7 +372,7 @@ pub struct LlamaForCausalLM {
 impl LlamaForCausalLM {
     pub fn load(w: &mut Weights, config: LlamaConfig, device: Device) -> Result<LlamaForCausalLM> {
         let c = &config;
-        let embed_tokens = Embedding::load(w, "model.embed_tokens", c.vocab_size, c.hidden_size)?;
+        let embed_tokens = Embedding::load(w, "model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id)?;
         let layers = (0..c.num_layers).map(|i| LlamaDecoderLayer::load(w, &format!("model.layers.{i}"), c)).collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
         // A tied head shares the embedding (checkpoints may still carry a copy, which is ignored).

@@ -258,3 +258,113 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let shifted_labels = labels.f_narrow(1, 1, t - 1)?.f_reshape([-1])?;
     Ok(shifted_logits.f_cross_entropy_loss(&shifted_labels, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::llama::LlamaDecoderLayer;
+    use crate::module_children;
+    use crate::nn::attach::{LinearAdapter, ResidualAdapter, ResidualInputs};
+    use crate::nn::linear::Linear;
+    use crate::nn::module::{get_submodule_mut, Owner, ParamCounts};
+
+    /// A linear adapter that scales the base output per feature.
+    struct Scale {
+        weight: Tensor,
+    }
+
+    impl Module for Scale {
+        fn class_name(&self) -> &'static str {
+            "Scale"
+        }
+        fn own_parameters(&self) -> Vec<(&str, &Tensor)> {
+            vec![("weight", &self.weight)]
+        }
+        fn owner(&self) -> Owner {
+            Owner::Adapter("probe".into())
+        }
+        module_children!();
+    }
+
+    impl LinearAdapter for Scale {
+        fn forward(&self, _ctx: &Ctx, _x: &Tensor, base_out: Tensor) -> Result<Tensor> {
+            Ok(base_out.f_mul(&self.weight)?)
+        }
+    }
+
+    /// A residual adapter that drops the sublayer: the layer's output is the residual alone.
+    struct Skip;
+
+    impl Module for Skip {
+        fn class_name(&self) -> &'static str {
+            "Skip"
+        }
+        module_children!();
+    }
+
+    impl ResidualAdapter for Skip {
+        fn forward(&self, _ctx: &Ctx, r: &ResidualInputs) -> Result<Tensor> {
+            Ok(r.residual.shallow_clone())
+        }
+    }
+
+    fn tiny_llama() -> Model {
+        let config = serde_json::json!({ "vocab_size": 40, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+                                         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32 });
+        let serde_json::Value::Object(map) = config else { unreachable!("a JSON object") };
+        tch::manual_seed(0);
+        let mut model = Model::new("LlamaForCausalLM", map, Kind::Float, Device::Cpu).unwrap();
+        model.training = false;
+        model
+    }
+
+    fn logits(model: &Model, ids: &Tensor) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        model.forward(&ForwardInput { input_ids: Some(ids.shallow_clone()), ..Default::default() }, None).unwrap().logits.unwrap()
+    }
+
+    #[test]
+    fn adapters_attach_at_linear_and_residual_points() {
+        let mut model = tiny_llama();
+        let ids = Tensor::from_slice(&[3i64, 7, 1, 9]).view([1, 4]);
+        let plain = logits(&model, &ids);
+        let base_count = model.named_parameters().len();
+        let q = get_submodule_mut(model.root_mut(), "model.layers.0.self_attn.q_proj").unwrap();
+        let q = q.as_any_mut().downcast_mut::<Linear>().unwrap();
+        q.adapters.attach("probe", Box::new(Scale { weight: Tensor::ones([16], (Kind::Float, Device::Cpu)) })).unwrap();
+        assert!(q.adapters.attach("probe", Box::new(Scale { weight: Tensor::ones([16], (Kind::Float, Device::Cpu)) })).is_err());
+        // Scaling by ones changes nothing; the adapter's parameter is in the tree, owned by it.
+        assert!(logits(&model, &ids).allclose(&plain, 1e-6, 1e-6, false));
+        let params = model.named_parameters();
+        let probe = params.iter().find(|p| p.name == "model.layers.0.self_attn.q_proj.adapters.probe.weight").unwrap();
+        assert_eq!(probe.owner, Owner::Adapter("probe".into()));
+        let counts = ParamCounts::of(&params);
+        assert_eq!(counts.by_owner.iter().map(|(o, n, _)| (o.as_str(), *n)).collect::<Vec<_>>()[1], ("probe", 16));
+        // Zeroing it silences the queries of layer 0, which changes the output.
+        let _ = probe.tensor.shallow_clone().f_zero_().unwrap();
+        assert!(!logits(&model, &ids).allclose(&plain, 1e-4, 1e-4, false));
+        let q = get_submodule_mut(model.root_mut(), "model.layers.0.self_attn.q_proj").unwrap().as_any_mut().downcast_mut::<Linear>().unwrap();
+        q.adapters.set_active(&[]).unwrap();
+        assert!(logits(&model, &ids).allclose(&plain, 1e-6, 1e-6, false), "an inactive adapter is skipped");
+        let q = get_submodule_mut(model.root_mut(), "model.layers.0.self_attn.q_proj").unwrap().as_any_mut().downcast_mut::<Linear>().unwrap();
+        q.adapters.detach("probe").unwrap();
+        assert_eq!(model.named_parameters().len(), base_count);
+        // A residual adapter that keeps only the residual removes layer 1's MLP.
+        let layer = get_submodule_mut(model.root_mut(), "model.layers.1").unwrap().as_any_mut().downcast_mut::<LlamaDecoderLayer>().unwrap();
+        layer.output_adapters.attach("skip", Box::new(Skip)).unwrap();
+        let skipped = logits(&model, &ids);
+        assert!(!skipped.allclose(&plain, 1e-4, 1e-4, false));
+        let down = get_submodule_mut(model.root_mut(), "model.layers.1.mlp.down_proj").unwrap().as_any_mut().downcast_mut::<Linear>().unwrap();
+        let _ = tch::no_grad(|| down.weight.shallow_clone().f_zero_()).unwrap();
+        assert!(logits(&model, &ids).allclose(&skipped, 1e-6, 1e-6, false), "with the MLP skipped its weights do not matter");
+        assert!(module::named_modules(model.root()).iter().any(|(n, _)| n == "model.layers.1.output_adapters.skip"));
+    }
+
+    #[test]
+    fn a_model_without_hooks_or_adapters_lists_only_its_own_modules() {
+        let model = tiny_llama();
+        let names: Vec<String> = module::named_modules(model.root()).into_iter().map(|(n, _)| n).collect();
+        assert!(names.iter().all(|n| !n.contains("adapters")), "{names:?}");
+        assert_eq!(names.len(), 1 + 1 + 1 + 1 + 2 * (1 + 1 + 4 + 1 + 3 + 2) + 1 + 1);
+    }
+}

@@ -1,6 +1,7 @@
-//! `Embedding`: rows of a (num_embeddings, dim) table looked up by id, as `torch.nn.Embedding`.
+//! `Embedding`: rows of a (num_embeddings, dim) table looked up by id, as `torch.nn.Embedding`,
+//! whose `padding_idx` row gets no gradient.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::hooks::Ctx;
@@ -11,16 +12,24 @@ pub struct Embedding {
     /// The module's dotted name in its model.
     pub name: String,
     pub weight: Tensor,
+    /// The row that gets no gradient (the pad token's), as an index into the table.
+    pub padding_idx: Option<i64>,
 }
 
 impl Embedding {
-    pub fn load(w: &mut Weights, name: &str, num: i64, dim: i64) -> Result<Embedding> {
-        Ok(Embedding { name: name.to_string(), weight: w.param(&format!("{name}.weight"), &[num, dim], Init::Normal)? })
+    /// Loads `name.weight` (num, dim); `padding_idx` may count from the end, as in PyTorch.
+    pub fn load(w: &mut Weights, name: &str, num: i64, dim: i64, padding_idx: Option<i64>) -> Result<Embedding> {
+        let padding_idx = match padding_idx {
+            Some(p) if p >= num || p < -num => bail!("{name}: padding index {p} is outside the {num} embeddings"),
+            Some(p) => Some(if p < 0 { num + p } else { p }),
+            None => None,
+        };
+        Ok(Embedding { name: name.to_string(), weight: w.param(&format!("{name}.weight"), &[num, dim], Init::Normal)?, padding_idx })
     }
 
     /// ids (…) int64 → (…, dim).
     pub fn forward(&self, ctx: &Ctx, ids: &Tensor) -> Result<Tensor> {
-        let out = Tensor::f_embedding(&self.weight, ids, -1, false, false)?;
+        let out = Tensor::f_embedding(&self.weight, ids, self.padding_idx.unwrap_or(-1), false, false)?;
         ctx.output(&self.name, ids, out)
     }
 }

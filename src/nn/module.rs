@@ -212,13 +212,13 @@ pub fn get_submodule_mut<'a>(root: &'a mut dyn Module, path: &str) -> Result<&'a
     Ok(m)
 }
 
-/// Sets `requires_grad` of the floating-point parameters whose names `matcher` picks; returns
-/// how many it set. A matcher that picks none is an error (a mistyped pattern should not pass
+/// Sets `requires_grad` of the floating-point parameters `matcher` picks (by their name or a
+/// module holding them); returns how many it set. A matcher that picks none is an error (a mistyped pattern should not pass
 /// silently).
 pub fn set_trainable(root: &dyn Module, matcher: &NameMatcher, trainable: bool) -> Result<usize> {
     let mut count = 0;
     for p in named_parameters(root) {
-        if is_floating(p.tensor.kind()) && matcher.matches(&p.name)? {
+        if is_floating(p.tensor.kind()) && matcher.matches_parameter(&p.name)? {
             let mut t = p.tensor;
             let _ = t.f_requires_grad_(trainable)?;
             count += 1;

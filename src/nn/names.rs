@@ -1,5 +1,7 @@
 //! The one way modules and parameters are picked by name, shared by `freeze`/`unfreeze`, forward
-//! hooks and (later) adapter targets: a list of names matches by suffix at a dot boundary
+//! hooks and (later) adapter targets. A module is picked when its name matches; a parameter when
+//! its name or the name of a module holding it matches. A list of names matches by suffix at a
+//! dot boundary
 //! (`{"q_proj"}` picks `model.layers.0.self_attn.q_proj`, as PEFT's `target_modules` list
 //! does), a string is a Lua pattern that must match the whole name
 //! (`"model%.layers%.[0-3]%..*"`; a leading `^` and trailing `$` are allowed and change nothing).
@@ -44,6 +46,20 @@ impl NameMatcher {
         })
     }
 
+    /// Whether a parameter is picked: its own name matches, or the name of a module that holds
+    /// it (`{"mlp"}` picks every parameter under each `…mlp` module).
+    pub fn matches_parameter(&self, name: &str) -> Result<bool> {
+        if self.matches(name)? {
+            return Ok(true);
+        }
+        for (i, c) in name.char_indices() {
+            if c == '.' && self.matches(&name[..i])? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The matcher as the user wrote it, for messages.
     pub fn describe(&self) -> String {
         match self {
@@ -73,5 +89,9 @@ mod tests {
         assert!(NameMatcher::pattern("a%$").unwrap().matches("a$").unwrap());
         assert!(NameMatcher::pattern("[unclosed").is_err());
         assert!(NameMatcher::suffixes(vec![]).is_err());
+        let mlp = NameMatcher::suffixes(vec!["mlp".into()]).unwrap();
+        assert!(mlp.matches_parameter("model.layers.0.mlp.up_proj.weight").unwrap());
+        assert!(!mlp.matches("model.layers.0.mlp.up_proj.weight").unwrap());
+        assert!(!mlp.matches_parameter("model.layers.0.self_attn.q_proj.weight").unwrap());
     }
 }

@@ -1,7 +1,9 @@
 //! Devices: `"cpu"`, `"cuda"`, `"cuda:N"`, checked against what this machine has.
 
 use anyhow::{bail, Result};
-use tch::Device;
+use tch::{Device, Kind};
+
+use super::dtype::{dtype_names, parse_dtype};
 
 /// Parses a device name. CUDA names are errors when CUDA is unavailable or the index is out of
 /// range, so that a recipe fails at the call that asked, not deep inside libtorch.
@@ -32,4 +34,22 @@ pub fn device_name(device: Device) -> String {
         Device::Mps => "mps".to_string(),
         Device::Vulkan => "vulkan".to_string(),
     }
+}
+
+/// A dtype or a device, as `to("bf16")` or `to("cuda")` take one name for either.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Placement {
+    Dtype(Kind),
+    Device(Device),
+}
+
+/// Parses a name that is a dtype or a device; an unknown one is an error listing both.
+pub fn parse_placement(name: &str) -> Result<Placement> {
+    if let Ok(kind) = parse_dtype(name) {
+        return Ok(Placement::Dtype(kind));
+    }
+    if name == "cpu" || name == "cuda" || name.starts_with("cuda:") {
+        return Ok(Placement::Device(parse_device(name)?));
+    }
+    bail!("unknown dtype or device '{name}' (dtypes: {}; devices: cpu, cuda, cuda:N)", dtype_names().join(", "))
 }

@@ -22,8 +22,12 @@ pub fn parse_dtype(name: &str) -> Result<Kind> {
             return Ok(*kind);
         }
     }
-    let known: Vec<&str> = DTYPES.iter().map(|(_, names)| names[0]).collect();
-    bail!("unknown dtype '{name}' (expected one of {})", known.join(", "))
+    bail!("unknown dtype '{name}' (expected one of {})", dtype_names().join(", "))
+}
+
+/// The canonical names of the dtypes scripts can ask for.
+pub fn dtype_names() -> Vec<&'static str> {
+    DTYPES.iter().map(|(_, names)| names[0]).collect()
 }
 
 /// The canonical name of a dtype (`"float32"`, `"bfloat16"`, …), as PyTorch prints it.

@@ -13,6 +13,6 @@ pub mod ledger;
 pub mod scalar;
 pub mod shim;
 
-pub use device::{device_name, parse_device};
+pub use device::{device_name, parse_device, parse_placement, Placement};
 pub use dtype::{dtype_name, parse_dtype};
 pub use format::format_tensor;

