@@ -17,6 +17,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::args::{describe, failure, misuse, options, OrMisuse};
 use super::tensor::{as_tensor, optional_tensor_arg, tensor_arg, wrap, wrap_named};
+use super::optim::ZeroGradOptions;
 use super::tokenizer::LuaTokenizer;
 use crate::models::bert::mean_pool;
 use crate::models::cache::KvCache;
@@ -25,6 +26,7 @@ use crate::models::{ForwardInput, Model};
 use crate::nn::hooks::HookFn;
 use crate::nn::module::{self, Module, NamedParam};
 use crate::nn::names::NameMatcher;
+use crate::optim::zero_grads;
 use crate::tensor::{parse_device, parse_dtype, parse_placement, Placement as TensorPlacement};
 
 /// A loaded model, or one of its submodules: the model is shared; `path` names the module
@@ -516,13 +518,11 @@ impl UserData for LuaModule {
             ud.borrow::<LuaModule>()?.with_module(call, |m| module::to(m, kind, device))?;
             Ok(ud)
         });
-        methods.add_function("zero_grad", |_, ud: AnyUserData| {
+        methods.add_function("zero_grad", |lua, (ud, opts): (AnyUserData, Option<Table>)| {
             let call = "module.zero_grad";
-            let params = ud.borrow::<LuaModule>()?.parameters(call, false)?;
-            for p in params {
-                let mut t = p.tensor;
-                t.zero_grad();
-            }
+            let o: ZeroGradOptions = options(lua, call, opts)?;
+            let params: Vec<Tensor> = ud.borrow::<LuaModule>()?.parameters(call, false)?.into_iter().map(|p| p.tensor).collect();
+            zero_grads(&params, o.set_to_none.unwrap_or(true)).or_misuse(call)?;
             Ok(ud)
         });
         methods.add_function("apply", |lua, (ud, f): (AnyUserData, Function)| {

@@ -230,9 +230,9 @@ fn state_from_lua(call: &str, table: &Table) -> mlua::Result<OptimizerState> {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ZeroGradOptions {
-    /// Unset the gradients instead of zeroing them (PyTorch's `set_to_none`; default false).
-    set_to_none: Option<bool>,
+pub struct ZeroGradOptions {
+    /// Unset the gradients (PyTorch's `set_to_none`, default true) rather than zero them.
+    pub set_to_none: Option<bool>,
 }
 
 impl LuaOptimizer {
@@ -260,7 +260,7 @@ impl UserData for LuaOptimizer {
         methods.add_method_mut("step", |_, this, ()| this.inner.step().or_misuse("optimizer.step"));
         methods.add_method_mut("zero_grad", |lua, this, opts: Option<Table>| {
             let o: ZeroGradOptions = options(lua, "optimizer.zero_grad", opts)?;
-            this.inner.zero_grad(o.set_to_none.unwrap_or(false)).or_misuse("optimizer.zero_grad")
+            this.inner.zero_grad(o.set_to_none.unwrap_or(true)).or_misuse("optimizer.zero_grad")
         });
         methods.add_method("get_lr", |_, this, group: Option<i64>| {
             let g = this.group_index("optimizer.get_lr", group)?;

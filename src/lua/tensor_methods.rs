@@ -572,6 +572,12 @@ impl UserData for LuaTensor {
                 Ok(None)
             }
         });
+        // `p.grad = nil` unsets the gradient; `p.grad = g` sets it (same shape, dtype, device).
+        fields.add_field_method_set("grad", |_, this, v: Value| {
+            let call = "tensor.grad";
+            let g = super::tensor::optional_tensor_arg(call, &v)?;
+            crate::tensor::shim::set_grad(this.get(call)?, g.as_ref()).or_misuse(call)
+        });
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {

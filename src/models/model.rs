@@ -243,7 +243,9 @@ impl Model {
     }
 }
 
-/// transformers' causal-LM loss: logits at t predict labels at t+1; -100 is ignored; float32.
+/// transformers' causal-LM loss (`ForCausalLMLoss`): logits at t predict labels at t+1; -100 is
+/// ignored; float32. As there, the labels are shifted (padded with -100 at the end) rather than
+/// the logits, so that the logits are not copied.
 pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (lsize, ysize) = (logits.size(), labels.size());
     if lsize.len() != 3 || ysize != lsize[..2] {
@@ -252,11 +254,11 @@ pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     if labels.kind() != Kind::Int64 {
         bail!("labels must be int64, got {}", crate::tensor::dtype_name(labels.kind()));
     }
-    let t = lsize[1];
-    let vocab = lsize[2];
-    let shifted_logits = logits.f_narrow(1, 0, t - 1)?.f_to_kind(Kind::Float)?.f_reshape([-1, vocab])?;
-    let shifted_labels = labels.f_narrow(1, 1, t - 1)?.f_reshape([-1])?;
-    Ok(shifted_logits.f_cross_entropy_loss(&shifted_labels, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?)
+    let (b, t, vocab) = (lsize[0], lsize[1], lsize[2]);
+    let ignored = Tensor::f_full([b, 1], -100, (Kind::Int64, labels.device()))?;
+    let shifted = Tensor::f_cat(&[&labels.f_narrow(1, 1, t - 1)?, &ignored], 1)?.f_reshape([-1])?;
+    let logits = logits.f_to_kind(Kind::Float)?.f_reshape([-1, vocab])?;
+    Ok(logits.f_cross_entropy_loss(&shifted, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?)
 }
 
 #[cfg(test)]

@@ -60,7 +60,8 @@ impl Adam {
     }
 }
 
-/// `_single_tensor_adam` for one parameter.
+/// `_single_tensor_adam` for one parameter, in place where torch is (one temporary each for
+/// the scaled gradient, the denominator and the step).
 fn single(p: &Tensor, grad: Tensor, m: &mut Moments, s: &AdamSettings) -> Result<()> {
     m.step += 1;
     let mut p = p.shallow_clone();
@@ -70,21 +71,19 @@ fn single(p: &Tensor, grad: Tensor, m: &mut Moments, s: &AdamSettings) -> Result
     }
     let _ = m.exp_avg.f_lerp_(&grad, 1.0 - s.beta1)?;
     let _ = m.exp_avg_sq.f_mul_scalar_(s.beta2)?;
-    let _ = m.exp_avg_sq.f_add_(&grad.f_mul_scalar(1.0 - s.beta2)?.f_mul(&grad)?)?;
+    let _ = m.exp_avg_sq.f_addcmul_(&grad.f_mul_scalar(1.0 - s.beta2)?, &grad)?;
     let step = m.step as f64;
     let step_size = s.lr / (1.0 - s.beta1.powf(step));
     let bias_correction2_sqrt = (1.0 - s.beta2.powf(step)).sqrt();
-    let second = match &mut m.max_exp_avg_sq {
-        Some(max) => {
-            let new_max = max.f_maximum(&m.exp_avg_sq)?;
-            max.f_copy_(&new_max)?;
-            max.shallow_clone()
-        }
-        None => m.exp_avg_sq.shallow_clone(),
-    };
-    let denom = second.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?.f_add_scalar(s.eps)?;
-    // addcdiv_(exp_avg, denom, value=-step_size) computes p + (value · exp_avg) / denom.
-    let _ = p.f_add_(&m.exp_avg.f_mul_scalar(-step_size)?.f_div(&denom)?)?;
+    if let Some(max) = &mut m.max_exp_avg_sq {
+        let _ = max.f_maximum_out(&max.shallow_clone(), &m.exp_avg_sq)?;
+    }
+    let second = m.max_exp_avg_sq.as_ref().unwrap_or(&m.exp_avg_sq);
+    let mut denom = second.f_sqrt()?;
+    let _ = denom.f_div_scalar_(bias_correction2_sqrt)?;
+    let _ = denom.f_add_scalar_(s.eps)?;
+    // addcdiv_(exp_avg, denom, value=-step_size): p + (-step_size · exp_avg) / denom.
+    let _ = p.f_addcdiv_(&m.exp_avg.f_mul_scalar(-step_size)?, &denom)?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ pub mod state;
 
 use anyhow::{bail, Result};
 
-pub use optimizer::{Optim, Optimizer};
+pub use optimizer::{zero_grads, Optim, Optimizer};
 pub use param::{GroupSpec, Param, ParamGroup};
 pub use state::{OptimizerState, ParamKey, ParamState};
 

@@ -39,25 +39,31 @@ pub trait Optimizer {
     /// Loads a state, matching parameters by name (by position if unnamed); nothing changes
     /// if it does not fit.
     fn load_state_dict(&mut self, state: &OptimizerState) -> Result<()>;
-    /// Zeroes every gradient in one foreach call (PyTorch's `zero_grad(set_to_none=False)`),
-    /// or unsets them (`set_to_none`).
+    /// Unsets every gradient (`set_to_none`, PyTorch's default) or zeroes them all in one
+    /// foreach call.
     fn zero_grad(&mut self, set_to_none: bool) -> Result<()> {
-        let mut grads = Vec::new();
-        for p in self.groups().iter().flat_map(|g| &g.params) {
-            if set_to_none {
-                shim::reset_grad(&p.tensor)?;
-            } else {
-                let g = p.tensor.f_grad()?;
-                if g.defined() {
-                    grads.push(g);
-                }
+        let params: Vec<Tensor> = self.groups().iter().flat_map(|g| &g.params).map(|p| p.tensor.shallow_clone()).collect();
+        zero_grads(&params, set_to_none)
+    }
+}
+
+/// Unsets the gradients of `params` (`set_to_none`) or zeroes them in one foreach call.
+pub fn zero_grads(params: &[Tensor], set_to_none: bool) -> Result<()> {
+    let mut grads = Vec::new();
+    for p in params {
+        if set_to_none {
+            shim::set_grad(p, None)?;
+        } else {
+            let g = p.f_grad()?;
+            if g.defined() {
+                grads.push(g);
             }
         }
-        if !grads.is_empty() {
-            shim::zero_(&grads)?;
-        }
-        Ok(())
     }
+    if !grads.is_empty() {
+        shim::zero_(&grads)?;
+    }
+    Ok(())
 }
 
 pub struct Optim<R: Rule> {

@@ -81,9 +81,17 @@ char* moontune_identity(tensor t, void** impl, void** storage, int64_t* nbytes) 
   });
 }
 
-// `p.grad = None`.
-char* moontune_grad_reset(tensor t) {
-  return guarded([&] { t->mutable_grad().reset(); });
+// `p.grad = g`, or `p.grad = None` when g is null.
+char* moontune_set_grad(tensor t, tensor g) {
+  return guarded([&] {
+    if (g == nullptr) {
+      t->mutable_grad().reset();
+    } else {
+      TORCH_CHECK(g->sizes() == t->sizes(), "a gradient of shape ", g->sizes(), " for a tensor of shape ", t->sizes());
+      TORCH_CHECK(g->scalar_type() == t->scalar_type() && g->device() == t->device(), "a gradient must have the tensor's dtype and device");
+      t->mutable_grad() = *g;
+    }
+  });
 }
 
 char* moontune_foreach_zero_(const tensor* ts, int64_t n) {

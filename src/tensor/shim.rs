@@ -15,7 +15,7 @@ type Handle = *mut C_tensor;
 extern "C" {
     fn moontune_free_error(message: *mut c_char);
     fn moontune_identity(t: Handle, tensor_impl: *mut *mut c_void, storage: *mut *mut c_void, nbytes: *mut i64) -> *mut c_char;
-    fn moontune_grad_reset(t: Handle) -> *mut c_char;
+    fn moontune_set_grad(t: Handle, g: Handle) -> *mut c_char;
     fn moontune_foreach_zero_(ts: *const Handle, n: i64) -> *mut c_char;
     fn moontune_foreach_mul_scalar_(ts: *const Handle, n: i64, s: f64) -> *mut c_char;
     fn moontune_foreach_mul_tensor_(ts: *const Handle, n: i64, s: Handle) -> *mut c_char;
@@ -113,9 +113,10 @@ pub fn identity(t: &Tensor) -> Result<Identity> {
     Ok(Identity { tensor: tensor as usize, storage: storage as usize, storage_bytes: bytes })
 }
 
-/// `t.grad = None`.
-pub fn reset_grad(t: &Tensor) -> Result<()> {
-    check(unsafe { moontune_grad_reset(t.as_ptr() as Handle) })
+/// `t.grad = g` (same shape, dtype and device), or `t.grad = None`.
+pub fn set_grad(t: &Tensor, g: Option<&Tensor>) -> Result<()> {
+    let g = g.map(|g| g.as_ptr() as Handle).unwrap_or(std::ptr::null_mut());
+    check(unsafe { moontune_set_grad(t.as_ptr() as Handle, g) })
 }
 
 pub fn zero_(ts: &[Tensor]) -> Result<()> {

@@ -319,11 +319,18 @@ function Module:freeze(pattern) return set_trainable(self, "freeze", pattern, fa
 
 function Module:unfreeze(pattern) return set_trainable(self, "unfreeze", pattern, true) end
 
-function Module:zero_grad()
+-- zero_grad{ set_to_none = true }: unsets every gradient (PyTorch's default), or zeroes them.
+function Module:zero_grad(opts)
+  opts = check_options("zero_grad", opts, { "set_to_none" })
   for _, p in ipairs(self:parameters()) do
-    local g = p.grad
-    if g ~= nil then g:zero_() end
+    if opts.set_to_none == false then
+      local g = p.grad
+      if g ~= nil then g:zero_() end
+    else
+      p.grad = nil
+    end
   end
+  return self
 end
 
 -- Moves or converts every parameter and buffer in place (tensors keep their identity, so an

@@ -17,8 +17,14 @@ function tests.sgd_converges_and_zero_grad_clears()
     opt:step()
   end
   assert(p:allclose(T.full({ 2 }, 3.0), { atol = 1e-4 }), tostring(p))
+  opt:zero_grad{ set_to_none = false }
+  assert(p.grad:abs():sum():item() == 0, "zeroed")
   opt:zero_grad()
-  assert(p.grad:abs():sum():item() == 0)
+  assert(p.grad == nil, "unset, as PyTorch's default")
+  p.grad = T.ones{ 2 }
+  assert(p.grad:sum():item() == 2)
+  local ok, err = pcall(function() p.grad = T.ones{ 3 } end)
+  assert(not ok and tostring(err):find("tensor.grad", 1, true), tostring(err))
 end
 
 function tests.groups_have_their_own_lr_and_weight_decay()
