@@ -7,12 +7,10 @@ times BENCH_STEPS steps after 3 warm-up steps, in its own child process, same th
 sides run ROUNDS times interleaved and the best of each counts. Writes its section of
 BENCHMARKS.md.
 """
-import json
 import os
-import subprocess
 import sys
 
-from report import write_section
+from report import run_json, write_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -46,13 +44,6 @@ print(json.dumps(result))
 """
 
 
-def run(cmd, env):
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{cmd[0]} failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
-
-
 def main():
     moontune = os.path.join(ROOT, "target/release/moontune")
     sets = [("lora", "224 LoRA-shaped tensors (8×256, 256×8)", "200"), ("big", "four 1024×1024 tensors", "20")]
@@ -61,8 +52,8 @@ def main():
         env = dict(os.environ, BENCH_SET=key, BENCH_STEPS=steps, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS))
         ours, theirs = [], []
         for _ in range(ROUNDS):
-            ours.append(run([moontune, "run", os.path.join(ROOT, "bench/optim.lua")], env))
-            theirs.append(run([sys.executable, "-c", TORCH_SIDE], env))
+            ours.append(run_json([moontune, "run", os.path.join(ROOT, "bench/optim.lua")], env))
+            theirs.append(run_json([sys.executable, "-c", TORCH_SIDE], env))
         best_ours = {k: min(r[k] for r in ours) for k in KERNELS}
         best_theirs = {k: min(r[k] for r in theirs) for k in KERNELS}
         rows.append((label, best_ours, best_theirs))

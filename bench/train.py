@@ -8,13 +8,12 @@ default implementation (on CPU the single-tensor loop) and with `fused=True`; mo
 default (fused). Each side runs ROUNDS times interleaved in its own child process, same thread
 count; the run with the best total counts. Writes its section of BENCHMARKS.md.
 """
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
-from report import write_section
+from report import run_json, write_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -60,26 +59,19 @@ print(json.dumps(ms))
 """
 
 
-def run(cmd, env):
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"{cmd[0]} failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
-
-
 def main():
     moontune = os.path.join(ROOT, "target/release/moontune")
     model_dir = os.path.join(tempfile.mkdtemp(prefix="moontune-bench-"), "llama")
-    made = subprocess.run([sys.executable, "-c", MAKE_MODEL, model_dir], check=True, capture_output=True, text=True,
+    made = subprocess.run_json([sys.executable, "-c", MAKE_MODEL, model_dir], check=True, capture_output=True, text=True,
                           env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
     params = int(made.stdout.strip().splitlines()[-1])
     env = dict(os.environ, BENCH_MODEL=model_dir, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
                TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", **SETTINGS)
     sides = {"moontune (fused AdamW)": [], "transformers, AdamW default": [], "transformers, AdamW fused=True": []}
     for _ in range(ROUNDS):
-        sides["moontune (fused AdamW)"].append(run([moontune, "run", os.path.join(ROOT, "bench/train.lua")], env))
-        sides["transformers, AdamW default"].append(run([sys.executable, "-c", TORCH_SIDE], dict(env, BENCH_FUSED="0")))
-        sides["transformers, AdamW fused=True"].append(run([sys.executable, "-c", TORCH_SIDE], dict(env, BENCH_FUSED="1")))
+        sides["moontune (fused AdamW)"].append(run_json([moontune, "run", os.path.join(ROOT, "bench/train.lua")], env))
+        sides["transformers, AdamW default"].append(run_json([sys.executable, "-c", TORCH_SIDE], dict(env, BENCH_FUSED="0")))
+        sides["transformers, AdamW fused=True"].append(run_json([sys.executable, "-c", TORCH_SIDE], dict(env, BENCH_FUSED="1")))
     best = {name: min(runs, key=lambda r: r["total"]) for name, runs in sides.items()}
     ours = best["moontune (fused AdamW)"]
     lines = [

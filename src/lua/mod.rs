@@ -17,5 +17,6 @@ pub mod tensor_methods;
 pub mod tokenizer;
 pub mod values;
 
-pub use runtime::{load_file, new_lua, route_print, seed_everything};
+pub use module::seed_everything;
+pub use runtime::{load_file, new_lua, route_print};
 pub use tensor::LuaTensor;

@@ -24,7 +24,7 @@ use crate::models::cache::KvCache;
 use crate::models::generate::{generate, GenerateRequest};
 use crate::models::{ForwardInput, Model};
 use crate::nn::hooks::HookFn;
-use crate::nn::module::{self, Module, NamedParam};
+use crate::nn::module::{self, Member, Module, NamedParam};
 use crate::nn::names::NameMatcher;
 use crate::optim::zero_grads;
 use crate::tensor::{parse_device, parse_dtype, parse_placement, Placement as TensorPlacement};
@@ -237,22 +237,11 @@ impl LuaModule {
         if key == "training" {
             return Ok(Value::Boolean(self.model(call)?.training));
         }
-        enum Field {
-            Parameter(Tensor),
-            Child,
-            Neither,
-        }
-        let found = self.with_module(call, |m| {
-            if let Some((_, t)) = m.own_parameters().into_iter().find(|(n, _)| *n == key) {
-                return Ok(Field::Parameter(t.shallow_clone()));
-            }
-            Ok(if m.children().into_iter().any(|(n, _)| n == key) { Field::Child } else { Field::Neither })
-        })?;
         let path = join(&self.path, &key);
-        match found {
-            Field::Parameter(t) => Ok(Value::UserData(lua.create_userdata(wrap_named(lua, t, &path)?)?)),
-            Field::Child => Ok(Value::UserData(lua.create_userdata(self.handle(path))?)),
-            Field::Neither => Ok(Value::Nil),
+        match self.with_module(call, |m| Ok(module::member(m, &key)))? {
+            Some(Member::Parameter(t)) => Ok(Value::UserData(lua.create_userdata(wrap_named(lua, t, &path)?)?)),
+            Some(Member::Child) => Ok(Value::UserData(lua.create_userdata(self.handle(path))?)),
+            None => Ok(Value::Nil),
         }
     }
 
@@ -293,18 +282,11 @@ impl LuaModule {
     fn register_forward_hook(&self, lua: &Lua, pattern: Value, f: Function) -> mlua::Result<LuaHookHandle> {
         let call = "module.register_forward_hook";
         let matcher = matcher_arg(call, &pattern)?;
-        let mut picked = Vec::new();
-        for (name, path) in self.module_names(call)? {
-            if matcher.matches(&name).or_misuse(call)? {
-                picked.push((name, path));
-            }
-        }
-        if picked.is_empty() {
-            return Err(misuse(call, format!("{} matched no module", matcher.describe())));
-        }
+        let picked = self.with_module(call, |m| module::matching_modules(m, &matcher))?;
         let mut model = self.model_mut(call)?;
         let mut ids = Vec::new();
-        for (name, path) in picked {
+        for name in picked {
+            let path = join(&self.path, &name);
             ids.push(model.hooks.add(&path, lua_hook(lua, &self.model, &path, name, f.clone())));
         }
         Ok(LuaHookHandle { model: Rc::downgrade(&self.model), ids })

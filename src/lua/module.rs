@@ -12,6 +12,14 @@ pub fn join_for_print(lua: &Lua, values: Variadic<Value>) -> mlua::Result<String
     Ok(parts.join("\t"))
 }
 
+/// Seeds libtorch's generators (CPU and CUDA) and Lua's `math.random` (`mt.manual_seed`, and the
+/// run loop for `config.seed`).
+pub fn seed_everything(lua: &Lua, seed: i64) -> mlua::Result<()> {
+    tch::manual_seed(seed);
+    let randomseed: mlua::Function = lua.globals().get::<Table>("math")?.get("randomseed")?;
+    randomseed.call::<()>(seed)
+}
+
 fn device_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("cuda_available", lua.create_function(|_, ()| Ok(tch::Cuda::is_available()))?)?;
@@ -33,7 +41,7 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("save", lua.create_function(serialize::save)?)?;
     mt.set("load", lua.create_function(serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;
-    mt.set("manual_seed", lua.create_function(|lua, seed: i64| super::runtime::seed_everything(lua, seed))?)?;
+    mt.set("manual_seed", lua.create_function(|lua, seed: i64| seed_everything(lua, seed))?)?;
     // Seconds on a monotonic clock (for timing inside recipes; os.clock is CPU time).
     let start = std::time::Instant::now();
     mt.set("clock", lua.create_function(move |_, ()| Ok(start.elapsed().as_secs_f64()))?)?;

@@ -39,13 +39,6 @@ fn keep_only_traceback(lua: &Lua) -> mlua::Result<()> {
     lua.globals().set("debug", debug)
 }
 
-/// Seeds libtorch's generators (CPU and CUDA) and Lua's `math.random`.
-pub fn seed_everything(lua: &Lua, seed: i64) -> mlua::Result<()> {
-    tch::manual_seed(seed);
-    let randomseed: Function = lua.globals().get::<Table>("math")?.get("randomseed")?;
-    randomseed.call::<()>(seed)
-}
-
 fn install_native(lua: &Lua) -> mlua::Result<()> {
     let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
     preload.set("moontune.core", lua.create_function(|lua, ()| module::create(lua))?)

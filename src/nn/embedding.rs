@@ -7,6 +7,7 @@ use tch::Tensor;
 use super::hooks::Ctx;
 use super::module::Module;
 use super::weights::{Init, Weights};
+use crate::module_children;
 
 pub struct Embedding {
     /// The module's dotted name in its model.
@@ -52,11 +53,5 @@ impl Module for Embedding {
         Some(self.forward(ctx, x))
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
+    module_children!();
 }

@@ -203,6 +203,35 @@ pub fn get_submodule<'a>(root: &'a dyn Module, path: &str) -> Result<&'a dyn Mod
     Ok(m)
 }
 
+/// What a name is on a module: one of its own parameters, or one of its children.
+pub enum Member {
+    Parameter(Tensor),
+    Child,
+}
+
+/// `m.key`: the parameter or child of `m` called `key`, if there is one.
+pub fn member(m: &dyn Module, key: &str) -> Option<Member> {
+    if let Some((_, t)) = m.own_parameters().into_iter().find(|(n, _)| *n == key) {
+        return Some(Member::Parameter(t.shallow_clone()));
+    }
+    m.children().into_iter().any(|(n, _)| n == key).then_some(Member::Child)
+}
+
+/// The names (relative to `root`, `""` for itself) of the modules `matcher` picks, in tree
+/// order; none is an error.
+pub fn matching_modules(root: &dyn Module, matcher: &NameMatcher) -> Result<Vec<String>> {
+    let mut picked = Vec::new();
+    for (name, _) in named_modules(root) {
+        if matcher.matches(&name)? {
+            picked.push(name);
+        }
+    }
+    if picked.is_empty() {
+        bail!("{} matched no module", matcher.describe());
+    }
+    Ok(picked)
+}
+
 /// The module at a dotted path, mutably (to attach adapters).
 pub fn get_submodule_mut<'a>(root: &'a mut dyn Module, path: &str) -> Result<&'a mut dyn Module> {
     let mut m = root;

@@ -8,6 +8,7 @@ use super::attach::Norm;
 use super::hooks::Ctx;
 use super::module::Module;
 use super::weights::{Init, Weights};
+use crate::module_children;
 
 pub struct RmsNorm {
     /// The module's dotted name in its model.
@@ -55,13 +56,7 @@ impl Module for RmsNorm {
         Some(self.forward(ctx, x))
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
+    module_children!();
 }
 
 pub struct LayerNorm {
@@ -113,11 +108,5 @@ impl Module for LayerNorm {
         Some(self.forward(ctx, x))
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
+    module_children!();
 }
