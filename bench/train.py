@@ -62,7 +62,7 @@ print(json.dumps(ms))
 def main():
     moontune = os.path.join(ROOT, "target/release/moontune")
     model_dir = os.path.join(tempfile.mkdtemp(prefix="moontune-bench-"), "llama")
-    made = subprocess.run_json([sys.executable, "-c", MAKE_MODEL, model_dir], check=True, capture_output=True, text=True,
+    made = subprocess.run([sys.executable, "-c", MAKE_MODEL, model_dir], check=True, capture_output=True, text=True,
                           env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
     params = int(made.stdout.strip().splitlines()[-1])
     env = dict(os.environ, BENCH_MODEL=model_dir, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),

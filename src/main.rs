@@ -110,6 +110,7 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
 }
 
 fn main() -> ExitCode {
+    moontune::tensor::allocator::tune_heap();
     // No panic is meant to be reachable from a script; should one happen inside a Lua call it is
     // turned into a Lua error, so say it in one line instead of a Rust backtrace.
     std::panic::set_hook(Box::new(|info| {

@@ -1,8 +1,9 @@
 //! Tensors: dtype and device names as users write them, PyTorch-style printing, creation from
-//! flat data, scalar promotion, the libtorch calls tch does not bind (shim), and a ledger of live
-//! storage.
+//! flat data, scalar promotion, the libtorch calls tch does not bind (shim), a ledger of live
+//! storage, and heap settings for tensor work.
 //! Everything else is libtorch through `tch`.
 
+pub mod allocator;
 pub mod autograd;
 pub mod create;
 pub mod cuda_memory;

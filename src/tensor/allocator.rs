@@ -1,0 +1,27 @@
+//! Heap settings for tensor work. A forward or backward pass frees megabytes of activations and
+//! allocates them again a moment later; with glibc's defaults the freed top of the heap goes
+//! back to the kernel (trimming) and comes back as fresh pages that the kernel must zero, which
+//! took 8% of a 95M-parameter Llama's forward pass here (perf: clear_page_erms). Keeping freed
+//! memory for reuse (up to `TRIM_BYTES` at the top of the heap, allocations below `MMAP_BYTES`
+//! from the heap) removes that cost; the resident set stays near its peak instead of shrinking
+//! between steps. A user who sets glibc's own MALLOC_* variables keeps them.
+
+/// Allocations at least this large are mapped and unmapped on their own.
+const MMAP_BYTES: i32 = 64 << 20;
+/// Free memory at the top of the heap kept before it is returned to the kernel.
+const TRIM_BYTES: i32 = 512 << 20;
+
+/// Applies the settings above (glibc only; elsewhere nothing changes).
+pub fn tune_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_set = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_"));
+        if !user_set {
+            // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_BYTES);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_BYTES);
+            }
+        }
+    }
+}
