@@ -108,9 +108,12 @@ def main():
         for _ in range(ROUNDS):
             ours_runs.append(run([moontune, "run", os.path.join(ROOT, "bench/models.lua")], env))
             their_runs.append(run([sys.executable, "-c", TRANSFORMERS_SIDE], env))
+            print(f"  run: moontune {ours_runs[-1][0]['forward_tokens_per_s']:.0f}, transformers "
+                  f"{their_runs[-1][0]['forward_tokens_per_s']:.0f} forward tokens/s", flush=True)
         ours, ours_rss = best(ours_runs)
         theirs, their_rss = best(their_runs)
-        rows.append((name, settings, ours, ours_rss, theirs, their_rss))
+        forward_runs = ", ".join(f"{o['forward_tokens_per_s']:.0f}/{t['forward_tokens_per_s']:.0f}" for (o, _), (t, _) in zip(ours_runs, their_runs))
+        rows.append((name, settings, ours, ours_rss, theirs, their_rss, forward_runs))
         print(name, ours, f"{ours_rss:.0f} MiB", theirs, f"{their_rss:.0f} MiB", flush=True)
 
     lines = [
@@ -129,13 +132,18 @@ def main():
         "| model | measure | moontune | transformers | ratio |",
         "|---|---|---|---|---|",
     ]
-    for name, s, ours, ours_rss, theirs, their_rss in rows:
+    for name, s, ours, ours_rss, theirs, their_rss, _ in rows:
         fwd = f"forward ({s['BENCH_BATCH']}×{s['BENCH_SEQ']} tokens), tokens/s"
         gen = f"greedy generation ({s['BENCH_NEW_TOKENS']} tokens), tokens/s"
         lines.append(f"| {name} | {fwd} | {ours['forward_tokens_per_s']:.0f} | {theirs['forward_tokens_per_s']:.0f} | {ours['forward_tokens_per_s'] / theirs['forward_tokens_per_s']:.2f}× |")
         lines.append(f"| | {gen} | {ours['generate_tokens_per_s']:.1f} | {theirs['generate_tokens_per_s']:.1f} | {ours['generate_tokens_per_s'] / theirs['generate_tokens_per_s']:.2f}× |")
         lines.append(f"| | load, seconds | {ours['load_s']:.3f} | {theirs['load_s']:.3f} | {theirs['load_s'] / ours['load_s']:.2f}× |")
         lines.append(f"| | peak RSS, MiB | {ours_rss:.0f} | {their_rss:.0f} | {their_rss / ours_rss:.2f}× |")
+    lines.append("")
+    lines.append("Every run's forward tokens/s, moontune/transformers, in the order they ran:")
+    lines.append("")
+    for name, *_, forward_runs in rows:
+        lines.append(f"- {name}: {forward_runs}")
     text = "\n".join(lines) + "\n"
     print(text)
     write_section("models", text)

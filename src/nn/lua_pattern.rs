@@ -223,8 +223,11 @@ impl State<'_> {
                     break r;
                 }
                 b')' => {
-                    let Some(l) = self.captures.iter().rposition(|c| matches!(c, Capture::Unfinished(_))) else { bail!("invalid pattern capture") };
-                    let Capture::Unfinished(start) = self.captures[l] else { unreachable!("rposition found an unfinished capture") };
+                    let open = self.captures.iter().enumerate().rev().find_map(|(i, c)| match c {
+                        Capture::Unfinished(start) => Some((i, *start)),
+                        _ => None,
+                    });
+                    let Some((l, start)) = open else { bail!("invalid pattern capture") };
                     self.captures[l] = Capture::Closed(start, s - start);
                     let r = self.do_match(s, pi + 1, whole)?;
                     if r.is_none() {
