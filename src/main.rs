@@ -103,7 +103,8 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
         }
     }
     Ok(match result {
-        Ok(outcome) if outcome.interrupted => ExitCode::from(130),
+        // Ctrl-C's conventional code; a quit the user asked for (`:quit`, `q`) is a success.
+        Ok(outcome) if outcome.interrupted && !outcome.quit => ExitCode::from(130),
         Ok(_) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     })

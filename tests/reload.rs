@@ -34,6 +34,7 @@ return {{
   end,
   on_reload = function(state, cfg) state.reloads = (state.reloads or 0) + 1 end,
   done = function(state, cfg) return io.open(cfg.stop_file) ~= nil end,
+  finish = function(state, cfg) print("finish ran") end,
 }}
 "#
     )
@@ -46,12 +47,27 @@ struct Run {
 
 impl Run {
     fn start(extra: &[&str]) -> Run {
+        Run::start_as(extra, false)
+    }
+
+    /// With `bare`, as the README shows it: from the recipe's folder, `moontune run train.lua`.
+    fn start_as(extra: &[&str], bare: bool) -> Run {
+        Run::start_recipe(|dir| recipe(&dir.join("stop"), 1, 1.0), extra, bare)
+    }
+
+    /// Runs the recipe `text(folder)` as train.lua, with helper.lua beside it.
+    fn start_recipe(text: impl Fn(&Path) -> String, extra: &[&str], bare: bool) -> Run {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("helper.lua"), HELPER).unwrap();
-        std::fs::write(dir.path().join("train.lua"), recipe(&dir.path().join("stop"), 1, 1.0)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_moontune"))
-            .arg("run")
-            .arg(dir.path().join("train.lua"))
+        std::fs::write(dir.path().join("train.lua"), text(dir.path())).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_moontune"));
+        command.arg("run");
+        if bare {
+            command.current_dir(dir.path()).arg("train.lua");
+        } else {
+            command.arg(dir.path().join("train.lua"));
+        }
+        let child = command
             .arg("--runs-dir")
             .arg(dir.path().join("runs"))
             .args(extra)
@@ -105,6 +121,11 @@ impl Run {
 
     fn finish(self) -> Output {
         std::fs::write(self.dir.path().join("stop"), "").unwrap();
+        self.wait()
+    }
+
+    /// Waits for the run to end by itself.
+    fn wait(self) -> Output {
         let out = self.child.wait_with_output().unwrap();
         drop(self.dir);
         out
@@ -160,6 +181,20 @@ fn editing_the_recipe_swaps_code_and_keeps_the_optimizer() {
 }
 
 #[test]
+fn a_recipe_run_by_its_bare_name_reloads_its_helpers() {
+    let run = Run::start_as(&[], true);
+    std::fs::write(run.dir.path().join("helper.lua"), "return { scale = 100 }\n").unwrap();
+    run.wait_for("the helper's new value", |rows| steps(rows).last().is_some_and(|s| s["marker"] == 100.0));
+    // Reloading the recipe itself requires the helper anew, not a cached copy.
+    std::fs::write(run.dir.path().join("helper.lua"), "return { scale = 1000 }\n").unwrap();
+    run.write_recipe(2, 1.0);
+    run.wait_for("the recipe and the helper both new", |rows| steps(rows).last().is_some_and(|s| s["marker"] == 2000.0));
+    let out = run.finish();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("finish ran"), "finish runs at the end of a run");
+}
+
+#[test]
 fn bursts_of_writes_give_few_reloads() {
     let run = Run::start(&[]);
     let before = reloads(&run.rows()).len();
@@ -204,6 +239,54 @@ fn control_fifo_evaluates_lua_pauses_and_resumes() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("> state.opt:set_lr(0.5)") && t.contains("paused") && t.contains("resumed"), "{t}");
+}
+
+#[test]
+fn control_lines_change_settings_live_and_quit_runs_finish() {
+    let run = Run::start(&["--no-watch"]);
+    // log_every is honoured while running: every step gets a line from here on.
+    run.control("cfg.log_every = 1");
+    let from = steps(&run.rows()).len();
+    run.wait_for("more steps", |rows| steps(rows).len() > from + 12);
+    // The seed cannot change mid-run: it is put back, with a message.
+    run.control("cfg.seed = 5");
+    // Errors in control lines are labelled as such.
+    run.control("error('from the fifo')");
+    run.control("print('seed is', cfg.seed)");
+    run.control(":quit");
+    let out = run.wait();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "a quit asked for is a success: {t}");
+    assert!(t.contains("stopped after") && t.matches("finish ran").count() == 1, "finish runs once, also on :quit: {t}");
+    assert!(t.contains("control:1: from the fifo"), "{t}");
+    assert!(t.contains("cfg.seed seeds a run at its start") && t.contains("seed is\tnil"), "{t}");
+    let numbers: Vec<u64> = t.lines().filter_map(|l| l.strip_prefix("step ")?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect();
+    assert!(numbers.windows(2).any(|w| w[1] == w[0] + 1 && w[0] > 1 && w[0] % 10 != 0), "consecutive step lines after log_every = 1: {numbers:?}");
+}
+
+/// The README's example recipe: its first Lua block, as a reader copies it.
+fn readme_recipe() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```lua\n").expect("the README has a Lua block") + 7;
+    let end = start + readme[start..].find("```").unwrap();
+    readme[start..end].to_string()
+}
+
+#[test]
+fn the_readmes_control_example_changes_the_learning_rate_the_steps_report() {
+    let recipe = readme_recipe();
+    assert!(recipe.contains("mt.sched.cosine") && recipe.contains("lr = state.opt:get_lr()"), "the README's recipe is scheduled:\n{recipe}");
+    let run = Run::start_recipe(|_| recipe.clone(), &["--no-watch", "steps=100000000"], false);
+    let before = steps(&run.rows()).last().unwrap()["lr"].as_f64().unwrap();
+    assert!(before > 5e-3, "{before}");
+    // The README's line, as written there.
+    run.control("state.opt:set_lr(1e-4)");
+    let rows = run.wait_for("the new lr", |rows| steps(rows).last().is_some_and(|s| s["lr"].as_f64().unwrap() < 2e-4));
+    let after = steps(&rows).last().unwrap()["lr"].as_f64().unwrap();
+    assert!(after > 0.9e-4 && after <= 1e-4, "the schedule goes on from the new lr: {after}");
+    run.control(":quit");
+    let out = run.wait();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The TUI end to end, as a person sees it: `moontune run` in a tmux pane; the screen shows the
 //! gauge advancing and a chart; `p` stops the steps and `p` again resumes them; `q` then `n`
-//! quits and leaves the terminal restored (the alternate screen off, the closing line printed).
+//! quits and leaves the terminal restored (the alternate screen off, the closing line printed);
+//! and `moontune repl` runs every line of a paste.
 //! Skipped, saying so, where tmux is not installed.
 
 use std::path::Path;
@@ -90,7 +91,8 @@ return {
     wait_for(&session, "the quit prompt", |s| s.contains("save a checkpoint before quitting?"));
     tmux(&["send-keys", "-t", &session, "n"]);
     let after = wait_for(&session, "the process to end", |s| s.contains("EXITED"));
-    assert!(after.contains("EXITED 130") && after.contains("stopped after"), "{after}");
+    // A quit the user asked for is a success (130 is Ctrl-C's).
+    assert!(after.contains("EXITED 0") && after.contains("stopped after"), "{after}");
     assert_eq!(tmux(&["display-message", "-t", &session, "-p", "#{alternate_on}"]).trim(), "0", "the alternate screen is left");
     assert!(!after.contains("┌ log"), "the TUI is gone from the screen:\n{after}");
     drop(guard);
@@ -125,4 +127,21 @@ fn a_terminal_that_hangs_up_ends_the_run() {
         assert!(start.elapsed() < Duration::from_secs(10), "moontune still runs after its terminal went away");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn repl_runs_every_line_of_a_paste() {
+    if !have_tmux("repl_runs_every_line_of_a_paste") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let session = format!("moontune-repl-{}", std::process::id());
+    let command = format!("HOME={} {} repl", home.path().display(), env!("CARGO_BIN_EXE_moontune"));
+    tmux(&["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", &command]);
+    let _guard = KillSession(session.clone());
+    wait_for(&session, "the prompt", |s| s.contains("Ctrl-D exits.\n>"));
+    // Several lines arriving at once, as a terminal without bracketed paste delivers a paste.
+    tmux(&["send-keys", "-t", &session, "-l", "a = 20\nb = 22\nprint(a + b)\nc = a * b\nc\n"]);
+    let shown = wait_for(&session, "the last line's value", |s| s.contains("440"));
+    assert!(shown.contains("42") && shown.contains("> c = a * b"), "{shown}");
 }

@@ -24,9 +24,10 @@ pub enum Outcome {
 }
 
 /// Evaluates `input` as an expression if it is one, else as statements; in `env` if given.
-pub fn eval(lua: &Lua, input: &str, env: Option<mlua::Table>) -> Outcome {
+/// Errors name the chunk `source` (`stdin` at the prompt, `control` for the run's FIFO).
+pub fn eval(lua: &Lua, input: &str, env: Option<mlua::Table>, source: &str) -> Outcome {
     let chunk = |src: String| {
-        let c = lua.load(src).set_name("=stdin");
+        let c = lua.load(src).set_name(format!("={source}"));
         match &env {
             Some(e) => c.set_environment(e.clone()),
             None => c,
@@ -100,7 +101,7 @@ pub fn run() -> Result<()> {
                     buffer.push('\n');
                 }
                 buffer.push_str(&line);
-                match eval(&lua, &buffer, None) {
+                match eval(&lua, &buffer, None, "stdin") {
                     Outcome::Incomplete => continue,
                     Outcome::Values(values) => {
                         if !values.is_empty() {
@@ -133,19 +134,19 @@ mod tests {
     #[test]
     fn expressions_statements_continuations_and_errors() {
         let lua = new_lua(None).unwrap();
-        match eval(&lua, "1 + 2", None) {
+        match eval(&lua, "1 + 2", None, "stdin") {
             Outcome::Values(v) => assert_eq!(v, vec!["3"]),
             _ => panic!("expected a value"),
         }
-        assert!(matches!(eval(&lua, "x = 5", None), Outcome::Values(v) if v.is_empty()));
-        assert!(matches!(eval(&lua, "x", None), Outcome::Values(v) if v == vec!["5"]));
-        assert!(matches!(eval(&lua, "function f()", None), Outcome::Incomplete));
-        assert!(matches!(eval(&lua, "function f()\n return 7 end", None), Outcome::Values(_)));
-        assert!(matches!(eval(&lua, "f()", None), Outcome::Values(v) if v == vec!["7"]));
-        match eval(&lua, "error('boom')", None) {
+        assert!(matches!(eval(&lua, "x = 5", None, "stdin"), Outcome::Values(v) if v.is_empty()));
+        assert!(matches!(eval(&lua, "x", None, "stdin"), Outcome::Values(v) if v == vec!["5"]));
+        assert!(matches!(eval(&lua, "function f()", None, "stdin"), Outcome::Incomplete));
+        assert!(matches!(eval(&lua, "function f()\n return 7 end", None, "stdin"), Outcome::Values(_)));
+        assert!(matches!(eval(&lua, "f()", None, "stdin"), Outcome::Values(v) if v == vec!["7"]));
+        match eval(&lua, "error('boom')", None, "stdin") {
             Outcome::Error(e) => assert!(e.contains("boom") && e.contains("traceback"), "{e}"),
             _ => panic!("expected an error"),
         }
-        assert!(matches!(eval(&lua, "{1, 2, a = 'b'}", None), Outcome::Values(v) if v == vec!["{1, 2, a = \"b\"}"]));
+        assert!(matches!(eval(&lua, "{1, 2, a = 'b'}", None, "stdin"), Outcome::Values(v) if v == vec!["{1, 2, a = \"b\"}"]));
     }
 }

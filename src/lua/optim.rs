@@ -235,15 +235,79 @@ pub struct ZeroGradOptions {
     pub set_to_none: Option<bool>,
 }
 
-impl LuaOptimizer {
-    /// The group at a 1-based Lua index.
-    fn group_index(&self, call: &str, group: Option<i64>) -> mlua::Result<usize> {
-        let n = self.inner.groups().len();
-        let g = group.unwrap_or(1);
-        if g < 1 || g as usize > n {
-            return Err(misuse(call, format!("group {g} does not exist (the optimizer has {n})")));
+/// A group number as scripts give it (1-based, as `opt:param_groups()` lists them) as an index.
+pub fn group_index(call: &str, group: Option<i64>, groups: usize) -> mlua::Result<usize> {
+    let g = group.unwrap_or(1);
+    if g < 1 || g as usize > groups {
+        return Err(misuse(call, format!("group {g} does not exist: groups are numbered from 1, as opt:param_groups() lists them (this optimizer has {groups})")));
+    }
+    Ok(g as usize - 1)
+}
+
+/// A live view of one parameter group (`opt:param_groups()[i]`): reading gives the current
+/// values, assigning `lr` or `weight_decay` changes the optimizer (`lr` as `set_lr` does).
+pub struct LuaParamGroup {
+    optimizer: mlua::AnyUserData,
+    index: usize,
+}
+
+impl LuaParamGroup {
+    fn field(&self, lua: &Lua, key: &str) -> mlua::Result<Value> {
+        let opt = self.optimizer.borrow::<LuaOptimizer>()?;
+        let g = opt.inner.groups().get(self.index).ok_or_else(|| misuse("param_group", "the group no longer exists"))?;
+        Ok(match key {
+            "lr" => Value::Number(g.lr),
+            "weight_decay" => Value::Number(g.weight_decay),
+            "initial_lr" => g.initial_lr.map(Value::Number).unwrap_or(Value::Nil),
+            "params" => {
+                let params = lua.create_table()?;
+                for p in &g.params {
+                    params.raw_push(match &p.name {
+                        Some(n) => super::tensor::wrap_named(lua, p.tensor.shallow_clone(), n)?,
+                        None => wrap(lua, p.tensor.shallow_clone())?,
+                    })?;
+                }
+                Value::Table(params)
+            }
+            _ => Value::Nil,
+        })
+    }
+
+    fn set(&self, key: &str, value: f64) -> mlua::Result<()> {
+        let call = "param_group";
+        let mut opt = self.optimizer.borrow_mut::<LuaOptimizer>()?;
+        let g = opt.inner.groups_mut().get_mut(self.index).ok_or_else(|| misuse(call, "the group no longer exists"))?;
+        check_positive(call, key, value)?;
+        match key {
+            "lr" => g.set_lr(value),
+            "weight_decay" => g.weight_decay = value,
+            other => return Err(misuse(call, format!("'{other}' cannot be set (lr and weight_decay can)"))),
         }
-        Ok(g as usize - 1)
+        Ok(())
+    }
+}
+
+impl UserData for LuaParamGroup {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_meta_field(mlua::MetaMethod::Type, "param_group");
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(mlua::MetaMethod::Index, |lua, this, key: String| this.field(lua, &key));
+        methods.add_meta_method(mlua::MetaMethod::NewIndex, |_, this, (key, value): (String, Value)| {
+            let v = match value {
+                Value::Integer(i) => i as f64,
+                Value::Number(n) => n,
+                other => return Err(misuse("param_group", format!("'{key}' must be a number, got {}", describe(&other)))),
+            };
+            this.set(&key, v)
+        });
+    }
+}
+
+impl LuaOptimizer {
+    fn group_index(&self, call: &str, group: Option<i64>) -> mlua::Result<usize> {
+        group_index(call, group, self.inner.groups().len())
     }
 
     pub fn lrs(&self) -> Vec<f64> {
@@ -273,7 +337,7 @@ impl UserData for LuaOptimizer {
                 Some(_) => vec![this.group_index("optimizer.set_lr", group)?],
             };
             for g in groups {
-                this.inner.groups_mut()[g].lr = lr;
+                this.inner.groups_mut()[g].set_lr(lr);
             }
             Ok(())
         });
@@ -283,21 +347,11 @@ impl UserData for LuaOptimizer {
             let (lr, wd) = this.defaults;
             this.inner.add_param_groups(vec![spec], lr, wd).or_misuse(call)
         });
-        methods.add_method("param_groups", |lua, this, ()| {
+        methods.add_function("param_groups", |lua, ud: mlua::AnyUserData| {
+            let n = ud.borrow::<LuaOptimizer>()?.inner.groups().len();
             let out = lua.create_table()?;
-            for g in this.inner.groups() {
-                let t = lua.create_table()?;
-                t.set("lr", g.lr)?;
-                t.set("weight_decay", g.weight_decay)?;
-                let params = lua.create_table()?;
-                for p in &g.params {
-                    params.raw_push(match &p.name {
-                        Some(n) => super::tensor::wrap_named(lua, p.tensor.shallow_clone(), n)?,
-                        None => wrap(lua, p.tensor.shallow_clone())?,
-                    })?;
-                }
-                t.set("params", params)?;
-                out.raw_push(t)?;
+            for index in 0..n {
+                out.raw_push(LuaParamGroup { optimizer: ud.clone(), index })?;
             }
             Ok(out)
         });

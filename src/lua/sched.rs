@@ -5,7 +5,7 @@
 use mlua::{AnyUserData, Lua, Table, UserData, UserDataFields, UserDataMethods};
 
 use super::args::{misuse, options, OrMisuse};
-use super::optim::LuaOptimizer;
+use super::optim::{group_index, LuaOptimizer};
 use crate::optim::schedule::{Schedule, ScheduleOptions, Scheduler};
 
 pub struct LuaSchedule {
@@ -33,15 +33,39 @@ impl UserData for LuaSchedule {
                 Ok(())
             })
         });
-        methods.add_method("get_lr", |_, this, group: Option<i64>| {
-            let g = group.unwrap_or(1);
-            usize::try_from(g - 1).ok().and_then(|i| this.scheduler.lr(i)).ok_or_else(|| misuse("schedule.get_lr", format!("group {g} does not exist")))
+        methods.add_method_mut("get_lr", |_, this, group: Option<i64>| {
+            let call = "schedule.get_lr";
+            let lrs = this.drive(call, |_, opt| Ok(opt.lrs()))?;
+            Ok(lrs[group_index(call, group, lrs.len())?])
         });
+        // PyTorch's get_last_lr(): the lr of every group, in order.
+        methods.add_method_mut("get_last_lr", |_, this, ()| this.drive("schedule.get_last_lr", |_, opt| Ok(opt.lrs())));
+        // set_base_lr(lr, group?): the lr the schedule scales (all scheduled groups, or one).
+        methods.add_method_mut("set_base_lr", |_, this, (lr, group): (f64, Option<i64>)| {
+            let call = "schedule.set_base_lr";
+            if !(lr >= 0.0 && lr.is_finite()) {
+                return Err(misuse(call, format!("lr must be a finite number ≥ 0, got {lr}")));
+            }
+            let n = this.drive(call, |_, opt| Ok(opt.inner.groups().len()))?;
+            let groups: Vec<usize> = match group {
+                None => (0..n).collect(),
+                Some(_) => vec![group_index(call, group, n)?],
+            };
+            this.drive(call, |_, opt| {
+                for g in groups {
+                    opt.inner.groups_mut()[g].set_lr(lr);
+                }
+                Ok(())
+            })
+        });
+        // scale(f): multiplies the lr the schedule scales (every scheduled group) by f.
+        methods.add_method_mut("scale", |_, this, f: f64| this.drive("schedule.scale", |s, opt| s.scale(f, opt.inner.as_mut())));
         methods.add_method("last_step", |_, this, ()| Ok(this.scheduler.last_step));
-        methods.add_method("state_dict", |lua, this, ()| {
+        methods.add_method_mut("state_dict", |lua, this, ()| {
+            let base = this.drive("schedule.state_dict", |s, opt| Ok(s.base_lrs(opt.inner.as_ref())))?;
             let t = lua.create_table()?;
             t.set("last_step", this.scheduler.last_step)?;
-            t.set("base_lrs", this.scheduler.base_lrs.clone())?;
+            t.set("base_lrs", base)?;
             Ok(t)
         });
         methods.add_method_mut("load_state_dict", |_, this, t: Table| {

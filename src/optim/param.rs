@@ -42,6 +42,24 @@ pub struct ParamGroup {
     pub params: Vec<Param>,
     pub lr: f64,
     pub weight_decay: f64,
+    /// The lr a schedule scales (PyTorch's `initial_lr`), once a schedule drives this group.
+    pub initial_lr: Option<f64>,
+}
+
+impl ParamGroup {
+    /// Sets the learning rate. Under a schedule this sets the lr the schedule scales, and the
+    /// current lr moves with it (the schedule's factor is kept), so that the next steps use it
+    /// rather than the schedule overwriting it.
+    pub fn set_lr(&mut self, lr: f64) {
+        match self.initial_lr {
+            Some(base) => {
+                let factor = if base > 0.0 { self.lr / base } else { 1.0 };
+                self.initial_lr = Some(lr);
+                self.lr = lr * factor;
+            }
+            None => self.lr = lr,
+        }
+    }
 }
 
 /// A group as a caller gives it: tensors (with names if known) and the settings it overrides.
@@ -92,7 +110,7 @@ pub fn build_groups(specs: Vec<GroupSpec>, lr: f64, weight_decay: f64, existing:
             params.push(p);
             position += 1;
         }
-        groups.push(ParamGroup { params, lr, weight_decay });
+        groups.push(ParamGroup { params, lr, weight_decay, initial_lr: None });
     }
     if groups.iter().all(|g| g.params.is_empty()) {
         bail!("got an empty parameter list");

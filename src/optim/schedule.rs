@@ -96,34 +96,33 @@ impl Schedule {
     }
 }
 
-/// Drives an optimizer's learning rates: each group's lr is its base lr times the schedule's
-/// factor at `last_step`.
+/// Drives an optimizer's learning rates: each scheduled group's lr is its `initial_lr` times the
+/// schedule's factor at `last_step`. The groups the optimizer has when the scheduler is made are
+/// scheduled; groups added later keep their own lr.
 pub struct Scheduler {
     pub schedule: Schedule,
-    pub base_lrs: Vec<f64>,
     pub last_step: i64,
 }
 
 impl Scheduler {
-    /// Takes the optimizer's current lrs as base lrs and applies step 0.
+    /// Takes each group's current lr as its `initial_lr` (unless a schedule set one before) and
+    /// applies step 0.
     pub fn new(schedule: Schedule, opt: &mut dyn Optimizer) -> Scheduler {
-        let base_lrs = opt.groups().iter().map(|g| g.lr).collect();
-        let s = Scheduler { schedule, base_lrs, last_step: 0 };
+        for group in opt.groups_mut() {
+            group.initial_lr.get_or_insert(group.lr);
+        }
+        let s = Scheduler { schedule, last_step: 0 };
         s.apply(opt);
         s
     }
 
-    /// The lr of group `g` (0-based) now.
-    pub fn lr(&self, g: usize) -> Option<f64> {
-        self.base_lrs.get(g).map(|base| base * self.schedule.factor(self.last_step))
-    }
-
-    /// Sets every group's lr for `last_step`; groups added since the scheduler was made keep
-    /// their own lr.
+    /// Sets every scheduled group's lr for `last_step`.
     pub fn apply(&self, opt: &mut dyn Optimizer) {
         let factor = self.schedule.factor(self.last_step);
-        for (group, base) in opt.groups_mut().iter_mut().zip(&self.base_lrs) {
-            group.lr = base * factor;
+        for group in opt.groups_mut() {
+            if let Some(base) = group.initial_lr {
+                group.lr = base * factor;
+            }
         }
     }
 
@@ -133,13 +132,34 @@ impl Scheduler {
         self.apply(opt);
     }
 
-    /// Restores a saved position and base lrs (one per group).
+    /// The lrs the schedule scales, one per scheduled group.
+    pub fn base_lrs(&self, opt: &dyn Optimizer) -> Vec<f64> {
+        opt.groups().iter().filter_map(|g| g.initial_lr).collect()
+    }
+
+    /// Multiplies every scheduled group's base lr (and so its current lr) by `f`.
+    pub fn scale(&self, f: f64, opt: &mut dyn Optimizer) -> Result<()> {
+        if !(f >= 0.0 && f.is_finite()) {
+            bail!("the factor must be a finite number ≥ 0, got {f}");
+        }
+        for group in opt.groups_mut() {
+            if let Some(base) = group.initial_lr {
+                group.set_lr(base * f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores a saved position and base lrs (one per scheduled group).
     pub fn load(&mut self, last_step: i64, base_lrs: Vec<f64>, opt: &mut dyn Optimizer) -> Result<()> {
-        if base_lrs.len() != self.base_lrs.len() {
-            bail!("the state has {} groups, the schedule {}", base_lrs.len(), self.base_lrs.len());
+        let scheduled: Vec<usize> = opt.groups().iter().enumerate().filter(|(_, g)| g.initial_lr.is_some()).map(|(i, _)| i).collect();
+        if base_lrs.len() != scheduled.len() {
+            bail!("the state has {} groups, the schedule {}", base_lrs.len(), scheduled.len());
+        }
+        for (i, base) in scheduled.into_iter().zip(base_lrs) {
+            opt.groups_mut()[i].initial_lr = Some(base);
         }
         self.last_step = last_step;
-        self.base_lrs = base_lrs;
         self.apply(opt);
         Ok(())
     }

@@ -56,13 +56,34 @@ pub fn resolve(lua: &Lua, defaults: &Table, overrides: &[(String, String)]) -> R
     Ok(cfg)
 }
 
+/// A config value as a message shows it (`-1`, `'ten'`, `a table`).
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{}'", s.to_string_lossy()),
+        Value::Boolean(b) => b.to_string(),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
 /// An optional non-negative integer loop setting.
 pub fn loop_setting(cfg: &Table, key: &str) -> Result<Option<u64>> {
     match cfg.raw_get::<Value>(key)? {
         Value::Nil => Ok(None),
         Value::Integer(i) if i >= 0 => Ok(Some(i as u64)),
         Value::Number(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Some(n as u64)),
-        other => bail!("config key '{key}' must be a non-negative integer, got {other:?}"),
+        other => bail!("config key '{key}' must be a non-negative integer, got {}", shown(&other)),
+    }
+}
+
+/// The seed, if set: any integer (libtorch takes negative seeds too).
+pub fn seed_setting(cfg: &Table) -> Result<Option<i64>> {
+    match cfg.raw_get::<Value>("seed")? {
+        Value::Nil => Ok(None),
+        Value::Integer(i) => Ok(Some(i)),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e18 => Ok(Some(n as i64)),
+        other => bail!("config key 'seed' must be an integer, got {}", shown(&other)),
     }
 }
 
@@ -87,5 +108,8 @@ mod tests {
         let err = format!("{:#}", resolve(&lua, &defaults, &parse_overrides(&["steps=ten".into()]).unwrap()).unwrap_err());
         assert!(err.contains("expects an integer"), "{err}");
         assert!(parse_overrides(&["novalue".into()]).is_err());
+        let cfg: Table = lua.load("return { seed = -1, steps = -2 }").eval().unwrap();
+        assert_eq!(seed_setting(&cfg).unwrap(), Some(-1));
+        assert_eq!(loop_setting(&cfg, "steps").unwrap_err().to_string(), "config key 'steps' must be a non-negative integer, got -2");
     }
 }

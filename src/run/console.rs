@@ -30,7 +30,7 @@ pub fn eval_in_run(lua: &Lua, line: &str, state: &Value, cfg: &Table) -> String 
         Ok(e) => e,
         Err(e) => return format!("error: {e}"),
     };
-    match eval(lua, line, Some(env)) {
+    match eval(lua, line, Some(env), "control") {
         Outcome::Values(v) if v.is_empty() => "ok".to_string(),
         Outcome::Values(v) => v.join("\t"),
         Outcome::Incomplete => "error: incomplete input (a REPL line must be a complete chunk)".to_string(),

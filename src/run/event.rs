@@ -27,6 +27,9 @@ pub enum Busy {
 pub enum Event {
     /// The recipe loaded and `setup` is about to run.
     Started { recipe: String, run_dir: Option<PathBuf>, total_steps: Option<u64>, log_every: u64 },
+    /// The loop's settings changed while running (a REPL line or a reload set `cfg.steps` or
+    /// `cfg.log_every`).
+    Settings { total_steps: Option<u64>, log_every: u64 },
     /// `step` returned.
     Step { step: u64, metrics: Metrics, panels: Vec<Panel> },
     /// `evaluate` returned.

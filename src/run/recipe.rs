@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use mlua::{Function, Table, Value};
 
-const FIELDS: &[&str] = &["config", "setup", "step", "evaluate", "on_reload", "done", "save"];
+const FIELDS: &[&str] = &["config", "setup", "step", "evaluate", "on_reload", "done", "finish", "save"];
 
 pub struct Recipe {
     pub config: Table,
@@ -13,6 +13,9 @@ pub struct Recipe {
     pub evaluate: Option<Function>,
     pub on_reload: Option<Function>,
     pub done: Option<Function>,
+    /// `finish(state, cfg)`: once, after the last step and the final evaluation (also when the
+    /// run is stopped early by `:quit`, `q` or Ctrl-C).
+    pub finish: Option<Function>,
     /// `save(state, cfg, dir)`: writes a checkpoint into `dir` (the `s` key, `:save`).
     pub save: Option<Function>,
 }
@@ -53,6 +56,7 @@ impl Recipe {
             evaluate: function(&table, "evaluate")?,
             on_reload: function(&table, "on_reload")?,
             done: function(&table, "done")?,
+            finish: function(&table, "finish")?,
             save: function(&table, "save")?,
         })
     }

@@ -16,7 +16,7 @@ use anyhow::{anyhow, Context, Result};
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
 use super::command::Command;
-use super::config::{loop_setting, parse_overrides, resolve};
+use super::config::{loop_setting, parse_overrides, resolve, seed_setting};
 use super::console::{eval_in_run, spawn_control_fifo};
 use super::event::{Busy, Event, Metrics, Panel};
 use super::recipe::Recipe;
@@ -49,26 +49,30 @@ pub struct RunOptions {
 pub struct RunOutcome {
     pub steps: u64,
     pub run_dir: Option<PathBuf>,
+    /// Stopped before its end: by Ctrl-C, or on request (`quit`).
     pub interrupted: bool,
+    /// The stop was asked for (`:quit`, the TUI's `q`), not a Ctrl-C.
+    pub quit: bool,
 }
 
 /// Runs a recipe (or plain script) to its end, sending events; the error, if any, is also
 /// reported in the final `Finished` event.
 pub fn run(opts: &RunOptions, events: &Sender<Event>) -> Result<RunOutcome> {
-    let mut progress = Progress { steps: 0, run_dir: None, interrupted: false };
+    let mut progress = Progress { steps: 0, run_dir: None, interrupted: false, quit: false };
     let result = run_inner(opts, events, &mut progress);
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     let _ = events.send(Event::Finished { step: progress.steps, run_dir: progress.run_dir.clone(), error, interrupted: progress.interrupted });
     if let Some(dir) = &progress.run_dir {
         let _ = std::fs::remove_file(dir.join("control"));
     }
-    result.map(|()| RunOutcome { steps: progress.steps, run_dir: progress.run_dir, interrupted: progress.interrupted })
+    result.map(|()| RunOutcome { steps: progress.steps, run_dir: progress.run_dir, interrupted: progress.interrupted, quit: progress.quit })
 }
 
 struct Progress {
     steps: u64,
     run_dir: Option<PathBuf>,
     interrupted: bool,
+    quit: bool,
 }
 
 /// The recipe functions in use, and the ones a reload replaced while the new ones are on
@@ -113,6 +117,8 @@ impl Versions {
 struct Loop<'a> {
     lua: &'a Lua,
     opts: &'a RunOptions,
+    /// The recipe file, absolute.
+    recipe: PathBuf,
     events: &'a Sender<Event>,
     run_dir: RunDir,
     cfg: Table,
@@ -124,17 +130,22 @@ struct Loop<'a> {
     started: Instant,
     paused: bool,
     quit: bool,
+    /// The seed the run started with (None: not seeded).
+    seed: Option<i64>,
 }
 
 fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress) -> Result<()> {
     let overrides = parse_overrides(&opts.overrides)?;
-    let dir = opts.recipe.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    // The recipe and its folder, absolute: `moontune run rec.lua` has an empty parent, and the
+    // module path, the watcher and reloads all need the real folder.
+    let recipe_path = std::path::absolute(&opts.recipe).map(|p| watch::canonical(&p)).with_context(|| format!("cannot resolve {}", opts.recipe.display()))?;
+    let dir = recipe_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let lua = new_lua(Some(&dir))?;
     let log = events.clone();
     route_print(&lua, Box::new(move |line| {
         let _ = log.send(Event::Log(line));
     }))?;
-    let chunk = load_file(&lua, &opts.recipe, None)?;
+    let chunk = load_file(&lua, &recipe_path, None)?;
     let returned: MultiValue = call_traced(&lua, &chunk, ()).map_err(|e| anyhow!(e))?;
     let table = match returned.into_iter().next() {
         None | Some(Value::Nil) => {
@@ -148,8 +159,9 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
     };
     let recipe = Recipe::from_table(&lua, table).with_context(|| format!("in {}", opts.recipe.display()))?;
     let cfg = resolve(&lua, &recipe.config, &overrides)?;
-    if let Some(seed) = loop_setting(&cfg, "seed")? {
-        crate::lua::seed_everything(&lua, seed as i64)?;
+    let seed = seed_setting(&cfg)?;
+    if let Some(seed) = seed {
+        crate::lua::seed_everything(&lua, seed)?;
     }
     if loop_setting(&cfg, "steps")?.is_none() && recipe.done.is_none() {
         return Err(anyhow!("the recipe needs config.steps or a done function to know when to stop"));
@@ -171,13 +183,14 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         Some(setup) => call_traced(&lua, setup, cfg.clone()).map_err(|e| anyhow!("setup failed: {e}"))?,
         None => Value::Table(lua.create_table()?),
     };
-    *watched.lock().map_err(|_| anyhow!("watch list poisoned"))? = watched_files(&lua, &opts.recipe)?;
+    *watched.lock().map_err(|_| anyhow!("watch list poisoned"))? = watched_files(&lua, &recipe_path)?;
     let _watcher = if opts.watch { Some(watch::spawn(&dir, watched.clone(), opts.command_tx.clone())?) } else { None };
 
     report_model(&state, events);
     let mut l = Loop {
         lua: &lua,
         opts,
+        recipe: recipe_path,
         events,
         run_dir,
         cfg,
@@ -189,6 +202,7 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         started: Instant::now(),
         paused: false,
         quit: false,
+        seed,
     };
     l.run(progress)
 }
@@ -204,6 +218,7 @@ impl Loop<'_> {
             }
             if self.quit || self.opts.stop.load(Ordering::SeqCst) {
                 progress.interrupted = true;
+                progress.quit = self.quit;
                 break;
             }
             let step = progress.steps + 1;
@@ -237,6 +252,9 @@ impl Loop<'_> {
         }
         if self.versions.active.evaluate.is_some() && last_eval != Some(progress.steps) && !progress.interrupted {
             self.evaluate(progress.steps)?;
+        }
+        if let Some(finish) = self.versions.active.finish.clone() {
+            call_traced::<Value>(self.lua, &finish, (self.state.clone(), self.cfg.clone())).map_err(|e| anyhow!("finish failed: {e}"))?;
         }
         Ok(())
     }
@@ -272,10 +290,31 @@ impl Loop<'_> {
                 Command::Repl(line) => {
                     let result = eval_in_run(self.lua, &line, &self.state, &self.cfg);
                     let _ = self.events.send(Event::Log(format!("> {line}\n{result}")));
+                    self.settings_changed()?;
                 }
                 Command::Quit => self.quit = true,
             }
         }
+    }
+
+    /// After the config may have changed (a REPL line, a reload): front ends learn the loop's
+    /// settings anew; the seed, which only seeds the start of a run, is put back with a message.
+    fn settings_changed(&mut self) -> Result<()> {
+        let seed = seed_setting(&self.cfg);
+        if !matches!(&seed, Ok(s) if *s == self.seed) {
+            self.cfg.raw_set("seed", self.seed)?;
+            let _ = self.events.send(Event::Log("cfg.seed seeds a run at its start and cannot change while it runs; it was set back".into()));
+        }
+        let settings = (loop_setting(&self.cfg, "steps"), loop_setting(&self.cfg, "log_every"));
+        match settings {
+            (Ok(total_steps), Ok(log_every)) => {
+                let _ = self.events.send(Event::Settings { total_steps, log_every: log_every.unwrap_or(10) });
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = self.events.send(Event::Log(format!("error: {e:#}")));
+            }
+        }
+        Ok(())
     }
 
     fn set_paused(&mut self, paused: bool) {
@@ -325,14 +364,14 @@ impl Loop<'_> {
     /// running version. Either way the result is an event and a metrics row.
     fn reload(&mut self, step: u64) -> Result<()> {
         let _ = self.events.send(Event::Busy(Busy::Reloading));
-        let result = reload_recipe(self.lua, &self.opts.recipe).and_then(|recipe| {
+        let result = reload_recipe(self.lua, &self.recipe).and_then(|recipe| {
             merge_config(&self.cfg, &recipe.config, &self.cli_keys)?;
             if let Some(on_reload) = &recipe.on_reload {
                 call_traced::<Value>(self.lua, on_reload, (self.state.clone(), self.cfg.clone())).map_err(|e| anyhow!("on_reload failed: {e}"))?;
             }
             Ok(recipe)
         });
-        if let Ok(files) = watched_files(self.lua, &self.opts.recipe) {
+        if let Ok(files) = watched_files(self.lua, &self.recipe) {
             if let Ok(mut w) = self.watched.lock() {
                 *w = files;
             }
@@ -342,6 +381,7 @@ impl Loop<'_> {
                 self.swaps += 1;
                 self.versions.swap_in(recipe, self.swaps + 1);
                 report_model(&self.state, self.events);
+                self.settings_changed()?;
                 self.report_reload(step, self.versions.version, None)
             }
             Err(e) => self.report_reload(step, self.versions.version, Some(format!("{e:#}"))),

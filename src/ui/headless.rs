@@ -85,6 +85,10 @@ impl Printer {
                 let dir = run_dir.map(|d| d.display().to_string()).unwrap_or_default();
                 self.line(out, &format!("moontune: running {recipe} → {dir}"));
             }
+            Event::Settings { total_steps, log_every } => {
+                self.total = total_steps;
+                self.log_every = log_every.max(1);
+            }
             Event::Model { .. } | Event::Busy(_) => {}
             Event::Step { step, metrics, .. } => {
                 self.rate.update(Instant::now(), step);

@@ -89,4 +89,41 @@ function tests.schedules_drive_every_group()
   assert(s2:last_step() == 5)
 end
 
+function tests.learning_rates_can_be_steered_under_a_schedule()
+  local p = T.zeros({ 1 }, { requires_grad = true })
+  local opt = mt.optim.adamw({ p }, { lr = 1.0 })
+  local sched = mt.sched.linear(opt, { warmup = 0, total = 10 })
+  for _ = 1, 5 do sched:step() end
+  assert(math.abs(opt:get_lr() - 0.5) < 1e-12)
+  -- set_lr sets the lr the schedule scales: now, and in the steps after.
+  opt:set_lr(0.1)
+  assert(math.abs(opt:get_lr() - 0.05) < 1e-12, opt:get_lr())
+  sched:step()
+  assert(math.abs(opt:get_lr() - 0.04) < 1e-12, opt:get_lr())
+  sched:set_base_lr(1.0)
+  assert(math.abs(opt:get_lr() - 0.4) < 1e-12)
+  sched:scale(0.5)
+  assert(math.abs(sched:get_last_lr()[1] - 0.2) < 1e-12 and math.abs(sched:get_lr() - 0.2) < 1e-12)
+  sched:step()
+  assert(math.abs(opt:get_lr() - 0.15) < 1e-12, opt:get_lr())
+  assert(math.abs(opt:param_groups()[1].initial_lr - 0.5) < 1e-12)
+  local saved = sched:state_dict()
+  assert(saved.base_lrs[1] == 0.5 and saved.last_step == 7)
+end
+
+function tests.param_groups_are_live()
+  local a, b = T.ones({ 1 }, { requires_grad = true }), T.ones({ 1 }, { requires_grad = true })
+  local opt = mt.optim.sgd({ { params = { a } }, { params = { b }, lr = 0.5 } }, { lr = 0.1 })
+  local groups = opt:param_groups()
+  groups[1].lr = 5
+  groups[2].weight_decay = 0.25
+  assert(opt:get_lr(1) == 5 and opt:param_groups()[2].weight_decay == 0.25)
+  local ok, err = pcall(function() groups[1].momentum = 0.9 end)
+  assert(not ok and tostring(err):find("'momentum' cannot be set", 1, true), tostring(err))
+  ok, err = pcall(function() return opt:get_lr(0) end)
+  assert(not ok and tostring(err):find("group 0 does not exist: groups are numbered from 1", 1, true), tostring(err))
+  ok, err = pcall(function() groups[1].lr = "fast" end)
+  assert(not ok and tostring(err):find("'lr' must be a number", 1, true), tostring(err))
+end
+
 return tests

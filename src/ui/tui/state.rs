@@ -135,6 +135,7 @@ impl TuiState {
                 self.status = Status::Running;
                 self.started = now;
             }
+            Event::Settings { total_steps, .. } => self.total = total_steps,
             Event::Step { step, metrics, panels } => {
                 self.step = step;
                 self.rate.update(now, step);
