@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 
-use mlua::{Lua, LuaSerdeExt, MultiValue, Table, Value};
+use mlua::{Lua, MultiValue, Table, Value};
 use serde::de::DeserializeOwned;
 
 /// A Lua error for a misuse of `call`: `"call: what was wrong"`.
@@ -46,14 +46,34 @@ pub fn failure(lua: &Lua, message: String) -> mlua::Result<MultiValue> {
 }
 
 /// Reads an options table into `T` (declared with `deny_unknown_fields`); `nil` gives defaults.
-pub fn options<T: DeserializeOwned + Default>(
-    lua: &Lua,
-    call: &str,
-    table: Option<Table>,
-) -> mlua::Result<T> {
-    match table {
-        None => Ok(T::default()),
-        Some(table) => lua.from_value(Value::Table(table)).map_err(|e| misuse(call, format!("bad options: {e}"))),
+/// A mistake names the option: "unknown option 'lrr' (accepted: lr, betas, …)", "option 'lr':
+/// invalid type: string \"fast\", expected f64".
+pub fn options<T: DeserializeOwned + Default>(lua: &Lua, call: &str, table: Option<Table>) -> mlua::Result<T> {
+    options_accepting(lua, call, table, &[])
+}
+
+/// `options`, for a call that also takes `extra` keys that it reads itself (they are listed
+/// among the accepted ones in messages).
+pub fn options_accepting<T: DeserializeOwned + Default>(_lua: &Lua, call: &str, table: Option<Table>, extra: &[&str]) -> mlua::Result<T> {
+    let Some(table) = table else { return Ok(T::default()) };
+    serde_path_to_error::deserialize(mlua::serde::Deserializer::new(Value::Table(table))).map_err(|e| misuse(call, option_error(&e.path().to_string(), &e.into_inner().to_string(), extra)))
+}
+
+/// An option-reading error as a user reads it.
+fn option_error(path: &str, inner: &str, extra: &[&str]) -> String {
+    let inner = inner.strip_prefix("deserialize error: ").unwrap_or(inner);
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let (name, rest) = rest.split_once('`').unwrap_or((rest, ""));
+        let mut accepted: Vec<String> = rest.split('`').skip(1).step_by(2).map(str::to_string).collect();
+        accepted.extend(extra.iter().map(|s| s.to_string()));
+        // The path already ends in the unknown key where the error knows its place.
+        let name = if path == "." || path.is_empty() { name } else { path };
+        return format!("unknown option '{name}' (accepted: {})", accepted.join(", "));
+    }
+    if path == "." || path.is_empty() {
+        format!("bad options: {inner}")
+    } else {
+        format!("option '{path}': {inner}")
     }
 }
 
@@ -140,5 +160,8 @@ mod tests {
         assert_eq!(tidy(panic), "libtorch error: invalid size, possible overflow?\nstack traceback:\n\tx.lua:3: in main chunk");
         assert_eq!(tidy("plain message"), "plain message");
         assert_eq!(concise("Internal torch error: bad shape\nException raised from f at x.cpp:1"), "bad shape");
+        assert_eq!(option_error("lrr", "deserialize error: unknown field `lrr`, expected one of `lr`, `eps`", &["on_token"]), "unknown option 'lrr' (accepted: lr, eps, on_token)");
+        assert_eq!(option_error(".", "unknown field `x`, expected `y`", &[]), "unknown option 'x' (accepted: y)");
+        assert_eq!(option_error("lr", "invalid type: string \"fast\", expected f64", &[]), "option 'lr': invalid type: string \"fast\", expected f64");
     }
 }

@@ -15,7 +15,7 @@ use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserData,
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::args::{describe, failure, misuse, options, OrMisuse};
+use super::args::{describe, failure, misuse, options, options_accepting, OrMisuse};
 use super::tensor::{as_tensor, optional_tensor_arg, tensor_arg, wrap, wrap_named};
 use super::optim::ZeroGradOptions;
 use super::tokenizer::LuaTokenizer;
@@ -406,9 +406,9 @@ fn generate_lua(lua: &Lua, this: &LuaModule, ids: Value, opts: Option<Table>) ->
             }
         }
     }
-    let request: GenerateRequest = options(lua, call, Some(settings))?;
+    let request: GenerateRequest = options_accepting(lua, call, Some(settings), &GENERATE_VALUES)?;
     let model = this.model(call)?;
-    let o = request.resolve(&model.config).or_misuse(call)?;
+    let o = request.resolve(&model.config, model.generation.as_ref()).or_misuse(call)?;
     let tokenizer = match &tokenizer {
         Value::Nil => None,
         Value::UserData(ud) => Some(ud.borrow::<LuaTokenizer>().map_err(|_| misuse(call, "tokenizer must be a tokenizer"))?),

@@ -13,8 +13,17 @@ pub struct HfConfig {
 
 impl HfConfig {
     pub fn read(dir: &Path) -> Result<HfConfig> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        HfConfig::read_file(&dir.join("config.json"))
+    }
+
+    /// `generation_config.json` of a model directory (transformers' generation defaults), if any.
+    pub fn read_generation(dir: &Path) -> Result<Option<HfConfig>> {
+        let path = dir.join("generation_config.json");
+        if path.exists() { HfConfig::read_file(&path).map(Some) } else { Ok(None) }
+    }
+
+    fn read_file(path: &Path) -> Result<HfConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
         HfConfig::from_value(value).with_context(|| format!("in {}", path.display()))
     }

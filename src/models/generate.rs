@@ -14,25 +14,27 @@ use super::model::Model;
 use crate::tensor::shim::Generator;
 use crate::tokenizer::Tok;
 
-/// What a caller asks of `generate`; `resolve` fills in transformers' defaults and the model's
-/// config. Unknown keys are errors.
+/// What a caller asks of `generate`; `resolve` fills in the model's generation_config.json and
+/// transformers' defaults (greedy unless `do_sample`; when sampling, temperature 1, top-k 50,
+/// top-p 1). Unknown keys are errors.
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     /// New tokens at most (default 20).
     pub max_new_tokens: Option<i64>,
-    /// Sample instead of greedy decoding (default: true if temperature, top_k or top_p is given).
+    /// Sample instead of greedy decoding (default: the generation config's, else false; as in
+    /// transformers, temperature, top_k and top_p alone do not switch sampling on).
     pub do_sample: Option<bool>,
     pub temperature: Option<f64>,
     pub top_k: Option<i64>,
     pub top_p: Option<f64>,
     /// Penalty > 1 discourages tokens already present (transformers' repetition_penalty).
     pub repetition_penalty: Option<f64>,
-    /// Token ids that end a row (default: the config's eos_token_id).
+    /// Token ids that end a row (default: eos_token_id of the generation config, else of config.json).
     pub stop_ids: Option<Vec<i64>>,
     /// Strings that end a row once its generated text contains one (needs a tokenizer).
     pub stop_strings: Option<Vec<String>>,
-    /// Fills finished rows (default: pad_token_id, else the first stop id, else 0).
+    /// Fills finished rows (default: pad_token_id as for stop_ids, else the first stop id, else 0).
     pub pad_id: Option<i64>,
     /// Samples from a generator of its own seeded with this (the global stream is untouched).
     pub seed: Option<i64>,
@@ -63,24 +65,36 @@ fn config_ids(config: &HfConfig, key: &str) -> Vec<i64> {
 }
 
 impl GenerateRequest {
-    pub fn resolve(self, config: &HfConfig) -> Result<GenerateOptions> {
-        let temperature = self.temperature.unwrap_or(1.0);
-        if temperature < 0.0 || self.top_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) || self.top_k.is_some_and(|k| k < 1) {
-            bail!("need temperature ≥ 0, top_p in [0, 1] and top_k ≥ 1");
+    /// Resolves the request against config.json and, if the model has one, its
+    /// generation_config.json (whose values win over config.json's).
+    pub fn resolve(self, config: &HfConfig, generation: Option<&HfConfig>) -> Result<GenerateOptions> {
+        let gen_float = |key: &str| generation.and_then(|g| g.json.get(key)).and_then(|v| v.as_f64());
+        let gen_int = |key: &str| generation.and_then(|g| g.json.get(key)).and_then(|v| v.as_i64());
+        let ids = |key: &str| {
+            let from_generation = generation.map(|g| config_ids(g, key)).unwrap_or_default();
+            if from_generation.is_empty() { config_ids(config, key) } else { from_generation }
+        };
+        let temperature = self.temperature.or_else(|| gen_float("temperature")).unwrap_or(1.0);
+        let top_k = self.top_k.or_else(|| gen_int("top_k")).unwrap_or(50);
+        let top_p = self.top_p.or_else(|| gen_float("top_p")).unwrap_or(1.0);
+        if temperature < 0.0 || !(0.0..=1.0).contains(&top_p) || top_k < 0 {
+            bail!("need temperature ≥ 0, top_p in [0, 1] and top_k ≥ 0 (0 = no top-k)");
         }
-        if self.max_new_tokens.is_some_and(|n| n < 0) {
+        let max_new_tokens = self.max_new_tokens.or_else(|| gen_int("max_new_tokens")).unwrap_or(20);
+        if max_new_tokens < 0 {
             bail!("max_new_tokens must be ≥ 0");
         }
-        let sampling_asked = self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
-        let stop_ids = self.stop_ids.unwrap_or_else(|| config_ids(config, "eos_token_id"));
-        let pad_id = self.pad_id.or_else(|| config_ids(config, "pad_token_id").first().copied()).or_else(|| stop_ids.first().copied()).unwrap_or(0);
+        let do_sample = self.do_sample.or_else(|| generation.and_then(|g| g.json.get("do_sample")).and_then(|v| v.as_bool())).unwrap_or(false);
+        let stop_ids = self.stop_ids.unwrap_or_else(|| ids("eos_token_id"));
+        let pad_id = self.pad_id.or_else(|| ids("pad_token_id").first().copied()).or_else(|| stop_ids.first().copied()).unwrap_or(0);
+        let repetition_penalty = self.repetition_penalty.or_else(|| gen_float("repetition_penalty")).filter(|p| *p != 1.0);
         Ok(GenerateOptions {
-            max_new_tokens: self.max_new_tokens.unwrap_or(20),
-            do_sample: self.do_sample.unwrap_or(sampling_asked) && temperature > 0.0,
+            max_new_tokens,
+            do_sample: do_sample && temperature > 0.0,
             temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            repetition_penalty: self.repetition_penalty,
+            top_k: (top_k > 0).then_some(top_k),
+            top_p: (top_p < 1.0).then_some(top_p),
+            repetition_penalty,
             stop_ids,
             stop_strings: self.stop_strings.unwrap_or_default(),
             pad_id,

