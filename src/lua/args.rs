@@ -21,11 +21,17 @@ pub fn tidy(message: &str) -> String {
     format!("libtorch error: {error}{traceback}")
 }
 
-/// libtorch messages carry a C++ backtrace after the first lines; keep what a user can act on.
+/// libtorch messages carry a C++ backtrace after the first lines ("Exception raised from …" or
+/// "frame #0: …") and sometimes the failed check's source location first ("[enforce fail at
+/// alloc_cpu.cpp:127] err == 0. "); keep what a user can act on.
 fn concise(message: &str) -> String {
-    let cut = message.find("\nException raised from").unwrap_or(message.len());
+    let cut = ["\nException raised from", "\nframe #"].iter().filter_map(|m| message.find(m)).min().unwrap_or(message.len());
     let text = message[..cut].trim();
     let text = text.strip_prefix("Internal torch error: ").unwrap_or(text);
+    let text = match text.strip_prefix("[enforce fail at ") {
+        Some(rest) => rest.split_once("] ").and_then(|(_, check)| check.split_once(". ")).map(|(_, message)| message).unwrap_or(text),
+        None => text,
+    };
     text.to_string()
 }
 
@@ -160,6 +166,7 @@ mod tests {
         assert_eq!(tidy(panic), "libtorch error: invalid size, possible overflow?\nstack traceback:\n\tx.lua:3: in main chunk");
         assert_eq!(tidy("plain message"), "plain message");
         assert_eq!(concise("Internal torch error: bad shape\nException raised from f at x.cpp:1"), "bad shape");
+        assert_eq!(concise("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes.\nframe #0: c10::x"), "DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes.");
         assert_eq!(option_error("lrr", "deserialize error: unknown field `lrr`, expected one of `lr`, `eps`", &["on_token"]), "unknown option 'lrr' (accepted: lr, eps, on_token)");
         assert_eq!(option_error(".", "unknown field `x`, expected `y`", &[]), "unknown option 'x' (accepted: y)");
         assert_eq!(option_error("lr", "invalid type: string \"fast\", expected f64", &[]), "option 'lr': invalid type: string \"fast\", expected f64");

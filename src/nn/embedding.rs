@@ -28,10 +28,32 @@ impl Embedding {
         Ok(Embedding { name: name.to_string(), weight: w.param(&format!("{name}.weight"), &[num, dim], Init::Normal)?, padding_idx })
     }
 
-    /// ids (…) int64 → (…, dim).
+    /// ids (…) int64 → (…, dim). An id outside the table is an error naming it and where it is.
     pub fn forward(&self, ctx: &Ctx, ids: &Tensor) -> Result<Tensor> {
-        let out = Tensor::f_embedding(&self.weight, ids, self.padding_idx.unwrap_or(-1), false, false)?;
+        let out = match Tensor::f_embedding(&self.weight, ids, self.padding_idx.unwrap_or(-1), false, false) {
+            Ok(out) => out,
+            Err(e) => return Err(self.outside(ids)?.unwrap_or_else(|| e.into())),
+        };
         ctx.output(&self.name, ids, out)
+    }
+
+    /// The error for the first id outside the table, if there is one (checked only after a
+    /// lookup failed, so a good batch pays nothing).
+    fn outside(&self, ids: &Tensor) -> Result<Option<anyhow::Error>> {
+        let n = self.weight.size()[0];
+        let flat = ids.f_reshape([-1])?.f_to_kind(tch::Kind::Int64)?;
+        let bad = flat.f_lt(0)?.f_logical_or(&flat.f_ge(n)?)?;
+        if !bool::try_from(&bad.f_any()?)? {
+            return Ok(None);
+        }
+        let at = i64::try_from(&bad.f_to_kind(tch::Kind::Int64)?.f_argmax(0, false)?)?;
+        let id = i64::try_from(&flat.f_select(0, at)?)?;
+        let size = ids.size();
+        let place = match size.as_slice() {
+            [_, width] if *width > 0 => format!("at row {}, position {}", at / width, at % width),
+            _ => format!("at index {at}"),
+        };
+        Ok(Some(anyhow::anyhow!("token id {id} {place} is outside the vocabulary of {n} ids ({}: ids run from 0 to {})", self.name, n - 1)))
     }
 }
 

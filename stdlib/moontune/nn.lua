@@ -410,12 +410,32 @@ local function placement(opts)
   return { dtype = opts.dtype, device = opts.device }
 end
 
+-- A size argument of a layer's constructor: a positive integer, or an error naming the call,
+-- the argument and what was given (with a hint when it is a method that was not called).
+local function size_arg(call, position, name, v)
+  if math.type(v) == "integer" and v > 0 then return v end
+  if type(v) == "number" and v > 0 and v == math.floor(v) then return math.tointeger(v) end
+  local given = type(v) == "number" and tostring(v) or (v == nil and "nil" or "a " .. type(v))
+  local hint = type(v) == "function" and " (a method such as tok.vocab_size must be called: tok:vocab_size())" or ""
+  error(string.format("%s: argument %d (%s) must be a positive integer, got %s%s", call, position, name, given, hint), 4)
+end
+
+-- A normalized shape: a positive integer or a sequence of them.
+local function shape_arg(call, s)
+  if type(s) ~= "table" then return { size_arg(call, 1, "normalized_shape", s) } end
+  local out = {}
+  for i, d in ipairs(s) do out[i] = size_arg(call, 1, "normalized_shape[" .. i .. "]", d) end
+  return out
+end
+
 -- Linear: y = x Wᵀ + b, W (out, in) initialised as torch.nn.Linear (kaiming uniform, a = √5).
 local Linear = nn.module("Linear")
 nn.Linear = Linear
 
 function Linear:init(in_features, out_features, opts)
   opts = check_options("nn.linear", opts, { "bias", "dtype", "device" })
+  in_features = size_arg("nn.linear", 1, "in_features", in_features)
+  out_features = size_arg("nn.linear", 2, "out_features", out_features)
   self.in_features, self.out_features = in_features, out_features
   local w = T.empty({ out_features, in_features }, placement(opts))
   nn.init.kaiming_uniform_(w, { a = math.sqrt(5) })
@@ -439,6 +459,8 @@ nn.Embedding = Embedding
 
 function Embedding:init(num_embeddings, embedding_dim, opts)
   opts = check_options("nn.embedding", opts, { "padding_idx", "dtype", "device" })
+  num_embeddings = size_arg("nn.embedding", 1, "num_embeddings", num_embeddings)
+  embedding_dim = size_arg("nn.embedding", 2, "embedding_dim", embedding_dim)
   self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, opts.padding_idx
   local w = T.randn({ num_embeddings, embedding_dim }, placement(opts))
   if opts.padding_idx ~= nil then w[opts.padding_idx] = 0 end
@@ -449,15 +471,13 @@ function Embedding:forward(ids) return F.embedding(ids, self.weight, self.paddin
 
 function Embedding:extra_repr() return string.format("%d, %d", self.num_embeddings, self.embedding_dim) end
 
-local function shape_of(s) return type(s) == "number" and { s } or s end
-
 -- LayerNorm over the trailing shape, with weight (ones) and bias (zeros) as torch.nn.LayerNorm.
 local LayerNorm = nn.module("LayerNorm")
 nn.LayerNorm = LayerNorm
 
 function LayerNorm:init(shape, opts)
   opts = check_options("nn.layer_norm", opts, { "eps", "elementwise_affine", "bias", "dtype", "device" })
-  self.normalized_shape, self.eps = shape_of(shape), opts.eps or 1e-5
+  self.normalized_shape, self.eps = shape_arg("nn.layer_norm", shape), opts.eps or 1e-5
   if opts.elementwise_affine ~= false then
     self:register_parameter("weight", T.ones(self.normalized_shape, placement(opts)))
     if opts.bias ~= false then self:register_parameter("bias", T.zeros(self.normalized_shape, placement(opts))) end
@@ -474,7 +494,7 @@ nn.RMSNorm = RMSNorm
 
 function RMSNorm:init(shape, opts)
   opts = check_options("nn.rms_norm", opts, { "eps", "elementwise_affine", "dtype", "device" })
-  self.normalized_shape, self.eps = shape_of(shape), opts.eps
+  self.normalized_shape, self.eps = shape_arg("nn.rms_norm", shape), opts.eps
   if opts.elementwise_affine ~= false then
     self:register_parameter("weight", T.ones(self.normalized_shape, placement(opts)))
   end

@@ -14,7 +14,11 @@ local cases = {
   { "unknown device", function() return T.zeros({ 2 }, { device = "tpu" }) end, { "tensor.zeros", "unknown device 'tpu'" } },
   { "cuda without CUDA", function() return x:to("cuda:7") end, { "tensor.to", "cuda:7" } },
   { "unknown option key", function() return T.zeros({ 2 }, { dtyp = "float32" }) end, { "tensor.zeros", "dtyp", "dtype" } },
-  { "unknown optimizer option", function() return mt.optim.adamw({ T.zeros{ 2 }:requires_grad_() }, { learning_rate = 1 }) end, { "optim.adamw", "learning_rate", "lr" } },
+  { "unknown optimizer option", function() return mt.optim.adamw({ T.zeros{ 2 }:requires_grad_() }, { learning_rate = 1 }) end, { "optim.adamw", "unknown option 'learning_rate' (accepted: lr, betas" } },
+  { "an option of the wrong type", function() return mt.optim.adamw({ T.zeros{ 2 }:requires_grad_() }, { lr = "fast" }) end, { "optim.adamw", "option 'lr'", "fast" } },
+  { "a method passed uncalled as a size", function() return mt.nn.linear(64, string.len) end, { "nn.linear: argument 2 (out_features) must be a positive integer, got a function", "must be called" } },
+  { "a fractional size", function() return mt.nn.embedding(10.5, 4) end, { "nn.embedding: argument 1 (num_embeddings)", "10.5" } },
+  { "an allocation too large", function() return T.zeros{ 1e12 } end, { "tensor.zeros", "can't allocate memory" } },
   { "backward on a non-scalar", function() local y = T.ones({ 2 }, { requires_grad = true }) * 2; y:backward() end, { "tensor.backward", "scalar outputs" } },
   { "backward without grad", function() T.ones{ 1 }:backward() end, { "tensor.backward", "does not require grad" } },
   { "backward gradient of wrong shape", function() local y = T.ones({ 2 }, { requires_grad = true }) * 2; y:backward(T.ones{ 3 }) end, { "tensor.backward", "shape" } },
@@ -75,6 +79,10 @@ for _, case in ipairs(cases) do
   local ok, err = pcall(fn)
   if ok then error(string.format("'%s' did not raise", name)) end
   local message = tostring(err)
+  -- A message is for the user: libtorch's C++ backtrace never reaches it.
+  if message:find("frame #", 1, true) or message:find("Exception raised from", 1, true) then
+    error(string.format("'%s': the message carries C++ backtrace text:\n%s", name, message))
+  end
   for _, p in ipairs(patterns) do
     if not message:find(p, 1, true) then
       error(string.format("'%s': message lacks %q:\n%s", name, p, message))
