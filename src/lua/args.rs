@@ -65,6 +65,27 @@ pub fn options_accepting<T: DeserializeOwned + Default>(_lua: &Lua, call: &str, 
     serde_path_to_error::deserialize(mlua::serde::Deserializer::new(Value::Table(table))).map_err(|e| misuse(call, option_error(&e.path().to_string(), &e.into_inner().to_string(), extra)))
 }
 
+/// Splits an options table into a copy without `keys` (for serde) and the values under `keys`,
+/// in order (nil where absent): options that are Lua values (tensors, functions, tokenizers)
+/// rather than settings. The caller's table is left as it was.
+pub fn split_values(lua: &Lua, table: Option<Table>, keys: &[&str]) -> mlua::Result<(Option<Table>, Vec<Value>)> {
+    let mut values = vec![Value::Nil; keys.len()];
+    let Some(table) = table else { return Ok((None, values)) };
+    let settings = lua.create_table()?;
+    for pair in table.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        let at = match &k {
+            Value::String(s) => keys.iter().position(|key| s == key),
+            _ => None,
+        };
+        match at {
+            Some(i) => values[i] = v,
+            None => settings.raw_set(k, v)?,
+        }
+    }
+    Ok((Some(settings), values))
+}
+
 /// An option-reading error as a user reads it.
 fn option_error(path: &str, inner: &str, extra: &[&str]) -> String {
     let inner = inner.strip_prefix("deserialize error: ").unwrap_or(inner);
@@ -84,12 +105,16 @@ fn option_error(path: &str, inner: &str, extra: &[&str]) -> String {
 }
 
 /// Reads a list of integers given either as leading numbers (`zeros(2, 3)`) or as one sequence
-/// (`zeros{2, 3}`); returns them and the remaining arguments.
+/// (`zeros{2, 3}`); returns them and the remaining arguments. A sequence with named keys is an
+/// error here (see `sizes_and_options` for calls that take options inside it).
 pub fn int_list(call: &str, args: MultiValue) -> mlua::Result<(Vec<i64>, Vec<Value>)> {
     let mut args: Vec<Value> = args.into_iter().collect();
     let mut list = Vec::new();
     if let Some(Value::Table(t)) = args.first() {
         if t.raw_len() > 0 || t.is_empty() {
+            if t.pairs::<Value, Value>().count() != t.raw_len() {
+                return Err(misuse(call, "a size table holds sizes only (1..n); other keys are not allowed here"));
+            }
             for v in t.sequence_values::<Value>() {
                 list.push(integer(call, &v?)?);
             }
@@ -107,6 +132,39 @@ pub fn int_list(call: &str, args: MultiValue) -> mlua::Result<(Vec<i64>, Vec<Val
         }
     }
     Ok((list, args))
+}
+
+/// Sizes as `int_list` reads them, for constructors that also take options: named keys in the
+/// size table (`randn{ 3, 4, requires_grad = true }`) are options, as is a trailing table
+/// (`randn({ 3, 4 }, { requires_grad = true })`); giving both is an error.
+pub fn sizes_and_options(lua: &Lua, call: &str, args: MultiValue) -> mlua::Result<(Vec<i64>, Option<Table>, Vec<Value>)> {
+    let mut args: Vec<Value> = args.into_iter().collect();
+    let mut inline = None;
+    if let Some(Value::Table(t)) = args.first() {
+        let n = t.raw_len() as i64;
+        let named = lua.create_table()?;
+        let mut sizes = Vec::new();
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            match k {
+                Value::Integer(i) if i >= 1 && i <= n => sizes.push((i, v)),
+                other => named.raw_set(other, v)?,
+            }
+        }
+        if !named.is_empty() {
+            sizes.sort_by_key(|(i, _)| *i);
+            let seq = lua.create_sequence_from(sizes.into_iter().map(|(_, v)| v))?;
+            args[0] = Value::Table(seq);
+            inline = Some(named);
+        }
+    }
+    let (sizes, mut rest) = int_list(call, MultiValue::from_iter(args))?;
+    let trailing = trailing_options(&mut rest);
+    let options = match (inline, trailing) {
+        (Some(_), Some(_)) => return Err(misuse(call, "options are given both in the size table and after it; give them once")),
+        (a, b) => a.or(b),
+    };
+    Ok((sizes, options, rest))
 }
 
 /// A Lua number that must be an integer (a dim, a size, an index).

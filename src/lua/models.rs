@@ -15,7 +15,7 @@ use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserData,
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::args::{describe, failure, misuse, options, options_accepting, OrMisuse};
+use super::args::{describe, failure, misuse, options, options_accepting, split_values, OrMisuse};
 use super::tensor::{as_tensor, optional_tensor_arg, tensor_arg, wrap, wrap_named};
 use super::optim::ZeroGradOptions;
 use super::tokenizer::LuaTokenizer;
@@ -387,26 +387,15 @@ fn generate_lua(lua: &Lua, this: &LuaModule, ids: Value, opts: Option<Table>) ->
     this.is_root(call)?;
     let ids = tensor_arg(call, &ids)?;
     // The settings are read from a copy: the caller's table is left as it was.
-    let settings = lua.create_table()?;
-    let (mut tokenizer, mut mask, mut on_token) = (Value::Nil, None, None);
-    if let Some(t) = &opts {
-        for pair in t.pairs::<Value, Value>() {
-            let (k, v) = pair?;
-            match &k {
-                Value::String(s) if GENERATE_VALUES.contains(&&*s.to_str()?) => match &*s.to_str()? {
-                    "tokenizer" => tokenizer = v,
-                    "attention_mask" => mask = optional_tensor_arg(&format!("{call}: attention_mask"), &v)?,
-                    _ => match v {
-                        Value::Function(f) => on_token = Some(f),
-                        Value::Nil => {}
-                        other => return Err(misuse(call, format!("on_token must be a function, got {}", describe(&other)))),
-                    },
-                },
-                _ => settings.raw_set(k, v)?,
-            }
-        }
-    }
-    let request: GenerateRequest = options_accepting(lua, call, Some(settings), &GENERATE_VALUES)?;
+    let (settings, values) = split_values(lua, opts, &GENERATE_VALUES)?;
+    let [tokenizer, mask, on_token]: [Value; 3] = values.try_into().map_err(|_| misuse(call, "internal: option values"))?;
+    let mask = optional_tensor_arg(&format!("{call}: attention_mask"), &mask)?;
+    let on_token = match on_token {
+        Value::Function(f) => Some(f),
+        Value::Nil => None,
+        other => return Err(misuse(call, format!("on_token must be a function, got {}", describe(&other)))),
+    };
+    let request: GenerateRequest = options_accepting(lua, call, settings, &GENERATE_VALUES)?;
     let model = this.model(call)?;
     let o = request.resolve(&model.config, model.generation.as_ref()).or_misuse(call)?;
     let tokenizer = match &tokenizer {

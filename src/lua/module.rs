@@ -41,6 +41,8 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("save", lua.create_function(serialize::save)?)?;
     mt.set("load", lua.create_function(serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;
+    mt.set("enable_grad", tensor_create::enable_grad(lua)?)?;
+    mt.set("inference_mode", tensor_create::inference_mode(lua)?)?;
     mt.set("manual_seed", lua.create_function(|lua, seed: i64| seed_everything(lua, seed))?)?;
     // Seconds on a monotonic clock (for timing inside recipes; os.clock is CPU time).
     let start = std::time::Instant::now();

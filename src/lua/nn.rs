@@ -6,10 +6,10 @@
 use mlua::{AnyUserData, Lua, ObjectLike, Table, Value};
 use serde::Deserialize;
 
-use super::args::{int_list, misuse, options, OrMisuse};
+use super::args::{int_list, misuse, options, options_accepting, split_values, OrMisuse};
 use super::models::{matcher_arg, LuaModule};
 use super::tensor::{in_place, optional_tensor_arg, tensor_arg, wrap_named, wrap_result, LuaTensor};
-use crate::nn::functional::{self as F, AttentionOptions, Reduction};
+use crate::nn::functional::{self as F, AttentionOptions, KlReduction, Reduction};
 use crate::nn::init;
 use crate::tensor::{parse_placement, Placement};
 
@@ -32,6 +32,60 @@ struct CrossEntropyOptions {
 #[serde(deny_unknown_fields)]
 struct ReductionOptions {
     reduction: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NormalizeOptions {
+    /// The norm's p (default 2).
+    p: Option<f64>,
+    /// The dim normalised (default 1).
+    dim: Option<i64>,
+    /// Smallest norm divided by (default 1e-12).
+    eps: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CosineOptions {
+    /// The dim compared along (default 1).
+    dim: Option<i64>,
+    /// Smallest norm (default 1e-8).
+    eps: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BceOptions {
+    /// "mean" (default), "sum" or "none".
+    reduction: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NllOptions {
+    /// Target id that does not count (default -100).
+    ignore_index: Option<i64>,
+    /// "mean" (default), "sum" or "none".
+    reduction: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KlOptions {
+    /// "mean" (default, as PyTorch), "batchmean", "sum" or "none".
+    reduction: Option<String>,
+    /// The target is given as log-probabilities.
+    log_target: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PadOptions {
+    /// "constant" (default), "reflect", "replicate" or "circular".
+    mode: Option<String>,
+    /// The fill value of constant padding (default 0).
+    value: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,6 +148,58 @@ fn functional(lua: &Lua) -> mlua::Result<Table> {
             enable_gqa: o.enable_gqa.unwrap_or(false),
         };
         wrap_result(lua, call, F::scaled_dot_product_attention(&tensor_arg(call, &q)?, &tensor_arg(call, &k)?, &tensor_arg(call, &v)?, &attention))
+    })?)?;
+    f.set("normalize", lua.create_function(|lua, (x, opts): (Value, Option<Table>)| {
+        let call = "nn.functional.normalize";
+        let o: NormalizeOptions = options(lua, call, opts)?;
+        wrap_result(lua, call, F::normalize(&tensor_arg(call, &x)?, o.p.unwrap_or(2.0), o.dim.unwrap_or(1), o.eps.unwrap_or(1e-12)))
+    })?)?;
+    f.set("cosine_similarity", lua.create_function(|lua, (a, b, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.cosine_similarity";
+        let o: CosineOptions = options(lua, call, opts)?;
+        wrap_result(lua, call, F::cosine_similarity(&tensor_arg(call, &a)?, &tensor_arg(call, &b)?, o.dim.unwrap_or(1), o.eps.unwrap_or(1e-8)))
+    })?)?;
+    f.set("binary_cross_entropy_with_logits", lua.create_function(|lua, (input, target, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.binary_cross_entropy_with_logits";
+        let (settings, tensors) = split_values(lua, opts, &["weight", "pos_weight"])?;
+        let o: BceOptions = options_accepting(lua, call, settings, &["weight", "pos_weight"])?;
+        let reduction = Reduction::parse(o.reduction.as_deref().unwrap_or("mean")).or_misuse(call)?;
+        let (weight, pos_weight) = (optional_tensor_arg(call, &tensors[0])?, optional_tensor_arg(call, &tensors[1])?);
+        wrap_result(lua, call, F::binary_cross_entropy_with_logits(&tensor_arg(call, &input)?, &tensor_arg(call, &target)?, weight.as_ref(), pos_weight.as_ref(), reduction))
+    })?)?;
+    f.set("binary_cross_entropy", lua.create_function(|lua, (input, target, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.binary_cross_entropy";
+        let (settings, tensors) = split_values(lua, opts, &["weight"])?;
+        let o: BceOptions = options_accepting(lua, call, settings, &["weight"])?;
+        let reduction = Reduction::parse(o.reduction.as_deref().unwrap_or("mean")).or_misuse(call)?;
+        let weight = optional_tensor_arg(call, &tensors[0])?;
+        wrap_result(lua, call, F::binary_cross_entropy(&tensor_arg(call, &input)?, &tensor_arg(call, &target)?, weight.as_ref(), reduction))
+    })?)?;
+    f.set("nll_loss", lua.create_function(|lua, (input, target, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.nll_loss";
+        let (settings, tensors) = split_values(lua, opts, &["weight"])?;
+        let o: NllOptions = options_accepting(lua, call, settings, &["weight"])?;
+        let reduction = Reduction::parse(o.reduction.as_deref().unwrap_or("mean")).or_misuse(call)?;
+        let weight = optional_tensor_arg(call, &tensors[0])?;
+        wrap_result(lua, call, F::nll_loss(&tensor_arg(call, &input)?, &tensor_arg(call, &target)?, weight.as_ref(), o.ignore_index.unwrap_or(-100), reduction))
+    })?)?;
+    f.set("kl_div", lua.create_function(|lua, (input, target, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.kl_div";
+        let o: KlOptions = options(lua, call, opts)?;
+        let reduction = match o.reduction.as_deref().unwrap_or("mean") {
+            "batchmean" => KlReduction::BatchMean,
+            other => KlReduction::Plain(Reduction::parse(other).map_err(|_| misuse(call, format!("unknown reduction '{other}' (expected mean, sum, none or batchmean)")))?),
+        };
+        wrap_result(lua, call, F::kl_div(&tensor_arg(call, &input)?, &tensor_arg(call, &target)?, reduction, o.log_target.unwrap_or(false)))
+    })?)?;
+    f.set("pad", lua.create_function(|lua, (x, pad, opts): (Value, Value, Option<Table>)| {
+        let call = "nn.functional.pad";
+        let o: PadOptions = options(lua, call, opts)?;
+        wrap_result(lua, call, F::pad(&tensor_arg(call, &x)?, &shape_arg(call, pad)?, o.mode.as_deref().unwrap_or("constant"), o.value.unwrap_or(0.0)))
+    })?)?;
+    f.set("one_hot", lua.create_function(|lua, (ids, num_classes): (Value, Option<i64>)| {
+        let call = "nn.functional.one_hot";
+        wrap_result(lua, call, F::one_hot(&tensor_arg(call, &ids)?, num_classes.unwrap_or(-1)))
     })?)?;
     // Activations, as functions of a tensor (the same ops as the tensor methods).
     for name in ["relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax"] {

@@ -6,7 +6,7 @@ use mlua::{Function, Lua, MultiValue, Table, Value};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::args::{integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
+use super::args::{integer, int_list, misuse, no_more, options, sizes_and_options, trailing_options, OrMisuse};
 use super::tensor::{operand, tensor_arg, wrap, LuaTensor};
 use super::values::tensor_from_value;
 use crate::tensor::scalar::{self, Operand};
@@ -50,8 +50,8 @@ fn finish<E: std::fmt::Display>(lua: &Lua, call: &str, t: Result<Tensor, E>, p: 
 fn sized(lua: &Lua, table: &Table, name: &'static str, make: fn(&[i64], (Kind, Device)) -> Result<Tensor, tch::TchError>) -> mlua::Result<()> {
     let f = lua.create_function(move |lua, args: MultiValue| {
         let call = format!("tensor.{name}");
-        let (size, mut rest) = int_list(&call, args)?;
-        let p = placement(lua, &call, trailing_options(&mut rest))?;
+        let (size, opts, rest) = sizes_and_options(lua, &call, args)?;
+        let p = placement(lua, &call, opts)?;
         no_more(&call, &rest)?;
         let options = (p.kind.unwrap_or(Kind::Float), p.device.unwrap_or(Device::Cpu));
         finish(lua, &call, make(&size, options), &p)
@@ -175,10 +175,12 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         if low >= high {
             return Err(misuse(call, format!("low ({low}) must be below high ({high})")));
         }
-        let size_arg = if args.is_empty() { return Err(misuse(call, "missing the size")) } else { args.remove(0) };
-        let (size, _) = int_list(call, MultiValue::from_iter([size_arg]))?;
-        let p = placement(lua, call, trailing_options(&mut args))?;
-        no_more(call, &args)?;
+        if args.is_empty() {
+            return Err(misuse(call, "missing the size"));
+        }
+        let (size, opts, rest) = sizes_and_options(lua, call, MultiValue::from_iter(args))?;
+        let p = placement(lua, call, opts)?;
+        no_more(call, &rest)?;
         let o = (p.kind.unwrap_or(Kind::Int64), p.device.unwrap_or(Device::Cpu));
         finish(lua, call, Tensor::f_randint_low(low, high, size.as_slice(), o), &p)
     })?)?;
@@ -207,8 +209,8 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     })?)?;
     t.set("eye", lua.create_function(|lua, args: MultiValue| {
         let call = "tensor.eye";
-        let (dims, mut rest) = int_list(call, args)?;
-        let p = placement(lua, call, trailing_options(&mut rest))?;
+        let (dims, opts, rest) = sizes_and_options(lua, call, args)?;
+        let p = placement(lua, call, opts)?;
         no_more(call, &rest)?;
         let o = (p.kind.unwrap_or(Kind::Float), p.device.unwrap_or(Device::Cpu));
         let out = match dims.as_slice() {
@@ -217,6 +219,34 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
             _ => return Err(misuse(call, "expected (n) or (n, m)")),
         };
         finish(lua, call, out, &p)
+    })?)?;
+    // linspace(start, end, steps, opts?) and logspace(start, end, steps, { base = 10, ... }).
+    for name in ["linspace", "logspace"] {
+        t.set(name, lua.create_function(move |lua, (start, end, steps, opts): (Value, Value, i64, Option<Table>)| {
+            let call = format!("tensor.{name}");
+            let (settings, values) = super::args::split_values(lua, opts, &["base"])?;
+            let p = placement(lua, &call, settings)?;
+            let (start, end) = (number(&call, &start)?, number(&call, &end)?);
+            let base = match &values[0] {
+                Value::Nil => 10.0,
+                v => number(&call, v)?,
+            };
+            if steps < 0 || !start.is_finite() || !end.is_finite() || !base.is_finite() {
+                return Err(misuse(&call, format!("needs finite start, end{} and steps ≥ 0, got {start}, {end}, {steps}", if name == "logspace" { ", base" } else { "" })));
+            }
+            let o = (p.kind.unwrap_or(Kind::Float), p.device.unwrap_or(Device::Cpu));
+            let out = if name == "linspace" { Tensor::f_linspace(start, end, steps, o) } else { Tensor::f_logspace(start, end, steps, base, o) };
+            finish(lua, &call, out, &p)
+        })?)?;
+    }
+    // einsum("ij,jk->ik", a, b) or einsum("ij,jk->ik", { a, b }).
+    t.set("einsum", lua.create_function(|lua, (equation, rest): (String, MultiValue)| {
+        let call = "tensor.einsum";
+        let tensors = match rest.front() {
+            Some(Value::Table(list)) if rest.len() == 1 => tensor_list(call, list)?,
+            _ => rest.iter().map(|v| tensor_arg(call, v)).collect::<mlua::Result<Vec<_>>>()?,
+        };
+        wrap(lua, Tensor::f_einsum(&equation, &tensors, None::<&[i64]>).or_misuse(call)?)
     })?)?;
     t.set("cat", lua.create_function(|lua, (list, dim): (Table, Option<i64>)| {
         let tensors = tensor_list("tensor.cat", &list)?;
@@ -247,6 +277,20 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
 pub fn no_grad(lua: &Lua) -> mlua::Result<Function> {
     lua.create_function(|_, (f, args): (Function, MultiValue)| {
         let _guard = tch::no_grad_guard();
+        f.call::<MultiValue>(args)
+    })
+}
+
+/// `mt.enable_grad(fn, ...)`: calls `fn` with gradient tracking on (inside `no_grad` too).
+pub fn enable_grad(lua: &Lua) -> mlua::Result<Function> {
+    lua.create_function(|_, (f, args): (Function, MultiValue)| tch::with_grad(|| f.call::<MultiValue>(args)))
+}
+
+/// `mt.inference_mode(fn, ...)`: calls `fn` in libtorch's inference mode (faster than
+/// `no_grad`; the tensors it makes can never take part in autograd).
+pub fn inference_mode(lua: &Lua) -> mlua::Result<Function> {
+    lua.create_function(|_, (f, args): (Function, MultiValue)| {
+        let _guard = crate::tensor::shim::InferenceMode::new();
         f.call::<MultiValue>(args)
     })
 }

@@ -10,6 +10,7 @@ use super::args::{describe, integer, int_list, misuse, no_more, options, trailin
 use super::tensor::{in_place, operand, tensor_arg, wrap, wrap_result, LuaTensor};
 use super::values::{tensor_item, tensor_to_list};
 use crate::tensor::create::copy_of;
+use crate::tensor::index::{self, Index};
 use crate::tensor::scalar::{self, Arith, Compare, Operand};
 use crate::tensor::{device_name, dtype_name, format_tensor, parse_device, parse_dtype, parse_placement, Placement};
 
@@ -234,13 +235,59 @@ fn backward(lua: &Lua, t: &Tensor, args: MultiValue) -> mlua::Result<()> {
     crate::tensor::autograd::backward(t, grad.as_ref(), opts.retain_graph.unwrap_or(false)).or_misuse(call)
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScaleOptions {
+    /// Multiplier of the tensor itself (default 1).
+    beta: Option<f64>,
+    /// Multiplier of the product (default 1).
+    alpha: Option<f64>,
+}
+
+/// One entry of `slice`: a number picks, `{start, stop, step}` (any may be nil) slices.
+fn index_spec(call: &str, v: Value) -> mlua::Result<Index> {
+    match v {
+        Value::Integer(_) | Value::Number(_) => Ok(Index::At(integer(call, &v)?)),
+        Value::Table(t) => {
+            let part = |i: usize| -> mlua::Result<Option<i64>> {
+                match t.raw_get::<Value>(i)? {
+                    Value::Nil => Ok(None),
+                    v => Ok(Some(integer(call, &v)?)),
+                }
+            };
+            Ok(Index::Range { start: part(1)?, stop: part(2)?, step: part(3)?.unwrap_or(1) })
+        }
+        other => Err(misuse(call, format!("each entry is a number or {{start, stop, step}}, got {}", describe(&other)))),
+    }
+}
+
+/// A shape as Lua sees it: a sequence of sizes that prints like `torch.Size([3, 4])`.
+pub fn size_table(lua: &Lua, size: &[i64]) -> mlua::Result<Table> {
+    const KEY: &str = "moontune.size_metatable";
+    let meta = match lua.named_registry_value::<Option<Table>>(KEY)? {
+        Some(m) => m,
+        None => {
+            let m = lua.create_table()?;
+            m.set("__tostring", lua.create_function(|_, t: Table| {
+                let dims = t.sequence_values::<i64>().map(|d| d.map(|d| d.to_string())).collect::<mlua::Result<Vec<_>>>()?;
+                Ok(format!("torch.Size([{}])", dims.join(", ")))
+            })?)?;
+            lua.set_named_registry_value(KEY, m.clone())?;
+            m
+        }
+    };
+    let t = lua.create_sequence_from(size.iter().copied())?;
+    t.set_metatable(Some(meta))?;
+    Ok(t)
+}
+
 fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     // Information.
-    method(methods, "shape", |_, t, ()| Ok(t.size()));
+    method(methods, "shape", |lua, t, ()| size_table(lua, &t.size()));
     method(methods, "size", |lua, t, dim: Option<i64>| {
         let size = t.size();
         match dim {
-            None => Ok(Value::Table(lua.create_sequence_from(size)?)),
+            None => Ok(Value::Table(size_table(lua, &size)?)),
             Some(d) => Ok(Value::Integer(size[normalize_dim("tensor.size", d, size.len())?])),
         }
     });
@@ -282,6 +329,23 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
     method(methods, "matmul", |lua, t, other: Value| {
         let other = tensor_arg("tensor.matmul", &other)?;
         wrap_result(lua, "tensor.matmul", t.f_matmul(&other))
+    });
+    method(methods, "mm", |lua, t, other: Value| wrap_result(lua, "tensor.mm", t.f_mm(&tensor_arg("tensor.mm", &other)?)));
+    method(methods, "bmm", |lua, t, other: Value| wrap_result(lua, "tensor.bmm", t.f_bmm(&tensor_arg("tensor.bmm", &other)?)));
+    method(methods, "outer", |lua, t, other: Value| wrap_result(lua, "tensor.outer", t.f_outer(&tensor_arg("tensor.outer", &other)?)));
+    method(methods, "baddbmm", |lua, t, (b1, b2, opts): (Value, Value, Option<Table>)| {
+        let call = "tensor.baddbmm";
+        let o: ScaleOptions = options(lua, call, opts)?;
+        let product = tensor_arg(call, &b1)?.f_bmm(&tensor_arg(call, &b2)?).or_misuse(call)?;
+        let out = (|| -> anyhow::Result<Tensor> { Ok(t.f_mul_scalar(o.beta.unwrap_or(1.0))?.f_add(&product.f_mul_scalar(o.alpha.unwrap_or(1.0))?)?) })();
+        wrap_result(lua, call, out)
+    });
+    // x:slice{ 0, {1, 3}, {nil, nil, 2} } is x[0, 1:3, ::2]: a number picks (and drops) a dim,
+    // {start, stop, step} slices one (nil or {} = from the start, to the end, step 1).
+    method(methods, "slice", |lua, t, spec: Table| {
+        let call = "tensor.slice";
+        let indices = spec.sequence_values::<Value>().map(|v| index_spec(call, v?)).collect::<mlua::Result<Vec<_>>>()?;
+        wrap_result(lua, call, index::slice(t, &indices))
     });
     add_compare(methods, "eq", Compare::Eq);
     add_compare(methods, "ne", Compare::Ne);
@@ -595,21 +659,34 @@ impl UserData for LuaTensor {
             Some(n) => Ok(*n),
             None => Err(misuse("tensor.__len", "a 0-dim tensor has no length")),
         });
-        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| match key {
-            Value::Integer(_) | Value::Number(_) => {
-                let i = integer("tensor.__index", &key)?;
-                wrap_result(lua, "tensor.__index", this.get("tensor.__index")?.f_select(0, i))
+        // t[i] is row i; t[mask] the elements a bool mask picks; t[ids] the rows int64 ids pick.
+        methods.add_meta_method(MetaMethod::Index, |lua, this, key: Value| {
+            let call = "tensor.__index";
+            match key {
+                Value::Integer(_) | Value::Number(_) => {
+                    let i = integer(call, &key)?;
+                    wrap_result(lua, call, this.get(call)?.f_select(0, i))
+                }
+                Value::UserData(_) => wrap_result(lua, call, index::take(this.get(call)?, &tensor_arg(call, &key)?)),
+                other => Err(misuse(call, format!("no field or method {}", describe(&other)))),
             }
-            other => Err(misuse("tensor.__index", format!("no field or method {}", describe(&other)))),
         });
         methods.add_meta_method(MetaMethod::NewIndex, |_, this, (key, value): (Value, Value)| {
             let call = "tensor.__newindex";
+            if let Value::UserData(_) = key {
+                return index::put_(this.get(call)?, &tensor_arg(call, &key)?, &operand(call, &value)?).or_misuse(call);
+            }
             let i = integer(call, &key).map_err(|_| misuse(call, format!("cannot assign to {}", describe(&key))))?;
             let mut row = this.get(call)?.f_select(0, i).or_misuse(call)?;
             match operand(call, &value)? {
                 Operand::Tensor(src) => row.f_copy_(&src).or_misuse(call),
                 number => scalar::fill_(&mut row, &number).or_misuse(call),
             }
+        });
+        // a == b is a:equal(b) (Lua's == can only give a boolean): same shape and values.
+        methods.add_meta_method(MetaMethod::Eq, |_, this, other: Value| {
+            let Some(other) = super::tensor::as_tensor(&other) else { return Ok(false) };
+            Ok(this.get("tensor.__eq")?.f_equal(&other).unwrap_or(false))
         });
         methods.add_method_mut("free", |_, this, ()| {
             this.free();

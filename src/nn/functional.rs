@@ -125,3 +125,88 @@ pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, o: &Atte
     }
     Ok(Tensor::f_scaled_dot_product_attention(q, k, v, o.mask, o.dropout_p, o.is_causal, o.scale, o.enable_gqa)?)
 }
+
+/// `x / max(‖x‖_p, eps)` along `dim`, as `F.normalize`.
+pub fn normalize(x: &Tensor, p: f64, dim: i64, eps: f64) -> Result<Tensor> {
+    if !is_floating(x.f_kind()?) {
+        bail!("normalize needs a floating-point tensor, got {}", dtype_name(x.kind()));
+    }
+    let norm = x.f_norm_scalaropt_dim(p, [dim].as_slice(), true)?.f_clamp_min(eps)?;
+    Ok(x.f_div(&norm.f_expand_as(x)?)?)
+}
+
+/// Cosine similarity of `a` and `b` along `dim`, as `F.cosine_similarity`.
+pub fn cosine_similarity(a: &Tensor, b: &Tensor, dim: i64, eps: f64) -> Result<Tensor> {
+    Ok(Tensor::f_cosine_similarity(a, b, dim, eps)?)
+}
+
+fn same_shape(what: &str, input: &Tensor, target: &Tensor) -> Result<()> {
+    if input.size() != target.size() {
+        bail!("{what}: input shape {:?} and target shape {:?} differ", input.size(), target.size());
+    }
+    Ok(())
+}
+
+/// Binary cross-entropy of logits against targets in [0, 1] (same shape), with optional
+/// per-element `weight` and per-class `pos_weight`, as `F.binary_cross_entropy_with_logits`.
+pub fn binary_cross_entropy_with_logits(logits: &Tensor, target: &Tensor, weight: Option<&Tensor>, pos_weight: Option<&Tensor>, reduction: Reduction) -> Result<Tensor> {
+    same_shape("binary_cross_entropy_with_logits", logits, target)?;
+    Ok(logits.f_binary_cross_entropy_with_logits(target, weight, pos_weight, reduction.tch())?)
+}
+
+/// Binary cross-entropy of probabilities in [0, 1] against targets, as `F.binary_cross_entropy`.
+pub fn binary_cross_entropy(probs: &Tensor, target: &Tensor, weight: Option<&Tensor>, reduction: Reduction) -> Result<Tensor> {
+    same_shape("binary_cross_entropy", probs, target)?;
+    Ok(probs.f_binary_cross_entropy(target, weight, reduction.tch())?)
+}
+
+/// Negative log-likelihood of log-probabilities (N, C) or (N, C, d…) at int64 class ids, as
+/// `F.nll_loss`.
+pub fn nll_loss(log_probs: &Tensor, target: &Tensor, weight: Option<&Tensor>, ignore_index: i64, reduction: Reduction) -> Result<Tensor> {
+    if target.f_kind()? != Kind::Int64 {
+        bail!("target must be int64 class ids, got {} (use :long())", dtype_name(target.kind()));
+    }
+    Ok(log_probs.f_nll_loss_nd(target, weight, reduction.tch(), ignore_index)?)
+}
+
+/// How `kl_div` reduces: PyTorch's reductions and `batchmean` (the sum over the batch size,
+/// the true KL divergence).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KlReduction {
+    Plain(Reduction),
+    BatchMean,
+}
+
+/// KL divergence with `input` in log-space and `target` as probabilities (or log-probabilities
+/// with `log_target`), as `F.kl_div`.
+pub fn kl_div(input: &Tensor, target: &Tensor, reduction: KlReduction, log_target: bool) -> Result<Tensor> {
+    Ok(match reduction {
+        KlReduction::Plain(r) => input.f_kl_div(target, r.tch(), log_target)?,
+        KlReduction::BatchMean => {
+            let batch = input.size().first().copied().unwrap_or(1).max(1);
+            input.f_kl_div(target, tch::Reduction::Sum, log_target)?.f_div_scalar(batch as f64)?
+        }
+    })
+}
+
+/// Pads the last dims: `pad` is (left, right) for the last dim, then (left, right) for the one
+/// before, …; `mode` "constant" (with `value`), "reflect", "replicate" or "circular", as `F.pad`.
+pub fn pad(x: &Tensor, pad: &[i64], mode: &str, value: f64) -> Result<Tensor> {
+    if pad.len() % 2 != 0 || pad.len() / 2 > x.dim() {
+        bail!("pad must hold (left, right) pairs for at most {} dims, got {} values", x.dim(), pad.len());
+    }
+    if !["constant", "reflect", "replicate", "circular"].contains(&mode) {
+        bail!("unknown pad mode '{mode}' (expected constant, reflect, replicate or circular)");
+    }
+    let value = (mode == "constant").then_some(value);
+    Ok(x.f_pad(pad, mode, value)?)
+}
+
+/// int64 class ids → (…, num_classes) int64 one-hot rows (`num_classes` -1: the largest id + 1),
+/// as `F.one_hot`.
+pub fn one_hot(ids: &Tensor, num_classes: i64) -> Result<Tensor> {
+    if ids.f_kind()? != Kind::Int64 {
+        bail!("one_hot needs int64 ids, got {}", dtype_name(ids.kind()));
+    }
+    Ok(ids.f_one_hot(num_classes)?)
+}

@@ -7,6 +7,7 @@
 // a heap-allocated at::Tensor; outputs are new handles that tch takes ownership of.
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/InferenceMode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <ATen/ops/_foreach_add.h>
@@ -178,6 +179,12 @@ char* moontune_fused_sgd_(const tensor* params, const tensor* grads, const tenso
                     dampening, nesterov, false, first_step);
   });
 }
+
+// Enters libtorch's inference mode (`torch.inference_mode()`) until the guard is freed; guards
+// are freed in the reverse order of entry, on the thread that made them.
+void* moontune_inference_mode_enter() { return new c10::InferenceMode(); }
+
+void moontune_inference_mode_exit(void* guard) { delete static_cast<c10::InferenceMode*>(guard); }
 
 // A generator of its own for `device` (-1 = CPU, else a CUDA index), seeded.
 char* moontune_generator_new(int device, uint64_t seed, void** out) {

@@ -1,7 +1,7 @@
 //! Safe Rust over shim.cpp: libtorch calls that tch does not bind. A tensor's identity (its
 //! TensorImpl, shared by every shallow copy) and its storage; unsetting a gradient; the
-//! `_foreach_*` list ops and the fused Adam/AdamW/SGD kernels the optimizers run on; and
-//! generators of their own, so that seeded sampling does not touch the global random stream.
+//! `_foreach_*` list ops and the fused Adam/AdamW/SGD kernels the optimizers run on; inference
+//! mode; and generators of their own, so that seeded sampling does not touch the global random stream.
 //! Every call returns libtorch's error as an `anyhow` error; no C++ exception crosses over.
 
 use std::ffi::{c_char, c_void, CStr};
@@ -59,6 +59,8 @@ extern "C" {
         nesterov: bool,
         first_step: bool,
     ) -> *mut c_char;
+    fn moontune_inference_mode_enter() -> *mut c_void;
+    fn moontune_inference_mode_exit(guard: *mut c_void);
     fn moontune_generator_new(device: i32, seed: u64, out: *mut *mut c_void) -> *mut c_char;
     fn moontune_generator_free(g: *mut c_void);
     fn moontune_multinomial(probs: Handle, samples: i64, generator: *mut c_void, out: *mut Handle) -> *mut c_char;
@@ -285,6 +287,26 @@ pub fn fused_sgd_(params: &[&Tensor], grads: &[Tensor], bufs: &[&Tensor], s: &Sg
         )
     };
     check(status)
+}
+
+/// libtorch's inference mode (`torch.inference_mode()`: no autograd and no version counting)
+/// while the guard lives.
+pub struct InferenceMode {
+    guard: *mut c_void,
+}
+
+impl InferenceMode {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> InferenceMode {
+        // SAFETY: the shim returns a heap guard, freed once by Drop on this thread.
+        InferenceMode { guard: unsafe { moontune_inference_mode_enter() } }
+    }
+}
+
+impl Drop for InferenceMode {
+    fn drop(&mut self) {
+        unsafe { moontune_inference_mode_exit(self.guard) }
+    }
 }
 
 /// A random generator of its own (`torch.Generator(device).manual_seed(seed)`).

@@ -6,6 +6,27 @@ local mt = require "moontune.core"
 
 mt.nn = require "moontune.nn"
 
+-- Function forms of the tensor methods, as torch.exp(x), torch.max(x, 1), torch.matmul(a, b):
+-- mt.tensor.NAME(x, ...) is x:NAME(...).
+for _, name in ipairs({
+  "abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "silu", "square",
+  "reciprocal", "neg", "softmax", "log_softmax", "sum", "mean", "max", "min", "argmax", "argmin", "std", "var",
+  "norm", "all", "any", "matmul", "mm", "bmm", "outer", "baddbmm", "transpose", "permute", "reshape", "view",
+  "squeeze", "unsqueeze", "flatten", "narrow", "chunk", "split", "index_select", "gather", "scatter",
+  "masked_fill", "clamp", "pow", "add", "sub", "mul", "div", "eq", "ne", "lt", "le", "gt", "ge", "equal",
+  "allclose", "logical_and", "logical_or", "logical_not", "topk", "sort", "cumsum", "tril", "triu",
+  "multinomial", "clone", "detach", "numel", "t", "tile", "expand", "contiguous", "slice",
+}) do
+  if mt.tensor[name] == nil then
+    mt.tensor[name] = function(x, ...)
+      if not mt.tensor.is_tensor(x) then
+        error(string.format("tensor.%s: expected a tensor as argument 1, got %s", name, type(x)), 2)
+      end
+      return x[name](x, ...)
+    end
+  end
+end
+
 -- mt.log(fmt, ...): a formatted line to the run's log (the console, the TUI log pane).
 function mt.log(fmt, ...)
   if select("#", ...) > 0 then

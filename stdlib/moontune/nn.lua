@@ -545,6 +545,86 @@ end
 
 function Sequential:__len() return #self._layers end
 
+-- Activation modules (no parameters): nn.relu(), nn.gelu(approximate?), nn.silu(), nn.tanh(),
+-- nn.sigmoid(), nn.softmax(dim), nn.log_softmax(dim), as torch.nn.ReLU and friends.
+local function activation(class_name, method, arg_name)
+  local class = nn.module(class_name)
+  function class:init(arg)
+    if arg_name == "dim" and math.type(arg) ~= "integer" then
+      error(string.format("nn.%s: the dim is required (an integer), got %s", method, tostring(arg)), 4)
+    end
+    self.arg = arg
+  end
+  function class:forward(x) return x[method](x, self.arg) end
+  function class:extra_repr() return self.arg ~= nil and string.format("%s=%s", arg_name, tostring(self.arg)) or "" end
+  nn[class_name] = class
+  nn[method] = class.new
+end
+activation("ReLU", "relu")
+activation("GELU", "gelu", "approximate")
+activation("SiLU", "silu")
+activation("Tanh", "tanh")
+activation("Sigmoid", "sigmoid")
+activation("Softmax", "softmax", "dim")
+activation("LogSoftmax", "log_softmax", "dim")
+
+-- ModuleList: modules held in order, named "0", "1", … as in PyTorch (so state dicts match);
+-- ml[i] is the i-th, 0-based like a PyTorch index; #ml counts them; ml:modules() is a plain
+-- 1-based Lua sequence of them (for ipairs); ml:append(m) adds one.
+local ModuleList = nn.module("ModuleList")
+nn.ModuleList = ModuleList
+
+function ModuleList:init(modules)
+  rawset(self, "_count", 0)
+  for _, m in ipairs(modules or {}) do self:append(m) end
+end
+
+function ModuleList:append(m)
+  if not is_module(m) then error("nn.module_list: append expects a module, got " .. type(m), 2) end
+  local n = rawget(self, "_count")
+  self[tostring(n)] = m
+  rawset(self, "_count", n + 1)
+  return self
+end
+
+function ModuleList:modules()
+  local out = {}
+  for i = 0, rawget(self, "_count") - 1 do out[#out + 1] = rawget(self, tostring(i)) end
+  return out
+end
+
+function ModuleList:forward()
+  error("nn.module_list has no forward: call its modules (ml:modules())", 2)
+end
+
+ModuleList.__len = function(self) return rawget(self, "_count") end
+ModuleList.__index = function(self, key)
+  if math.type(key) == "integer" then return rawget(self, tostring(key)) end
+  return ModuleList[key]
+end
+
+-- ModuleDict: modules by name (md.name, md:named_children()), as torch.nn.ModuleDict.
+local ModuleDict = nn.module("ModuleDict")
+nn.ModuleDict = ModuleDict
+
+function ModuleDict:init(modules)
+  local names = {}
+  for name in pairs(modules or {}) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    if type(name) ~= "string" or not is_module(modules[name]) then
+      error("nn.module_dict: expects a table of name = module", 3)
+    end
+    self[name] = modules[name]
+  end
+end
+
+function ModuleDict:forward()
+  error("nn.module_dict has no forward: call its modules by name", 2)
+end
+
+nn.module_list = ModuleList.new
+nn.module_dict = ModuleDict.new
 nn.linear = Linear.new
 nn.embedding = Embedding.new
 nn.layer_norm = LayerNorm.new

@@ -85,6 +85,38 @@ function tests.loss_values_and_gradients()
   end
 end
 
+function tests.functional_ops_values_and_gradients()
+  local r = function(k) return ref["fn." .. k] end
+  local cases = {
+    normalize = function(t) return F.normalize(t, { dim = 1 }) end,
+    normalize_p1_dim0 = function(t) return F.normalize(t, { p = 1, dim = 0 }) end,
+    cosine_similarity = function(t) return F.cosine_similarity(t, r("other"), { dim = 1 }) end,
+    bce_logits = function(t) return F.binary_cross_entropy_with_logits(t, r("binary"), { pos_weight = r("pos_weight") }) end,
+    bce_logits_none = function(t) return F.binary_cross_entropy_with_logits(t, r("binary"), { reduction = "none" }) end,
+    bce = function(t) return F.binary_cross_entropy(t:sigmoid(), r("binary")) end,
+    nll = function(t) return F.nll_loss(t:log_softmax(-1), r("classes")) end,
+    nll_sum = function(t) return F.nll_loss(t:log_softmax(-1), r("classes"), { reduction = "sum" }) end,
+    kl_batchmean = function(t) return F.kl_div(t:log_softmax(-1), r("target_dist"), { reduction = "batchmean" }) end,
+    kl_log_target = function(t) return F.kl_div(t:log_softmax(-1), r("target_dist"):log(), { reduction = "sum", log_target = true }) end,
+    pad_constant = function(t) return F.pad(t, { 1, 2 }, { value = 0.5 }) end,
+    pad_reflect = function(t) return F.pad(t:unsqueeze(0), { 2, 1 }, { mode = "reflect" }) end,
+    baddbmm = function(t) return t:view(1, 4, 6):baddbmm(r("batch1"), r("batch2"), { beta = 0.5, alpha = 2.0 }) end,
+    einsum = function(t) return T.einsum("ij,kj->ik", t, r("other")) end,
+    outer = function(t) return t[0]:outer(t[1]) end,
+  }
+  for name, fn in pairs(cases) do
+    local t = leaf("fn.x")
+    local y = fn(t)
+    close(name .. " value", y, r(name .. ".value"))
+    local weighted = (y * r(name .. ".weights")):sum()
+    weighted:backward()
+    close(name .. " grad", t.grad, r(name .. ".grad"))
+  end
+  close("linspace", T.linspace(-1, 2, 7), r("linspace"))
+  close("logspace", T.logspace(0, 3, 4, { base = 2.0 }), r("logspace"))
+  assert(F.one_hot(T.tensor{ 3, 0, 2 }, 5):equal(r("one_hot")), "one_hot")
+end
+
 function tests.clip_grad_norm()
   local p1, p2 = leaf("clip.p1"), leaf("clip.p2")
   local y = (p1 * 3):sum() + (p2 ^ 2):sum()

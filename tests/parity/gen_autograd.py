@@ -93,6 +93,43 @@ for reduction in ["mean", "sum"]:
     out[f"loss.mse_{reduction}.value"] = value.detach()
     out[f"loss.mse_{reduction}.grad"] = t.grad
 
+# The other functional ops: each applied to a leaf, its value and the gradient of a weighted sum.
+x2 = torch.randn(4, 6, generator=g)
+probs = torch.rand(4, 6, generator=g).clamp(0.05, 0.95)
+binary = (torch.rand(4, 6, generator=g) > 0.5).float()
+pos_weight = torch.rand(6, generator=g) + 0.5
+classes = torch.tensor([0, 5, 2, -100])
+target_dist = torch.softmax(torch.randn(4, 6, generator=g), -1)
+other = torch.randn(4, 6, generator=g)
+batch1, batch2 = torch.randn(2, 4, 3, generator=g), torch.randn(2, 3, 6, generator=g)
+out.update({"fn.x": x2, "fn.probs": probs, "fn.binary": binary, "fn.pos_weight": pos_weight, "fn.classes": classes,
+            "fn.target_dist": target_dist, "fn.other": other, "fn.batch1": batch1, "fn.batch2": batch2})
+functional = {
+    "normalize": lambda t: F.normalize(t, dim=1),
+    "normalize_p1_dim0": lambda t: F.normalize(t, p=1.0, dim=0),
+    "cosine_similarity": lambda t: F.cosine_similarity(t, other, dim=1),
+    "bce_logits": lambda t: F.binary_cross_entropy_with_logits(t, binary, pos_weight=pos_weight),
+    "bce_logits_none": lambda t: F.binary_cross_entropy_with_logits(t, binary, reduction="none"),
+    "bce": lambda t: F.binary_cross_entropy(torch.sigmoid(t), binary),
+    "nll": lambda t: F.nll_loss(torch.log_softmax(t, -1), classes),
+    "nll_sum": lambda t: F.nll_loss(torch.log_softmax(t, -1), classes, reduction="sum"),
+    "kl_batchmean": lambda t: F.kl_div(torch.log_softmax(t, -1), target_dist, reduction="batchmean"),
+    "kl_log_target": lambda t: F.kl_div(torch.log_softmax(t, -1), target_dist.log(), reduction="sum", log_target=True),
+    "pad_constant": lambda t: F.pad(t, (1, 2), value=0.5),
+    "pad_reflect": lambda t: F.pad(t.unsqueeze(0), (2, 1), mode="reflect"),
+    "baddbmm": lambda t: torch.baddbmm(t.view(1, 4, 6), batch1, batch2, beta=0.5, alpha=2.0),
+    "einsum": lambda t: torch.einsum("ij,kj->ik", t, other),
+    "outer": lambda t: torch.outer(t[0], t[1]),
+}
+for name, fn in functional.items():
+    t = x2.clone().requires_grad_()
+    y = fn(t)
+    y_weights = torch.randn(y.shape, generator=g)
+    (y * y_weights).sum().backward()
+    out[f"fn.{name}.value"], out[f"fn.{name}.weights"], out[f"fn.{name}.grad"] = y.detach(), y_weights, t.grad
+out["fn.linspace"], out["fn.logspace"] = torch.linspace(-1, 2, 7), torch.logspace(0, 3, 4, base=2.0)
+out["fn.one_hot"] = F.one_hot(torch.tensor([3, 0, 2]), 5)
+
 # clip_grad_norm_ over two parameters' gradients.
 p1, p2 = leaf(3, 4), leaf(5)
 ((p1 * 3).sum() + (p2 ** 2).sum()).backward()
