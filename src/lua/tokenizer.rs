@@ -10,19 +10,10 @@ use tch::Kind;
 
 use super::args::{failure, misuse, options, OrMisuse};
 use super::tensor::wrap;
-use crate::tokenizer::batch::BatchOptions;
+use crate::tokenizer::batch::{BatchOptions, EncodeOptions};
 use crate::tokenizer::{chat, train_bpe, Tok};
 
 pub struct LuaTokenizer(pub Tok);
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct EncodeOptions {
-    /// Add the tokenizer's special tokens (BOS, …) as its post-processor says (default true).
-    add_special_tokens: Option<bool>,
-    /// Also return the (start, end) character offsets of each token.
-    offsets: Option<bool>,
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -63,14 +54,51 @@ fn ids_from(call: &str, v: &Value) -> mlua::Result<Vec<i64>> {
     }
 }
 
-fn encode_batch(lua: &Lua, tok: &Tok, texts: Vec<String>, opts: Option<Table>) -> mlua::Result<Table> {
+/// `encode_batch(texts, opts?)` or `encode_batch(texts, pairs, opts?)`.
+fn encode_batch(lua: &Lua, tok: &Tok, texts: Vec<String>, second: Value, third: Option<Table>) -> mlua::Result<Table> {
     let call = "tokenizer.encode_batch";
+    let (pairs, opts) = match second {
+        Value::Nil => (None, third),
+        Value::Table(t) if t.raw_len() > 0 => {
+            let pairs = t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>().map_err(|_| misuse(call, "pairs must be a list of strings, one per text"))?;
+            (Some(pairs), third)
+        }
+        Value::Table(t) if third.is_none() => (None, Some(t)),
+        other => return Err(misuse(call, format!("expected (texts, opts?) or (texts, pairs, opts?), got {} as the second argument", super::args::describe(&other)))),
+    };
     let o: BatchOptions = options(lua, call, opts)?;
-    let batch = tok.encode_batch(&texts, &o).or_misuse(call)?;
+    let batch = tok.encode_batch(&texts, pairs.as_deref(), &o).or_misuse(call)?;
     let out = lua.create_table()?;
     out.set("input_ids", wrap(lua, batch.input_ids)?)?;
     out.set("attention_mask", wrap(lua, batch.attention_mask)?)?;
+    out.set("token_type_ids", wrap(lua, batch.token_type_ids)?)?;
+    if let Some(m) = batch.overflow_to_sample_mapping {
+        out.set("overflow_to_sample_mapping", wrap(lua, m)?)?;
+    }
     Ok(out)
+}
+
+/// `encode(text, opts?)` or `encode(text, pair, opts?)`: ids (and offsets).
+fn encode(lua: &Lua, tok: &Tok, text: String, second: Value, third: Option<Table>) -> mlua::Result<MultiValue> {
+    let call = "tokenizer.encode";
+    let (pair, opts) = match second {
+        Value::Nil => (None, third),
+        Value::String(s) => (Some(s.to_str()?.to_string()), third),
+        Value::Table(t) if third.is_none() => (None, Some(t)),
+        other => return Err(misuse(call, format!("expected (text, opts?) or (text, pair, opts?), got {} as the second argument", super::args::describe(&other)))),
+    };
+    let o: EncodeOptions = options(lua, call, opts)?;
+    let truncation = o.truncation(tok).or_misuse(call)?;
+    let enc = tok.encode_input(&text, pair.as_deref(), o.add_special_tokens.unwrap_or(true), truncation.as_ref()).or_misuse(call)?;
+    let ids = lua.create_sequence_from(enc.get_ids().iter().map(|i| *i as i64))?;
+    if o.offsets.unwrap_or(false) {
+        let spans = lua.create_table()?;
+        for (s, e) in enc.get_offsets() {
+            spans.raw_push(lua.create_sequence_from([*s as i64, *e as i64])?)?;
+        }
+        return Ok(MultiValue::from_iter([Value::Table(ids), Value::Table(spans)]));
+    }
+    Ok(MultiValue::from_iter([Value::Table(ids)]))
 }
 
 fn special(tok: &Tok, which: &str) -> Option<u32> {
@@ -90,21 +118,8 @@ impl UserData for LuaTokenizer {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("encode", |lua, this, (text, opts): (String, Option<Table>)| {
-            let call = "tokenizer.encode";
-            let o: EncodeOptions = options(lua, call, opts)?;
-            let (ids, offsets) = this.0.encode(&text, o.add_special_tokens.unwrap_or(true)).or_misuse(call)?;
-            let ids = lua.create_sequence_from(ids.into_iter().map(i64::from))?;
-            if o.offsets.unwrap_or(false) {
-                let spans = lua.create_table()?;
-                for (s, e) in offsets {
-                    spans.raw_push(lua.create_sequence_from([s as i64, e as i64])?)?;
-                }
-                return Ok(MultiValue::from_iter([Value::Table(ids), Value::Table(spans)]));
-            }
-            Ok(MultiValue::from_iter([Value::Table(ids)]))
-        });
-        methods.add_method("encode_batch", |lua, this, (texts, opts): (Vec<String>, Option<Table>)| encode_batch(lua, &this.0, texts, opts));
+        methods.add_method("encode", |lua, this, (text, second, third): (String, Value, Option<Table>)| encode(lua, &this.0, text, second, third));
+        methods.add_method("encode_batch", |lua, this, (texts, second, third): (Vec<String>, Value, Option<Table>)| encode_batch(lua, &this.0, texts, second, third));
         methods.add_method("decode", |lua, this, (ids, opts): (Value, Option<Table>)| {
             let call = "tokenizer.decode";
             let o: DecodeOptions = options(lua, call, opts)?;

@@ -1,5 +1,5 @@
-//! Tokenizers from Hugging Face files, on the `tokenizers` crate: encoding (with offsets),
-//! batches with padding and truncation, decoding, the special ids named in
+//! Tokenizers from Hugging Face files, on the `tokenizers` crate: encoding (with offsets), pairs,
+//! truncation and padding as transformers' tokenizer call, decoding, the special ids named in
 //! tokenizer_config.json, chat templates rendered with minijinja the way transformers renders
 //! them with Jinja2, and training a byte-level BPE tokenizer.
 
@@ -25,6 +25,11 @@ pub struct Tok {
     pub inner: Tokenizer,
     pub specials: Specials,
     pub chat_template: Option<String>,
+    /// tokenizer_config.json's `model_max_length`, when it is a real length (transformers
+    /// writes 1e30 for "none").
+    pub model_max_length: Option<usize>,
+    /// tokenizer_config.json's `padding_side` ("left" or "right"), the batches' default.
+    pub padding_side: Option<String>,
 }
 
 /// A token in tokenizer_config.json: a string or `{ "content": ... }`.
@@ -37,7 +42,8 @@ fn token_text(v: Option<&Value>) -> Option<String> {
 }
 
 impl Tok {
-    /// Loads a directory (tokenizer.json and, if present, tokenizer_config.json) or a
+    /// Loads a directory (tokenizer.json and, if present, tokenizer_config.json and
+    /// chat_template.jinja, where transformers ≥ 4.43 saves the chat template) or a
     /// tokenizer.json file.
     pub fn load(path: &Path) -> Result<Tok> {
         let (file, config_path) = if path.is_dir() {
@@ -60,7 +66,12 @@ impl Tok {
             }
             None => None,
         };
-        Ok(Tok::with_config(inner, config.as_ref()))
+        let mut tok = Tok::with_config(inner, config.as_ref());
+        let jinja = if path.is_dir() { path.join("chat_template.jinja") } else { path.with_file_name("chat_template.jinja") };
+        if jinja.exists() {
+            tok.chat_template = Some(std::fs::read_to_string(&jinja).with_context(|| format!("cannot read {}", jinja.display()))?);
+        }
+        Ok(tok)
     }
 
     pub fn with_config(inner: Tokenizer, config: Option<&Value>) -> Tok {
@@ -71,12 +82,14 @@ impl Tok {
         };
         let specials = Specials { bos: lookup("bos_token"), eos: lookup("eos_token"), pad: lookup("pad_token"), unk: lookup("unk_token") };
         let chat_template = config.and_then(|c| c.get("chat_template")).and_then(|t| t.as_str()).map(str::to_string);
-        Tok { inner, specials, chat_template }
+        let model_max_length = config.and_then(|c| c.get("model_max_length")).and_then(|v| v.as_f64()).filter(|m| *m > 0.0 && *m < 1e12).map(|m| m as usize);
+        let padding_side = config.and_then(|c| c.get("padding_side")).and_then(|v| v.as_str()).map(str::to_string);
+        Tok { inner, specials, chat_template, model_max_length, padding_side }
     }
 
     /// Ids (and (start, end) character offsets) of `text`.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
-        let enc = self.inner.encode(text, add_special_tokens).map_err(|e| anyhow!("{e}"))?;
+        let enc = self.encode_input(text, None, add_special_tokens, None)?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
