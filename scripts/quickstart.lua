@@ -129,6 +129,8 @@ local function sample(state, cfg, prompt)
   return table.concat(chars)
 end
 
+-- The annotation gives editors completion of the recipe contract (`moontune types .` installs them).
+---@type moontune.Recipe
 return {
   config = config,
 

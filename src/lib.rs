@@ -3,7 +3,7 @@
 //!
 //! Layers (see DESIGN.md): `lua` binds the Rust core (`tensor`, `nn`, `models`, `optim`, `io`) to
 //! scripts; `run` owns the recipe loop and its events; `ui` shows them; `commands` are the CLI's
-//! other verbs.
+//! other verbs; `reference` reads the API's annotations (types/moontune.lua) for its docs.
 
 pub mod commands;
 pub mod io;
@@ -11,6 +11,7 @@ pub mod lua;
 pub mod models;
 pub mod nn;
 pub mod optim;
+pub mod reference;
 pub mod run;
 pub mod tensor;
 pub mod tokenizer;

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use moontune::commands::{doctor, lua_tests, repl};
+use moontune::commands::{doctor, lua_tests, repl, types};
 use moontune::run::{self, RunOptions};
 use moontune::ui::{headless, tui};
 use std::io::IsTerminal;
@@ -47,6 +47,17 @@ enum Command {
     },
     /// An interactive Lua prompt with moontune loaded.
     Repl,
+    /// Install the Lua API's annotations (moontune.lua) in DIR, for editor completion; or write
+    /// the markdown API reference made from them.
+    Types {
+        /// The folder to write moontune.lua into (a recipe folder, or one listed under
+        /// workspace.library in .luarc.json).
+        #[arg(required_unless_present = "markdown")]
+        dir: Option<PathBuf>,
+        /// Write the markdown reference to this file instead ("-": standard output).
+        #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+        markdown: Option<PathBuf>,
+    },
 }
 
 /// Set by SIGHUP. Headless, it asks the run loop to reload the recipe (the daemon convention);
@@ -110,6 +121,22 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
     })
 }
 
+fn write_types(dir: Option<PathBuf>, markdown: Option<PathBuf>) -> Result<ExitCode> {
+    match (dir, markdown) {
+        (_, Some(file)) => {
+            let text = types::reference_markdown()?;
+            if file.as_os_str() == "-" {
+                print!("{text}");
+            } else {
+                moontune::io::atomic::write_atomic(&file, text.as_bytes())?;
+            }
+        }
+        (Some(dir), None) => println!("{}", types::install(&dir)?),
+        (None, None) => anyhow::bail!("give a folder, or --markdown FILE"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     moontune::tensor::allocator::tune_heap();
     // No panic is meant to be reachable from a script; should one happen inside a Lua call it is
@@ -131,6 +158,7 @@ fn main() -> ExitCode {
             lua_tests::run(&paths).map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Repl => repl::run().map(|()| ExitCode::SUCCESS),
+        Command::Types { dir, markdown } => write_types(dir, markdown),
     };
     match result {
         Ok(code) => code,

@@ -61,7 +61,18 @@ pub fn options<T: DeserializeOwned + Default>(lua: &Lua, call: &str, table: Opti
 /// `options`, for a call that also takes `extra` keys that it reads itself (they are listed
 /// among the accepted ones in messages).
 pub fn options_accepting<T: DeserializeOwned + Default>(_lua: &Lua, call: &str, table: Option<Table>, extra: &[&str]) -> mlua::Result<T> {
-    let Some(table) = table else { return Ok(T::default()) };
+    match table {
+        Some(table) => required_options(call, table, extra),
+        None => Ok(T::default()),
+    }
+}
+
+/// An options table that must be given (it has required keys); a sequence where named options
+/// belong is an error that says so.
+pub fn required_options<T: DeserializeOwned>(call: &str, table: Table, extra: &[&str]) -> mlua::Result<T> {
+    if table.raw_len() > 0 {
+        return Err(misuse(call, "expected a table of named options ({ name = value, ... }), got a list"));
+    }
     serde_path_to_error::deserialize(mlua::serde::Deserializer::new(Value::Table(table))).map_err(|e| misuse(call, option_error(&e.path().to_string(), &e.into_inner().to_string(), extra)))
 }
 

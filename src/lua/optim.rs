@@ -244,6 +244,9 @@ pub fn group_index(call: &str, group: Option<i64>, groups: usize) -> mlua::Resul
     Ok(g as usize - 1)
 }
 
+/// What a parameter group holds, as PyTorch's group dicts: `initial_lr` only under a schedule.
+const GROUP_FIELDS: [&str; 4] = ["params", "lr", "weight_decay", "initial_lr"];
+
 /// A live view of one parameter group (`opt:param_groups()[i]`): reading gives the current
 /// values, assigning `lr` or `weight_decay` changes the optimizer (`lr` as `set_lr` does).
 pub struct LuaParamGroup {
@@ -269,7 +272,25 @@ impl LuaParamGroup {
                 }
                 Value::Table(params)
             }
-            _ => Value::Nil,
+            other => return Err(misuse("param_group", format!("no field '{other}' (fields: {})", GROUP_FIELDS.join(", ")))),
+        })
+    }
+
+    /// `pairs(group)`: the fields that have a value, as `next` would give them.
+    fn pairs(&self, lua: &Lua) -> mlua::Result<mlua::Function> {
+        let view = LuaParamGroup { optimizer: self.optimizer.clone(), index: self.index };
+        lua.create_function(move |lua, (_, key): (Value, Option<String>)| {
+            let start = match key {
+                Some(k) => GROUP_FIELDS.iter().position(|f| *f == k).map_or(GROUP_FIELDS.len(), |i| i + 1),
+                None => 0,
+            };
+            for name in &GROUP_FIELDS[start..] {
+                let value = view.field(lua, name)?;
+                if !value.is_nil() {
+                    return Ok((Value::String(lua.create_string(name)?), value));
+                }
+            }
+            Ok((Value::Nil, Value::Nil))
         })
     }
 
@@ -294,6 +315,7 @@ impl UserData for LuaParamGroup {
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_meta_method(mlua::MetaMethod::Index, |lua, this, key: String| this.field(lua, &key));
+        methods.add_meta_method(mlua::MetaMethod::Pairs, |lua, this, ()| this.pairs(lua));
         methods.add_meta_method(mlua::MetaMethod::NewIndex, |_, this, (key, value): (String, Value)| {
             let v = match value {
                 Value::Integer(i) => i as f64,

@@ -20,12 +20,20 @@ pub fn new_lua(script_dir: Option<&Path>) -> Result<Lua> {
     // before any script runs.
     let lua = unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::DEBUG, LuaOptions::new()) };
     keep_only_traceback(&lua).context("restricting the debug library")?;
-    install_native(&lua).context("registering the native module")?;
-    install_searcher(&lua).context("installing the stdlib searcher")?;
-    if let Some(dir) = script_dir {
-        prepend_path(&lua, dir).context("setting package.path")?;
-    }
+    install_moontune(&lua, script_dir)?;
     Ok(lua)
+}
+
+/// Makes `require "moontune"` work in `lua`, with modules beside `script_dir` found first (the
+/// part of [`new_lua`] that does not restrict the standard libraries; the API reference's
+/// coverage test uses it in a VM with the whole debug library, to enumerate the bindings).
+pub fn install_moontune(lua: &Lua, script_dir: Option<&Path>) -> Result<()> {
+    install_native(lua).context("registering the native module")?;
+    install_searcher(lua).context("installing the stdlib searcher")?;
+    if let Some(dir) = script_dir {
+        prepend_path(lua, dir).context("setting package.path")?;
+    }
+    Ok(())
 }
 
 /// Replaces the debug library by a table holding only `traceback`, and keeps the real traceback

@@ -8,7 +8,7 @@ use mlua::{Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value
 use serde::Deserialize;
 use tch::Kind;
 
-use super::args::{failure, misuse, options, OrMisuse};
+use super::args::{failure, misuse, options, required_options, OrMisuse};
 use super::tensor::wrap;
 use crate::tokenizer::batch::{BatchOptions, EncodeOptions};
 use crate::tokenizer::{chat, train_bpe, Tok};
@@ -158,9 +158,9 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         Ok(tok) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(LuaTokenizer(tok))?)])),
         Err(e) => failure(lua, format!("tokenizer.load: {e:#}")),
     })?)?;
-    t.set("train_bpe", lua.create_function(|lua, opts: Table| {
+    t.set("train_bpe", lua.create_function(|_, opts: Table| {
         let call = "tokenizer.train_bpe";
-        let o: TrainOptions = lua.from_value(Value::Table(opts)).map_err(|e| misuse(call, format!("bad options: {e}")))?;
+        let o: TrainOptions = required_options(call, opts, &[])?;
         let tok = train_bpe(&o.files, o.vocab_size, &o.special_tokens.unwrap_or_default(), o.min_frequency.unwrap_or(2)).or_misuse(call)?;
         Ok(LuaTokenizer(tok))
     })?)?;

@@ -84,6 +84,22 @@ impl Schedule {
                 None => bail!("needs '{key}'"),
             }
         };
+        let accepted: &[&str] = match name {
+            "constant" => &["warmup"],
+            "linear" => &["warmup", "total"],
+            "cosine" => &["warmup", "total", "min_lr_rate"],
+            _ => &["step_size", "gamma"],
+        };
+        let given = [
+            ("warmup", o.warmup.is_some()),
+            ("total", o.total.is_some()),
+            ("min_lr_rate", o.min_lr_rate.is_some()),
+            ("step_size", o.step_size.is_some()),
+            ("gamma", o.gamma.is_some()),
+        ];
+        if let Some((key, _)) = given.iter().find(|(key, set)| *set && !accepted.contains(key)) {
+            bail!("the {name} schedule has no option '{key}' (accepted: {})", accepted.join(", "));
+        }
         let schedule = match name {
             "constant" => Schedule::Constant { warmup: o.warmup.unwrap_or(0) },
             "linear" => Schedule::Linear { warmup: o.warmup.unwrap_or(0), total: need(o.total, "total")? },

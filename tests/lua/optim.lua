@@ -126,4 +126,16 @@ function tests.param_groups_are_live()
   assert(not ok and tostring(err):find("'lr' must be a number", 1, true), tostring(err))
 end
 
+function tests.param_groups_iterate_like_pytorch_dicts()
+  local a = T.ones({ 1 }, { requires_grad = true })
+  local opt = mt.optim.adamw({ a }, { lr = 0.1, weight_decay = 0.5 })
+  local seen = {}
+  for k, v in pairs(opt:param_groups()[1]) do seen[#seen + 1] = k .. "=" .. (type(v) == "table" and #v or tostring(v)) end
+  assert(table.concat(seen, " ") == "params=1 lr=0.1 weight_decay=0.5", table.concat(seen, " "))
+  mt.sched.constant(opt, {})
+  seen = {}
+  for k in pairs(opt:param_groups()[1]) do seen[#seen + 1] = k end
+  assert(table.concat(seen, " ") == "params lr weight_decay initial_lr", table.concat(seen, " "))
+end
+
 return tests

@@ -1,0 +1,2364 @@
+---@meta moontune
+-- moontune's Lua API, as LuaLS annotations: the one source of the API reference. Editors read
+-- this file for completion and signatures (`moontune types DIR` installs it); docs/api.md is
+-- made from it (`moontune types --markdown docs/api.md`), and tests/api_reference.rs fails when a
+-- binding exists that it does not describe or when docs/api.md is out of date.
+-- Conventions of the markdown made from it: a `---@class` block starts a section, `---` lines
+-- are markdown, and a block of `---` lines followed by a blank line is prose of the section.
+
+---# moontune API reference
+---
+---Everything a recipe reaches through `local mt = require "moontune"`. The conventions, as
+---DESIGN.md states them:
+---
+---* PyTorch's names and semantics. Dims and indices are 0-based (negative counts from the end),
+---  as in PyTorch; Lua values stay Lua (shapes and `tolist()` are 1-based tables).
+---* Options are one trailing table (`{ dtype = "bf16" }`); an unknown key is an error that lists
+---  the accepted ones.
+---* A mistake in a call (a wrong type, a bad shape, a missing method) raises an error that names
+---  the call and the argument. An environmental failure (a missing file) returns `nil, message`.
+---* Parameter groups are numbered from 1, as `opt:param_groups()` lists them.
+---* Functions that return collections return tables: `named_parameters`, `named_modules`,
+---  `state_dict` are tables keyed by dotted name (iterate them with `pairs`); `parameters` and
+---  `modules` are sequences (`ipairs`). The one iterator is `named_children()` (a `for ... in`
+---  function, in registration order), as in PyTorch.
+---
+---Editor support: `moontune types .` in a recipe folder writes `moontune.lua` (this file) there;
+---the Lua language server (VS Code's "Lua" extension, Neovim's lua_ls) reads it and completes
+---`mt.*` and shows signatures. Or install it once elsewhere (`moontune types ~/.moontune-types`)
+---and list that folder under `workspace.library` in `.luarc.json`.
+
+---An element type; the first name of each group is the one `dtype()` returns.
+---@alias moontune.Dtype "float32"|"f32"|"float"|"float16"|"f16"|"half"|"bfloat16"|"bf16"|"float64"|"f64"|"double"|"int64"|"i64"|"long"|"int32"|"i32"|"int"|"uint8"|"u8"|"bool"
+
+---`"cpu"`, `"cuda"` (the first GPU) or `"cuda:N"`.
+---@alias moontune.Device "cpu"|"cuda"|string
+
+---A Lua number (integer or float, promoted as PyTorch promotes Python scalars) or a tensor.
+---@alias moontune.Number number|moontune.Tensor
+
+---Picks names in a module tree: a list of names matched by suffix at a dot boundary
+---(`{ "q_proj", "v_proj" }` picks `model.layers.0.self_attn.q_proj`), or a string, a Lua pattern
+---over the whole name (`"model%.layers%.[0-3]%..*"`). For parameters it also matches the name of
+---a module holding them (`freeze{ "mlp" }`). A pattern that picks nothing is an error.
+---@alias moontune.Pattern string|string[]
+
+---A shape: a 1-based Lua sequence of sizes that prints like PyTorch's (`torch.Size([3, 4])`).
+---@alias moontune.Size integer[]
+
+---The module `require "moontune"` returns: the submodules below and a few top-level functions.
+---@class moontune
+---@field version string moontune's version (`"0.1.0"`).
+local mt = {}
+
+---Makes every following random draw reproducible: seeds libtorch's generators (CPU and CUDA)
+---and Lua's `math.random`. A run seeds itself from `config.seed`.
+---@param seed integer any integer (negative ones too)
+function mt.manual_seed(seed) end
+
+---Calls `fn(...)` with gradient tracking off and returns what it returns (`torch.no_grad()`).
+---@generic R
+---@param fn fun(...): R
+---@param ... any arguments for `fn`
+---@return R ...
+function mt.no_grad(fn, ...) end
+
+---Calls `fn(...)` with gradient tracking on, also inside `no_grad` (`torch.enable_grad()`).
+---@generic R
+---@param fn fun(...): R
+---@param ... any arguments for `fn`
+---@return R ...
+function mt.enable_grad(fn, ...) end
+
+---Calls `fn(...)` in libtorch's inference mode (`torch.inference_mode()`): faster than
+---`no_grad`, and the tensors made inside can never take part in autograd.
+---@generic R
+---@param fn fun(...): R
+---@param ... any arguments for `fn`
+---@return R ...
+function mt.inference_mode(fn, ...) end
+
+---Writes named tensors to a safetensors file, atomically (a reader never sees half a file).
+---@param path string
+---@param tensors table<string, moontune.Tensor> name → tensor
+---@return true|nil ok
+---@return string? message why the file could not be written
+function mt.save(path, tensors) end
+
+---Reads a safetensors file into a table of name → tensor.
+---@param path string
+---@param opts? { device?: moontune.Device } where to put the tensors (default `"cpu"`)
+---@return table<string, moontune.Tensor>|nil tensors
+---@return string? message why the file could not be read
+function mt.load(path, opts) end
+
+---Prints a formatted line to the run's log (the console, the TUI's log pane): `mt.log("step %d
+---loss %.3f", step, loss)`; with one argument, its `tostring`.
+---@param fmt any a `string.format` format, or any value
+---@param ... any
+function mt.log(fmt, ...) end
+
+---Seconds on a monotonic clock since the runtime started (for timing; `os.clock` is CPU time).
+---@return number
+function mt.clock() end
+
+---The memory in use now.
+---@return { tensor_bytes: integer, lua_bytes: integer } memory `tensor_bytes`: the bytes of the storages live tensors hold (views and shared parameters count once); `lua_bytes`: the Lua heap
+function mt.memory() end
+
+---Which devices there are.
+---@class moontune.device
+mt.device = {}
+
+---Whether a CUDA device is usable.
+---@return boolean
+function mt.device.cuda_available() end
+
+---How many CUDA devices there are.
+---@return integer
+function mt.device.cuda_count() end
+
+---`"cuda"` if a CUDA device is usable, else `"cpu"`.
+---@return moontune.Device
+function mt.device.best() end
+
+---Options of the functions that make tensors; given after the sizes (`T.zeros(2, 3, { dtype =
+---"bf16" })`) or inside their table (`T.randn{ 3, 4, requires_grad = true }`).
+---@class moontune.CreateOptions
+---@field dtype? moontune.Dtype element type (default float32; int64 for integer data, `randint` and integer `arange`)
+---@field device? moontune.Device default `"cpu"` (for `*_like`, the source's)
+---@field requires_grad? boolean track gradients for the new tensor (default false)
+
+---`mt.tensor` (recipes call it `T`): making tensors, functions over several tensors, and the
+---function forms of the tensor methods (`T.exp(x)` is `x:exp()`, `T.max(x, 1)` is `x:max(1)`).
+---Sizes are leading integers (`T.zeros(2, 3)`) or one sequence (`T.zeros{ 2, 3 }`).
+---@class moontune.tensor
+mt.tensor = {}
+
+---A tensor from Lua data: a number, a boolean, or nested sequences of them. Integers give int64,
+---floats float32, booleans bool (`torch.tensor`).
+---@param data number|boolean|table nested sequences of equal length
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.tensor(data, opts) end
+
+---A tensor of zeros.
+---@param ... integer|integer[]|moontune.CreateOptions sizes, then options
+---@return moontune.Tensor
+function mt.tensor.zeros(...) end
+
+---A tensor of ones.
+---@param ... integer|integer[]|moontune.CreateOptions sizes, then options
+---@return moontune.Tensor
+function mt.tensor.ones(...) end
+
+---An uninitialised tensor (its contents are whatever the memory held).
+---@param ... integer|integer[]|moontune.CreateOptions sizes, then options
+---@return moontune.Tensor
+function mt.tensor.empty(...) end
+
+---Samples of the standard normal distribution.
+---@param ... integer|integer[]|moontune.CreateOptions sizes, then options
+---@return moontune.Tensor
+function mt.tensor.randn(...) end
+
+---Samples of the uniform distribution on [0, 1).
+---@param ... integer|integer[]|moontune.CreateOptions sizes, then options
+---@return moontune.Tensor
+function mt.tensor.rand(...) end
+
+---Integers drawn uniformly from [low, high): `randint(high, size, opts?)` or
+---`randint(low, high, size, opts?)`, as `torch.randint`; int64 unless a dtype is given.
+---@param ... integer|integer[]|moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.randint(...) end
+
+---A tensor of `size` filled with `value` (an integer value gives int64, as PyTorch).
+---@param size integer[]
+---@param value number|boolean
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.full(size, value, opts) end
+
+---A tensor shaped as `t` (and of its dtype and device unless told) filled with `value`.
+---@param t moontune.Tensor
+---@param value number|boolean
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.full_like(t, value, opts) end
+
+---Zeros shaped as `t`, of its dtype and device unless told.
+---@param t moontune.Tensor
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.zeros_like(t, opts) end
+
+---Ones shaped as `t`, of its dtype and device unless told.
+---@param t moontune.Tensor
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.ones_like(t, opts) end
+
+---Standard normal samples shaped as `t`, of its dtype and device unless told.
+---@param t moontune.Tensor
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.randn_like(t, opts) end
+
+---Uniform samples on [0, 1) shaped as `t`, of its dtype and device unless told.
+---@param t moontune.Tensor
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.rand_like(t, opts) end
+
+---Values from `start` to `end` (excluded) by `step`: `arange(end)`, `arange(start, end)`,
+---`arange(start, end, step)`, each with options. All-integer arguments give int64.
+---@param ... number|moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.arange(...) end
+
+---The identity matrix: `eye(n)` or `eye(n, m)`, with options.
+---@param ... integer|moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.eye(...) end
+
+---`steps` values evenly spaced from `start` to `end`, both included.
+---@param start number
+---@param end_ number the end (`end` is a Lua keyword)
+---@param steps integer
+---@param opts? moontune.CreateOptions
+---@return moontune.Tensor
+function mt.tensor.linspace(start, end_, steps, opts) end
+
+---`steps` values `base^x` for x evenly spaced from `start` to `end`.
+---@param start number
+---@param end_ number the end (`end` is a Lua keyword)
+---@param steps integer
+---@param opts? moontune.CreateOptions|{ base?: number } `base` defaults to 10
+---@return moontune.Tensor
+function mt.tensor.logspace(start, end_, steps, opts) end
+
+---Einstein summation: `T.einsum("ij,jk->ik", a, b)` or `T.einsum("ij,jk->ik", { a, b })`.
+---@param equation string
+---@param ... moontune.Tensor|moontune.Tensor[]
+---@return moontune.Tensor
+function mt.tensor.einsum(equation, ...) end
+
+---Joins tensors along an existing dim.
+---@param tensors moontune.Tensor[] a non-empty sequence
+---@param dim? integer default 0
+---@return moontune.Tensor
+function mt.tensor.cat(tensors, dim) end
+
+---Joins tensors of equal shape along a new dim.
+---@param tensors moontune.Tensor[] a non-empty sequence
+---@param dim? integer default 0
+---@return moontune.Tensor
+function mt.tensor.stack(tensors, dim) end
+
+---Elementwise choice: `a` where `cond` is true, else `b` (`torch.where`); either may be a number.
+---@param cond moontune.Tensor bool
+---@param a moontune.Number
+---@param b moontune.Number
+---@return moontune.Tensor
+function mt.tensor.where(cond, a, b) end
+
+---Whether `v` is a tensor.
+---@param v any
+---@return boolean
+function mt.tensor.is_tensor(v) end
+
+---The function forms of the tensor methods follow: `T.NAME(x, ...)` is `x:NAME(...)`, as
+---`torch.NAME(x, ...)` is `x.NAME(...)`; a first argument that is not a tensor is an error.
+
+---`T.abs(x, ...)` is [`x:abs(...)`](#Tensor-abs).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.abs(x, ...) end
+
+---`T.exp(x, ...)` is [`x:exp(...)`](#Tensor-exp).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.exp(x, ...) end
+
+---`T.log(x, ...)` is [`x:log(...)`](#Tensor-log).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.log(x, ...) end
+
+---`T.sqrt(x, ...)` is [`x:sqrt(...)`](#Tensor-sqrt).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.sqrt(x, ...) end
+
+---`T.rsqrt(x, ...)` is [`x:rsqrt(...)`](#Tensor-rsqrt).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.rsqrt(x, ...) end
+
+---`T.sin(x, ...)` is [`x:sin(...)`](#Tensor-sin).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.sin(x, ...) end
+
+---`T.cos(x, ...)` is [`x:cos(...)`](#Tensor-cos).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.cos(x, ...) end
+
+---`T.tanh(x, ...)` is [`x:tanh(...)`](#Tensor-tanh).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.tanh(x, ...) end
+
+---`T.sigmoid(x, ...)` is [`x:sigmoid(...)`](#Tensor-sigmoid).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.sigmoid(x, ...) end
+
+---`T.relu(x, ...)` is [`x:relu(...)`](#Tensor-relu).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.relu(x, ...) end
+
+---`T.gelu(x, ...)` is [`x:gelu(...)`](#Tensor-gelu).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.gelu(x, ...) end
+
+---`T.silu(x, ...)` is [`x:silu(...)`](#Tensor-silu).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.silu(x, ...) end
+
+---`T.square(x, ...)` is [`x:square(...)`](#Tensor-square).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.square(x, ...) end
+
+---`T.reciprocal(x, ...)` is [`x:reciprocal(...)`](#Tensor-reciprocal).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.reciprocal(x, ...) end
+
+---`T.neg(x, ...)` is [`x:neg(...)`](#Tensor-neg).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.neg(x, ...) end
+
+---`T.softmax(x, ...)` is [`x:softmax(...)`](#Tensor-softmax).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.softmax(x, ...) end
+
+---`T.log_softmax(x, ...)` is [`x:log_softmax(...)`](#Tensor-log_softmax).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.log_softmax(x, ...) end
+
+---`T.sum(x, ...)` is [`x:sum(...)`](#Tensor-sum).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.sum(x, ...) end
+
+---`T.mean(x, ...)` is [`x:mean(...)`](#Tensor-mean).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.mean(x, ...) end
+
+---`T.max(x, ...)` is [`x:max(...)`](#Tensor-max).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor values
+---@return moontune.Tensor? indices
+function mt.tensor.max(x, ...) end
+
+---`T.min(x, ...)` is [`x:min(...)`](#Tensor-min).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor values
+---@return moontune.Tensor? indices
+function mt.tensor.min(x, ...) end
+
+---`T.argmax(x, ...)` is [`x:argmax(...)`](#Tensor-argmax).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.argmax(x, ...) end
+
+---`T.argmin(x, ...)` is [`x:argmin(...)`](#Tensor-argmin).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.argmin(x, ...) end
+
+---`T.std(x, ...)` is [`x:std(...)`](#Tensor-std).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.std(x, ...) end
+
+---`T.var(x, ...)` is [`x:var(...)`](#Tensor-var).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.var(x, ...) end
+
+---`T.norm(x, ...)` is [`x:norm(...)`](#Tensor-norm).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.norm(x, ...) end
+
+---`T.all(x, ...)` is [`x:all(...)`](#Tensor-all).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.all(x, ...) end
+
+---`T.any(x, ...)` is [`x:any(...)`](#Tensor-any).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.any(x, ...) end
+
+---`T.matmul(x, ...)` is [`x:matmul(...)`](#Tensor-matmul).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.matmul(x, ...) end
+
+---`T.mm(x, ...)` is [`x:mm(...)`](#Tensor-mm).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.mm(x, ...) end
+
+---`T.bmm(x, ...)` is [`x:bmm(...)`](#Tensor-bmm).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.bmm(x, ...) end
+
+---`T.outer(x, ...)` is [`x:outer(...)`](#Tensor-outer).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.outer(x, ...) end
+
+---`T.baddbmm(x, ...)` is [`x:baddbmm(...)`](#Tensor-baddbmm).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.baddbmm(x, ...) end
+
+---`T.transpose(x, ...)` is [`x:transpose(...)`](#Tensor-transpose).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.transpose(x, ...) end
+
+---`T.permute(x, ...)` is [`x:permute(...)`](#Tensor-permute).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.permute(x, ...) end
+
+---`T.reshape(x, ...)` is [`x:reshape(...)`](#Tensor-reshape).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.reshape(x, ...) end
+
+---`T.view(x, ...)` is [`x:view(...)`](#Tensor-view).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.view(x, ...) end
+
+---`T.squeeze(x, ...)` is [`x:squeeze(...)`](#Tensor-squeeze).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.squeeze(x, ...) end
+
+---`T.unsqueeze(x, ...)` is [`x:unsqueeze(...)`](#Tensor-unsqueeze).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.unsqueeze(x, ...) end
+
+---`T.flatten(x, ...)` is [`x:flatten(...)`](#Tensor-flatten).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.flatten(x, ...) end
+
+---`T.narrow(x, ...)` is [`x:narrow(...)`](#Tensor-narrow).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.narrow(x, ...) end
+
+---`T.chunk(x, ...)` is [`x:chunk(...)`](#Tensor-chunk).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor[]
+function mt.tensor.chunk(x, ...) end
+
+---`T.split(x, ...)` is [`x:split(...)`](#Tensor-split).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor[]
+function mt.tensor.split(x, ...) end
+
+---`T.index_select(x, ...)` is [`x:index_select(...)`](#Tensor-index_select).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.index_select(x, ...) end
+
+---`T.gather(x, ...)` is [`x:gather(...)`](#Tensor-gather).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.gather(x, ...) end
+
+---`T.scatter(x, ...)` is [`x:scatter(...)`](#Tensor-scatter).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.scatter(x, ...) end
+
+---`T.masked_fill(x, ...)` is [`x:masked_fill(...)`](#Tensor-masked_fill).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.masked_fill(x, ...) end
+
+---`T.clamp(x, ...)` is [`x:clamp(...)`](#Tensor-clamp).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.clamp(x, ...) end
+
+---`T.pow(x, ...)` is [`x:pow(...)`](#Tensor-pow).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.pow(x, ...) end
+
+---`T.add(x, ...)` is [`x:add(...)`](#Tensor-add).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.add(x, ...) end
+
+---`T.sub(x, ...)` is [`x:sub(...)`](#Tensor-sub).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.sub(x, ...) end
+
+---`T.mul(x, ...)` is [`x:mul(...)`](#Tensor-mul).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.mul(x, ...) end
+
+---`T.div(x, ...)` is [`x:div(...)`](#Tensor-div).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.div(x, ...) end
+
+---`T.eq(x, ...)` is [`x:eq(...)`](#Tensor-eq).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.eq(x, ...) end
+
+---`T.ne(x, ...)` is [`x:ne(...)`](#Tensor-ne).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.ne(x, ...) end
+
+---`T.lt(x, ...)` is [`x:lt(...)`](#Tensor-lt).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.lt(x, ...) end
+
+---`T.le(x, ...)` is [`x:le(...)`](#Tensor-le).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.le(x, ...) end
+
+---`T.gt(x, ...)` is [`x:gt(...)`](#Tensor-gt).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.gt(x, ...) end
+
+---`T.ge(x, ...)` is [`x:ge(...)`](#Tensor-ge).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.ge(x, ...) end
+
+---`T.equal(x, ...)` is [`x:equal(...)`](#Tensor-equal).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return boolean
+function mt.tensor.equal(x, ...) end
+
+---`T.allclose(x, ...)` is [`x:allclose(...)`](#Tensor-allclose).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return boolean
+function mt.tensor.allclose(x, ...) end
+
+---`T.logical_and(x, ...)` is [`x:logical_and(...)`](#Tensor-logical_and).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.logical_and(x, ...) end
+
+---`T.logical_or(x, ...)` is [`x:logical_or(...)`](#Tensor-logical_or).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.logical_or(x, ...) end
+
+---`T.logical_not(x, ...)` is [`x:logical_not(...)`](#Tensor-logical_not).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.logical_not(x, ...) end
+
+---`T.topk(x, ...)` is [`x:topk(...)`](#Tensor-topk).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor values
+---@return moontune.Tensor indices
+function mt.tensor.topk(x, ...) end
+
+---`T.sort(x, ...)` is [`x:sort(...)`](#Tensor-sort).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor values
+---@return moontune.Tensor indices
+function mt.tensor.sort(x, ...) end
+
+---`T.cumsum(x, ...)` is [`x:cumsum(...)`](#Tensor-cumsum).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.cumsum(x, ...) end
+
+---`T.tril(x, ...)` is [`x:tril(...)`](#Tensor-tril).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.tril(x, ...) end
+
+---`T.triu(x, ...)` is [`x:triu(...)`](#Tensor-triu).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.triu(x, ...) end
+
+---`T.multinomial(x, ...)` is [`x:multinomial(...)`](#Tensor-multinomial).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.multinomial(x, ...) end
+
+---`T.clone(x, ...)` is [`x:clone(...)`](#Tensor-clone).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.clone(x, ...) end
+
+---`T.detach(x, ...)` is [`x:detach(...)`](#Tensor-detach).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.detach(x, ...) end
+
+---`T.numel(x, ...)` is [`x:numel(...)`](#Tensor-numel).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return integer
+function mt.tensor.numel(x, ...) end
+
+---`T.t(x, ...)` is [`x:t(...)`](#Tensor-t).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.t(x, ...) end
+
+---`T.tile(x, ...)` is [`x:tile(...)`](#Tensor-tile).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.tile(x, ...) end
+
+---`T.expand(x, ...)` is [`x:expand(...)`](#Tensor-expand).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.expand(x, ...) end
+
+---`T.contiguous(x, ...)` is [`x:contiguous(...)`](#Tensor-contiguous).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.contiguous(x, ...) end
+
+---`T.slice(x, ...)` is [`x:slice(...)`](#Tensor-slice).
+---@param x moontune.Tensor
+---@param ... any the method's arguments
+---@return moontune.Tensor
+function mt.tensor.slice(x, ...) end
+
+---A libtorch tensor. Arithmetic works with tensors and numbers on either side: `a + b`, `a - 2`,
+---`2 * a`, `a / b`, `a ^ 2`, `-a`; `#t` is the size of dim 0. `a == b` (`__eq`) is `a:equal(b)`
+---— same shape and values — because Lua's `==` can only give a boolean; `a:eq(b)` compares
+---elementwise. Indexing (`__index`, `__newindex`): `t[i]` is row i (0-based), `t[mask]` the
+---elements a bool mask picks, `t[ids]` the rows int64 ids pick; assigning to each writes in
+---place (`t[0] = 1`, `t[mask] = 0`). `tostring(t)` (`__tostring`) prints like PyTorch. Methods
+---ending in `_` work in place and return the tensor. `repeat` is a Lua keyword: call it as
+---`x["repeat"](x, 2, 1)`, or use `tile`.
+---@class moontune.Tensor
+---@field grad moontune.Tensor? the gradient that `backward` accumulated (nil if none); `p.grad = nil` unsets it, `p.grad = g` sets it (same shape, dtype and device)
+---@operator add(moontune.Number): moontune.Tensor
+---@operator sub(moontune.Number): moontune.Tensor
+---@operator mul(moontune.Number): moontune.Tensor
+---@operator div(moontune.Number): moontune.Tensor
+---@operator pow(moontune.Number): moontune.Tensor
+---@operator unm: moontune.Tensor
+---@operator len: integer
+local Tensor = {}
+
+---The shape, which prints like `torch.Size([3, 4])`.
+---@return moontune.Size
+function Tensor:shape() end
+
+---The shape, or the size of one dim.
+---@param dim? integer
+---@return moontune.Size|integer
+function Tensor:size(dim) end
+
+---The number of dims.
+---@return integer
+function Tensor:dim() end
+
+---The number of elements.
+---@return integer
+function Tensor:numel() end
+
+---The element type's name (`"float32"`, `"bfloat16"`, `"int64"`, …).
+---@return string
+function Tensor:dtype() end
+
+---The device's name (`"cpu"`, `"cuda:0"`).
+---@return string
+function Tensor:device() end
+
+---Whether the elements lie contiguously in memory.
+---@return boolean
+function Tensor:is_contiguous() end
+
+---The value of a one-element tensor as a Lua number (an integer for integer dtypes) or boolean.
+---@return number|boolean
+function Tensor:item() end
+
+---The values as nested Lua sequences (1-based), as `tensor.tolist()`.
+---@return table|number|boolean
+function Tensor:tolist() end
+
+---Converts: `to("bf16")`, `to("cuda")`, `to{ dtype =, device = }`.
+---@param target moontune.Dtype|moontune.Device|{ dtype?: moontune.Dtype, device?: moontune.Device }
+---@return moontune.Tensor
+function Tensor:to(target) end
+
+---As float32.
+---@return moontune.Tensor
+function Tensor:float() end
+
+---As float64.
+---@return moontune.Tensor
+function Tensor:double() end
+
+---As float16.
+---@return moontune.Tensor
+function Tensor:half() end
+
+---As bfloat16.
+---@return moontune.Tensor
+function Tensor:bfloat16() end
+
+---As int64.
+---@return moontune.Tensor
+function Tensor:long() end
+
+---As int32.
+---@return moontune.Tensor
+function Tensor:int() end
+
+---As bool.
+---@return moontune.Tensor
+function Tensor:bool() end
+
+---On the CPU.
+---@return moontune.Tensor
+function Tensor:cpu() end
+
+---On CUDA device `index` (default 0).
+---@param index? integer
+---@return moontune.Tensor
+function Tensor:cuda(index) end
+
+---The same data, cut off from autograd.
+---@return moontune.Tensor
+function Tensor:detach() end
+
+---Cuts this tensor off from autograd, in place.
+---@return moontune.Tensor self
+function Tensor:detach_() end
+
+---The same values, laid out contiguously (itself if already contiguous).
+---@return moontune.Tensor
+function Tensor:contiguous() end
+
+---A copy with storage of its own (gradients flow through it, as `torch.clone`).
+---@return moontune.Tensor
+function Tensor:clone() end
+
+---Whether autograd tracks this tensor.
+---@return boolean
+function Tensor:requires_grad() end
+
+---Turns gradient tracking on (or off with `false`), in place.
+---@param flag? boolean default true
+---@return moontune.Tensor self
+function Tensor:requires_grad_(flag) end
+
+---Computes the gradients of this tensor (a scalar, or give `grad` of its shape) with respect to
+---the tensors that require them; they accumulate in their `.grad`.
+---@param grad? moontune.Tensor
+---@param opts? { retain_graph?: boolean } keep the graph for another backward
+function Tensor:backward(grad, opts) end
+
+---The name of the parameter this handle stands for in a module tree
+---(`"model.layers.0.mlp.up_proj.weight"`), or nil for a plain tensor. Optimizers key their state
+---by it.
+---@return string?
+function Tensor:param_name() end
+
+---Frees the storage now rather than at the next garbage collection; using the tensor afterwards
+---is an error.
+function Tensor:free() end
+
+---`self + alpha * other`.
+---@param other moontune.Number
+---@param opts? { alpha?: number }
+---@return moontune.Tensor
+function Tensor:add(other, opts) end
+
+---In-place `add`.
+---@param other moontune.Number
+---@param opts? { alpha?: number }
+---@return moontune.Tensor self
+function Tensor:add_(other, opts) end
+
+---`self - alpha * other`.
+---@param other moontune.Number
+---@param opts? { alpha?: number }
+---@return moontune.Tensor
+function Tensor:sub(other, opts) end
+
+---In-place `sub`.
+---@param other moontune.Number
+---@param opts? { alpha?: number }
+---@return moontune.Tensor self
+function Tensor:sub_(other, opts) end
+
+---Elementwise product.
+---@param other moontune.Number
+---@param opts? { alpha?: number } multiplies `other` first
+---@return moontune.Tensor
+function Tensor:mul(other, opts) end
+
+---In-place `mul`.
+---@param other moontune.Number
+---@param opts? { alpha?: number }
+---@return moontune.Tensor self
+function Tensor:mul_(other, opts) end
+
+---Elementwise true division (integers give floats, as PyTorch).
+---@param other moontune.Number
+---@param opts? { alpha?: number } multiplies `other` first
+---@return moontune.Tensor
+function Tensor:div(other, opts) end
+
+---In-place `div`.
+---@param other moontune.Number
+---@param opts? { alpha?: number }
+---@return moontune.Tensor self
+function Tensor:div_(other, opts) end
+
+---Elementwise power.
+---@param exponent moontune.Number
+---@param opts? { alpha?: number } multiplies the exponent first
+---@return moontune.Tensor
+function Tensor:pow(exponent, opts) end
+
+---In-place `pow`.
+---@param exponent moontune.Number
+---@param opts? { alpha?: number }
+---@return moontune.Tensor self
+function Tensor:pow_(exponent, opts) end
+
+---Matrix product with broadcasting (`torch.matmul`).
+---@param other moontune.Tensor
+---@return moontune.Tensor
+function Tensor:matmul(other) end
+
+---Product of two 2-D matrices.
+---@param other moontune.Tensor
+---@return moontune.Tensor
+function Tensor:mm(other) end
+
+---Batched product of (B, n, m) and (B, m, p).
+---@param other moontune.Tensor
+---@return moontune.Tensor
+function Tensor:bmm(other) end
+
+---`beta * self + alpha * (b1 @ b2)` over batches (`torch.baddbmm`).
+---@param b1 moontune.Tensor
+---@param b2 moontune.Tensor
+---@param opts? { beta?: number, alpha?: number } both default 1
+---@return moontune.Tensor
+function Tensor:baddbmm(b1, b2, opts) end
+
+---Outer product of two vectors.
+---@param other moontune.Tensor
+---@return moontune.Tensor
+function Tensor:outer(other) end
+
+---PyTorch's basic indexing: `x:slice{ 0, {1, 3}, {nil, nil, 2} }` is `x[0, 1:3, ::2]`. A number
+---picks an index and drops the dim; `{start, stop, step}` slices (any part nil; `{}` keeps the
+---whole dim). The result is a view.
+---@param spec (integer|{ [1]: integer?, [2]: integer?, [3]: integer? })[]
+---@return moontune.Tensor
+function Tensor:slice(spec) end
+
+---Elementwise `==` (a bool tensor).
+---@param other moontune.Number
+---@return moontune.Tensor
+function Tensor:eq(other) end
+
+---Elementwise `~=`.
+---@param other moontune.Number
+---@return moontune.Tensor
+function Tensor:ne(other) end
+
+---Elementwise `<`.
+---@param other moontune.Number
+---@return moontune.Tensor
+function Tensor:lt(other) end
+
+---Elementwise `<=`.
+---@param other moontune.Number
+---@return moontune.Tensor
+function Tensor:le(other) end
+
+---Elementwise `>`.
+---@param other moontune.Number
+---@return moontune.Tensor
+function Tensor:gt(other) end
+
+---Elementwise `>=`.
+---@param other moontune.Number
+---@return moontune.Tensor
+function Tensor:ge(other) end
+
+---Whether both have the same shape and values (`torch.equal`; also `a == b`).
+---@param other moontune.Tensor
+---@return boolean
+function Tensor:equal(other) end
+
+---Whether all elements are close: `|a - b| <= atol + rtol * |b|`.
+---@param other moontune.Tensor
+---@param opts? { rtol?: number, atol?: number } defaults 1e-5 and 1e-8
+---@return boolean
+function Tensor:allclose(other, opts) end
+
+---Elementwise and of two bool tensors.
+---@param other moontune.Tensor
+---@return moontune.Tensor
+function Tensor:logical_and(other) end
+
+---Elementwise or of two bool tensors.
+---@param other moontune.Tensor
+---@return moontune.Tensor
+function Tensor:logical_or(other) end
+
+---Elementwise not.
+---@return moontune.Tensor
+function Tensor:logical_not() end
+
+---Whether every element is true (a 0-dim bool tensor).
+---@return moontune.Tensor
+function Tensor:all() end
+
+---Whether any element is true (a 0-dim bool tensor).
+---@return moontune.Tensor
+function Tensor:any() end
+
+---Negation.
+---@return moontune.Tensor
+function Tensor:neg() end
+
+---In-place negation.
+---@return moontune.Tensor self
+function Tensor:neg_() end
+
+---Fills with zeros, in place.
+---@return moontune.Tensor self
+function Tensor:zero_() end
+
+---Sum over all elements, or over `dim` (an integer or a list of them): `sum()`, `sum(-1)`,
+---`sum(1, true)`, `sum({0, 1}, { keepdim = true })`.
+---@param dim? integer|integer[]
+---@param keepdim? boolean|{ keepdim?: boolean }
+---@return moontune.Tensor
+function Tensor:sum(dim, keepdim) end
+
+---Mean over all elements, or over `dim` (as `sum`).
+---@param dim? integer|integer[]
+---@param keepdim? boolean|{ keepdim?: boolean }
+---@return moontune.Tensor
+function Tensor:mean(dim, keepdim) end
+
+---Standard deviation (floating-point tensors), unbiased unless told (`correction = 0`).
+---@param dim? integer|integer[]
+---@param keepdim? boolean|{ keepdim?: boolean, correction?: integer }
+---@return moontune.Tensor
+function Tensor:std(dim, keepdim) end
+
+---Variance (floating-point tensors), unbiased unless told (`correction = 0`).
+---@param dim? integer|integer[]
+---@param keepdim? boolean|{ keepdim?: boolean, correction?: integer }
+---@return moontune.Tensor
+function Tensor:var(dim, keepdim) end
+
+---`max()`: the largest element; `max(dim, keepdim?)`: the values and their indices along
+---`dim`; `max(other)`: the elementwise maximum.
+---@param dim_or_other? integer|moontune.Tensor
+---@param keepdim? boolean|{ keepdim?: boolean }
+---@return moontune.Tensor values
+---@return moontune.Tensor? indices with a dim
+function Tensor:max(dim_or_other, keepdim) end
+
+---`min()`, `min(dim, keepdim?)` (values and indices), `min(other)`: as `max`.
+---@param dim_or_other? integer|moontune.Tensor
+---@param keepdim? boolean|{ keepdim?: boolean }
+---@return moontune.Tensor values
+---@return moontune.Tensor? indices with a dim
+function Tensor:min(dim_or_other, keepdim) end
+
+---The index of the largest element (of the flattened tensor, or along `dim`).
+---@param dim? integer
+---@param keepdim? boolean|{ keepdim?: boolean }
+---@return moontune.Tensor
+function Tensor:argmax(dim, keepdim) end
+
+---The index of the smallest element (of the flattened tensor, or along `dim`).
+---@param dim? integer
+---@param keepdim? boolean|{ keepdim?: boolean }
+---@return moontune.Tensor
+function Tensor:argmin(dim, keepdim) end
+
+---The p-norm (default 2) over all elements or `dim`: `norm()`, `norm(1)`, `norm(2, -1, true)`.
+---@param p? number
+---@param dim? integer|integer[]
+---@param keepdim? boolean|{ keepdim?: boolean }
+---@return moontune.Tensor
+function Tensor:norm(p, dim, keepdim) end
+
+---A view with another shape (one size may be -1).
+---@param ... integer|integer[]
+---@return moontune.Tensor
+function Tensor:view(...) end
+
+---Another shape (a view when possible, else a copy).
+---@param ... integer|integer[]
+---@return moontune.Tensor
+function Tensor:reshape(...) end
+
+---Reorders the dims.
+---@param ... integer|integer[]
+---@return moontune.Tensor
+function Tensor:permute(...) end
+
+---Broadcasts size-1 dims to larger sizes, without copying (-1 keeps a size).
+---@param ... integer|integer[]
+---@return moontune.Tensor
+function Tensor:expand(...) end
+
+---Expands to the shape of `other`.
+---@param other moontune.Tensor
+---@return moontune.Tensor
+function Tensor:expand_as(other) end
+
+---Repeats the tensor along each dim (`torch.Tensor.repeat`; call it as `x["repeat"](x, 2, 1)`).
+---@param ... integer|integer[]
+---@return moontune.Tensor
+Tensor["repeat"] = function(self, ...) end
+
+---Repeats the tensor along each dim (`torch.tile`).
+---@param ... integer|integer[]
+---@return moontune.Tensor
+function Tensor:tile(...) end
+
+---Swaps two dims.
+---@param dim0 integer
+---@param dim1 integer
+---@return moontune.Tensor
+function Tensor:transpose(dim0, dim1) end
+
+---Transposes a 2-D tensor.
+---@return moontune.Tensor
+function Tensor:t() end
+
+---Inserts a size-1 dim.
+---@param dim integer
+---@return moontune.Tensor
+function Tensor:unsqueeze(dim) end
+
+---Removes size-1 dims (all of them, or `dim`).
+---@param dim? integer
+---@return moontune.Tensor
+function Tensor:squeeze(dim) end
+
+---Flattens dims `start` to `end` into one.
+---@param start_dim? integer default 0
+---@param end_dim? integer default -1
+---@return moontune.Tensor
+function Tensor:flatten(start_dim, end_dim) end
+
+---Splits into pieces of `size` (or of the listed sizes) along `dim`.
+---@param size integer|integer[]
+---@param dim? integer default 0
+---@return moontune.Tensor[]
+function Tensor:split(size, dim) end
+
+---Splits into `n` pieces along `dim`.
+---@param n integer
+---@param dim? integer default 0
+---@return moontune.Tensor[]
+function Tensor:chunk(n, dim) end
+
+---The view of `length` entries from `start` along `dim`.
+---@param dim integer
+---@param start integer
+---@param length integer
+---@return moontune.Tensor
+function Tensor:narrow(dim, start, length) end
+
+---The entries at `index` (int64, 1-D) along `dim`.
+---@param dim integer
+---@param index moontune.Tensor
+---@return moontune.Tensor
+function Tensor:index_select(dim, index) end
+
+---Gathers values along `dim` at `index` (`torch.gather`).
+---@param dim integer
+---@param index moontune.Tensor
+---@return moontune.Tensor
+function Tensor:gather(dim, index) end
+
+---A copy with values from `src` (a tensor or a number) written at `index` along `dim`.
+---@param dim integer
+---@param index moontune.Tensor
+---@param src moontune.Number
+---@return moontune.Tensor
+function Tensor:scatter(dim, index, src) end
+
+---A copy with `value` where `mask` is true.
+---@param mask moontune.Tensor
+---@param value moontune.Number
+---@return moontune.Tensor
+function Tensor:masked_fill(mask, value) end
+
+---Writes `value` where `mask` is true, in place.
+---@param mask moontune.Tensor
+---@param value moontune.Number
+---@return moontune.Tensor self
+function Tensor:masked_fill_(mask, value) end
+
+---This tensor where `cond` is true, else `other` (`x.where(cond, other)`).
+---@param cond moontune.Tensor
+---@param other moontune.Number
+---@return moontune.Tensor
+function Tensor:where(cond, other) end
+
+---e^x.
+---@return moontune.Tensor
+function Tensor:exp() end
+
+---In-place `exp`.
+---@return moontune.Tensor self
+function Tensor:exp_() end
+
+---Natural logarithm.
+---@return moontune.Tensor
+function Tensor:log() end
+
+---In-place `log`.
+---@return moontune.Tensor self
+function Tensor:log_() end
+
+---Square root.
+---@return moontune.Tensor
+function Tensor:sqrt() end
+
+---In-place `sqrt`.
+---@return moontune.Tensor self
+function Tensor:sqrt_() end
+
+---1 / √x.
+---@return moontune.Tensor
+function Tensor:rsqrt() end
+
+---In-place `rsqrt`.
+---@return moontune.Tensor self
+function Tensor:rsqrt_() end
+
+---Absolute value.
+---@return moontune.Tensor
+function Tensor:abs() end
+
+---In-place `abs`.
+---@return moontune.Tensor self
+function Tensor:abs_() end
+
+---Hyperbolic tangent.
+---@return moontune.Tensor
+function Tensor:tanh() end
+
+---In-place `tanh`.
+---@return moontune.Tensor self
+function Tensor:tanh_() end
+
+---Logistic sigmoid.
+---@return moontune.Tensor
+function Tensor:sigmoid() end
+
+---In-place `sigmoid`.
+---@return moontune.Tensor self
+function Tensor:sigmoid_() end
+
+---max(x, 0).
+---@return moontune.Tensor
+function Tensor:relu() end
+
+---In-place `relu`.
+---@return moontune.Tensor self
+function Tensor:relu_() end
+
+---x · sigmoid(x).
+---@return moontune.Tensor
+function Tensor:silu() end
+
+---In-place `silu`.
+---@return moontune.Tensor self
+function Tensor:silu_() end
+
+---GELU, exact (`"none"`, the default) or with the tanh approximation (`"tanh"`).
+---@param approximate? "none"|"tanh"
+---@return moontune.Tensor
+function Tensor:gelu(approximate) end
+
+---Sine.
+---@return moontune.Tensor
+function Tensor:sin() end
+
+---Cosine.
+---@return moontune.Tensor
+function Tensor:cos() end
+
+---x².
+---@return moontune.Tensor
+function Tensor:square() end
+
+---1 / x.
+---@return moontune.Tensor
+function Tensor:reciprocal() end
+
+---The lower triangle (entries above diagonal `diagonal` zeroed).
+---@param diagonal? integer default 0
+---@return moontune.Tensor
+function Tensor:tril(diagonal) end
+
+---The upper triangle (entries below diagonal `diagonal` zeroed).
+---@param diagonal? integer default 0
+---@return moontune.Tensor
+function Tensor:triu(diagonal) end
+
+---Cumulative sum along `dim`.
+---@param dim integer
+---@return moontune.Tensor
+function Tensor:cumsum(dim) end
+
+---Draws `n` indices from the rows of probabilities (or weights) this tensor holds.
+---@param n integer
+---@param replacement? boolean default false
+---@return moontune.Tensor
+function Tensor:multinomial(n, replacement) end
+
+---The `k` largest values along `dim` (default -1), sorted, and their indices.
+---@param k integer
+---@param dim? integer
+---@return moontune.Tensor values
+---@return moontune.Tensor indices
+function Tensor:topk(k, dim) end
+
+---Sorts along `dim` (default -1): the values and their indices.
+---@param dim? integer
+---@param descending? boolean default false
+---@return moontune.Tensor values
+---@return moontune.Tensor indices
+function Tensor:sort(dim, descending) end
+
+---Softmax along `dim`.
+---@param dim integer
+---@return moontune.Tensor
+function Tensor:softmax(dim) end
+
+---Log-softmax along `dim`.
+---@param dim integer
+---@return moontune.Tensor
+function Tensor:log_softmax(dim) end
+
+---Clamps into [min, max]: `clamp(min, max)`, `clamp(min)`, `clamp(nil, max)` or
+---`clamp{ min =, max = }`; integer bounds keep an integer tensor's dtype.
+---@param min? number|{ min?: number, max?: number }
+---@param max? number
+---@return moontune.Tensor
+function Tensor:clamp(min, max) end
+
+---In-place `clamp`.
+---@param min? number|{ min?: number, max?: number }
+---@param max? number
+---@return moontune.Tensor self
+function Tensor:clamp_(min, max) end
+
+---Fills with a number, in place.
+---@param value number|boolean
+---@return moontune.Tensor self
+function Tensor:fill_(value) end
+
+---Copies `src`'s values (broadcast to this shape) into this tensor, in place.
+---@param src moontune.Tensor
+---@return moontune.Tensor self
+function Tensor:copy_(src) end
+
+---Makes this handle hold `src`'s data (PyTorch's `t.data = src`): shape, dtype and device may
+---change; the handle, and what holds it (an optimizer, a module), stays.
+---@param src moontune.Tensor
+---@return moontune.Tensor self
+function Tensor:set_data(src) end
+
+---Fills with uniform samples on [a, b), in place.
+---@param a? number default 0
+---@param b? number default 1
+---@return moontune.Tensor self
+function Tensor:uniform_(a, b) end
+
+---Fills with normal samples, in place.
+---@param mean? number default 0
+---@param std? number default 1
+---@return moontune.Tensor self
+function Tensor:normal_(mean, std) end
+
+---`mt.nn`: modules as Lua objects, in the manner of `torch.nn`. Layers (`nn.linear`, …) are
+---made by calling their constructors; modules of your own are classes made by `nn.module`.
+---Lua modules and loaded models (`mt.models.load`) answer the same methods (see
+---[nn.Module](#moontune-nn-Module)), and either can be a child of the other.
+---@class moontune.nn
+mt.nn = {}
+
+---A new module class. Define `:init(...)` (the constructor's body) and `:forward(...)` on it;
+---calling the class makes an instance, calling an instance runs `forward` and its hooks. Any
+---module assigned to a field becomes a child, in assignment order.
+---
+---```lua
+---local MLP = nn.module("MLP")
+---function MLP:init(d_in, d_hidden)
+---  self.fc1 = nn.linear(d_in, d_hidden)
+---  self.fc2 = nn.linear(d_hidden, d_in)
+---  self:register_parameter("scale", T.ones{ d_in })
+---end
+---function MLP:forward(x) return self.fc2(self.fc1(x):relu()) * self.scale end
+---local m = MLP(4, 16)
+---```
+---@param name string the class name (printed by `tostring`)
+---@param parent? moontune.nn.Module a class to derive from (default nn.Module)
+---@return moontune.nn.Module class
+function mt.nn.module(name, parent) end
+
+---Whether `v` is a module: a Lua module or a loaded model or submodule.
+---@param v any
+---@return boolean
+function mt.nn.is_module(v) end
+
+---The names a pattern picks, in order (to see what `freeze` or a hook would take).
+---@param pattern moontune.Pattern
+---@param names string[]
+---@return string[]
+function mt.nn.matching(pattern, names) end
+
+---`y = x Wᵀ + b`, W of (out, in), initialised as `torch.nn.Linear` (Kaiming uniform, a = √5).
+---@param in_features integer
+---@param out_features integer
+---@param opts? { bias?: boolean, dtype?: moontune.Dtype, device?: moontune.Device } `bias` defaults to true
+---@return moontune.nn.Linear
+function mt.nn.linear(in_features, out_features, opts) end
+
+---A lookup table of `num_embeddings` rows of `embedding_dim`, initialised N(0, 1); the
+---`padding_idx` row (0-based) is zero and gets no gradient.
+---@param num_embeddings integer
+---@param embedding_dim integer
+---@param opts? { padding_idx?: integer, dtype?: moontune.Dtype, device?: moontune.Device }
+---@return moontune.nn.Embedding
+function mt.nn.embedding(num_embeddings, embedding_dim, opts) end
+
+---Layer normalisation over the trailing `shape`, weight ones and bias zeros (`torch.nn.LayerNorm`).
+---@param shape integer|integer[]
+---@param opts? { eps?: number, elementwise_affine?: boolean, bias?: boolean, dtype?: moontune.Dtype, device?: moontune.Device } `eps` defaults to 1e-5
+---@return moontune.nn.LayerNorm
+function mt.nn.layer_norm(shape, opts) end
+
+---RMS normalisation over the trailing `shape`, weight ones (`torch.nn.RMSNorm`; eps nil is the
+---dtype's epsilon).
+---@param shape integer|integer[]
+---@param opts? { eps?: number, elementwise_affine?: boolean, dtype?: moontune.Dtype, device?: moontune.Device }
+---@return moontune.nn.RMSNorm
+function mt.nn.rms_norm(shape, opts) end
+
+---Zeroes elements with probability `p` while training, scaling the rest by 1/(1-p).
+---@param p? number default 0.5
+---@return moontune.nn.Dropout
+function mt.nn.dropout(p) end
+
+---Applies its layers in order: `nn.sequential(a, b, c)` or `nn.sequential{ a, b, c }`. A layer is
+---a module or a plain function of one tensor; module layers are children named by their
+---0-based position ("0", "1", …), so state dict keys match `torch.nn.Sequential`'s.
+---@param ... moontune.nn.Module|fun(x: moontune.Tensor): moontune.Tensor|table
+---@return moontune.nn.Sequential
+function mt.nn.sequential(...) end
+
+---`torch.nn.ReLU`.
+---@return moontune.nn.ReLU
+function mt.nn.relu() end
+
+---`torch.nn.GELU`.
+---@param approximate? "none"|"tanh"
+---@return moontune.nn.GELU
+function mt.nn.gelu(approximate) end
+
+---`torch.nn.SiLU`.
+---@return moontune.nn.SiLU
+function mt.nn.silu() end
+
+---`torch.nn.Tanh`.
+---@return moontune.nn.Tanh
+function mt.nn.tanh() end
+
+---`torch.nn.Sigmoid`.
+---@return moontune.nn.Sigmoid
+function mt.nn.sigmoid() end
+
+---`torch.nn.Softmax`.
+---@param dim integer required
+---@return moontune.nn.Softmax
+function mt.nn.softmax(dim) end
+
+---`torch.nn.LogSoftmax`.
+---@param dim integer required
+---@return moontune.nn.LogSoftmax
+function mt.nn.log_softmax(dim) end
+
+---Modules held in order, children named "0", "1", … (`torch.nn.ModuleList`).
+---@param modules? moontune.nn.Module[]
+---@return moontune.nn.ModuleList
+function mt.nn.module_list(modules) end
+
+---Modules by name (`torch.nn.ModuleDict`): `md.encoder`, children in name order.
+---@param modules? table<string, moontune.nn.Module>
+---@return moontune.nn.ModuleDict
+function mt.nn.module_dict(modules) end
+
+---The module interface that Lua modules ([mt.nn.Module](#moontune-nn-Module)) and loaded models
+---([Module](#moontune-Module)) share: the same methods with the same return types, so that the
+---tree walks straight through both and either can be a child of the other. Names are dotted
+---paths relative to the module the method is called on (`""` is the module itself). A module
+---reachable twice (shared, or through a cycle) is visited once.
+---@class moontune.AnyModule
+---@field training boolean whether the module is in training mode (`train`, `eval` set it)
+local AnyModule = {}
+
+---The parameters of the tree, by dotted name (a table: use `pairs`).
+---@param opts? { trainable?: boolean } only those that require gradients
+---@return table<string, moontune.Tensor>
+function AnyModule:named_parameters(opts) end
+
+---The parameters of the tree as a sequence, in tree order (`ipairs`); each carries its name
+---(`p:param_name()`).
+---@param opts? { trainable?: boolean } only those that require gradients
+---@return moontune.Tensor[]
+function AnyModule:parameters(opts) end
+
+---Every module of the tree by dotted name, `""` being this one (a table: use `pairs`).
+---@return table<string, moontune.nn.Module|moontune.Module>
+function AnyModule:named_modules() end
+
+---The module at a dotted path (`"encoder.layers.0"`); an error naming the path if none.
+---@param name string
+---@return moontune.nn.Module|moontune.Module
+function AnyModule:get_submodule(name) end
+
+---Parameters and buffers by dotted name (the tensors themselves, not copies).
+---@return table<string, moontune.Tensor>
+function AnyModule:state_dict() end
+
+---Copies tensors from `sd` by name into the parameters and buffers.
+---@param sd table<string, moontune.Tensor>
+---@param opts? { strict?: boolean } missing and unexpected names are errors (default true)
+---@return string[] missing names the module has and `sd` lacks
+---@return string[] unexpected names in `sd` the module lacks
+function AnyModule:load_state_dict(sd, opts) end
+
+---The number of parameter elements in the tree.
+---@param opts? { trainable?: boolean }
+---@return integer
+function AnyModule:num_parameters(opts) end
+
+---Sets training mode on the whole tree (default true).
+---@param mode? boolean
+---@return self
+function AnyModule:train(mode) end
+
+---Sets evaluation mode on the whole tree (`train(false)`).
+---@return self
+function AnyModule:eval() end
+
+---Stops training the parameters the pattern picks (all without one).
+---@param pattern? moontune.Pattern
+---@return self
+function AnyModule:freeze(pattern) end
+
+---Trains the parameters the pattern picks again (all without one).
+---@param pattern? moontune.Pattern
+---@return self
+function AnyModule:unfreeze(pattern) end
+
+---Unsets every parameter's gradient (PyTorch's default), or zeroes them with `set_to_none = false`.
+---@param opts? { set_to_none?: boolean }
+---@return self
+function AnyModule:zero_grad(opts) end
+
+---Moves or converts every parameter and buffer in place: `to("bf16")`, `to("cuda")`,
+---`to{ dtype =, device = }`. Tensors keep their identity, so an optimizer made before still
+---holds them; only floating-point tensors change dtype.
+---@param opts moontune.Dtype|moontune.Device|{ dtype?: moontune.Dtype, device?: moontune.Device }
+---@return self
+function AnyModule:to(opts) end
+
+---Calls `fn(module)` on every module of the tree.
+---@param fn fun(m: moontune.nn.Module|moontune.Module)
+---@return self
+function AnyModule:apply(fn) end
+
+---Calls `fn(module, input, output, name)` after the forward of every module the pattern picks
+---(`""` is this module); a returned value replaces the output. A loaded model without hooks
+---pays nothing for them.
+---@param pattern moontune.Pattern
+---@param fn fun(module: any, input: any, output: any, name: string): any
+---@return moontune.HookHandle
+function AnyModule:register_forward_hook(pattern, fn) end
+
+---The base class of modules written in Lua (`nn.module(name)` derives from it, and so do the
+---layers). Besides the [module interface](#moontune-AnyModule) it has what a class defines or
+---calls in its constructor. `m(...)` calls `forward` and then the forward hooks; `tostring(m)`
+---prints the tree as PyTorch does.
+---@class moontune.nn.Module: moontune.AnyModule
+mt.nn.Module = {}
+
+---The constructor's body, which you define: `function MyModule:init(...)`; calling the class
+---runs it on a new instance.
+---@param ... any the class's constructor arguments
+function mt.nn.Module:init(...) end
+
+---Makes an instance; `Class.new(...)` is `Class(...)`.
+---@param ... any the constructor arguments
+---@return moontune.nn.Module
+function mt.nn.Module.new(...) end
+
+---The computation, which you define: `function MyModule:forward(x)`. Call the module (`m(x)`)
+---rather than `forward`, so that hooks run.
+---@param ... any
+---@return any
+function mt.nn.Module:forward(...) end
+
+---The text inside the parentheses when the module prints (`Linear(in_features=4, ...)`);
+---override it to show your module's settings.
+---@return string
+function mt.nn.Module:extra_repr() end
+
+---Registers `t` as a parameter named `name` (gradient tracking turned on) and sets `self[name]`.
+---@param name string
+---@param t moontune.Tensor
+---@return moontune.Tensor t
+function mt.nn.Module:register_parameter(name, t) end
+
+---Registers `t` as a buffer (saved in the state dict, not trained) and sets `self[name]`.
+---@param name string
+---@param t moontune.Tensor
+---@return moontune.Tensor t
+function mt.nn.Module:register_buffer(name, t) end
+
+---An iterator over `(name, child)` of the direct children, in registration order:
+---`for name, child in m:named_children() do ... end`.
+---@return fun(): string?, moontune.nn.Module?
+function mt.nn.Module:named_children() end
+
+---The buffers of the tree, by dotted name.
+---@return table<string, moontune.Tensor>
+function mt.nn.Module:named_buffers() end
+
+---The class behind `nn.linear`.
+---@class moontune.nn.Linear: moontune.nn.Module
+---@field weight moontune.Tensor (out_features, in_features)
+---@field bias moontune.Tensor? (out_features), unless made with `bias = false`
+---@field in_features integer
+---@field out_features integer
+---@overload fun(in_features: integer, out_features: integer, opts?: table): moontune.nn.Linear
+mt.nn.Linear = {}
+
+---The class behind `nn.embedding`.
+---@class moontune.nn.Embedding: moontune.nn.Module
+---@field weight moontune.Tensor (num_embeddings, embedding_dim)
+---@field num_embeddings integer
+---@field embedding_dim integer
+---@field padding_idx integer?
+---@overload fun(num_embeddings: integer, embedding_dim: integer, opts?: table): moontune.nn.Embedding
+mt.nn.Embedding = {}
+
+---The class behind `nn.layer_norm`.
+---@class moontune.nn.LayerNorm: moontune.nn.Module
+---@field weight moontune.Tensor?
+---@field bias moontune.Tensor?
+---@field normalized_shape integer[]
+---@field eps number
+---@overload fun(shape: integer|integer[], opts?: table): moontune.nn.LayerNorm
+mt.nn.LayerNorm = {}
+
+---The class behind `nn.rms_norm`.
+---@class moontune.nn.RMSNorm: moontune.nn.Module
+---@field weight moontune.Tensor?
+---@field normalized_shape integer[]
+---@field eps number?
+---@overload fun(shape: integer|integer[], opts?: table): moontune.nn.RMSNorm
+mt.nn.RMSNorm = {}
+
+---The class behind `nn.dropout`.
+---@class moontune.nn.Dropout: moontune.nn.Module
+---@field p number
+---@overload fun(p?: number): moontune.nn.Dropout
+mt.nn.Dropout = {}
+
+---The class behind `nn.sequential`; `#seq` counts its layers.
+---@class moontune.nn.Sequential: moontune.nn.Module
+---@overload fun(...): moontune.nn.Sequential
+mt.nn.Sequential = {}
+
+---The class behind `nn.relu`.
+---@class moontune.nn.ReLU: moontune.nn.Module
+---@overload fun(): moontune.nn.ReLU
+mt.nn.ReLU = {}
+
+---The class behind `nn.gelu`.
+---@class moontune.nn.GELU: moontune.nn.Module
+---@overload fun(approximate?: "none"|"tanh"): moontune.nn.GELU
+mt.nn.GELU = {}
+
+---The class behind `nn.silu`.
+---@class moontune.nn.SiLU: moontune.nn.Module
+---@overload fun(): moontune.nn.SiLU
+mt.nn.SiLU = {}
+
+---The class behind `nn.tanh`.
+---@class moontune.nn.Tanh: moontune.nn.Module
+---@overload fun(): moontune.nn.Tanh
+mt.nn.Tanh = {}
+
+---The class behind `nn.sigmoid`.
+---@class moontune.nn.Sigmoid: moontune.nn.Module
+---@overload fun(): moontune.nn.Sigmoid
+mt.nn.Sigmoid = {}
+
+---The class behind `nn.softmax`.
+---@class moontune.nn.Softmax: moontune.nn.Module
+---@overload fun(dim: integer): moontune.nn.Softmax
+mt.nn.Softmax = {}
+
+---The class behind `nn.log_softmax`.
+---@class moontune.nn.LogSoftmax: moontune.nn.Module
+---@overload fun(dim: integer): moontune.nn.LogSoftmax
+mt.nn.LogSoftmax = {}
+
+---The class behind `nn.module_list`: `ml[i]` is the i-th module, 0-based like a PyTorch index;
+---`#ml` counts them. It has no `forward`: call its modules.
+---@class moontune.nn.ModuleList: moontune.nn.Module
+---@overload fun(modules?: moontune.nn.Module[]): moontune.nn.ModuleList
+mt.nn.ModuleList = {}
+
+---Adds a module at the end (named by its position).
+---@param m moontune.nn.Module|moontune.Module
+---@return moontune.nn.ModuleList self
+function mt.nn.ModuleList:append(m) end
+
+---The modules as a plain 1-based Lua sequence (for `ipairs`).
+---@return moontune.nn.Module[]
+function mt.nn.ModuleList:modules() end
+
+---The class behind `nn.module_dict`: `md.name` is a module. It has no `forward`: call its
+---modules by name.
+---@class moontune.nn.ModuleDict: moontune.nn.Module
+---@overload fun(modules?: table<string, moontune.nn.Module>): moontune.nn.ModuleDict
+mt.nn.ModuleDict = {}
+
+---`mt.nn.functional` (recipes call it `F`): the operations behind the layers, and losses, as
+---`torch.nn.functional`. A `reduction` is `"mean"` (the default), `"sum"` or `"none"`.
+---@class moontune.nn.functional
+mt.nn.functional = {}
+
+---Cross entropy of logits (N, C) or (N, C, …) against class ids (N) or (N, …).
+---@param input moontune.Tensor logits
+---@param target moontune.Tensor int64 class ids
+---@param opts? { ignore_index?: integer, label_smoothing?: number, reduction?: "mean"|"sum"|"none" } `ignore_index` defaults to -100
+---@return moontune.Tensor
+function mt.nn.functional.cross_entropy(input, target, opts) end
+
+---Mean squared error.
+---@param input moontune.Tensor
+---@param target moontune.Tensor
+---@param opts? { reduction?: "mean"|"sum"|"none" }
+---@return moontune.Tensor
+function mt.nn.functional.mse_loss(input, target, opts) end
+
+---Binary cross entropy of logits (numerically stable).
+---@param input moontune.Tensor logits
+---@param target moontune.Tensor probabilities in [0, 1]
+---@param opts? { weight?: moontune.Tensor, pos_weight?: moontune.Tensor, reduction?: "mean"|"sum"|"none" }
+---@return moontune.Tensor
+function mt.nn.functional.binary_cross_entropy_with_logits(input, target, opts) end
+
+---Binary cross entropy of probabilities.
+---@param input moontune.Tensor probabilities in [0, 1]
+---@param target moontune.Tensor
+---@param opts? { weight?: moontune.Tensor, reduction?: "mean"|"sum"|"none" }
+---@return moontune.Tensor
+function mt.nn.functional.binary_cross_entropy(input, target, opts) end
+
+---Negative log-likelihood of log-probabilities (N, C) against class ids.
+---@param input moontune.Tensor log-probabilities
+---@param target moontune.Tensor int64 class ids
+---@param opts? { weight?: moontune.Tensor, ignore_index?: integer, reduction?: "mean"|"sum"|"none" }
+---@return moontune.Tensor
+function mt.nn.functional.nll_loss(input, target, opts) end
+
+---Kullback–Leibler divergence, `input` being log-probabilities (`"batchmean"` is the
+---mathematically correct mean; `"mean"` is PyTorch's default).
+---@param input moontune.Tensor log-probabilities
+---@param target moontune.Tensor probabilities (log-probabilities with `log_target`)
+---@param opts? { reduction?: "mean"|"batchmean"|"sum"|"none", log_target?: boolean }
+---@return moontune.Tensor
+function mt.nn.functional.kl_div(input, target, opts) end
+
+---`x / max(‖x‖_p, eps)` along `dim`.
+---@param x moontune.Tensor
+---@param opts? { p?: number, dim?: integer, eps?: number } defaults 2, 1 and 1e-12
+---@return moontune.Tensor
+function mt.nn.functional.normalize(x, opts) end
+
+---Cosine similarity along `dim`.
+---@param a moontune.Tensor
+---@param b moontune.Tensor
+---@param opts? { dim?: integer, eps?: number } defaults 1 and 1e-8
+---@return moontune.Tensor
+function mt.nn.functional.cosine_similarity(a, b, opts) end
+
+---Pads the last dims: `pad` lists (left, right) amounts from the last dim backwards, as PyTorch.
+---@param x moontune.Tensor
+---@param pad integer[]
+---@param opts? { mode?: "constant"|"reflect"|"replicate"|"circular", value?: number }
+---@return moontune.Tensor
+function mt.nn.functional.pad(x, pad, opts) end
+
+---One-hot encoding of int64 ids (int64 result).
+---@param ids moontune.Tensor
+---@param num_classes? integer default: the largest id + 1
+---@return moontune.Tensor
+function mt.nn.functional.one_hot(ids, num_classes) end
+
+---`x Wᵀ + b`.
+---@param x moontune.Tensor
+---@param weight moontune.Tensor (out, in)
+---@param bias? moontune.Tensor
+---@return moontune.Tensor
+function mt.nn.functional.linear(x, weight, bias) end
+
+---The rows of `weight` that `ids` pick; an id outside the table is an error naming it.
+---@param ids moontune.Tensor int64
+---@param weight moontune.Tensor
+---@param padding_idx? integer
+---@return moontune.Tensor
+function mt.nn.functional.embedding(ids, weight, padding_idx) end
+
+---Layer normalisation over the trailing `shape`.
+---@param x moontune.Tensor
+---@param shape integer|integer[]
+---@param weight? moontune.Tensor
+---@param bias? moontune.Tensor
+---@param eps? number default 1e-5
+---@return moontune.Tensor
+function mt.nn.functional.layer_norm(x, shape, weight, bias, eps) end
+
+---RMS normalisation over the trailing `shape`.
+---@param x moontune.Tensor
+---@param shape integer|integer[]
+---@param weight? moontune.Tensor
+---@param eps? number default: the dtype's epsilon
+---@return moontune.Tensor
+function mt.nn.functional.rms_norm(x, shape, weight, eps) end
+
+---Dropout with probability `p` (default 0.5) when `training` (default true).
+---@param x moontune.Tensor
+---@param p? number
+---@param training? boolean
+---@return moontune.Tensor
+function mt.nn.functional.dropout(x, p, training) end
+
+---Attention `softmax(q kᵀ · scale + mask) v` (`torch.nn.functional.scaled_dot_product_attention`).
+---@param q moontune.Tensor (…, L, E)
+---@param k moontune.Tensor (…, S, E)
+---@param v moontune.Tensor (…, S, Ev)
+---@param mask? moontune.Tensor bool (true = attend) or additive float
+---@param opts? { dropout_p?: number, is_causal?: boolean, scale?: number, enable_gqa?: boolean }
+---@return moontune.Tensor
+function mt.nn.functional.scaled_dot_product_attention(q, k, v, mask, opts) end
+
+---`x:relu()`.
+---@param x moontune.Tensor
+---@return moontune.Tensor
+function mt.nn.functional.relu(x) end
+
+---`x:gelu(approximate)`.
+---@param x moontune.Tensor
+---@param approximate? "none"|"tanh"
+---@return moontune.Tensor
+function mt.nn.functional.gelu(x, approximate) end
+
+---`x:silu()`.
+---@param x moontune.Tensor
+---@return moontune.Tensor
+function mt.nn.functional.silu(x) end
+
+---`x:tanh()`.
+---@param x moontune.Tensor
+---@return moontune.Tensor
+function mt.nn.functional.tanh(x) end
+
+---`x:sigmoid()`.
+---@param x moontune.Tensor
+---@return moontune.Tensor
+function mt.nn.functional.sigmoid(x) end
+
+---`x:softmax(dim)`.
+---@param x moontune.Tensor
+---@param dim integer
+---@return moontune.Tensor
+function mt.nn.functional.softmax(x, dim) end
+
+---`x:log_softmax(dim)`.
+---@param x moontune.Tensor
+---@param dim integer
+---@return moontune.Tensor
+function mt.nn.functional.log_softmax(x, dim) end
+
+---`mt.nn.init`: initialising parameters in place, as `torch.nn.init`.
+---@class moontune.nn.init
+mt.nn.init = {}
+
+---Kaiming-uniform initialisation (`torch.nn.init.kaiming_uniform_`, fan-in, leaky-ReLU gain).
+---@param t moontune.Tensor
+---@param opts? { a?: number } the negative slope (default 0; nn.linear uses √5)
+---@return moontune.Tensor t
+function mt.nn.init.kaiming_uniform_(t, opts) end
+
+---Uniform on ±1/√fan_in, as PyTorch initialises a Linear's bias.
+---@param t moontune.Tensor
+---@param fan_in integer
+---@return moontune.Tensor t
+function mt.nn.init.uniform_fan_in_(t, fan_in) end
+
+---`mt.models`: transformer models in Hugging Face's format. Architectures: `LlamaForCausalLM`
+---(grouped-query attention, `rope_scaling` linear and llama3, tied or untied embeddings,
+---`attention_bias`, `mlp_bias`, `head_dim`), `MistralForCausalLM`, `Qwen2ForCausalLM`,
+---`Qwen3ForCausalLM`, `GPT2LMHeadModel` and `BertModel` (MiniLM too).
+---@class moontune.models
+mt.models = {}
+
+---Loads a Hugging Face directory: config.json and model.safetensors, or a sharded
+---model.safetensors.index.json (memory-mapped, converted tensor by tensor; pickle checkpoints
+---are refused), and generation_config.json when there is one.
+---@param dir string
+---@param opts? { dtype?: moontune.Dtype, device?: moontune.Device } floating-point weights converted to `dtype` (default: as stored); `device` default `"cpu"`
+---@return moontune.Module|nil model
+---@return string? message naming the file, tensor, shape or key at fault
+function mt.models.load(dir, opts) end
+
+---A randomly initialised model of an architecture, from a config table (config.json's keys).
+---@param architecture string such as `"LlamaForCausalLM"`
+---@param config table<string, any>
+---@param opts? { dtype?: moontune.Dtype, device?: moontune.Device }
+---@return moontune.Module
+function mt.models.new(architecture, config, opts) end
+
+---The mean of hidden states over the positions the attention mask keeps (sentence embeddings,
+---as sentence-transformers' mean pooling).
+---@param hidden moontune.Tensor (B, T, H)
+---@param mask? moontune.Tensor (B, T)
+---@return moontune.Tensor (B, H)
+function mt.models.mean_pool(hidden, mask) end
+
+---What `model:forward{ ... }` (or `model{ ... }`) takes. Any other key is an error.
+---@class moontune.ForwardInput
+---@field input_ids? moontune.Tensor int64 (B, T)
+---@field inputs_embeds? moontune.Tensor (B, T, hidden), instead of `input_ids`
+---@field attention_mask? moontune.Tensor (B, T), 1 = attend, 0 = padding
+---@field position_ids? moontune.Tensor (B, T)
+---@field token_type_ids? moontune.Tensor (B, T), encoders only
+---@field labels? moontune.Tensor int64 (B, T): causal models shift them and ignore -100
+---@field cache? moontune.Cache from `model:new_cache()`, extended in place
+---@field output_hidden_states? boolean causal models also return `last_hidden_state`
+
+---What `model:forward` returns.
+---@class moontune.ForwardOutput
+---@field logits? moontune.Tensor (B, T, vocab), causal models
+---@field loss? moontune.Tensor the mean cross entropy, when `labels` were given
+---@field last_hidden_state? moontune.Tensor (B, T, hidden): encoders; causal models with `output_hidden_states`
+---@field pooler_output? moontune.Tensor (B, hidden), encoders with a pooler
+
+---The options of `model:generate`. Greedy unless `do_sample = true`, as in transformers
+---(temperature, top_k and top_p alone do not switch sampling on). The model's
+---generation_config.json, when it has one, gives the defaults (do_sample, temperature, top_k,
+---top_p, repetition_penalty, max_new_tokens, eos and pad ids), then transformers' (20 new
+---tokens; when sampling temperature 1, top_k 50, top_p 1). Any other key is an error listing
+---the accepted ones.
+---@class moontune.GenerateOptions
+---@field max_new_tokens? integer
+---@field do_sample? boolean
+---@field temperature? number
+---@field top_k? integer 0 = no top-k
+---@field top_p? number
+---@field repetition_penalty? number
+---@field stop_ids? integer[] ids that end a row (besides the model's EOS ids)
+---@field stop_strings? string[] texts that end a row (needs `tokenizer`)
+---@field tokenizer? moontune.Tokenizer
+---@field attention_mask? moontune.Tensor for left-padded batches
+---@field pad_id? integer written after a row has finished
+---@field seed? integer samples from a generator of its own (the recipe's random stream is untouched)
+---@field on_token? fun(n: integer, tokens: integer[]): boolean? called after each new token: `n` counts from 1, `tokens` holds each row's new token (the pad id for finished rows); returning `false` stops
+
+---A loaded model (`mt.models.load`, `mt.models.new`) or one of its submodules, in a tree with
+---transformers' names (`model.layers.3.self_attn.q_proj`). It answers the
+---[module interface](#moontune-AnyModule) as Lua modules do. Fields are as in
+---PyTorch (`__index`): `m.lm_head.weight` is a parameter, `m.model.layers[0]` a child (0-based),
+---`m.training` the mode. `tostring(m)` (`__tostring`) prints the tree. Calling it (`m(x)`) is
+---`forward`. The root model adds `generate`, `new_cache`, `save`, `config`, `architecture`,
+---`dtype` and `device`.
+---@class moontune.Module: moontune.AnyModule
+---@operator call(moontune.ForwardInput|moontune.Tensor): moontune.ForwardOutput|moontune.Tensor
+local Module = {}
+
+---The root model takes a table of inputs and returns a table of outputs; a submodule whose
+---forward takes one tensor (`Linear`, `Embedding`, a norm, an MLP) takes and returns a tensor
+---(`model.model.embed_tokens(ids)`).
+---@param input moontune.ForwardInput|moontune.Tensor
+---@return moontune.ForwardOutput|moontune.Tensor
+function Module:forward(input) end
+
+---Generates continuations of `ids` (B, T) and returns (B, T + new) ids.
+---@param ids moontune.Tensor int64
+---@param opts? moontune.GenerateOptions
+---@return moontune.Tensor
+function Module:generate(ids, opts) end
+
+---A key/value cache for incremental decoding (`forward{ input_ids =, cache = c }`), empty or
+---starting from a prefix of `{ keys, values }` per layer, which take part in autograd (prefix
+---tuning's way in).
+---@param prefix? { [1]: moontune.Tensor, [2]: moontune.Tensor }[]
+---@return moontune.Cache
+function Module:new_cache(prefix) end
+
+---This module's dotted path in the model (`""` for the root).
+---@return string
+function Module:name() end
+
+---Writes config.json, model.safetensors and generation_config.json (if the model has one) to
+---`dir`, atomically; transformers loads the result.
+---@param dir string
+---@return true|nil ok
+---@return string? message
+function Module:save(dir) end
+
+---config.json's contents.
+---@return table<string, any>
+function Module:config() end
+
+---The architecture (`"LlamaForCausalLM"`).
+---@return string
+function Module:architecture() end
+
+---The dtype of the floating-point weights.
+---@return string
+function Module:dtype() end
+
+---The device the weights are on.
+---@return string
+function Module:device() end
+
+---A key/value cache (`model:new_cache()`), extended by each `forward` it is given.
+---@class moontune.Cache
+local Cache = {}
+
+---The number of positions cached.
+---@return integer
+function Cache:len() end
+
+---What `register_forward_hook` returns.
+---@class moontune.HookHandle
+local HookHandle = {}
+
+---Takes the hooks off again.
+function HookHandle:remove() end
+
+---`mt.optim`: optimizers whose updates match `torch.optim` on each of its three
+---implementations, chosen as there: `{ fused = true }` (its fused kernels; the default),
+---`{ foreach = true }` (libtorch's list ops) or both false (one op per tensor). `params` is a
+---sequence of parameters, a `named_parameters` table, or groups
+---`{ { params = ..., lr =, weight_decay = }, ... }` whose settings override the options.
+---@class moontune.optim
+mt.optim = {}
+
+---Stochastic gradient descent (`torch.optim.SGD`).
+---@param params moontune.Tensor[]|table<string, moontune.Tensor>|table[]
+---@param opts? { lr?: number, momentum?: number, dampening?: number, nesterov?: boolean, weight_decay?: number, foreach?: boolean, fused?: boolean } `lr` defaults to 1e-3
+---@return moontune.Optimizer
+function mt.optim.sgd(params, opts) end
+
+---Adam (`torch.optim.Adam`; weight decay as an L2 term).
+---@param params moontune.Tensor[]|table<string, moontune.Tensor>|table[]
+---@param opts? { lr?: number, betas?: number[], eps?: number, weight_decay?: number, amsgrad?: boolean, foreach?: boolean, fused?: boolean } defaults: lr 1e-3, betas {0.9, 0.999}, eps 1e-8, weight_decay 0
+---@return moontune.Optimizer
+function mt.optim.adam(params, opts) end
+
+---AdamW (`torch.optim.AdamW`; decoupled weight decay, default 1e-2).
+---@param params moontune.Tensor[]|table<string, moontune.Tensor>|table[]
+---@param opts? { lr?: number, betas?: number[], eps?: number, weight_decay?: number, amsgrad?: boolean, foreach?: boolean, fused?: boolean }
+---@return moontune.Optimizer
+function mt.optim.adamw(params, opts) end
+
+---Scales the gradients so that their total norm is at most `max_norm`
+---(`torch.nn.utils.clip_grad_norm_`) and returns the norm they had.
+---@param params moontune.Tensor[]|table<string, moontune.Tensor>
+---@param max_norm number
+---@param opts? { norm_type?: number } default 2; `math.huge` for the max norm
+---@return number total_norm
+function mt.optim.clip_grad_norm(params, max_norm, opts) end
+
+---An optimizer (`mt.optim.*`). Its state is keyed by each parameter's name (its position when
+---unnamed), so a state dict loads into an optimizer whose parameters come in another order.
+---`tostring(opt)` (`__tostring`) names the algorithm, kernel and groups.
+---@class moontune.Optimizer
+local Optimizer = {}
+
+---One update of every parameter that has a gradient.
+function Optimizer:step() end
+
+---Unsets the gradients (PyTorch's default), or zeroes them with `set_to_none = false`.
+---@param opts? { set_to_none?: boolean }
+function Optimizer:zero_grad(opts) end
+
+---A group's learning rate.
+---@param group? integer 1-based (default 1)
+---@return number
+function Optimizer:get_lr(group) end
+
+---Sets the learning rate of every group, or of one. Under a schedule it sets the lr the
+---schedule scales, so the next steps run at the new lr times the schedule's factor.
+---@param lr number
+---@param group? integer 1-based
+function Optimizer:set_lr(lr, group) end
+
+---Adds a group between steps: `add_param_group{ params = ..., lr = }` (unset settings are the
+---optimizer's defaults).
+---@param group { params: moontune.Tensor[]|table<string, moontune.Tensor>, lr?: number, weight_decay?: number }
+function Optimizer:add_param_group(group) end
+
+---The groups, as live views: `opt:param_groups()[1].lr = 5` sets the lr.
+---@return moontune.ParamGroup[]
+function Optimizer:param_groups() end
+
+---The implementation in use: `"fused"`, `"foreach"` or `"single-tensor"`.
+---@return string
+function Optimizer:kernel() end
+
+---The state: `{ state = { [name] = { step =, exp_avg =, ... } }, param_groups = { { lr =,
+---weight_decay =, params = { names } } } }`; tensors are the optimizer's own (save them with
+---`mt.save`).
+---@return table
+function Optimizer:state_dict() end
+
+---Restores a state dict, matching parameters by name.
+---@param state table
+function Optimizer:load_state_dict(state) end
+
+---A live view of one parameter group (`opt:param_groups()[i]`): reading gives the current
+---values; assigning `lr` or `weight_decay` (`__newindex`) changes the optimizer (`lr` as
+---`set_lr` does); other fields are read-only, and an unknown field is an error. `pairs(group)`
+---(`__pairs`) iterates the fields that have a value.
+---@class moontune.ParamGroup
+---@field params moontune.Tensor[] the group's parameters
+---@field lr number
+---@field weight_decay number
+---@field initial_lr number? the lr a schedule scales (set when a schedule is made)
+local ParamGroup = {}
+
+---`mt.sched`: learning-rate schedules over an optimizer, setting every group's lr to its
+---`initial_lr` times the schedule's factor. They match transformers'
+---`get_*_schedule_with_warmup` and torch's `StepLR`. Call `sched:step()` after `opt:step()`.
+---@class moontune.sched
+mt.sched = {}
+
+---A constant factor 1 after `warmup` steps of linear warm-up from 0.
+---@param opt moontune.Optimizer
+---@param opts? { warmup?: integer }
+---@return moontune.Schedule
+function mt.sched.constant(opt, opts) end
+
+---Linear warm-up, then linear decay to 0 at `total`.
+---@param opt moontune.Optimizer
+---@param opts { warmup?: integer, total: integer }
+---@return moontune.Schedule
+function mt.sched.linear(opt, opts) end
+
+---Linear warm-up, then cosine decay to `min_lr_rate` (a fraction of the lr, default 0) at `total`.
+---@param opt moontune.Optimizer
+---@param opts { warmup?: integer, total: integer, min_lr_rate?: number }
+---@return moontune.Schedule
+function mt.sched.cosine(opt, opts) end
+
+---Multiplies the lr by `gamma` (default 0.1) every `step_size` steps (`torch.optim.lr_scheduler.StepLR`).
+---@param opt moontune.Optimizer
+---@param opts { step_size: integer, gamma?: number }
+---@return moontune.Schedule
+function mt.sched.step(opt, opts) end
+
+---A schedule (`mt.sched.*`) driving its optimizer's learning rates.
+---@class moontune.Schedule
+local Schedule = {}
+
+---Advances one step and sets the groups' lrs.
+function Schedule:step() end
+
+---A group's current lr.
+---@param group? integer 1-based (default 1)
+---@return number
+function Schedule:get_lr(group) end
+
+---Every group's current lr, in order (PyTorch's `get_last_lr()`).
+---@return number[]
+function Schedule:get_last_lr() end
+
+---Sets the lr the schedule scales, of every group or of one: steering a run live.
+---@param lr number
+---@param group? integer 1-based
+function Schedule:set_base_lr(lr, group) end
+
+---Multiplies the lr the schedule scales (every group) by `f`.
+---@param f number
+function Schedule:scale(f) end
+
+---The number of steps taken.
+---@return integer
+function Schedule:last_step() end
+
+---`{ last_step =, base_lrs = { ... } }`.
+---@return table
+function Schedule:state_dict() end
+
+---Restores a state dict (and the optimizer's lrs with it).
+---@param state table
+function Schedule:load_state_dict(state) end
+
+---`mt.tokenizer`: Hugging Face tokenizers (tokenizer.json, with tokenizer_config.json's special
+---tokens, chat template, padding side and model_max_length).
+---@class moontune.tokenizer
+mt.tokenizer = {}
+
+---Loads a tokenizer directory (or a tokenizer.json file).
+---@param path string
+---@return moontune.Tokenizer|nil tokenizer
+---@return string? message
+function mt.tokenizer.load(path) end
+
+---Trains a byte-level BPE tokenizer on text files.
+---@param opts { files: string[], vocab_size: integer, special_tokens?: string[], min_frequency?: integer } `min_frequency` defaults to 2
+---@return moontune.Tokenizer
+function mt.tokenizer.train_bpe(opts) end
+
+---Options of `encode_batch`; truncation and padding follow transformers' tokenizer call.
+---Unlike transformers, a batch is padded to its longest row unless asked otherwise, and a
+---tokenizer without a pad token pads with EOS (else 0).
+---@class moontune.BatchOptions
+---@field add_special_tokens? boolean [CLS]/[SEP], BOS, … (default true)
+---@field truncation? boolean|"longest_first"|"only_first"|"only_second" cut to `max_length`, keeping the special tokens (`max_length` alone truncates longest-first)
+---@field max_length? integer special tokens included (default: tokenizer_config.json's `model_max_length`)
+---@field stride? integer tokens repeated between overflowing windows
+---@field return_overflowing_tokens? boolean what truncation cut off becomes further rows
+---@field padding? boolean|"longest"|"max_length" default `"longest"`; `false` is an error unless rows are of equal length
+---@field padding_side? "right"|"left" default: tokenizer_config.json's, else right
+---@field pad_to_multiple_of? integer
+---@field pad_id? integer default: the pad token, else EOS, else 0
+
+---What `encode_batch` returns: int64 tensors (rows, width).
+---@class moontune.Batch
+---@field input_ids moontune.Tensor
+---@field attention_mask moontune.Tensor
+---@field token_type_ids moontune.Tensor
+---@field overflow_to_sample_mapping? moontune.Tensor with `return_overflowing_tokens`: the input each row came from (0-based)
+
+---A tokenizer (`mt.tokenizer.load`, `mt.tokenizer.train_bpe`).
+---@class moontune.Tokenizer
+local Tokenizer = {}
+
+---Token ids of a text, or of a pair of texts (`tok:encode(question, context)`).
+---@param text string
+---@param pair? string
+---@param opts? { add_special_tokens?: boolean, offsets?: boolean, truncation?: boolean|string, max_length?: integer }
+---@return integer[] ids
+---@return integer[][]? offsets with `offsets = true`: each token's {start, end} character offsets
+function Tokenizer:encode(text, pair, opts) end
+
+---A batch of texts (or of pairs, one per text) as padded tensors.
+---@param texts string[]
+---@param pairs? string[]
+---@param opts? moontune.BatchOptions
+---@return moontune.Batch
+function Tokenizer:encode_batch(texts, pairs, opts) end
+
+---The text of token ids (a table or a 1-D tensor).
+---@param ids integer[]|moontune.Tensor
+---@param opts? { skip_special_tokens?: boolean } default false, as transformers
+---@return string
+function Tokenizer:decode(ids, opts) end
+
+---The vocabulary's size, added tokens included.
+---@return integer
+function Tokenizer:vocab_size() end
+
+---The BOS token's id, if the tokenizer has one.
+---@return integer?
+function Tokenizer:bos_id() end
+
+---The EOS token's id, if the tokenizer has one.
+---@return integer?
+function Tokenizer:eos_id() end
+
+---The padding token's id, if the tokenizer has one.
+---@return integer?
+function Tokenizer:pad_id() end
+
+---The unknown token's id, if the tokenizer has one.
+---@return integer?
+function Tokenizer:unk_id() end
+
+---A token's id, or nil if it is not in the vocabulary.
+---@param token string
+---@return integer?
+function Tokenizer:token_to_id(token) end
+
+---An id's token, or nil.
+---@param id integer
+---@return string?
+function Tokenizer:id_to_token(id) end
+
+---Renders chat messages with the tokenizer's template (tokenizer_config.json's
+---`chat_template` or chat_template.jinja), as transformers renders it.
+---@param messages { role: string, content: string }[]
+---@param opts? { add_generation_prompt?: boolean, tokenize?: boolean } `tokenize` returns ids instead of text
+---@return string|integer[]
+function Tokenizer:apply_chat_template(messages, opts) end
+
+---Writes tokenizer.json to `path`.
+---@param path string
+---@return true|nil ok
+---@return string? message
+function Tokenizer:save(path) end
+
+---What a recipe file returns (`moontune run recipe.lua key=value ...`). moontune owns the loop:
+---it resolves `config` against the command line, calls `setup` once, `step` until
+---`config.steps` (or until `done` returns true), `evaluate` every `eval_every` steps and at the
+---end, and `finish` once. Numbers (and one-element tensors) that `step` and `evaluate` return are
+---logged to metrics.jsonl and shown in the TUI; `panels` returns heat maps. Annotate your
+---recipe's table with `---@type moontune.Recipe` for completion.
+---@class moontune.Recipe
+---@field config? table<string, any> defaults, overridden by `key=value` arguments (of the same type); `steps`, `eval_every`, `seed` and `log_every` are always accepted
+---@field setup fun(cfg: table): table builds the state that persists across steps (model, optimizer, data)
+---@field step fun(state: table, cfg: table): table? one optimizer step; returns the numbers to log
+---@field evaluate? fun(state: table, cfg: table): table? returns evaluation numbers
+---@field done? fun(state: table, cfg: table): boolean ends the run early when it returns true
+---@field on_reload? fun(state: table, cfg: table) called after a hot reload, before the new functions take over
+---@field save? fun(state: table, cfg: table, dir: string) the checkpoint hook behind the `s` key and `:save`
+---@field finish? fun(state: table, cfg: table) called once after the last step and the final evaluation, also when stopped early
+
+return mt
