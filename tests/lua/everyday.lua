@@ -5,11 +5,7 @@
 local mt = require "moontune"
 local T, nn, F = mt.tensor, mt.nn, mt.nn.functional
 
-local function raises(f, needle)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error containing " .. needle)
-  assert(tostring(err):find(needle, 1, true), string.format("%q lacks %q", tostring(err), needle))
-end
+local raises = require("support.expect").raises
 
 local tests = {}
 

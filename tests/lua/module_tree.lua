@@ -17,11 +17,7 @@ local function sorted_keys(t)
   return out
 end
 
-local function raises(f, needle)
-  local ok, err = pcall(f)
-  assert(not ok, "expected an error containing " .. needle)
-  assert(tostring(err):find(needle, 1, true), string.format("%q lacks %q", tostring(err), needle))
-end
+local raises = require("support.expect").raises
 
 local tests = {}
 
