@@ -142,6 +142,9 @@ fn main() -> ExitCode {
     // No panic is meant to be reachable from a script; should one happen inside a Lua call it is
     // turned into a Lua error, so say it in one line instead of a Rust backtrace.
     std::panic::set_hook(Box::new(|info| {
+        if moontune::tensor::guard::catching() {
+            return; // a libtorch failure that guard::catch turns into the call's error
+        }
         let payload = info.payload();
         let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("panic");
         eprintln!("moontune: internal error: {}", moontune::lua::args::tidy(message));

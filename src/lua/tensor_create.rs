@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 use super::args::{integer, int_list, misuse, no_more, options, sizes_and_options, trailing_options, OrMisuse};
 use super::tensor::{operand, tensor_arg, wrap, LuaTensor};
 use super::values::tensor_from_value;
+use crate::tensor::guard;
 use crate::tensor::scalar::{self, Operand};
 use crate::tensor::{parse_device, parse_dtype};
 
@@ -200,11 +201,13 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         check_range(start, end, step).map_err(|e| misuse(call, e))?;
         let kind = p.kind.unwrap_or(if all_int { Kind::Int64 } else { Kind::Float });
         let o = (kind, p.device.unwrap_or(Device::Cpu));
-        let out = if all_int {
-            Tensor::f_arange_start_step(start as i64, end as i64, step as i64, o)
-        } else {
-            Tensor::f_arange_start_step(start, end, step, o)
-        };
+        let out = guard::catch(|| {
+            Ok(if all_int {
+                Tensor::f_arange_start_step(start as i64, end as i64, step as i64, o)?
+            } else {
+                Tensor::f_arange_start_step(start, end, step, o)?
+            })
+        });
         finish(lua, call, out, &p)
     })?)?;
     t.set("eye", lua.create_function(|lua, args: MultiValue| {
@@ -235,7 +238,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
                 return Err(misuse(&call, format!("needs finite start, end{} and steps ≥ 0, got {start}, {end}, {steps}", if name == "logspace" { ", base" } else { "" })));
             }
             let o = (p.kind.unwrap_or(Kind::Float), p.device.unwrap_or(Device::Cpu));
-            let out = if name == "linspace" { Tensor::f_linspace(start, end, steps, o) } else { Tensor::f_logspace(start, end, steps, base, o) };
+            let out = guard::catch(|| Ok(if name == "linspace" { Tensor::f_linspace(start, end, steps, o)? } else { Tensor::f_logspace(start, end, steps, base, o)? }));
             finish(lua, &call, out, &p)
         })?)?;
     }
@@ -261,12 +264,8 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let cond = tensor_arg(call, &cond)?;
         let a = operand(call, &a)?;
         let b = operand(call, &b)?;
-        let reference = match (&a, &b) {
-            (Operand::Tensor(t), _) | (_, Operand::Tensor(t)) => t.shallow_clone(),
-            _ => Tensor::f_zeros([0], (Kind::Float, cond.device())).or_misuse(call)?,
-        };
-        let ta = a.to_tensor(&reference).or_misuse(call)?;
-        let tb = b.to_tensor(&reference).or_misuse(call)?;
+        let ta = a.to_tensor().or_misuse(call)?;
+        let tb = b.to_tensor().or_misuse(call)?;
         wrap(lua, ta.f_where_self(&cond, &tb).or_misuse(call)?)
     })?)?;
     t.set("is_tensor", lua.create_function(|_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaTensor>())))?)?;

@@ -10,6 +10,7 @@ use super::args::{describe, integer, int_list, misuse, no_more, options, trailin
 use super::tensor::{in_place, operand, tensor_arg, wrap, wrap_result, LuaTensor};
 use super::values::{tensor_item, tensor_to_list};
 use crate::tensor::create::copy_of;
+use crate::tensor::guard;
 use crate::tensor::index::{self, Index};
 use crate::tensor::scalar::{self, Arith, Compare, Operand};
 use crate::tensor::{device_name, dtype_name, format_tensor, parse_device, parse_dtype, parse_placement, Placement};
@@ -139,7 +140,7 @@ fn binary(lua: &Lua, op: Arith, t: &Tensor, other: Value, alpha: Option<f64>) ->
     let call = format!("tensor.{}", op.name());
     let other = operand(&call, &other)?;
     let other = match (alpha, other) {
-        (Some(a), Operand::Tensor(o)) => Operand::Tensor(o.f_mul_scalar(a).or_misuse(&call)?),
+        (Some(a), Operand::Tensor(o)) => Operand::Tensor(Arith::Mul.apply(&Operand::Tensor(o), &Operand::Float(a)).or_misuse(&call)?),
         (Some(a), Operand::Int(i)) => Operand::Float(i as f64 * a),
         (Some(a), Operand::Float(f)) => Operand::Float(f * a),
         (None, o) => o,
@@ -337,7 +338,8 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         let call = "tensor.baddbmm";
         let o: ScaleOptions = options(lua, call, opts)?;
         let product = tensor_arg(call, &b1)?.f_bmm(&tensor_arg(call, &b2)?).or_misuse(call)?;
-        let out = (|| -> anyhow::Result<Tensor> { Ok(t.f_mul_scalar(o.beta.unwrap_or(1.0))?.f_add(&product.f_mul_scalar(o.alpha.unwrap_or(1.0))?)?) })();
+        let scaled = |x: Tensor, f: Option<f64>| Arith::Mul.apply(&Operand::Tensor(x), &Operand::number(f.unwrap_or(1.0)));
+        let out = (|| -> anyhow::Result<Tensor> { Ok(scaled(t.shallow_clone(), o.beta)?.f_add(&scaled(product, o.alpha)?)?) })();
         wrap_result(lua, call, out)
     });
     // x:slice{ 0, {1, 3}, {nil, nil, 2} } is x[0, 1:3, ::2]: a number picks (and drops) a dim,
@@ -392,11 +394,13 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
             if !crate::tensor::dtype::is_floating(t.kind()) {
                 return Err(misuse(&call, format!("needs a floating-point tensor, got {}", dtype_name(t.kind()))));
             }
-            let out = if var {
-                t.f_var_correction(dims.as_slice(), r.correction, r.keepdim)
-            } else {
-                t.f_std_correction(dims.as_slice(), r.correction, r.keepdim)
-            };
+            let out = guard::catch(|| {
+                Ok(if var {
+                    t.f_var_correction(dims.as_slice(), r.correction, r.keepdim)?
+                } else {
+                    t.f_std_correction(dims.as_slice(), r.correction, r.keepdim)?
+                })
+            });
             wrap_result(lua, &call, out)
         });
     }
@@ -449,7 +453,7 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         if !crate::tensor::dtype::is_floating(t.kind()) {
             return Err(misuse(call, format!("needs a floating-point tensor, got {}", dtype_name(t.kind()))));
         }
-        wrap_result(lua, call, t.f_norm_scalaropt_dim(p, dims.as_slice(), r.keepdim))
+        wrap_result(lua, call, guard::catch(|| Ok(t.f_norm_scalaropt_dim(p, dims.as_slice(), r.keepdim)?)))
     });
 
     // Shape.
@@ -515,7 +519,7 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         let t = t;
         let src = match operand(call, &src)? {
             Operand::Tensor(s) => s,
-            number => number.to_tensor(t).and_then(|v| Ok(v.f_expand_as(&index)?)).or_misuse(call)?,
+            number => number.to_tensor_like(t).and_then(|v| Ok(v.f_expand_as(&index)?)).or_misuse(call)?,
         };
         wrap_result(lua, call, t.f_scatter(dim, &index, &src))
     });
@@ -537,7 +541,7 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         let call = "tensor.where";
         let cond = tensor_arg(call, &cond)?;
         let t = t;
-        let other = operand(call, &other)?.to_tensor(t).or_misuse(call)?;
+        let other = operand(call, &other)?.to_tensor().or_misuse(call)?;
         wrap_result(lua, call, t.f_where_self(&cond, &other))
     });
 

@@ -166,6 +166,17 @@ pub fn generate(
     tokenizer: Option<&Tok>,
     on_token: &mut dyn FnMut(i64, &Tensor) -> Result<bool>,
 ) -> Result<Tensor> {
+    crate::tensor::guard::catch(|| generate_unguarded(model, input_ids, attention_mask, o, tokenizer, on_token))
+}
+
+fn generate_unguarded(
+    model: &Model,
+    input_ids: &Tensor,
+    attention_mask: Option<&Tensor>,
+    o: &GenerateOptions,
+    tokenizer: Option<&Tok>,
+    on_token: &mut dyn FnMut(i64, &Tensor) -> Result<bool>,
+) -> Result<Tensor> {
     let Some(mut cache) = model.new_cache() else { bail!("{} cannot generate: it is not a causal language model", model.architecture) };
     let size = input_ids.size();
     if size.len() != 2 || size[1] == 0 {

@@ -18,6 +18,7 @@ use crate::io::{save_safetensors, write_atomic};
 use crate::nn::hooks::{Ctx, Hooks};
 use crate::nn::module::{self, Module, NamedParam};
 use crate::nn::weights::Weights;
+use crate::tensor::guard;
 
 pub enum Family {
     Llama(LlamaForCausalLM),
@@ -96,7 +97,7 @@ impl Model {
         let config = HfConfig::read(dir)?;
         let generation = HfConfig::read_generation(dir)?;
         let mut weights = Weights::load(dir, kind, device)?;
-        let (family, architecture) = build(&config, &mut weights, device).with_context(|| format!("loading {}", dir.display()))?;
+        let (family, architecture) = guard::catch(|| build(&config, &mut weights, device)).with_context(|| format!("loading {}", dir.display()))?;
         let model = Model { family, architecture, config, generation, training: false, hooks: Hooks::default() };
         let extra = weights.untaken(|n| model.ignorable(n));
         if !extra.is_empty() {
@@ -112,7 +113,7 @@ impl Model {
         let std = config.get("initializer_range").and_then(|v| v.as_f64()).unwrap_or(0.02);
         let config = HfConfig { json: config };
         let mut weights = Weights::fresh(kind, device, std);
-        let (family, architecture) = build(&config, &mut weights, device)?;
+        let (family, architecture) = guard::catch(|| build(&config, &mut weights, device))?;
         Ok(Model { family, architecture, config, generation: None, training: true, hooks: Hooks::default() })
     }
 
@@ -177,8 +178,8 @@ impl Model {
     /// Runs `f` on the submodule named `path` if its forward takes one tensor.
     pub fn forward_submodule(&self, path: &str, x: &Tensor) -> Result<Tensor> {
         let m = module::get_submodule(self.root(), path)?;
-        match m.forward_tensor(&self.ctx(), x) {
-            Some(out) => out,
+        match guard::catch(|| m.forward_tensor(&self.ctx(), x).transpose())? {
+            Some(out) => Ok(out),
             None => bail!("'{path}' ({}) does not take a single tensor; call the whole model, or a submodule that does (Linear, Embedding, a norm, an MLP)", m.class_name()),
         }
     }
@@ -209,6 +210,10 @@ impl Model {
     }
 
     pub fn forward(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ForwardOutput> {
+        guard::catch(|| self.forward_unguarded(input, cache))
+    }
+
+    fn forward_unguarded(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ForwardOutput> {
         let tokens = input.tokens()?;
         if let Family::Bert(m) = &self.family {
             if input.labels.is_some() {

@@ -7,6 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::tensor::dtype::is_floating;
 use crate::tensor::dtype_name;
+use crate::tensor::{guard, shim};
 
 /// How a loss reduces over elements.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,8 +132,10 @@ pub fn normalize(x: &Tensor, p: f64, dim: i64, eps: f64) -> Result<Tensor> {
     if !is_floating(x.f_kind()?) {
         bail!("normalize needs a floating-point tensor, got {}", dtype_name(x.kind()));
     }
-    let norm = x.f_norm_scalaropt_dim(p, [dim].as_slice(), true)?.f_clamp_min(eps)?;
-    Ok(x.f_div(&norm.f_expand_as(x)?)?)
+    guard::catch(|| {
+        let norm = x.f_norm_scalaropt_dim(p, [dim].as_slice(), true)?.f_clamp_min(eps)?;
+        Ok(x.f_div(&norm.f_expand_as(x)?)?)
+    })
 }
 
 /// Cosine similarity of `a` and `b` along `dim`, as `F.cosine_similarity`.
@@ -184,7 +187,7 @@ pub fn kl_div(input: &Tensor, target: &Tensor, reduction: KlReduction, log_targe
         KlReduction::Plain(r) => input.f_kl_div(target, r.tch(), log_target)?,
         KlReduction::BatchMean => {
             let batch = input.size().first().copied().unwrap_or(1).max(1);
-            input.f_kl_div(target, tch::Reduction::Sum, log_target)?.f_div_scalar(batch as f64)?
+            input.f_kl_div(target, tch::Reduction::Sum, log_target)?.f_div(&shim::wrapped_int(batch)?)?
         }
     })
 }

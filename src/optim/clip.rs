@@ -5,7 +5,7 @@
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::tensor::shim;
+use crate::tensor::{guard, shim};
 
 /// Scales all gradients so that their joint `norm_type`-norm is at most `max_norm`; returns the
 /// norm before clipping. Parameters without a gradient are skipped.
@@ -35,8 +35,11 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64, norm_type: f64) -> Resul
         }
     }
     let stacked = Tensor::f_stack(&norms, 0)?;
-    let total = if norm_type == f64::INFINITY { stacked.f_abs()?.f_max()? } else { stacked.f_norm_scalaropt_dim(norm_type, [0].as_slice(), false)? };
-    let coef = total.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
+    let (total, coef) = guard::catch(|| {
+        let total = if norm_type == f64::INFINITY { stacked.f_abs()?.f_max()? } else { stacked.f_norm_scalaropt_dim(norm_type, [0].as_slice(), false)? };
+        let coef = total.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
+        Ok((total, coef))
+    })?;
     for ((device, _), grads) in &buckets {
         shim::mul_tensor_(grads, &coef.f_to_device(*device)?)?;
     }

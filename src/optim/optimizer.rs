@@ -90,10 +90,12 @@ impl<R: Rule> Optimizer for Optim<R> {
 
     fn step(&mut self) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        for group in &self.groups {
-            self.rule.step(self.kernel, group, &mut self.state)?;
-        }
-        Ok(())
+        crate::tensor::guard::catch(|| {
+            for group in &self.groups {
+                self.rule.step(self.kernel, group, &mut self.state)?;
+            }
+            Ok(())
+        })
     }
 
     fn groups(&self) -> &[ParamGroup] {

@@ -61,10 +61,7 @@ pub fn take(t: &Tensor, index: &Tensor) -> Result<Tensor> {
 /// `x[index] = value`, in place: a tensor (broadcast to the picked elements) or a number.
 pub fn put_(t: &Tensor, index: &Tensor, value: &Operand) -> Result<()> {
     check_index_tensor(index)?;
-    let values = match value {
-        Operand::Tensor(v) => v.shallow_clone(),
-        number => number.to_tensor(t)?,
-    };
+    let values = value.to_tensor_like(t)?;
     let mut target = t.shallow_clone();
     let _ = target.f_index_put_(&[Some(index)], &values, false)?;
     Ok(())

@@ -10,6 +10,7 @@ pub mod cuda_memory;
 pub mod device;
 pub mod dtype;
 pub mod format;
+pub mod guard;
 pub mod index;
 pub mod ledger;
 pub mod scalar;

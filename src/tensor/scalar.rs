@@ -1,13 +1,15 @@
-//! Numbers beside tensors, promoted the way PyTorch promotes Python scalars: an integer keeps an
-//! integer tensor's dtype (a bool tensor becomes int64), a float beside an integer tensor gives
-//! float32, and either beside a float tensor keeps its dtype. The numbers become 0-dim tensors
-//! before the op, so that every op here is a tensor-tensor op. Arithmetic, comparison, clamping
-//! and filling take operands this way.
+//! Numbers beside tensors, promoted the way PyTorch promotes Python scalars: a number becomes
+//! one of libtorch's wrapped numbers (a 0-dim tensor that type promotion ranks as a scalar), so
+//! that an integer keeps an integer tensor's dtype (`uint8 + 300` is uint8, as in PyTorch), a
+//! float beside an integer tensor gives float32, and either beside a float tensor keeps its
+//! dtype. Every op here is then a tensor-tensor op: no tch `Scalar` (whose destructor panics
+//! when the op it was passed to failed) is ever made. Arithmetic, comparison, clamping and
+//! filling take operands this way.
 
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use super::dtype::is_floating;
+use super::shim;
 
 /// One side of an operation: a tensor or a number.
 pub enum Operand {
@@ -27,15 +29,22 @@ impl Operand {
         }
     }
 
-    /// The operand as a tensor beside `like`: a number becomes a 0-dim tensor on `like`'s
-    /// device, of the dtype PyTorch would promote it to.
-    pub fn to_tensor(&self, like: &Tensor) -> Result<Tensor> {
-        let kind = like.f_kind()?;
-        Ok(match self {
-            Operand::Tensor(t) => t.shallow_clone(),
-            Operand::Int(i) => Tensor::f_scalar_tensor(*i, (if kind == Kind::Bool { Kind::Int64 } else { kind }, like.device()))?,
-            Operand::Float(f) => Tensor::f_scalar_tensor(*f, (if is_floating(kind) { kind } else { Kind::Float }, like.device()))?,
-        })
+    /// The operand as a tensor: a number becomes a wrapped number (CPU, promoted as a scalar).
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        match self {
+            Operand::Tensor(t) => Ok(t.shallow_clone()),
+            Operand::Int(i) => shim::wrapped_int(*i),
+            Operand::Float(f) => shim::wrapped_float(*f),
+        }
+    }
+
+    /// The operand with `like`'s dtype and device, for ops that need them equal (scatter's
+    /// source, index assignment): a number is converted as a cast would (300 → uint8 wraps).
+    pub fn to_tensor_like(&self, like: &Tensor) -> Result<Tensor> {
+        match self {
+            Operand::Tensor(t) => Ok(t.shallow_clone()),
+            number => Ok(number.to_tensor()?.f_to_dtype_layout((like.f_kind()?, like.device()), false, false)?),
+        }
     }
 }
 
@@ -62,14 +71,7 @@ impl Arith {
 
     /// `a op b` with broadcasting and type promotion; either side may be a number.
     pub fn apply(self, a: &Operand, b: &Operand) -> Result<Tensor> {
-        let (ta, tb) = match (a, b) {
-            (Operand::Tensor(x), other) => (x.shallow_clone(), other.to_tensor(x)?),
-            (other, Operand::Tensor(y)) => (other.to_tensor(y)?, y.shallow_clone()),
-            (other, _) => {
-                let reference = Tensor::f_zeros([0], (Kind::Float, tch::Device::Cpu))?;
-                (other.to_tensor(&reference)?, b.to_tensor(&reference)?)
-            }
-        };
+        let (ta, tb) = (a.to_tensor()?, b.to_tensor()?);
         Ok(match self {
             Arith::Add => ta.f_add(&tb)?,
             Arith::Sub => ta.f_sub(&tb)?,
@@ -94,7 +96,7 @@ pub enum Compare {
 impl Compare {
     /// `t cmp other`, elementwise, as a bool tensor.
     pub fn apply(self, t: &Tensor, other: &Operand) -> Result<Tensor> {
-        let o = other.to_tensor(t)?;
+        let o = other.to_tensor()?;
         Ok(match self {
             Compare::Eq => t.f_eq_tensor(&o)?,
             Compare::Ne => t.f_ne_tensor(&o)?,
@@ -108,19 +110,19 @@ impl Compare {
 
 /// `t.clamp(min, max)` with either bound optional.
 pub fn clamp(t: &Tensor, min: Option<&Operand>, max: Option<&Operand>) -> Result<Tensor> {
-    let min = min.map(|m| m.to_tensor(t)).transpose()?;
-    let max = max.map(|m| m.to_tensor(t)).transpose()?;
+    let min = min.map(Operand::to_tensor).transpose()?;
+    let max = max.map(Operand::to_tensor).transpose()?;
     Ok(t.f_clamp_tensor(min.as_ref(), max.as_ref())?)
 }
 
 /// `t.masked_fill(mask, value)`.
 pub fn masked_fill(t: &Tensor, mask: &Tensor, value: &Operand) -> Result<Tensor> {
-    Ok(t.f_masked_fill_tensor(mask, &value.to_tensor(t)?)?)
+    Ok(t.f_masked_fill_tensor(mask, &value.to_tensor()?)?)
 }
 
 /// Fills `t` in place with a number.
 pub fn fill_(t: &mut Tensor, value: &Operand) -> Result<()> {
-    let v = value.to_tensor(t)?;
+    let v = value.to_tensor()?;
     let _ = t.f_fill_tensor_(&v)?;
     Ok(())
 }
@@ -128,7 +130,7 @@ pub fn fill_(t: &mut Tensor, value: &Operand) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     #[test]
     fn numbers_promote_like_python_scalars() {
@@ -139,5 +141,24 @@ mod tests {
         assert_eq!(Arith::Add.apply(&Operand::Tensor(bools), &Operand::Int(1)).unwrap().kind(), Kind::Int64);
         let halves = Tensor::ones([2], (Kind::Half, Device::Cpu));
         assert_eq!(Arith::Mul.apply(&Operand::Float(2.0), &Operand::Tensor(halves)).unwrap().kind(), Kind::Half);
+    }
+
+    #[test]
+    fn numbers_libtorch_cannot_convert_are_errors_or_wrap_as_in_pytorch() {
+        let bytes = Tensor::ones([2], (Kind::Uint8, Device::Cpu));
+        // uint8 + 300 wraps, as in PyTorch; a float overflowing float32 gives inf.
+        let sum = Arith::Add.apply(&Operand::Tensor(bytes.shallow_clone()), &Operand::Int(300)).unwrap();
+        assert_eq!((sum.kind(), sum.int64_value(&[0])), (Kind::Uint8, 45));
+        let big = Arith::Mul.apply(&Operand::Tensor(Tensor::ones([2], (Kind::Float, Device::Cpu))), &Operand::Float(1e300)).unwrap();
+        assert!(big.double_value(&[0]).is_infinite());
+        assert!(!bool::try_from(Compare::Eq.apply(&bytes, &Operand::Int(256)).unwrap().any()).unwrap());
+        // masked_fill of float32 with -1e300 is libtorch's error, as in PyTorch, returned rather
+        // than the panic a tch Scalar made of it; fill_ gives -inf.
+        let mask = Tensor::from_slice(&[true, false]);
+        let err = masked_fill(&Tensor::ones([2], (Kind::Float, Device::Cpu)), &mask, &Operand::Float(-1e300)).unwrap_err();
+        assert!(err.to_string().contains("cannot be converted to type float"), "{err}");
+        let mut floats = Tensor::ones([2], (Kind::Float, Device::Cpu));
+        fill_(&mut floats, &Operand::Float(-1e300)).unwrap();
+        assert_eq!(floats.double_value(&[0]), f64::NEG_INFINITY);
     }
 }

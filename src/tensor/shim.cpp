@@ -24,6 +24,7 @@
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/_fused_sgd.h>
 #include <ATen/ops/multinomial.h>
+#include <ATen/ops/scalar_tensor.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -79,6 +80,17 @@ char* moontune_identity(tensor t, void** impl, void** storage, int64_t* nbytes) 
     bool stored = t->defined() && t->has_storage();
     *storage = stored ? static_cast<void*>(t->storage().unsafeGetStorageImpl()) : nullptr;
     *nbytes = stored ? static_cast<int64_t>(t->storage().nbytes()) : 0;
+  });
+}
+
+// A number as libtorch keeps a Python scalar: a 0-dim CPU tensor (int64 or float64) marked as a
+// wrapped number, which type promotion ranks below tensors of its kind. Made here, not through
+// tch's Scalar (whose destructor panics on a pending libtorch error).
+char* moontune_wrapped_number(double f, int64_t i, bool is_int, tensor* out) {
+  return guarded([&] {
+    at::Tensor t = is_int ? at::scalar_tensor(i, at::kLong) : at::scalar_tensor(f, at::kDouble);
+    t.unsafeGetTensorImpl()->set_wrapped_number(true);
+    *out = new at::Tensor(t);
   });
 }
 

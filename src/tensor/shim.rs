@@ -1,7 +1,7 @@
 //! Safe Rust over shim.cpp: libtorch calls that tch does not bind. A tensor's identity (its
 //! TensorImpl, shared by every shallow copy) and its storage; unsetting a gradient; the
-//! `_foreach_*` list ops and the fused Adam/AdamW/SGD kernels the optimizers run on; inference
-//! mode; and generators of their own, so that seeded sampling does not touch the global random stream.
+//! `_foreach_*` list ops and the fused Adam/AdamW/SGD kernels the optimizers run on; numbers as
+//! libtorch's wrapped scalars; inference mode; and generators of their own, so that seeded sampling does not touch the global random stream.
 //! Every call returns libtorch's error as an `anyhow` error; no C++ exception crosses over.
 
 use std::ffi::{c_char, c_void, CStr};
@@ -16,6 +16,7 @@ extern "C" {
     fn moontune_free_error(message: *mut c_char);
     fn moontune_identity(t: Handle, tensor_impl: *mut *mut c_void, storage: *mut *mut c_void, nbytes: *mut i64) -> *mut c_char;
     fn moontune_set_grad(t: Handle, g: Handle) -> *mut c_char;
+    fn moontune_wrapped_number(f: f64, i: i64, is_int: bool, out: *mut Handle) -> *mut c_char;
     fn moontune_foreach_zero_(ts: *const Handle, n: i64) -> *mut c_char;
     fn moontune_foreach_mul_scalar_(ts: *const Handle, n: i64, s: f64) -> *mut c_char;
     fn moontune_foreach_mul_tensor_(ts: *const Handle, n: i64, s: Handle) -> *mut c_char;
@@ -116,6 +117,23 @@ pub fn identity(t: &Tensor) -> Result<Identity> {
 }
 
 /// `t.grad = g` (same shape, dtype and device), or `t.grad = None`.
+/// An integer as a Python int reaches libtorch: a 0-dim CPU tensor that promotes as a scalar
+/// (`uint8 + 300` stays uint8).
+pub fn wrapped_int(i: i64) -> Result<Tensor> {
+    wrapped_number(0.0, i, true)
+}
+
+/// A float as a Python float reaches libtorch (`int32 * 2.5` is float32, `half * 2.0` half).
+pub fn wrapped_float(f: f64) -> Result<Tensor> {
+    wrapped_number(f, 0, false)
+}
+
+fn wrapped_number(f: f64, i: i64, is_int: bool) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    check(unsafe { moontune_wrapped_number(f, i, is_int, &mut out) })?;
+    Ok(take(vec![out]).remove(0))
+}
+
 pub fn set_grad(t: &Tensor, g: Option<&Tensor>) -> Result<()> {
     let g = g.map(|g| g.as_ptr() as Handle).unwrap_or(std::ptr::null_mut());
     check(unsafe { moontune_set_grad(t.as_ptr() as Handle, g) })
