@@ -9,6 +9,15 @@ use anyhow::{Context, Result};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_atomic(path, |tmp| {
+        let mut file = File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))
+    })
+}
+
+/// Makes `path` atomically from what `write` puts in the temporary file it is given (for
+/// writers that stream, so that a large file is never held in memory whole).
+pub fn replace_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -16,8 +25,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| -> Result<()> {
-        let mut file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        write(&tmp)?;
+        let file = File::open(&tmp).with_context(|| format!("cannot open {}", tmp.display()))?;
         file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
         fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
         if let Ok(d) = File::open(dir) {

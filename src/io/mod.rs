@@ -4,5 +4,5 @@
 pub mod atomic;
 pub mod safetensors;
 
-pub use atomic::write_atomic;
+pub use atomic::{replace_atomic, write_atomic};
 pub use safetensors::{load_safetensors, save_safetensors};

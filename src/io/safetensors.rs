@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use safetensors::{Dtype, SafeTensors, View};
 use tch::{Device, Kind, Tensor};
 
-use super::write_atomic;
+use super::replace_atomic;
 
 fn to_dtype(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
@@ -45,22 +45,31 @@ pub fn kind_of(dtype: Dtype) -> Result<Kind> {
     })
 }
 
-/// A tensor's bytes on the host, ready to serialise.
+/// A tensor on the host, contiguous, ready to serialise: a CPU tensor that already is contiguous
+/// is used in place (no copy), so that saving a large tensor needs no second copy of it.
 struct HostTensor {
     dtype: Dtype,
     shape: Vec<usize>,
-    bytes: Vec<u8>,
+    host: Tensor,
+    nbytes: usize,
 }
 
 impl HostTensor {
     fn new(t: &Tensor) -> Result<HostTensor> {
         let kind = t.f_kind()?;
         let host = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
-        let numel = host.numel();
-        let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
-        host.f_copy_data_u8(&mut bytes, numel)?;
+        let nbytes = host.numel() * kind.elt_size_in_bytes();
         let shape = host.size().iter().map(|d| *d as usize).collect();
-        Ok(HostTensor { dtype: to_dtype(kind)?, shape, bytes })
+        Ok(HostTensor { dtype: to_dtype(kind)?, shape, host, nbytes })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        if self.nbytes == 0 {
+            return &[];
+        }
+        // SAFETY: `host` is a contiguous CPU tensor of `nbytes` bytes that this struct keeps
+        // alive (and nothing writes to it while it is being saved).
+        unsafe { std::slice::from_raw_parts(self.host.data_ptr() as *const u8, self.nbytes) }
     }
 }
 
@@ -72,21 +81,31 @@ impl View for &HostTensor {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
+        Cow::Borrowed(self.bytes())
     }
     fn data_len(&self) -> usize {
-        self.bytes.len()
+        self.nbytes
     }
+}
+
+/// A name a tensor can have in a file: not `__metadata__`, the format's place for metadata.
+pub fn check_name(name: &str) -> Result<()> {
+    if name == "__metadata__" {
+        bail!("'__metadata__' is the safetensors format's place for metadata, not a tensor name: name the tensor otherwise");
+    }
+    Ok(())
 }
 
 /// Writes named tensors (and optional string metadata) to `path`, atomically.
 pub fn save_safetensors(path: &Path, tensors: &BTreeMap<String, Tensor>, metadata: Option<std::collections::HashMap<String, String>>) -> Result<()> {
+    for name in tensors.keys() {
+        check_name(name)?;
+    }
     let host = tensors
         .iter()
         .map(|(name, t)| Ok((name.clone(), HostTensor::new(t).with_context(|| format!("tensor '{name}'"))?)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(host.iter().map(|(n, h)| (n.as_str(), h)), metadata)?;
-    write_atomic(path, &bytes)
+    replace_atomic(path, |tmp| Ok(safetensors::serialize_to_file(host.iter().map(|(n, h)| (n.as_str(), h)), metadata, tmp)?))
 }
 
 /// Reads every tensor of a safetensors file onto `device`.

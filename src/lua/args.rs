@@ -73,6 +73,7 @@ pub fn required_options<T: DeserializeOwned>(call: &str, table: Table, extra: &[
     if table.raw_len() > 0 {
         return Err(misuse(call, "expected a table of named options ({ name = value, ... }), got a list"));
     }
+    check_nesting(call, "the options", &Value::Table(table.clone()))?;
     serde_path_to_error::deserialize(mlua::serde::Deserializer::new(Value::Table(table))).map_err(|e| misuse(call, option_error(&e.path().to_string(), &e.into_inner().to_string(), extra)))
 }
 
@@ -203,6 +204,50 @@ pub fn describe(v: &Value) -> String {
             Err(_) => "a userdata".into(),
         },
         other => other.type_name().to_string(),
+    }
+}
+
+/// A Lua string that must be text: bytes that are not UTF-8 are an error naming `what` and
+/// showing the string (invalid bytes as U+FFFD).
+pub fn text(call: &str, what: &str, s: &mlua::LuaString) -> mlua::Result<String> {
+    match s.to_str() {
+        Ok(t) => Ok(t.to_string()),
+        Err(_) => Err(misuse(call, format!("{what} must be UTF-8 text, got {:?}", s.to_string_lossy()))),
+    }
+}
+
+/// How deep a table handed to moontune may nest (configs, chat messages, options): far beyond
+/// any real one, and shallow enough that walking it cannot exhaust the stack.
+pub const MAX_NESTING: usize = 100;
+
+/// Checks that a table does not contain itself and nests at most `MAX_NESTING` levels, before
+/// something walks it recursively; the error names `what` and the path to the fault.
+pub fn check_nesting(call: &str, what: &str, v: &Value) -> mlua::Result<()> {
+    fn walk(call: &str, what: &str, t: &Table, path: &mut Vec<String>, ancestors: &mut Vec<*const std::ffi::c_void>) -> mlua::Result<()> {
+        if ancestors.contains(&t.to_pointer()) {
+            return Err(misuse(call, format!("{what}{} contains itself (a table that refers back to one holding it)", path.concat())));
+        }
+        if ancestors.len() >= MAX_NESTING {
+            return Err(misuse(call, format!("{what} nests more than {MAX_NESTING} tables deep")));
+        }
+        ancestors.push(t.to_pointer());
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            if let Value::Table(child) = &v {
+                path.push(match &k {
+                    Value::String(s) => format!(".{}", s.to_string_lossy()),
+                    other => format!("[{}]", describe(other).trim_start_matches("integer ")),
+                });
+                walk(call, what, child, path, ancestors)?;
+                path.pop();
+            }
+        }
+        ancestors.pop();
+        Ok(())
+    }
+    match v {
+        Value::Table(t) => walk(call, what, t, &mut Vec::new(), &mut Vec::new()),
+        _ => Ok(()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! lives in the core modules.
 
 pub mod args;
+pub mod callbacks;
 pub mod memory;
 pub mod models;
 pub mod module;

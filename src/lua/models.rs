@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::{Rc, Weak};
 
-use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::args::{describe, failure, misuse, options, options_accepting, split_values, OrMisuse};
+use super::args::{check_nesting, describe, failure, misuse, options, options_accepting, split_values, text, OrMisuse};
 use super::tensor::{as_tensor, optional_tensor_arg, tensor_arg, wrap, wrap_named};
 use super::optim::ZeroGradOptions;
 use super::tokenizer::LuaTokenizer;
@@ -28,6 +28,7 @@ use crate::nn::module::{self, Member, Module, NamedParam};
 use crate::nn::names::NameMatcher;
 use crate::optim::zero_grads;
 use crate::tensor::{parse_device, parse_dtype, parse_placement, Placement as TensorPlacement};
+use super::callbacks::{function, method, method_mut, method_ud};
 
 /// A loaded model, or one of its submodules: the model is shared; `path` names the module
 /// ("" for the root).
@@ -45,7 +46,7 @@ impl UserData for LuaCache {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("len", |_, this, ()| Ok(this.0.borrow().len()));
+        method(methods, "len", "cache.len", |_, this, ()| Ok(this.0.borrow().len()));
     }
 }
 
@@ -57,7 +58,7 @@ pub struct LuaHookHandle {
 
 impl UserData for LuaHookHandle {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method_mut("remove", |_, this, ()| {
+        method_mut(methods, "remove", "hook.remove", |_, this, ()| {
             if let Some(model) = this.model.upgrade() {
                 let mut m = model.try_borrow_mut().map_err(|_| misuse("hook.remove", "the model is running (remove hooks outside its forward)"))?;
                 for id in this.ids.drain(..) {
@@ -80,6 +81,7 @@ struct Placement {
 
 fn placement(call: &str, o: &Placement) -> mlua::Result<(Option<Kind>, Option<Device>)> {
     let kind = o.dtype.as_deref().map(parse_dtype).transpose().or_misuse(call)?;
+    module::check_weight_dtype(kind).or_misuse(call)?;
     let device = o.device.as_deref().map(parse_device).transpose().or_misuse(call)?;
     Ok((kind, device))
 }
@@ -116,7 +118,9 @@ fn new(lua: &Lua, (arch, config, opts): (String, Table, Option<Table>)) -> mlua:
     let call = "models.new";
     let o: Placement = options(lua, call, opts)?;
     let (kind, device) = placement(call, &o)?;
-    let json: serde_json::Value = lua.from_value(Value::Table(config)).map_err(|e| misuse(call, format!("config: {e}")))?;
+    let config = Value::Table(config);
+    check_nesting(call, "config", &config)?;
+    let json: serde_json::Value = lua.from_value(config).map_err(|e| misuse(call, format!("config: {e}")))?;
     let serde_json::Value::Object(map) = json else { return Err(misuse(call, "config must be a table of keys")) };
     Ok(root_handle(Model::new(&arch, map, kind.unwrap_or(Kind::Float), device.unwrap_or(Device::Cpu)).or_misuse(call)?))
 }
@@ -126,7 +130,7 @@ fn new(lua: &Lua, (arch, config, opts): (String, Table, Option<Table>)) -> mlua:
 pub fn matcher_arg(call: &str, v: &Value) -> mlua::Result<NameMatcher> {
     match v {
         Value::Nil => Ok(NameMatcher::All),
-        Value::String(s) => NameMatcher::pattern(&s.to_str()?).or_misuse(call),
+        Value::String(s) => NameMatcher::pattern(&text(call, "the pattern", s)?).or_misuse(call),
         Value::Table(t) => {
             let names = t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>().map_err(|_| misuse(call, "a list of names must hold strings"))?;
             NameMatcher::suffixes(names).or_misuse(call)
@@ -230,7 +234,7 @@ impl LuaModule {
     fn index(&self, lua: &Lua, key: Value) -> mlua::Result<Value> {
         let call = "module.__index";
         let key = match &key {
-            Value::String(s) => s.to_str()?.to_string(),
+            Value::String(s) => text(call, "a field name", s)?,
             Value::Integer(i) => i.to_string(),
             other => return Err(misuse(call, format!("no field {}", describe(other)))),
         };
@@ -336,7 +340,7 @@ fn forward(lua: &Lua, this: &LuaModule, args: Value) -> mlua::Result<Value> {
     for pair in args.pairs::<Value, Value>() {
         let (k, _) = pair?;
         let name = match &k {
-            Value::String(s) => s.to_str()?.to_string(),
+            Value::String(s) => s.to_string_lossy(),
             other => describe(other),
         };
         if !KEYS.contains(&name.as_str()) {
@@ -441,43 +445,43 @@ impl UserData for LuaModule {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("forward", |lua, this, args: Value| forward(lua, this, args));
+        method(methods, "forward", "model.forward", |lua, this, args: Value| forward(lua, this, args));
         methods.add_meta_method(mlua::MetaMethod::Call, |lua, this, args: Value| forward(lua, this, args));
         methods.add_meta_method(mlua::MetaMethod::Index, |lua, this, key: Value| this.index(lua, key));
-        methods.add_method("generate", |lua, this, (ids, opts): (Value, Option<Table>)| generate_lua(lua, this, ids, opts));
-        methods.add_method("new_cache", |_, this, prefix: Option<Table>| new_cache(this, prefix));
-        methods.add_method("named_parameters", |lua, this, opts: Option<Table>| this.named_parameters(lua, opts));
-        methods.add_method("parameters", |lua, this, opts: Option<Table>| this.parameter_list(lua, opts));
-        methods.add_method("named_modules", |lua, this, ()| this.named_modules(lua));
-        methods.add_method("get_submodule", |_, this, name: String| this.get_submodule(&name));
-        methods.add_method("state_dict", |lua, this, ()| this.state_dict(lua));
-        methods.add_method("load_state_dict", |lua, this, (sd, opts): (Table, Option<Table>)| this.load_state_dict(lua, sd, opts));
-        methods.add_method("num_parameters", |lua, this, opts: Option<Table>| {
+        method(methods, "generate", "model.generate", |lua, this, (ids, opts): (Value, Option<Table>)| generate_lua(lua, this, ids, opts));
+        method(methods, "new_cache", "model.new_cache", |_, this, prefix: Option<Table>| new_cache(this, prefix));
+        method(methods, "named_parameters", "module.named_parameters", |lua, this, opts: Option<Table>| this.named_parameters(lua, opts));
+        method(methods, "parameters", "module.parameters", |lua, this, opts: Option<Table>| this.parameter_list(lua, opts));
+        method(methods, "named_modules", "module.named_modules", |lua, this, ()| this.named_modules(lua));
+        method(methods, "get_submodule", "module.get_submodule", |_, this, name: String| this.get_submodule(&name));
+        method(methods, "state_dict", "module.state_dict", |lua, this, ()| this.state_dict(lua));
+        method(methods, "load_state_dict", "module.load_state_dict", |lua, this, (sd, opts): (Table, Option<Table>)| this.load_state_dict(lua, sd, opts));
+        method(methods, "num_parameters", "module.num_parameters", |lua, this, opts: Option<Table>| {
             let o: ParamOptions = options(lua, "module.num_parameters", opts)?;
             Ok(this.parameters("module.num_parameters", o.trainable.unwrap_or(false))?.iter().map(|p| p.tensor.numel() as i64).sum::<i64>())
         });
-        methods.add_function("train", |_, (ud, mode): (AnyUserData, Option<bool>)| {
+        method_ud(methods, "train", "module.train", |_, ud, mode: Option<bool>| {
             ud.borrow::<LuaModule>()?.model_mut("module.train")?.training = mode.unwrap_or(true);
             Ok(ud)
         });
-        methods.add_function("eval", |_, ud: AnyUserData| {
+        method_ud(methods, "eval", "module.eval", |_, ud, (): ()| {
             ud.borrow::<LuaModule>()?.model_mut("module.eval")?.training = false;
             Ok(ud)
         });
-        methods.add_function("freeze", |_, (ud, pattern): (AnyUserData, Value)| {
+        method_ud(methods, "freeze", "module.freeze", |_, ud, pattern: Value| {
             ud.borrow::<LuaModule>()?.set_trainable(pattern, false)?;
             Ok(ud)
         });
-        methods.add_function("unfreeze", |_, (ud, pattern): (AnyUserData, Value)| {
+        method_ud(methods, "unfreeze", "module.unfreeze", |_, ud, pattern: Value| {
             ud.borrow::<LuaModule>()?.set_trainable(pattern, true)?;
             Ok(ud)
         });
-        methods.add_function("to", |lua, (ud, opts): (AnyUserData, Value)| {
+        method_ud(methods, "to", "module.to", |lua, ud, opts: Value| {
             let call = "module.to";
             let o: Placement = match opts {
                 Value::Table(t) => options(lua, call, Some(t))?,
                 Value::String(s) => {
-                    let s = s.to_str()?.to_string();
+                    let s = text(call, "the dtype or device", &s)?;
                     match parse_placement(&s).or_misuse(call)? {
                         TensorPlacement::Dtype(_) => Placement { dtype: Some(s), device: None },
                         TensorPlacement::Device(_) => Placement { dtype: None, device: Some(s) },
@@ -489,30 +493,30 @@ impl UserData for LuaModule {
             ud.borrow::<LuaModule>()?.with_module(call, |m| module::to(m, kind, device))?;
             Ok(ud)
         });
-        methods.add_function("zero_grad", |lua, (ud, opts): (AnyUserData, Option<Table>)| {
+        method_ud(methods, "zero_grad", "module.zero_grad", |lua, ud, opts: Option<Table>| {
             let call = "module.zero_grad";
             let o: ZeroGradOptions = options(lua, call, opts)?;
             let params: Vec<Tensor> = ud.borrow::<LuaModule>()?.parameters(call, false)?.into_iter().map(|p| p.tensor).collect();
             zero_grads(&params, o.set_to_none.unwrap_or(true)).or_misuse(call)?;
             Ok(ud)
         });
-        methods.add_function("apply", |lua, (ud, f): (AnyUserData, Function)| {
+        method_ud(methods, "apply", "module.apply", |lua, ud, f: Function| {
             ud.borrow::<LuaModule>()?.apply(lua, f)?;
             Ok(ud)
         });
-        methods.add_method("register_forward_hook", |lua, this, (pattern, f): (Value, Function)| this.register_forward_hook(lua, pattern, f));
-        methods.add_method("name", |_, this, ()| Ok(this.path.clone()));
-        methods.add_method("save", |lua, this, dir: String| {
+        method(methods, "register_forward_hook", "module.register_forward_hook", |lua, this, (pattern, f): (Value, Function)| this.register_forward_hook(lua, pattern, f));
+        method(methods, "name", "module.name", |_, this, ()| Ok(this.path.clone()));
+        method(methods, "save", "model.save", |lua, this, dir: String| {
             this.is_root("model.save")?;
             match this.model("model.save")?.save(Path::new(&dir)) {
                 Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
                 Err(e) => failure(lua, format!("model.save: {e:#}")),
             }
         });
-        methods.add_method("config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.model("model.config")?.config.json.clone())));
-        methods.add_method("architecture", |_, this, ()| Ok(this.model("model.architecture")?.architecture.clone()));
-        methods.add_method("dtype", |_, this, ()| Ok(crate::tensor::dtype_name(this.model("model.dtype")?.dtype())));
-        methods.add_method("device", |_, this, ()| Ok(crate::tensor::device_name(this.model("model.device")?.device())));
+        method(methods, "config", "model.config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.model("model.config")?.config.json.clone())));
+        method(methods, "architecture", "model.architecture", |_, this, ()| Ok(this.model("model.architecture")?.architecture.clone()));
+        method(methods, "dtype", "model.dtype", |_, this, ()| Ok(crate::tensor::dtype_name(this.model("model.dtype")?.dtype())));
+        method(methods, "device", "model.device", |_, this, ()| Ok(crate::tensor::device_name(this.model("model.device")?.device())));
         methods.add_meta_method(mlua::MetaMethod::ToString, |_, this, ()| this.with_module("module.__tostring", |m| Ok(module::format_tree(m))));
     }
 }
@@ -541,9 +545,9 @@ pub fn parameters_of(v: &Value) -> Option<Vec<NamedParam>> {
 
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.set("load", lua.create_function(load)?)?;
-    t.set("new", lua.create_function(new)?)?;
-    t.set("mean_pool", lua.create_function(|lua, (hidden, mask): (Value, Value)| {
+    t.set("load", function(lua, "models.load", load)?)?;
+    t.set("new", function(lua, "models.new", new)?)?;
+    t.set("mean_pool", function(lua, "models.mean_pool", |lua, (hidden, mask): (Value, Value)| {
         let call = "models.mean_pool";
         let hidden = tensor_arg(call, &hidden)?;
         let mask = optional_tensor_arg(call, &mask)?;

@@ -4,11 +4,13 @@
 use mlua::{Lua, Table, Value, Variadic};
 
 use super::{models, nn, optim, sched, serialize, tensor_create, tokenizer};
+use super::callbacks::{function};
 
-/// Joins values as `print` does (tab-separated `tostring`s).
+/// Joins values as `print` does (tab-separated `tostring`s). Lua strings are bytes: any that are
+/// not UTF-8 are shown with U+FFFD in their place rather than failing the print.
 pub fn join_for_print(lua: &Lua, values: Variadic<Value>) -> mlua::Result<String> {
     let tostring: mlua::Function = lua.globals().get("tostring")?;
-    let parts = values.into_iter().map(|v| tostring.call::<String>(v)).collect::<mlua::Result<Vec<_>>>()?;
+    let parts = values.into_iter().map(|v| Ok(tostring.call::<mlua::LuaString>(v)?.to_string_lossy())).collect::<mlua::Result<Vec<_>>>()?;
     Ok(parts.join("\t"))
 }
 
@@ -22,9 +24,9 @@ pub fn seed_everything(lua: &Lua, seed: i64) -> mlua::Result<()> {
 
 fn device_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.set("cuda_available", lua.create_function(|_, ()| Ok(tch::Cuda::is_available()))?)?;
-    t.set("cuda_count", lua.create_function(|_, ()| Ok(tch::Cuda::device_count()))?)?;
-    t.set("best", lua.create_function(|_, ()| Ok(if tch::Cuda::is_available() { "cuda" } else { "cpu" }))?)?;
+    t.set("cuda_available", function(lua, "device.cuda_available", |_, ()| Ok(tch::Cuda::is_available()))?)?;
+    t.set("cuda_count", function(lua, "device.cuda_count", |_, ()| Ok(tch::Cuda::device_count()))?)?;
+    t.set("best", function(lua, "device.best", |_, ()| Ok(if tch::Cuda::is_available() { "cuda" } else { "cpu" }))?)?;
     Ok(t)
 }
 
@@ -38,16 +40,16 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("device", device_table(lua)?)?;
     mt.set("models", models::create_table(lua)?)?;
     mt.set("tokenizer", tokenizer::create_table(lua)?)?;
-    mt.set("save", lua.create_function(serialize::save)?)?;
-    mt.set("load", lua.create_function(serialize::load)?)?;
+    mt.set("save", function(lua, "save", serialize::save)?)?;
+    mt.set("load", function(lua, "load", serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;
     mt.set("enable_grad", tensor_create::enable_grad(lua)?)?;
     mt.set("inference_mode", tensor_create::inference_mode(lua)?)?;
-    mt.set("manual_seed", lua.create_function(|lua, seed: i64| seed_everything(lua, seed))?)?;
+    mt.set("manual_seed", function(lua, "mt.manual_seed", |lua, seed: i64| seed_everything(lua, seed))?)?;
     // Seconds on a monotonic clock (for timing inside recipes; os.clock is CPU time).
     let start = std::time::Instant::now();
-    mt.set("clock", lua.create_function(move |_, ()| Ok(start.elapsed().as_secs_f64()))?)?;
-    mt.set("memory", lua.create_function(|lua, ()| {
+    mt.set("clock", function(lua, "mt.clock", move |_, ()| Ok(start.elapsed().as_secs_f64()))?)?;
+    mt.set("memory", function(lua, "mt.memory", |lua, ()| {
         let t = lua.create_table()?;
         t.set("tensor_bytes", super::memory::live_bytes())?;
         t.set("lua_bytes", lua.used_memory())?;

@@ -6,13 +6,14 @@ use mlua::{Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
 use serde::Deserialize;
 use tch::Tensor;
 
-use super::args::{describe, integer, misuse, options, OrMisuse};
+use super::args::{describe, integer, misuse, options, text, OrMisuse};
 use super::tensor::{named_tensor_arg, tensor_arg, wrap};
 use crate::optim::adam::{Adam, AdamConfig};
 use crate::optim::clip::clip_grad_norm;
 use crate::optim::sgd::{Sgd, SgdConfig};
 use crate::optim::state::GroupState;
 use crate::optim::{GroupSpec, Kernel, Optim, Optimizer, OptimizerState, ParamKey, ParamState};
+use super::callbacks::{function, method, method_mut, method_ud};
 
 /// An optimizer owned by Lua.
 pub struct LuaOptimizer {
@@ -38,7 +39,7 @@ fn param_list(call: &str, list: &Table) -> mlua::Result<Vec<(Tensor, Option<Stri
     for pair in list.pairs::<Value, Value>() {
         let (k, v) = pair?;
         let Value::String(name) = &k else { return Err(misuse(call, format!("a table of parameters is a sequence or a name → parameter map, found key {}", describe(&k)))) };
-        let name = name.to_str()?.to_string();
+        let name = text(call, "a parameter name", name)?;
         named.push((tensor_arg(&format!("{call}: '{name}'"), &v)?, Some(name)));
     }
     named.sort_by(|a, b| a.1.cmp(&b.1));
@@ -156,7 +157,7 @@ fn key_to_lua(lua: &Lua, key: &ParamKey) -> mlua::Result<Value> {
 
 fn key_from_lua(call: &str, v: &Value) -> mlua::Result<ParamKey> {
     match v {
-        Value::String(s) => Ok(ParamKey::Name(s.to_str()?.to_string())),
+        Value::String(s) => Ok(ParamKey::Name(text(call, "a parameter name", s)?)),
         other => {
             let i = integer(call, other).map_err(|_| misuse(call, format!("a parameter is named by a string or a number, got {}", describe(other))))?;
             if i < 1 {
@@ -343,16 +344,16 @@ impl UserData for LuaOptimizer {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method_mut("step", |_, this, ()| this.inner.step().or_misuse("optimizer.step"));
-        methods.add_method_mut("zero_grad", |lua, this, opts: Option<Table>| {
+        method_mut(methods, "step", "optimizer.step", |_, this, ()| this.inner.step().or_misuse("optimizer.step"));
+        method_mut(methods, "zero_grad", "optimizer.zero_grad", |lua, this, opts: Option<Table>| {
             let o: ZeroGradOptions = options(lua, "optimizer.zero_grad", opts)?;
             this.inner.zero_grad(o.set_to_none.unwrap_or(true)).or_misuse("optimizer.zero_grad")
         });
-        methods.add_method("get_lr", |_, this, group: Option<i64>| {
+        method(methods, "get_lr", "optimizer.get_lr", |_, this, group: Option<i64>| {
             let g = this.group_index("optimizer.get_lr", group)?;
             Ok(this.inner.groups()[g].lr)
         });
-        methods.add_method_mut("set_lr", |_, this, (lr, group): (f64, Option<i64>)| {
+        method_mut(methods, "set_lr", "optimizer.set_lr", |_, this, (lr, group): (f64, Option<i64>)| {
             check_positive("optimizer.set_lr", "lr", lr)?;
             let groups: Vec<usize> = match group {
                 None => (0..this.inner.groups().len()).collect(),
@@ -363,13 +364,13 @@ impl UserData for LuaOptimizer {
             }
             Ok(())
         });
-        methods.add_method_mut("add_param_group", |lua, this, group: Table| {
+        method_mut(methods, "add_param_group", "optimizer.add_param_group", |lua, this, group: Table| {
             let call = "optimizer.add_param_group";
             let spec = group_spec(lua, call, &group)?;
             let (lr, wd) = this.defaults;
             this.inner.add_param_groups(vec![spec], lr, wd).or_misuse(call)
         });
-        methods.add_function("param_groups", |lua, ud: mlua::AnyUserData| {
+        method_ud(methods, "param_groups", "optimizer.param_groups", |lua, ud, (): ()| {
             let n = ud.borrow::<LuaOptimizer>()?.inner.groups().len();
             let out = lua.create_table()?;
             for index in 0..n {
@@ -377,9 +378,9 @@ impl UserData for LuaOptimizer {
             }
             Ok(out)
         });
-        methods.add_method("kernel", |_, this, ()| Ok(this.inner.kernel().name()));
-        methods.add_method("state_dict", |lua, this, ()| state_to_lua(lua, this.inner.state_dict().or_misuse("optimizer.state_dict")?));
-        methods.add_method_mut("load_state_dict", |_, this, table: Table| {
+        method(methods, "kernel", "optimizer.kernel", |_, this, ()| Ok(this.inner.kernel().name()));
+        method(methods, "state_dict", "optimizer.state_dict", |lua, this, ()| state_to_lua(lua, this.inner.state_dict().or_misuse("optimizer.state_dict")?));
+        method_mut(methods, "load_state_dict", "optimizer.load_state_dict", |_, this, table: Table| {
             let state = state_from_lua("optimizer.load_state_dict", &table)?;
             this.inner.load_state_dict(&state).or_misuse("optimizer.load_state_dict")
         });
@@ -399,10 +400,10 @@ struct ClipOptions {
 
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.set("sgd", lua.create_function(|lua, (params, opts): (Table, Option<Table>)| sgd(lua, params, opts))?)?;
-    t.set("adam", lua.create_function(|lua, (params, opts): (Table, Option<Table>)| adam(lua, "optim.adam", params, opts, false))?)?;
-    t.set("adamw", lua.create_function(|lua, (params, opts): (Table, Option<Table>)| adam(lua, "optim.adamw", params, opts, true))?)?;
-    t.set("clip_grad_norm", lua.create_function(|lua, (params, max_norm, opts): (Value, f64, Option<Table>)| {
+    t.set("sgd", function(lua, "optim.sgd", |lua, (params, opts): (Table, Option<Table>)| sgd(lua, params, opts))?)?;
+    t.set("adam", function(lua, "optim.adam", |lua, (params, opts): (Table, Option<Table>)| adam(lua, "optim.adam", params, opts, false))?)?;
+    t.set("adamw", function(lua, "optim.adamw", |lua, (params, opts): (Table, Option<Table>)| adam(lua, "optim.adamw", params, opts, true))?)?;
+    t.set("clip_grad_norm", function(lua, "optim.clip_grad_norm", |lua, (params, max_norm, opts): (Value, f64, Option<Table>)| {
         let call = "optim.clip_grad_norm";
         let o: ClipOptions = options(lua, call, opts)?;
         let list = match &params {

@@ -104,12 +104,32 @@ pub fn load_file(lua: &Lua, path: &Path, env: Option<Table>) -> Result<Function>
 const TRACED_KEY: &str = "moontune.traced_call";
 
 /// Given `debug.traceback`, a function that calls f under xpcall; the handler adds a traceback
-/// unless the message (an error raised by a native function) already carries one.
+/// unless the message (an error raised by a native function) already carries one. An error
+/// value that is a table without `__tostring` (`error({ code = 3 })`) is shown by its fields,
+/// not its address; one whose `__tostring` fails says so.
 const TRACED_CALL: &str = r#"
 local traceback = ...
+local function shown(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+local function message(e)
+  local meta = getmetatable(e)
+  if type(e) == "table" and not (type(meta) == "table" and meta.__tostring) then
+    local fields = {}
+    for k, v in pairs(e) do
+      if #fields == 20 then fields[#fields + 1] = "..." break end
+      fields[#fields + 1] = (type(k) == "string" and k or "[" .. shown(k) .. "]") .. " = " .. shown(v)
+    end
+    return "error object { " .. table.concat(fields, ", ") .. " }"
+  end
+  local ok, s = pcall(tostring, e)
+  if ok and type(s) == "string" then return s end
+  return "an error value whose __tostring failed: " .. tostring(s)
+end
 return function(f, ...)
   return xpcall(f, function(e)
-    local s = tostring(e)
+    local s = message(e)
     if s:find("stack traceback:", 1, true) then return s end
     return traceback(s, 2)
   end, ...)

@@ -7,6 +7,7 @@ use mlua::{AnyUserData, Lua, Table, UserData, UserDataFields, UserDataMethods};
 use super::args::{misuse, options, OrMisuse};
 use super::optim::{group_index, LuaOptimizer};
 use crate::optim::schedule::{Schedule, ScheduleOptions, Scheduler};
+use super::callbacks::{function, method, method_mut};
 
 pub struct LuaSchedule {
     scheduler: Scheduler,
@@ -27,21 +28,21 @@ impl UserData for LuaSchedule {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method_mut("step", |_, this, ()| {
+        method_mut(methods, "step", "schedule.step", |_, this, ()| {
             this.drive("schedule.step", |s, opt| {
                 s.step(opt.inner.as_mut());
                 Ok(())
             })
         });
-        methods.add_method_mut("get_lr", |_, this, group: Option<i64>| {
+        method_mut(methods, "get_lr", "schedule.get_lr", |_, this, group: Option<i64>| {
             let call = "schedule.get_lr";
             let lrs = this.drive(call, |_, opt| Ok(opt.lrs()))?;
             Ok(lrs[group_index(call, group, lrs.len())?])
         });
         // PyTorch's get_last_lr(): the lr of every group, in order.
-        methods.add_method_mut("get_last_lr", |_, this, ()| this.drive("schedule.get_last_lr", |_, opt| Ok(opt.lrs())));
+        method_mut(methods, "get_last_lr", "schedule.get_last_lr", |_, this, ()| this.drive("schedule.get_last_lr", |_, opt| Ok(opt.lrs())));
         // set_base_lr(lr, group?): the lr the schedule scales (all scheduled groups, or one).
-        methods.add_method_mut("set_base_lr", |_, this, (lr, group): (f64, Option<i64>)| {
+        method_mut(methods, "set_base_lr", "schedule.set_base_lr", |_, this, (lr, group): (f64, Option<i64>)| {
             let call = "schedule.set_base_lr";
             if !(lr >= 0.0 && lr.is_finite()) {
                 return Err(misuse(call, format!("lr must be a finite number ≥ 0, got {lr}")));
@@ -59,16 +60,16 @@ impl UserData for LuaSchedule {
             })
         });
         // scale(f): multiplies the lr the schedule scales (every scheduled group) by f.
-        methods.add_method_mut("scale", |_, this, f: f64| this.drive("schedule.scale", |s, opt| s.scale(f, opt.inner.as_mut())));
-        methods.add_method("last_step", |_, this, ()| Ok(this.scheduler.last_step));
-        methods.add_method_mut("state_dict", |lua, this, ()| {
+        method_mut(methods, "scale", "schedule.scale", |_, this, f: f64| this.drive("schedule.scale", |s, opt| s.scale(f, opt.inner.as_mut())));
+        method(methods, "last_step", "schedule.last_step", |_, this, ()| Ok(this.scheduler.last_step));
+        method_mut(methods, "state_dict", "schedule.state_dict", |lua, this, ()| {
             let base = this.drive("schedule.state_dict", |s, opt| Ok(s.base_lrs(opt.inner.as_ref())))?;
             let t = lua.create_table()?;
             t.set("last_step", this.scheduler.last_step)?;
             t.set("base_lrs", base)?;
             Ok(t)
         });
-        methods.add_method_mut("load_state_dict", |_, this, t: Table| {
+        method_mut(methods, "load_state_dict", "schedule.load_state_dict", |_, this, t: Table| {
             let call = "schedule.load_state_dict";
             let last_step: i64 = t.get("last_step").map_err(|e| misuse(call, format!("bad 'last_step': {e}")))?;
             let base: Vec<f64> = t.get("base_lrs").map_err(|e| misuse(call, format!("bad 'base_lrs': {e}")))?;
@@ -91,7 +92,7 @@ fn make(lua: &Lua, name: &'static str, optimizer: AnyUserData, opts: Option<Tabl
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     for name in ["constant", "linear", "cosine", "step"] {
-        t.set(name, lua.create_function(move |lua, (opt, opts): (AnyUserData, Option<Table>)| make(lua, name, opt, opts))?)?;
+        t.set(name, function(lua, format!("sched.{name}"), move |lua, (opt, opts): (AnyUserData, Option<Table>)| make(lua, name, opt, opts))?)?;
     }
     Ok(t)
 }

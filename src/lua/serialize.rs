@@ -7,7 +7,7 @@ use std::path::Path;
 use mlua::{Lua, MultiValue, Table, Value};
 use serde::Deserialize;
 
-use super::args::{describe, failure, misuse, options, OrMisuse};
+use super::args::{describe, failure, misuse, options, text, OrMisuse};
 use super::tensor::{tensor_arg, wrap};
 use crate::io::{load_safetensors, save_safetensors};
 use crate::tensor::parse_device;
@@ -21,7 +21,9 @@ pub fn save(lua: &Lua, (path, tensors): (String, Table)) -> mlua::Result<MultiVa
         let Value::String(name) = &k else {
             return Err(misuse(call, format!("tensor names must be strings, got {}", describe(&k))));
         };
-        map.insert(name.to_str()?.to_string(), tensor_arg(&format!("save: '{}'", name.to_string_lossy()), &v)?);
+        let name_text = text(call, "a tensor name", name)?;
+        crate::io::safetensors::check_name(&name_text).or_misuse(call)?;
+        map.insert(name_text, tensor_arg(&format!("save: '{}'", name.to_string_lossy()), &v)?);
     }
     match save_safetensors(Path::new(&path), &map, None) {
         Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),

@@ -12,6 +12,7 @@ use super::values::tensor_from_value;
 use crate::tensor::guard;
 use crate::tensor::scalar::{self, Operand};
 use crate::tensor::{parse_device, parse_dtype};
+use super::callbacks::{function};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +50,7 @@ fn finish<E: std::fmt::Display>(lua: &Lua, call: &str, t: Result<Tensor, E>, p: 
 
 /// Registers a constructor taking `(size..., opts?)`.
 fn sized(lua: &Lua, table: &Table, name: &'static str, make: fn(&[i64], (Kind, Device)) -> Result<Tensor, tch::TchError>) -> mlua::Result<()> {
-    let f = lua.create_function(move |lua, args: MultiValue| {
+    let f = function(lua, format!("tensor.{name}"), move |lua, args: MultiValue| {
         let call = format!("tensor.{name}");
         let (size, opts, rest) = sizes_and_options(lua, &call, args)?;
         let p = placement(lua, &call, opts)?;
@@ -62,7 +63,7 @@ fn sized(lua: &Lua, table: &Table, name: &'static str, make: fn(&[i64], (Kind, D
 
 /// Registers a `*_like(t, opts?)` constructor.
 fn like(lua: &Lua, table: &Table, name: &'static str, make: fn(&Tensor, (Kind, Device)) -> Result<Tensor, tch::TchError>) -> mlua::Result<()> {
-    let f = lua.create_function(move |lua, (source, opts): (Value, Option<Table>)| {
+    let f = function(lua, format!("tensor.{name}"), move |lua, (source, opts): (Value, Option<Table>)| {
         let call = format!("tensor.{name}");
         let source = tensor_arg(&call, &source)?;
         let p = placement(lua, &call, opts)?;
@@ -119,7 +120,7 @@ fn number(call: &str, v: &Value) -> mlua::Result<f64> {
 
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.set("tensor", lua.create_function(|lua, (data, opts): (Value, Option<Table>)| {
+    t.set("tensor", function(lua, "tensor.tensor", |lua, (data, opts): (Value, Option<Table>)| {
         let call = "tensor.tensor";
         let p = placement(lua, call, opts)?;
         let base = tensor_from_value(call, &data)?;
@@ -136,7 +137,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     like(lua, &t, "ones_like", |s, o| Tensor::f_ones(s.size(), o))?;
     like(lua, &t, "randn_like", |s, o| Tensor::f_randn(s.size(), o))?;
     like(lua, &t, "rand_like", |s, o| Tensor::f_rand(s.size(), o))?;
-    t.set("full", lua.create_function(|lua, args: MultiValue| {
+    t.set("full", function(lua, "tensor.full", |lua, args: MultiValue| {
         let call = "tensor.full";
         let mut args: Vec<Value> = args.into_iter().collect();
         let opts = if args.len() > 2 { trailing_options(&mut args) } else { None };
@@ -154,7 +155,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         };
         finish(lua, call, filled(&size, kind, device, &value), &p)
     })?)?;
-    t.set("full_like", lua.create_function(|lua, (source, value, opts): (Value, Value, Option<Table>)| {
+    t.set("full_like", function(lua, "tensor.full_like", |lua, (source, value, opts): (Value, Value, Option<Table>)| {
         let call = "tensor.full_like";
         let source = tensor_arg(call, &source)?;
         let p = placement(lua, call, opts)?;
@@ -162,7 +163,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let value = Operand::Float(number(call, &value)?);
         finish(lua, call, filled(&source.size(), o.0, o.1, &value), &p)
     })?)?;
-    t.set("randint", lua.create_function(|lua, args: MultiValue| {
+    t.set("randint", function(lua, "tensor.randint", |lua, args: MultiValue| {
         // randint(high, size, opts?) or randint(low, high, size, opts?), as torch.randint.
         let call = "tensor.randint";
         let mut args: Vec<Value> = args.into_iter().collect();
@@ -185,7 +186,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let o = (p.kind.unwrap_or(Kind::Int64), p.device.unwrap_or(Device::Cpu));
         finish(lua, call, Tensor::f_randint_low(low, high, size.as_slice(), o), &p)
     })?)?;
-    t.set("arange", lua.create_function(|lua, args: MultiValue| {
+    t.set("arange", function(lua, "tensor.arange", |lua, args: MultiValue| {
         // arange(end), arange(start, end), arange(start, end, step), each with options.
         let call = "tensor.arange";
         let mut args: Vec<Value> = args.into_iter().collect();
@@ -210,7 +211,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         });
         finish(lua, call, out, &p)
     })?)?;
-    t.set("eye", lua.create_function(|lua, args: MultiValue| {
+    t.set("eye", function(lua, "tensor.eye", |lua, args: MultiValue| {
         let call = "tensor.eye";
         let (dims, opts, rest) = sizes_and_options(lua, call, args)?;
         let p = placement(lua, call, opts)?;
@@ -225,7 +226,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     })?)?;
     // linspace(start, end, steps, opts?) and logspace(start, end, steps, { base = 10, ... }).
     for name in ["linspace", "logspace"] {
-        t.set(name, lua.create_function(move |lua, (start, end, steps, opts): (Value, Value, i64, Option<Table>)| {
+        t.set(name, function(lua, format!("tensor.{name}"), move |lua, (start, end, steps, opts): (Value, Value, i64, Option<Table>)| {
             let call = format!("tensor.{name}");
             let (settings, values) = super::args::split_values(lua, opts, &["base"])?;
             let p = placement(lua, &call, settings)?;
@@ -243,7 +244,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         })?)?;
     }
     // einsum("ij,jk->ik", a, b) or einsum("ij,jk->ik", { a, b }).
-    t.set("einsum", lua.create_function(|lua, (equation, rest): (String, MultiValue)| {
+    t.set("einsum", function(lua, "tensor.einsum", |lua, (equation, rest): (String, MultiValue)| {
         let call = "tensor.einsum";
         let tensors = match rest.front() {
             Some(Value::Table(list)) if rest.len() == 1 => tensor_list(call, list)?,
@@ -251,15 +252,15 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         };
         wrap(lua, Tensor::f_einsum(&equation, &tensors, None::<&[i64]>).or_misuse(call)?)
     })?)?;
-    t.set("cat", lua.create_function(|lua, (list, dim): (Table, Option<i64>)| {
+    t.set("cat", function(lua, "tensor.cat", |lua, (list, dim): (Table, Option<i64>)| {
         let tensors = tensor_list("tensor.cat", &list)?;
         wrap(lua, Tensor::f_cat(&tensors, dim.unwrap_or(0)).or_misuse("tensor.cat")?)
     })?)?;
-    t.set("stack", lua.create_function(|lua, (list, dim): (Table, Option<i64>)| {
+    t.set("stack", function(lua, "tensor.stack", |lua, (list, dim): (Table, Option<i64>)| {
         let tensors = tensor_list("tensor.stack", &list)?;
         wrap(lua, Tensor::f_stack(&tensors, dim.unwrap_or(0)).or_misuse("tensor.stack")?)
     })?)?;
-    t.set("where", lua.create_function(|lua, (cond, a, b): (Value, Value, Value)| {
+    t.set("where", function(lua, "tensor.where", |lua, (cond, a, b): (Value, Value, Value)| {
         let call = "tensor.where";
         let cond = tensor_arg(call, &cond)?;
         let a = operand(call, &a)?;
@@ -268,13 +269,13 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let tb = b.to_tensor().or_misuse(call)?;
         wrap(lua, ta.f_where_self(&cond, &tb).or_misuse(call)?)
     })?)?;
-    t.set("is_tensor", lua.create_function(|_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaTensor>())))?)?;
+    t.set("is_tensor", function(lua, "tensor.is_tensor", |_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaTensor>())))?)?;
     Ok(t)
 }
 
 /// `mt.no_grad(fn, ...)`: calls `fn` with gradient tracking off and returns its results.
 pub fn no_grad(lua: &Lua) -> mlua::Result<Function> {
-    lua.create_function(|_, (f, args): (Function, MultiValue)| {
+    function(lua, "no_grad", |_, (f, args): (Function, MultiValue)| {
         let _guard = tch::no_grad_guard();
         f.call::<MultiValue>(args)
     })
@@ -282,13 +283,13 @@ pub fn no_grad(lua: &Lua) -> mlua::Result<Function> {
 
 /// `mt.enable_grad(fn, ...)`: calls `fn` with gradient tracking on (inside `no_grad` too).
 pub fn enable_grad(lua: &Lua) -> mlua::Result<Function> {
-    lua.create_function(|_, (f, args): (Function, MultiValue)| tch::with_grad(|| f.call::<MultiValue>(args)))
+    function(lua, "enable_grad", |_, (f, args): (Function, MultiValue)| tch::with_grad(|| f.call::<MultiValue>(args)))
 }
 
 /// `mt.inference_mode(fn, ...)`: calls `fn` in libtorch's inference mode (faster than
 /// `no_grad`; the tensors it makes can never take part in autograd).
 pub fn inference_mode(lua: &Lua) -> mlua::Result<Function> {
-    lua.create_function(|_, (f, args): (Function, MultiValue)| {
+    function(lua, "inference_mode", |_, (f, args): (Function, MultiValue)| {
         let _guard = crate::tensor::shim::InferenceMode::new();
         f.call::<MultiValue>(args)
     })

@@ -2,11 +2,11 @@
 //! information, conversion, autograd, arithmetic, comparison, reduction, shape and elementwise
 //! ops; arithmetic metamethods, `t[i]` row access, `#t` and PyTorch printing.
 
-use mlua::{AnyUserData, Lua, MetaMethod, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{Lua, MetaMethod, MultiValue, Table, UserData, UserDataFields, UserDataMethods, Value};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
-use super::args::{describe, integer, int_list, misuse, no_more, options, trailing_options, OrMisuse};
+use super::args::{describe, integer, int_list, misuse, no_more, options, text, trailing_options, OrMisuse};
 use super::tensor::{in_place, operand, tensor_arg, wrap, wrap_result, LuaTensor};
 use super::values::{tensor_item, tensor_to_list};
 use crate::tensor::create::copy_of;
@@ -14,6 +14,7 @@ use crate::tensor::guard;
 use crate::tensor::index::{self, Index};
 use crate::tensor::scalar::{self, Arith, Compare, Operand};
 use crate::tensor::{device_name, dtype_name, format_tensor, parse_device, parse_dtype, parse_placement, Placement};
+use super::callbacks::{self as callbacks, method_ud};
 
 /// Registers a method whose closure gets the tensor itself (a freed tensor is an error naming
 /// the method).
@@ -25,7 +26,7 @@ where
     F: Fn(&Lua, &Tensor, A) -> mlua::Result<R> + 'static,
 {
     let call = format!("tensor.{name}");
-    methods.add_method(name, move |lua, this, args: A| f(lua, this.get(&call)?, args));
+    callbacks::method(methods, name, call.clone(), move |lua, this: &LuaTensor, args: A| f(lua, this.get(&call)?, args));
 }
 
 /// Registers an out-of-place op with no arguments: `t:exp()`.
@@ -40,7 +41,7 @@ macro_rules! unary {
 /// Registers an in-place op with no arguments that returns the tensor itself: `t:exp_()`.
 macro_rules! unary_in_place {
     ($methods:ident, $($name:literal => $f:ident),* $(,)?) => {$(
-        $methods.add_function($name, |_, ud: AnyUserData| {
+        method_ud($methods, $name, concat!("tensor.", $name), |_, ud, (): ()| {
             in_place(concat!("tensor.", $name), &ud, |t| t.$f())
         });
     )*};
@@ -119,7 +120,7 @@ struct ToOptions {
 fn to(lua: &Lua, t: &Tensor, arg: Value) -> mlua::Result<LuaTensor> {
     let call = "tensor.to";
     let (dtype, device) = match arg {
-        Value::String(s) => match parse_placement(&s.to_str()?).or_misuse(call)? {
+        Value::String(s) => match parse_placement(&text(call, "the dtype or device", &s)?).or_misuse(call)? {
             Placement::Dtype(kind) => (Some(kind), None),
             Placement::Device(device) => (None, Some(device)),
         },
@@ -161,7 +162,7 @@ fn add_binary<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str
         binary(lua, op, t, other, o.alpha)
     });
     let in_place_name = format!("{name}_");
-    methods.add_function(in_place_name.clone(), move |lua, (ud, other, opts): (AnyUserData, Value, Option<Table>)| {
+    method_ud(methods, &in_place_name.clone(), format!("tensor.{in_place_name}"), move |lua, ud, (other, opts): (Value, Option<Table>)| {
         let call = format!("tensor.{in_place_name}");
         let o: AlphaOptions = options(lua, &call, opts)?;
         let this = ud.borrow::<LuaTensor>().map_err(|e| misuse(&call, e))?.get(&call)?.shallow_clone();
@@ -315,7 +316,7 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
 
     // Autograd.
     method(methods, "requires_grad", |_, t, ()| Ok(t.requires_grad()));
-    methods.add_function("requires_grad_", |_, (ud, flag): (AnyUserData, Option<bool>)| {
+    method_ud(methods, "requires_grad_", "tensor.requires_grad_", |_, ud, flag: Option<bool>| {
         in_place("tensor.requires_grad_", &ud, |t| t.f_requires_grad_(flag.unwrap_or(true)))
     });
     method(methods, "backward", |lua, t, args: MultiValue| backward(lua, t, args));
@@ -528,7 +529,7 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         let mask = tensor_arg(call, &mask)?;
         wrap_result(lua, call, scalar::masked_fill(t, &mask, &operand(call, &value)?))
     });
-    methods.add_function("masked_fill_", |_, (ud, mask, value): (AnyUserData, Value, Value)| {
+    method_ud(methods, "masked_fill_", "tensor.masked_fill_", |_, ud, (mask, value): (Value, Value)| {
         let call = "tensor.masked_fill_";
         let mask = tensor_arg(call, &mask)?;
         let value = operand(call, &value)?;
@@ -582,32 +583,32 @@ fn register<M: UserDataMethods<LuaTensor>>(methods: &mut M) {
         let (min, max) = clamp_bounds(lua, "tensor.clamp", a, b)?;
         wrap_result(lua, "tensor.clamp", scalar::clamp(t, min.as_ref(), max.as_ref()))
     });
-    methods.add_function("clamp_", |lua, (ud, a, b): (AnyUserData, Value, Value)| {
+    method_ud(methods, "clamp_", "tensor.clamp_", |lua, ud, (a, b): (Value, Value)| {
         let (min, max) = clamp_bounds(lua, "tensor.clamp_", a, b)?;
         in_place("tensor.clamp_", &ud, |t| {
             let clamped = scalar::clamp(t, min.as_ref(), max.as_ref())?;
             t.f_copy_(&clamped).map_err(anyhow::Error::from)
         })
     });
-    methods.add_function("fill_", |_, (ud, value): (AnyUserData, Value)| {
+    method_ud(methods, "fill_", "tensor.fill_", |_, ud, value: Value| {
         let call = "tensor.fill_";
         match operand(call, &value)? {
             Operand::Tensor(_) => Err(misuse(call, "expected a number; use copy_ for a tensor")),
             number => in_place(call, &ud, |t| scalar::fill_(t, &number)),
         }
     });
-    methods.add_function("copy_", |_, (ud, src): (AnyUserData, Value)| {
+    method_ud(methods, "copy_", "tensor.copy_", |_, ud, src: Value| {
         let src = tensor_arg("tensor.copy_", &src)?;
         in_place("tensor.copy_", &ud, |t| t.f_copy_(&src).map(|_| t.shallow_clone()))
     });
-    methods.add_function("set_data", |_, (ud, src): (AnyUserData, Value)| {
+    method_ud(methods, "set_data", "tensor.set_data", |_, ud, src: Value| {
         let src = tensor_arg("tensor.set_data", &src)?;
         in_place("tensor.set_data", &ud, |t| t.f_set_data(&src).map(|_| t.shallow_clone()))
     });
-    methods.add_function("uniform_", |_, (ud, a, b): (AnyUserData, Option<f64>, Option<f64>)| {
+    method_ud(methods, "uniform_", "tensor.uniform_", |_, ud, (a, b): (Option<f64>, Option<f64>)| {
         in_place("tensor.uniform_", &ud, |t| t.f_uniform_(a.unwrap_or(0.0), b.unwrap_or(1.0)))
     });
-    methods.add_function("normal_", |_, (ud, mean, std): (AnyUserData, Option<f64>, Option<f64>)| {
+    method_ud(methods, "normal_", "tensor.normal_", |_, ud, (mean, std): (Option<f64>, Option<f64>)| {
         in_place("tensor.normal_", &ud, |t| t.f_normal_(mean.unwrap_or(0.0), std.unwrap_or(1.0)))
     });
 }
@@ -692,11 +693,11 @@ impl UserData for LuaTensor {
             let Some(other) = super::tensor::as_tensor(&other) else { return Ok(false) };
             Ok(this.get("tensor.__eq")?.f_equal(&other).unwrap_or(false))
         });
-        methods.add_method_mut("free", |_, this, ()| {
+        callbacks::method_mut(methods, "free", "tensor.free", |_, this: &mut LuaTensor, ()| {
             this.free();
             Ok(())
         });
-        methods.add_method("param_name", |_, this, ()| Ok(this.name().map(str::to_string)));
+        callbacks::method(methods, "param_name", "tensor.param_name", |_, this: &LuaTensor, ()| Ok(this.name().map(str::to_string)));
         register(methods);
     }
 }

@@ -8,10 +8,11 @@ use mlua::{Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value
 use serde::Deserialize;
 use tch::Kind;
 
-use super::args::{failure, misuse, options, required_options, OrMisuse};
+use super::args::{check_nesting, failure, misuse, options, required_options, OrMisuse};
 use super::tensor::wrap;
 use crate::tokenizer::batch::{BatchOptions, EncodeOptions};
 use crate::tokenizer::{chat, train_bpe, Tok};
+use super::callbacks::{function, method};
 
 pub struct LuaTokenizer(pub Tok);
 
@@ -83,7 +84,7 @@ fn encode(lua: &Lua, tok: &Tok, text: String, second: Value, third: Option<Table
     let call = "tokenizer.encode";
     let (pair, opts) = match second {
         Value::Nil => (None, third),
-        Value::String(s) => (Some(s.to_str()?.to_string()), third),
+        Value::String(s) => (Some(super::args::text(call, "the pair text", &s)?), third),
         Value::Table(t) if third.is_none() => (None, Some(t)),
         other => return Err(misuse(call, format!("expected (text, opts?) or (text, pair, opts?), got {} as the second argument", super::args::describe(&other)))),
     };
@@ -118,25 +119,26 @@ impl UserData for LuaTokenizer {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("encode", |lua, this, (text, second, third): (String, Value, Option<Table>)| encode(lua, &this.0, text, second, third));
-        methods.add_method("encode_batch", |lua, this, (texts, second, third): (Vec<String>, Value, Option<Table>)| encode_batch(lua, &this.0, texts, second, third));
-        methods.add_method("decode", |lua, this, (ids, opts): (Value, Option<Table>)| {
+        method(methods, "encode", "tokenizer.encode", |lua, this, (text, second, third): (String, Value, Option<Table>)| encode(lua, &this.0, text, second, third));
+        method(methods, "encode_batch", "tokenizer.encode_batch", |lua, this, (texts, second, third): (Vec<String>, Value, Option<Table>)| encode_batch(lua, &this.0, texts, second, third));
+        method(methods, "decode", "tokenizer.decode", |lua, this, (ids, opts): (Value, Option<Table>)| {
             let call = "tokenizer.decode";
             let o: DecodeOptions = options(lua, call, opts)?;
             this.0.decode_ids(&ids_from(call, &ids)?, o.skip_special_tokens.unwrap_or(false)).or_misuse(call)
         });
-        methods.add_method("vocab_size", |_, this, ()| Ok(this.0.vocab_size()));
+        method(methods, "vocab_size", "tokenizer.vocab_size", |_, this, ()| Ok(this.0.vocab_size()));
         for which in ["bos", "eos", "pad", "unk"] {
-            methods.add_method(format!("{which}_id"), move |_, this, ()| Ok(special(&this.0, which)));
+            method(methods, &format!("{which}_id"), format!("tokenizer.{which}_id"), move |_, this, ()| Ok(special(&this.0, which)));
         }
-        methods.add_method("token_to_id", |_, this, token: String| Ok(this.0.token_to_id(&token)));
-        methods.add_method("id_to_token", |_, this, id: u32| Ok(this.0.inner.id_to_token(id)));
-        methods.add_method("apply_chat_template", |lua, this, (messages, opts): (Value, Option<Table>)| {
+        method(methods, "token_to_id", "tokenizer.token_to_id", |_, this, token: String| Ok(this.0.token_to_id(&token)));
+        method(methods, "id_to_token", "tokenizer.id_to_token", |_, this, id: u32| Ok(this.0.inner.id_to_token(id)));
+        method(methods, "apply_chat_template", "tokenizer.apply_chat_template", |lua, this, (messages, opts): (Value, Option<Table>)| {
             let call = "tokenizer.apply_chat_template";
             let o: ChatOptions = options(lua, call, opts)?;
             let Some(template) = &this.0.chat_template else {
                 return Err(misuse(call, "this tokenizer has no chat_template (tokenizer_config.json)"));
             };
+            check_nesting(call, "messages", &messages)?;
             let messages: serde_json::Value = lua.from_value(messages).map_err(|e| misuse(call, format!("messages: {e}")))?;
             let text = chat::render(template, &messages, o.add_generation_prompt.unwrap_or(false), &this.0.specials, &serde_json::Map::new()).or_misuse(call)?;
             if o.tokenize.unwrap_or(false) {
@@ -145,7 +147,7 @@ impl UserData for LuaTokenizer {
             }
             Ok(Value::String(lua.create_string(&text)?))
         });
-        methods.add_method("save", |lua, this, path: String| match this.0.inner.save(&path, true) {
+        method(methods, "save", "tokenizer.save", |lua, this, path: String| match this.0.inner.save(&path, true) {
             Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
             Err(e) => failure(lua, format!("tokenizer.save: {e}")),
         });
@@ -154,11 +156,11 @@ impl UserData for LuaTokenizer {
 
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.set("load", lua.create_function(|lua, path: String| match Tok::load(Path::new(&path)) {
+    t.set("load", function(lua, "tokenizer.load", |lua, path: String| match Tok::load(Path::new(&path)) {
         Ok(tok) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(LuaTokenizer(tok))?)])),
         Err(e) => failure(lua, format!("tokenizer.load: {e:#}")),
     })?)?;
-    t.set("train_bpe", lua.create_function(|_, opts: Table| {
+    t.set("train_bpe", function(lua, "tokenizer.train_bpe", |_, opts: Table| {
         let call = "tokenizer.train_bpe";
         let o: TrainOptions = required_options(call, opts, &[])?;
         let tok = train_bpe(&o.files, o.vocab_size, &o.special_tokens.unwrap_or_default(), o.min_frequency.unwrap_or(2)).or_misuse(call)?;

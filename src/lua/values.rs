@@ -8,6 +8,9 @@ use super::args::{describe, misuse, OrMisuse};
 use crate::tensor::create::{from_flat, FlatData};
 use crate::tensor::dtype::is_floating;
 
+/// libtorch's limit on a tensor's dims.
+const MAX_DIMS: usize = 64;
+
 #[derive(Default)]
 struct Gathered {
     ints: Vec<i64>,
@@ -18,6 +21,9 @@ struct Gathered {
 
 fn gather(call: &str, v: &Value, depth: usize, shape: &mut Vec<i64>, out: &mut Gathered) -> mlua::Result<()> {
     match v {
+        Value::Table(_) if depth >= MAX_DIMS => {
+            Err(misuse(call, format!("tensor data nests more than {MAX_DIMS} tables deep (a tensor has at most {MAX_DIMS} dims; does a table contain itself?)")))
+        }
         Value::Table(t) => {
             let items: Vec<Value> = t.sequence_values::<Value>().collect::<mlua::Result<_>>()?;
             if items.len() != t.pairs::<Value, Value>().count() {

@@ -12,7 +12,7 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::config::HfConfig;
+use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use crate::module_children;
 use crate::nn::attach::{InvertiblePoint, ResidualPoint};
@@ -47,19 +47,19 @@ impl BertConfig {
         if cfg.bool_or("is_decoder", false)? || cfg.bool_or("add_cross_attention", false)? {
             bail!("decoder BERT configurations are not supported");
         }
-        let hidden_size = cfg.int_or("hidden_size", 768)?;
-        let num_heads = cfg.int_or("num_attention_heads", 12)?;
-        if num_heads <= 0 || hidden_size % num_heads != 0 {
+        let hidden_size = cfg.size_or("hidden_size", 768, MAX_WIDTH)?;
+        let num_heads = cfg.size_or("num_attention_heads", 12, MAX_LAYERS)?;
+        if hidden_size % num_heads != 0 {
             bail!("hidden_size ({hidden_size}) must be a multiple of num_attention_heads ({num_heads})");
         }
         Ok(BertConfig {
-            vocab_size: cfg.int_or("vocab_size", 30522)?,
+            vocab_size: cfg.size_or("vocab_size", 30522, MAX_WIDTH)?,
             hidden_size,
-            num_layers: cfg.int_or("num_hidden_layers", 12)?,
+            num_layers: cfg.size_or("num_hidden_layers", 12, MAX_LAYERS)?,
             num_heads,
-            intermediate_size: cfg.int_or("intermediate_size", 3072)?,
-            max_position_embeddings: cfg.int_or("max_position_embeddings", 512)?,
-            type_vocab_size: cfg.int_or("type_vocab_size", 2)?,
+            intermediate_size: cfg.size_or("intermediate_size", 3072, MAX_WIDTH)?,
+            max_position_embeddings: cfg.size_or("max_position_embeddings", 512, MAX_WIDTH)?,
+            type_vocab_size: cfg.size_or("type_vocab_size", 2, MAX_WIDTH)?,
             eps: cfg.float_or("layer_norm_eps", 1e-12)?,
             activation: cfg.str_or("hidden_act", "gelu")?.to_string(),
             attention_dropout: cfg.float_or("attention_probs_dropout_prob", 0.1)?,

@@ -6,6 +6,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 
+/// The most layers (or heads) a config may ask for: real models have at most a few hundred.
+pub const MAX_LAYERS: i64 = 4096;
+/// The largest width, vocabulary or context length a config may ask for.
+pub const MAX_WIDTH: i64 = 1 << 24;
+
 #[derive(Clone, Debug)]
 pub struct HfConfig {
     pub json: Map<String, Value>,
@@ -58,7 +63,11 @@ impl HfConfig {
 
     pub fn int(&self, key: &str) -> Result<i64> {
         match self.get(key) {
-            Some(v) => v.as_i64().with_context(|| format!("config key '{key}' must be an integer, got {v}")),
+            // An integral float (`2.0`, or a Lua number such as 2^40) counts as the integer.
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+                .with_context(|| format!("config key '{key}' must be an integer, got {v}")),
             None => bail!("config lacks '{key}'"),
         }
     }
@@ -69,6 +78,24 @@ impl HfConfig {
 
     pub fn opt_int(&self, key: &str) -> Result<Option<i64>> {
         if self.get(key).is_some() { self.int(key).map(Some) } else { Ok(None) }
+    }
+
+    /// A size (a dimension, a count of layers or heads): an integer from 1 to `max`. Checked
+    /// before anything is allocated, so that a config cannot ask for 10¹² layers.
+    pub fn size(&self, key: &str, max: i64) -> Result<i64> {
+        let v = self.int(key)?;
+        if !(1..=max).contains(&v) {
+            bail!("config key '{key}' must be an integer from 1 to {max}, got {v}");
+        }
+        Ok(v)
+    }
+
+    pub fn size_or(&self, key: &str, default: i64, max: i64) -> Result<i64> {
+        if self.get(key).is_some() { self.size(key, max) } else { Ok(default) }
+    }
+
+    pub fn opt_size(&self, key: &str, max: i64) -> Result<Option<i64>> {
+        if self.get(key).is_some() { self.size(key, max).map(Some) } else { Ok(None) }
     }
 
     pub fn float_or(&self, key: &str, default: f64) -> Result<f64> {

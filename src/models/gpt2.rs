@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::cache::KvCache;
-use super::config::HfConfig;
+use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use super::mask::{self, Attend};
 use crate::module_children;
@@ -47,18 +47,18 @@ impl Gpt2Config {
             }
         }
         cfg.require_one_of("activation_function", &["gelu_new", "gelu", "gelu_pytorch_tanh", "relu"], "gelu_new")?;
-        let n_embd = cfg.int_or("n_embd", 768)?;
-        let n_head = cfg.int_or("n_head", 12)?;
-        if n_head <= 0 || n_embd % n_head != 0 {
+        let n_embd = cfg.size_or("n_embd", 768, MAX_WIDTH)?;
+        let n_head = cfg.size_or("n_head", 12, MAX_LAYERS)?;
+        if n_embd % n_head != 0 {
             bail!("n_embd ({n_embd}) must be a multiple of n_head ({n_head})");
         }
         Ok(Gpt2Config {
-            vocab_size: cfg.int_or("vocab_size", 50257)?,
-            n_positions: cfg.int_or("n_positions", 1024)?,
+            vocab_size: cfg.size_or("vocab_size", 50257, MAX_WIDTH)?,
+            n_positions: cfg.size_or("n_positions", 1024, MAX_WIDTH)?,
             n_embd,
-            n_layer: cfg.int_or("n_layer", 12)?,
+            n_layer: cfg.size_or("n_layer", 12, MAX_LAYERS)?,
             n_head,
-            n_inner: cfg.opt_int("n_inner")?.unwrap_or(4 * n_embd),
+            n_inner: cfg.opt_size("n_inner", MAX_WIDTH)?.unwrap_or(4 * n_embd),
             eps: cfg.float_or("layer_norm_epsilon", 1e-5)?,
             activation: cfg.str_or("activation_function", "gelu_new")?.to_string(),
             attn_pdrop: cfg.float_or("attn_pdrop", 0.1)?,

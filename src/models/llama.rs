@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use tch::{Device, Tensor};
 
 use super::cache::KvCache;
-use super::config::HfConfig;
+use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use super::mask::{self, Attend};
 use super::rope::{self, Rope, RopeConfig};
@@ -64,14 +64,14 @@ impl LlamaConfig {
         if cfg.int_or("pretraining_tp", 1)? != 1 {
             bail!("config key 'pretraining_tp' other than 1 is not supported");
         }
-        let hidden_size = cfg.int("hidden_size")?;
-        let num_heads = cfg.int("num_attention_heads")?;
-        let num_layers = cfg.int("num_hidden_layers")?;
-        let num_kv_heads = cfg.int_or("num_key_value_heads", num_heads)?;
-        if hidden_size <= 0 || num_heads <= 0 || num_kv_heads <= 0 || num_heads % num_kv_heads != 0 {
+        let hidden_size = cfg.size("hidden_size", MAX_WIDTH)?;
+        let num_heads = cfg.size("num_attention_heads", MAX_LAYERS)?;
+        let num_layers = cfg.size("num_hidden_layers", MAX_LAYERS)?;
+        let num_kv_heads = cfg.size_or("num_key_value_heads", num_heads, MAX_LAYERS)?;
+        if num_heads % num_kv_heads != 0 {
             bail!("num_attention_heads ({num_heads}) must be a positive multiple of num_key_value_heads ({num_kv_heads})");
         }
-        let head_dim = match cfg.opt_int("head_dim")? {
+        let head_dim = match cfg.opt_size("head_dim", MAX_WIDTH)? {
             Some(d) => d,
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => bail!("hidden_size ({hidden_size}) is not divisible by num_attention_heads ({num_heads})"),
@@ -90,9 +90,9 @@ impl LlamaConfig {
         };
         Ok(LlamaConfig {
             variant,
-            vocab_size: cfg.int("vocab_size")?,
+            vocab_size: cfg.size("vocab_size", MAX_WIDTH)?,
             hidden_size,
-            intermediate_size: cfg.int("intermediate_size")?,
+            intermediate_size: cfg.size("intermediate_size", MAX_WIDTH)?,
             num_layers,
             num_heads,
             num_kv_heads,

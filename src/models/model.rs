@@ -94,6 +94,7 @@ impl Model {
     /// Loads a Hugging Face model directory; `kind` converts floating-point weights. Parameters
     /// require gradients; the model is in eval mode.
     pub fn load(dir: &Path, kind: Option<Kind>, device: Device) -> Result<Model> {
+        module::check_weight_dtype(kind)?;
         let config = HfConfig::read(dir)?;
         let generation = HfConfig::read_generation(dir)?;
         let mut weights = Weights::load(dir, kind, device)?;
@@ -109,6 +110,7 @@ impl Model {
     /// A randomly initialised model of `arch` with the given config (transformers' defaults
     /// for missing keys where the architecture has them), in training mode.
     pub fn new(arch: &str, mut config: serde_json::Map<String, Value>, kind: Kind, device: Device) -> Result<Model> {
+        module::check_weight_dtype(Some(kind))?;
         config.insert("architectures".into(), Value::Array(vec![Value::String(arch.to_string())]));
         let std = config.get("initializer_range").and_then(|v| v.as_f64()).unwrap_or(0.02);
         let config = HfConfig { json: config };
@@ -332,6 +334,13 @@ mod tests {
         model
     }
 
+    /// Whether two runs of the model differ at all (CPU runs of the same computation agree
+    /// exactly; how much a tiny random model changes depends on its draw, which tests running
+    /// in parallel share).
+    fn changed(a: &Tensor, b: &Tensor) -> bool {
+        a.f_sub(b).unwrap().abs().max().double_value(&[]) > 0.0
+    }
+
     fn logits(model: &Model, ids: &Tensor) -> Tensor {
         let _guard = tch::no_grad_guard();
         model.forward(&ForwardInput { input_ids: Some(ids.shallow_clone()), ..Default::default() }, None).unwrap().logits.unwrap()
@@ -356,7 +365,7 @@ mod tests {
         assert_eq!(counts.by_owner.iter().map(|(o, n, _)| (o.as_str(), *n)).collect::<Vec<_>>()[1], ("probe", 16));
         // Zeroing it silences the queries of layer 0, which changes the output.
         let _ = probe.tensor.shallow_clone().f_zero_().unwrap();
-        assert!(!logits(&model, &ids).allclose(&plain, 1e-4, 1e-4, false));
+        assert!(changed(&logits(&model, &ids), &plain));
         let q = get_submodule_mut(model.root_mut(), "model.layers.0.self_attn.q_proj").unwrap().as_any_mut().downcast_mut::<Linear>().unwrap();
         q.adapters.set_active(&[]).unwrap();
         assert!(logits(&model, &ids).allclose(&plain, 1e-6, 1e-6, false), "an inactive adapter is skipped");
@@ -367,7 +376,7 @@ mod tests {
         let layer = get_submodule_mut(model.root_mut(), "model.layers.1").unwrap().as_any_mut().downcast_mut::<LlamaDecoderLayer>().unwrap();
         layer.output_adapters.attach("skip", Box::new(Skip)).unwrap();
         let skipped = logits(&model, &ids);
-        assert!(!skipped.allclose(&plain, 1e-4, 1e-4, false));
+        assert!(changed(&skipped, &plain));
         let down = get_submodule_mut(model.root_mut(), "model.layers.1.mlp.down_proj").unwrap().as_any_mut().downcast_mut::<Linear>().unwrap();
         let _ = tch::no_grad(|| down.weight.shallow_clone().f_zero_()).unwrap();
         assert!(logits(&model, &ids).allclose(&skipped, 1e-6, 1e-6, false), "with the MLP skipped its weights do not matter");

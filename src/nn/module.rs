@@ -261,7 +261,16 @@ pub fn set_trainable(root: &dyn Module, matcher: &NameMatcher, trainable: bool) 
 
 /// Converts or moves every parameter in place (each keeps its identity, so optimizers made
 /// before still hold it); `kind` applies to floating-point parameters only.
+/// Weights convert to floating-point dtypes only (an integer model could not train or run).
+pub fn check_weight_dtype(kind: Option<Kind>) -> Result<()> {
+    match kind {
+        Some(k) if !is_floating(k) => bail!("the weights' dtype must be floating-point (float32, bfloat16, float16, float64), got {}", crate::tensor::dtype_name(k)),
+        _ => Ok(()),
+    }
+}
+
 pub fn to(root: &dyn Module, kind: Option<Kind>, device: Option<Device>) -> Result<()> {
+    check_weight_dtype(kind)?;
     let _guard = tch::no_grad_guard();
     for p in named_parameters(root) {
         let k = match kind {

@@ -36,6 +36,7 @@ fn parse_like(lua: &Lua, key: &str, default: &Value, raw: &str) -> Result<Value>
 
 /// A new table: a copy of `defaults` with `overrides` applied.
 pub fn resolve(lua: &Lua, defaults: &Table, overrides: &[(String, String)]) -> Result<Table> {
+    crate::lua::args::check_nesting("the recipe", "config", &Value::Table(defaults.clone()))?;
     let cfg = lua.create_table()?;
     for pair in defaults.pairs::<Value, Value>() {
         let (k, v) = pair?;

@@ -34,7 +34,7 @@ impl Recipe {
         for pair in table.pairs::<Value, Value>() {
             let (k, _) = pair?;
             let name = match &k {
-                Value::String(s) => s.to_str()?.to_string(),
+                Value::String(s) => s.to_string_lossy(),
                 other => bail!("recipe table has a non-string key {other:?}"),
             };
             if !FIELDS.contains(&name.as_str()) {

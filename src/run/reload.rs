@@ -21,10 +21,11 @@ fn local_modules(lua: &Lua, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let d = dir.display();
     let pattern = format!("{d}/?.lua;{d}/?/init.lua");
     let mut out = Vec::new();
-    for pair in loaded.pairs::<String, Value>() {
-        let (name, _) = pair?;
+    for pair in loaded.pairs::<Value, Value>() {
+        let (Value::String(name), _) = pair? else { continue };
+        let name = name.to_string_lossy();
         if let Value::String(file) = searchpath.call::<Value>((name.as_str(), pattern.as_str()))? {
-            out.push((name, canonical(Path::new(&*file.to_str()?))));
+            out.push((name, canonical(Path::new(&*file.to_string_lossy()))));
         }
     }
     Ok(out)
@@ -60,6 +61,7 @@ pub fn reload_recipe(lua: &Lua, recipe: &Path) -> Result<Recipe> {
 /// The new config after a reload: the running one, with the new file's defaults for every key
 /// not given on the command line.
 pub fn merge_config(cfg: &Table, new_defaults: &Table, from_cli: &[String]) -> Result<()> {
+    crate::lua::args::check_nesting("the recipe", "config", &Value::Table(new_defaults.clone()))?;
     for pair in new_defaults.pairs::<Value, Value>() {
         let (k, v) = pair?;
         let given = matches!(&k, Value::String(s) if from_cli.iter().any(|c| s.to_str().map(|s| *s == **c).unwrap_or(false)));

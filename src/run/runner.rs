@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
 use super::command::Command;
@@ -460,7 +460,10 @@ pub fn metrics_of(v: &Value) -> Result<Metrics> {
             },
             _ => continue,
         };
-        out.push((name.to_str()?.to_string(), value));
+        let Ok(name) = name.to_str() else {
+            bail!("a metric is named {:?}: metric names must be UTF-8 text", name.to_string_lossy());
+        };
+        out.push((name.to_string(), value));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)

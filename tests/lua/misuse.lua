@@ -74,6 +74,22 @@ local cases = {
   { "norm of an integer tensor", function() return T.tensor{ 3, 4 }:norm() end, { "tensor.norm", "floating-point" } },
   { "full with a negative size", function() return T.full({ -2 }, 1.5) end, { "tensor.full", "negative" } },
   { "assigning a string into a tensor row", function() x[0] = "a" end, { "tensor.__newindex" } },
+  -- Reliability: each of these crashed or hung the process, or said nothing useful.
+  { "tensor data that contains itself", function() local t = {}; t[1] = t; return T.tensor(t) end, { "tensor.tensor", "more than 64", "contain itself" } },
+  { "tensor data nested 10^5 deep", function() local t = { 1 }; for _ = 1, 100000 do t = { t } end; return T.tensor(t) end, { "tensor.tensor", "more than 64" } },
+  { "a config that contains itself", function() local c = { vocab_size = 8 }; c.self = c; return mt.models.new("LlamaForCausalLM", c) end, { "models.new", "config.self contains itself" } },
+  { "a number of layers no model has", function() return mt.models.new("LlamaForCausalLM", { vocab_size = 8, hidden_size = 8, intermediate_size = 8, num_attention_heads = 2, num_hidden_layers = 2^40 }) end, { "models.new", "'num_hidden_layers' must be an integer from 1 to 4096" } },
+  { "no layers", function() return mt.models.new("Qwen2ForCausalLM", { vocab_size = 8, hidden_size = 8, intermediate_size = 8, num_attention_heads = 2, num_hidden_layers = -1 }) end, { "models.new", "num_hidden_layers", "got -1" } },
+  { "a width of zero", function() return mt.models.new("LlamaForCausalLM", { vocab_size = 8, hidden_size = 0, intermediate_size = 8, num_attention_heads = 2, num_hidden_layers = 1 }) end, { "models.new", "'hidden_size'", "got 0" } },
+  { "integer weights", function() return mt.models.new("LlamaForCausalLM", { vocab_size = 8, hidden_size = 8, intermediate_size = 8, num_attention_heads = 2, num_hidden_layers = 1 }, { dtype = "int64" }) end, { "models.new", "floating-point", "int64" } },
+  { "a float where an integer goes", function() return x:narrow(0, 1.5, 1) end, { "tensor.narrow: argument 2: expected an integer, got number 1.5" } },
+  { "nil where a string goes", function() return mt.tokenizer.train_bpe(nil) end, { "tokenizer.train_bpe: argument 1: expected a table, got nil" } },
+  { "a method called with a dot", function() return x.sum() end, { "tensor.sum", "call it with ':'" } },
+  { "a number overflowing an integer dtype in a range", function() return T.arange(0, 10, 1, { dtype = "bool" }) end, { "tensor.arange", "not implemented for 'Bool'" } },
+  { "norm over a repeated dim", function() return x:norm(2, { 0, 0 }) end, { "tensor.norm", "dim 0 appears multiple times" } },
+  { "var over a repeated dim", function() return x:var({ 1, 1 }) end, { "tensor.var", "appears multiple times" } },
+  { "masked_fill with a value float32 cannot hold", function() return x:masked_fill(T.ones({ 2, 3 }):bool(), -1e300) end, { "tensor.masked_fill", "cannot be converted to type float" } },
+  { "a tensor named __metadata__", function() return mt.save(os.tmpname(), { __metadata__ = x }) end, { "save", "__metadata__" } },
 }
 
 local checked = 0
