@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use moontune::commands::{doctor, lua_tests, repl, types};
+use moontune::commands::{doctor, lua_tests, output, repl, types};
 use moontune::run::{self, RunOptions};
 use moontune::ui::{headless, tui};
 use std::io::IsTerminal;
@@ -126,12 +126,12 @@ fn write_types(dir: Option<PathBuf>, markdown: Option<PathBuf>) -> Result<ExitCo
         (_, Some(file)) => {
             let text = types::reference_markdown()?;
             if file.as_os_str() == "-" {
-                print!("{text}");
+                output::text(&text)?;
             } else {
                 moontune::io::atomic::write_atomic(&file, text.as_bytes())?;
             }
         }
-        (Some(dir), None) => println!("{}", types::install(&dir)?),
+        (Some(dir), None) => output::line(types::install(&dir)?)?,
         (None, None) => anyhow::bail!("give a folder, or --markdown FILE"),
     }
     Ok(ExitCode::SUCCESS)
@@ -152,10 +152,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { recipe, overrides, headless, no_watch, runs_dir } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless),
-        Command::Doctor => doctor::report().map(|lines| {
-            println!("{}", lines.join("\n"));
-            ExitCode::SUCCESS
-        }),
+        Command::Doctor => doctor::report().and_then(|lines| output::line(lines.join("\n"))).map(|()| ExitCode::SUCCESS),
         Command::Test { paths } => {
             let paths = if paths.is_empty() { vec![PathBuf::from("tests/lua")] } else { paths };
             lua_tests::run(&paths).map(|t| if t.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -221,3 +221,27 @@ fn repl_evaluates_lines_and_survives_errors() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("tensor([2., 2.])") && t.contains("42") && t.contains("error: stdin:1: boom") && t.contains("still here"), "{t}");
 }
+
+#[test]
+fn odd_scripts_and_outputs_end_in_messages_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    // A byte-order mark is skipped, as plain Lua skips it; bytes that are not UTF-8 print.
+    let bom = write(dir.path(), "bom.lua", "\u{feff}print('a\\255b')");
+    let out = moontune().arg("run").arg(&bom).arg("--headless").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a\u{fffd}b"), "{}", text(&out));
+    // An error object that is a table shows its fields; a config that contains itself is named.
+    let thrown = write(dir.path(), "thrown.lua", "error({ code = 3 })");
+    let t = text(&moontune().arg("run").arg(&thrown).arg("--headless").output().unwrap());
+    assert!(t.contains("error object { code = 3 }") && !t.contains("table: 0x"), "{t}");
+    let cyclic = write(dir.path(), "cyclic.lua", "local c = { steps = 1 }; c.again = c\nreturn { config = c, step = function() end }");
+    let out = moontune().arg("run").arg(&cyclic).arg("--headless").arg("--runs-dir").arg(dir.path().join("runs")).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("config.again contains itself"), "{}", text(&out));
+    // Output that cannot be written is an error, not a panic.
+    if Path::new("/dev/full").exists() {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = moontune().arg("doctor").stdout(full).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("cannot write to standard output"), "{}", text(&out));
+    }
+}

@@ -42,11 +42,11 @@ fn report(tally: &mut Tally, name: &str, result: Result<(), String>) {
     match result {
         Ok(()) => {
             tally.passed += 1;
-            println!("ok     {name}");
+            let _ = super::output::line(format!("ok     {name}"));
         }
         Err(e) => {
             tally.failed += 1;
-            println!("FAILED {name}\n{}", indent(&e));
+            let _ = super::output::line(format!("FAILED {name}\n{}", indent(&e)));
         }
     }
 }
@@ -98,6 +98,6 @@ pub fn run(paths: &[PathBuf]) -> Result<Tally> {
     for f in files {
         run_file(&f, &mut tally);
     }
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    super::output::line(format!("{} passed, {} failed", tally.passed, tally.failed))?;
     Ok(tally)
 }

@@ -12,6 +12,7 @@ use rustyline::DefaultEditor;
 
 use crate::lua::new_lua;
 use crate::lua::runtime::call_traced;
+use super::output;
 
 /// What a chunk of input turned out to be.
 pub enum Outcome {
@@ -86,7 +87,7 @@ fn history_path() -> Option<PathBuf> {
 pub fn run() -> Result<()> {
     let lua = new_lua(Some(&std::env::current_dir()?))?;
     lua.load("mt = require 'moontune'; T = mt.tensor").set_name("=repl").exec()?;
-    println!("moontune {} — Lua 5.4 with `mt` (moontune) and `T` (mt.tensor) loaded. Ctrl-D exits.", env!("CARGO_PKG_VERSION"));
+    output::line(format!("moontune {} — Lua 5.4 with `mt` (moontune) and `T` (mt.tensor) loaded. Ctrl-D exits.", env!("CARGO_PKG_VERSION")))?;
     let mut editor = DefaultEditor::new()?;
     let history = history_path();
     if let Some(h) = &history {
@@ -105,17 +106,17 @@ pub fn run() -> Result<()> {
                     Outcome::Incomplete => continue,
                     Outcome::Values(values) => {
                         if !values.is_empty() {
-                            println!("{}", values.join("\t"));
+                            output::line(values.join("\t"))?;
                         }
                     }
-                    Outcome::Error(e) => println!("error: {e}"),
+                    Outcome::Error(e) => output::line(format!("error: {e}"))?,
                 }
                 let _ = editor.add_history_entry(buffer.as_str());
                 buffer.clear();
             }
             Err(ReadlineError::Interrupted) => {
                 buffer.clear();
-                println!("(interrupted; Ctrl-D exits)");
+                output::line("(interrupted; Ctrl-D exits)")?;
             }
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),

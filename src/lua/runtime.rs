@@ -91,6 +91,8 @@ pub fn route_print(lua: &Lua, sink: PrintSink) -> mlua::Result<()> {
 /// `env` if given (else the globals).
 pub fn load_file(lua: &Lua, path: &Path, env: Option<Table>) -> Result<Function> {
     let src = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A UTF-8 byte-order mark and a shebang line are skipped, as Lua's own loadfile does.
+    let src = src.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(src);
     let src = src.strip_prefix("#!").map(|rest| format!("--{rest}")).unwrap_or(src);
     let chunk = lua.load(src).set_name(format!("@{}", path.display()));
     match env {

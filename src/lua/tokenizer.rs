@@ -30,6 +30,8 @@ struct ChatOptions {
     add_generation_prompt: Option<bool>,
     /// Return token ids instead of text.
     tokenize: Option<bool>,
+    /// Which of several named templates (tokenizer_config.json's list form) to use.
+    chat_template: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -135,9 +137,7 @@ impl UserData for LuaTokenizer {
         method(methods, "apply_chat_template", "tokenizer.apply_chat_template", |lua, this, (messages, opts): (Value, Option<Table>)| {
             let call = "tokenizer.apply_chat_template";
             let o: ChatOptions = options(lua, call, opts)?;
-            let Some(template) = &this.0.chat_template else {
-                return Err(misuse(call, "this tokenizer has no chat_template (tokenizer_config.json)"));
-            };
+            let template = this.0.chat_template(o.chat_template.as_deref()).or_misuse(call)?;
             check_nesting(call, "messages", &messages)?;
             let messages: serde_json::Value = lua.from_value(messages).map_err(|e| misuse(call, format!("messages: {e}")))?;
             let text = chat::render(template, &messages, o.add_generation_prompt.unwrap_or(false), &this.0.specials, &serde_json::Map::new()).or_misuse(call)?;

@@ -41,7 +41,8 @@ impl ParamState {
         if t.size() != param.size() {
             bail!("state '{name}' of {key} has shape {:?}, the parameter {:?}", t.size(), param.size());
         }
-        copy_of(&t.f_to_device(param.device())?.f_detach()?)
+        // Onto the parameter's device and dtype, as torch.optim casts loaded state.
+        copy_of(&t.f_to_dtype_layout((param.f_kind()?, param.device()), false, false)?.f_detach()?)
     }
 }
 

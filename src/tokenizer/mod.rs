@@ -24,7 +24,9 @@ pub struct Specials {
 pub struct Tok {
     pub inner: Tokenizer,
     pub specials: Specials,
-    pub chat_template: Option<String>,
+    /// Chat templates by name: tokenizer_config.json's `chat_template` (one template, named
+    /// "default", or Hugging Face's list of `{ name, template }`), or chat_template.jinja.
+    pub chat_templates: Vec<(String, String)>,
     /// tokenizer_config.json's `model_max_length`, when it is a real length (transformers
     /// writes 1e30 for "none").
     pub model_max_length: Option<usize>,
@@ -69,7 +71,9 @@ impl Tok {
         let mut tok = Tok::with_config(inner, config.as_ref());
         let jinja = if path.is_dir() { path.join("chat_template.jinja") } else { path.with_file_name("chat_template.jinja") };
         if jinja.exists() {
-            tok.chat_template = Some(std::fs::read_to_string(&jinja).with_context(|| format!("cannot read {}", jinja.display()))?);
+            let template = std::fs::read_to_string(&jinja).with_context(|| format!("cannot read {}", jinja.display()))?;
+            tok.chat_templates.retain(|(name, _)| name != "default");
+            tok.chat_templates.insert(0, ("default".to_string(), template));
         }
         Ok(tok)
     }
@@ -81,10 +85,36 @@ impl Tok {
             Some((text, id))
         };
         let specials = Specials { bos: lookup("bos_token"), eos: lookup("eos_token"), pad: lookup("pad_token"), unk: lookup("unk_token") };
-        let chat_template = config.and_then(|c| c.get("chat_template")).and_then(|t| t.as_str()).map(str::to_string);
+        let chat_templates = match config.and_then(|c| c.get("chat_template")) {
+            Some(Value::String(t)) => vec![("default".to_string(), t.clone())],
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|entry| Some((entry.get("name")?.as_str()?.to_string(), entry.get("template")?.as_str()?.to_string())))
+                .collect(),
+            _ => Vec::new(),
+        };
         let model_max_length = config.and_then(|c| c.get("model_max_length")).and_then(|v| v.as_f64()).filter(|m| *m > 0.0 && *m < 1e12).map(|m| m as usize);
         let padding_side = config.and_then(|c| c.get("padding_side")).and_then(|v| v.as_str()).map(str::to_string);
-        Tok { inner, specials, chat_template, model_max_length, padding_side }
+        Tok { inner, specials, chat_templates, model_max_length, padding_side }
+    }
+
+    /// The chat template called `name`, or the default one (transformers' choice: "default", or
+    /// the only one there is).
+    pub fn chat_template(&self, name: Option<&str>) -> Result<&str> {
+        let names = || self.chat_templates.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        if self.chat_templates.is_empty() {
+            bail!("this tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja)");
+        }
+        let wanted = match name {
+            Some(n) => n,
+            None if self.chat_templates.len() == 1 => self.chat_templates[0].0.as_str(),
+            None => "default",
+        };
+        match self.chat_templates.iter().find(|(n, _)| n == wanted) {
+            Some((_, t)) => Ok(t),
+            None if name.is_none() => bail!("this tokenizer has several chat templates ({}) and none named 'default': choose one with {{ chat_template = name }}", names()),
+            None => bail!("this tokenizer has no chat template named '{wanted}' (it has: {})", names()),
+        }
     }
 
     /// Ids (and (start, end) character offsets) of `text`.
