@@ -37,6 +37,10 @@ enum Command {
         /// Where run directories are made.
         #[arg(long, default_value = "runs")]
         runs_dir: PathBuf,
+        /// The Lua heap's limit (tables, strings; not tensors), e.g. 512M or 16G. Default: 8G,
+        /// or half the machine's memory if less.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        lua_memory: Option<u64>,
     },
     /// Show versions (moontune, libtorch, Lua), threads, and CUDA devices.
     Doctor,
@@ -70,7 +74,7 @@ extern "C" fn on_hangup(_: libc::c_int) {
     }
 }
 
-fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch: bool, headless: bool) -> Result<ExitCode> {
+fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch: bool, headless: bool, lua_memory: Option<u64>) -> Result<ExitCode> {
     let hangup = HANGUP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t) };
@@ -94,7 +98,7 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
     } else {
         headless::spawn(rx)
     };
-    let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop, reload, watch, commands, command_tx };
+    let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop, reload, watch, commands, command_tx, lua_memory };
     let result = run::run(&opts, &tx);
     drop(tx);
     if use_tui && hangup.load(Ordering::SeqCst) {
@@ -119,6 +123,10 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
         Ok(_) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     })
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    moontune::tensor::headroom::parse_bytes(text).map_err(|e| e.to_string())
 }
 
 fn write_types(dir: Option<PathBuf>, markdown: Option<PathBuf>) -> Result<ExitCode> {
@@ -151,7 +159,7 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { recipe, overrides, headless, no_watch, runs_dir } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless),
+        Command::Run { recipe, overrides, headless, no_watch, runs_dir, lua_memory } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless, lua_memory),
         Command::Doctor => doctor::report().and_then(|lines| output::line(lines.join("\n"))).map(|()| ExitCode::SUCCESS),
         Command::Test { paths } => {
             let paths = if paths.is_empty() { vec![PathBuf::from("tests/lua")] } else { paths };

@@ -14,11 +14,11 @@ pub fn misuse(call: &str, err: impl Display) -> mlua::Error {
 /// A message with any libtorch C++ backtrace cut off, and a panic that carries a libtorch error
 /// (tch unwraps some errors internally) reduced to that error. Keeps a Lua traceback if present.
 pub fn tidy(message: &str) -> String {
-    let Some(i) = message.find("Torch(\"") else { return message.to_string() };
-    let rest = &message[i + 7..];
-    let error = &rest[..rest.find("\\n").or_else(|| rest.find('"')).unwrap_or(rest.len())];
+    if !message.contains("Torch(\"") {
+        return message.to_string();
+    }
     let traceback = message.find("\nstack traceback:").map(|j| &message[j..]).unwrap_or("");
-    format!("libtorch error: {error}{traceback}")
+    format!("libtorch error: {}{traceback}", crate::tensor::guard::torch_message(message))
 }
 
 /// libtorch messages carry a C++ backtrace after the first lines ("Exception raised from …" or
@@ -32,7 +32,22 @@ fn concise(message: &str) -> String {
         Some(rest) => rest.split_once("] ").and_then(|(_, check)| check.split_once(". ")).map(|(_, message)| message).unwrap_or(text),
         None => text,
     };
-    text.to_string()
+    out_of_memory(text).unwrap_or_else(|| text.to_string())
+}
+
+/// libtorch's allocation failures in a person's terms: "out of memory: tried to allocate 3.6
+/// TiB" for the CPU allocator's "can't allocate memory: you tried to allocate 4000000000000
+/// bytes. Error code 12 (…)", and CUDA's first sentences kept behind "out of memory on the GPU".
+fn out_of_memory(text: &str) -> Option<String> {
+    if let Some(rest) = text.split_once("you tried to allocate ").map(|(_, r)| r) {
+        let bytes: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        return Some(format!("out of memory: tried to allocate {}", crate::tensor::headroom::human(bytes)));
+    }
+    let cuda = text.find("CUDA out of memory")?;
+    let detail = &text[cuda + "CUDA out of memory".len()..];
+    let detail = detail.trim_start_matches('.').trim();
+    let first = detail.split_inclusive(". ").take(2).collect::<String>();
+    Some(format!("out of memory on the GPU: {}", first.trim()))
 }
 
 /// Turns any error into a Lua error naming the call.
@@ -280,7 +295,11 @@ mod tests {
         assert_eq!(tidy(panic), "libtorch error: invalid size, possible overflow?\nstack traceback:\n\tx.lua:3: in main chunk");
         assert_eq!(tidy("plain message"), "plain message");
         assert_eq!(concise("Internal torch error: bad shape\nException raised from f at x.cpp:1"), "bad shape");
-        assert_eq!(concise("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes.\nframe #0: c10::x"), "DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes.");
+        assert_eq!(concise("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000000000000 bytes. Error code 12 (Cannot allocate memory)\nframe #0: c10::x"), "out of memory: tried to allocate 3.6 TiB");
+        assert_eq!(
+            concise("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139.80 GiB of which 1.00 GiB is free. Of the allocated memory …"),
+            "out of memory on the GPU: Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139.80 GiB of which 1.00 GiB is free."
+        );
         assert_eq!(option_error("lrr", "deserialize error: unknown field `lrr`, expected one of `lr`, `eps`", &["on_token"]), "unknown option 'lrr' (accepted: lr, eps, on_token)");
         assert_eq!(option_error(".", "unknown field `x`, expected `y`", &[]), "unknown option 'x' (accepted: y)");
         assert_eq!(option_error("lr", "invalid type: string \"fast\", expected f64", &[]), "option 'lr': invalid type: string \"fast\", expected f64");

@@ -21,7 +21,32 @@ pub fn new_lua(script_dir: Option<&Path>) -> Result<Lua> {
     let lua = unsafe { Lua::unsafe_new_with(StdLib::ALL_SAFE | StdLib::DEBUG, LuaOptions::new()) };
     keep_only_traceback(&lua).context("restricting the debug library")?;
     install_moontune(&lua, script_dir)?;
+    limit_memory(&lua, default_memory_limit())?;
     Ok(lua)
+}
+
+/// The Lua heap's default limit: 8 GiB, or half the machine's memory if that is less. Tensors
+/// are not on the Lua heap; tables, strings and closures are.
+pub fn default_memory_limit() -> u64 {
+    let half = crate::tensor::headroom::total_bytes().map(|t| t / 2).unwrap_or(u64::MAX);
+    half.min(8 << 30)
+}
+
+/// The limit the Lua heap was given.
+struct MemoryLimit(u64);
+
+/// Limits the Lua heap to `bytes`: an allocation past it is a Lua error ("out of memory"),
+/// not the process aborting.
+pub fn limit_memory(lua: &Lua, bytes: u64) -> Result<()> {
+    lua.set_memory_limit(usize::try_from(bytes).unwrap_or(usize::MAX)).context("setting the Lua memory limit")?;
+    lua.set_app_data(MemoryLimit(bytes));
+    Ok(())
+}
+
+/// Lua's "not enough memory" in moontune's terms.
+fn memory_message(lua: &Lua) -> String {
+    let limit = lua.app_data_ref::<MemoryLimit>().map(|l| crate::tensor::headroom::human(l.0)).unwrap_or_else(|| "its limit".into());
+    format!("out of memory: the Lua heap (tables, strings) reached {limit}; raise the limit with --lua-memory, or keep less in Lua (tensors do not count)")
 }
 
 /// Makes `require "moontune"` work in `lua`, with modules beside `script_dir` found first (the
@@ -144,7 +169,14 @@ pub fn call_traced<R: mlua::FromLuaMulti>(lua: &Lua, f: &Function, args: impl ml
     let args = args.into_lua_multi(lua).map_err(|e| e.to_string())?;
     let mut all = vec![Value::Function(f.clone())];
     all.extend(args);
-    let mut results: Vec<Value> = traced.call::<mlua::MultiValue>(mlua::MultiValue::from_iter(all)).map_err(|e| e.to_string())?.into_iter().collect();
+    let mut results: Vec<Value> = traced
+        .call::<mlua::MultiValue>(mlua::MultiValue::from_iter(all))
+        .map_err(|e| match e {
+            mlua::Error::MemoryError(_) => memory_message(lua),
+            e => e.to_string(),
+        })?
+        .into_iter()
+        .collect();
     let ok = matches!(results.first(), Some(Value::Boolean(true)));
     if results.is_empty() {
         return Err("the call returned nothing".into());
@@ -152,6 +184,7 @@ pub fn call_traced<R: mlua::FromLuaMulti>(lua: &Lua, f: &Function, args: impl ml
     results.remove(0);
     if !ok {
         return Err(match results.into_iter().next() {
+            Some(Value::String(s)) if s.as_bytes().ends_with(b"not enough memory") => memory_message(lua),
             Some(Value::String(s)) => super::args::tidy(&s.to_string_lossy()),
             Some(other) => format!("{other:?}"),
             None => "error (no message)".into(),

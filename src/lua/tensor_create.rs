@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use super::args::{integer, int_list, misuse, no_more, options, sizes_and_options, trailing_options, OrMisuse};
 use super::tensor::{operand, tensor_arg, wrap, LuaTensor};
 use super::values::tensor_from_value;
-use crate::tensor::guard;
+use crate::tensor::{guard, headroom};
 use crate::tensor::scalar::{self, Operand};
 use crate::tensor::{parse_device, parse_dtype};
 use super::callbacks::{function};
@@ -56,6 +56,7 @@ fn sized(lua: &Lua, table: &Table, name: &'static str, make: fn(&[i64], (Kind, D
         let p = placement(lua, &call, opts)?;
         no_more(&call, &rest)?;
         let options = (p.kind.unwrap_or(Kind::Float), p.device.unwrap_or(Device::Cpu));
+        headroom::check_tensor(&size, options, &call).or_misuse(&call)?;
         finish(lua, &call, make(&size, options), &p)
     })?;
     table.set(name, f)
@@ -68,6 +69,7 @@ fn like(lua: &Lua, table: &Table, name: &'static str, make: fn(&Tensor, (Kind, D
         let source = tensor_arg(&call, &source)?;
         let p = placement(lua, &call, opts)?;
         let options = (p.kind.unwrap_or(source.kind()), p.device.unwrap_or(source.device()));
+        headroom::check_tensor(&source.size(), options, &call).or_misuse(&call)?;
         finish(lua, &call, make(&source, options), &p)
     })?;
     table.set(name, f)
@@ -76,6 +78,7 @@ fn like(lua: &Lua, table: &Table, name: &'static str, make: fn(&Tensor, (Kind, D
 /// A tensor of `size` holding `value` (an empty tensor filled with a 0-dim one, so that every
 /// failure, such as running out of memory, comes back as an error).
 fn filled(size: &[i64], kind: Kind, device: Device, value: &Operand) -> anyhow::Result<Tensor> {
+    headroom::check_tensor(size, (kind, device), "the tensor")?;
     let mut t = Tensor::f_empty(size, (kind, device))?;
     scalar::fill_(&mut t, value)?;
     Ok(t)
@@ -184,6 +187,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let p = placement(lua, call, opts)?;
         no_more(call, &rest)?;
         let o = (p.kind.unwrap_or(Kind::Int64), p.device.unwrap_or(Device::Cpu));
+        headroom::check_tensor(&size, o, call).or_misuse(call)?;
         finish(lua, call, Tensor::f_randint_low(low, high, size.as_slice(), o), &p)
     })?)?;
     t.set("arange", function(lua, "tensor.arange", |lua, args: MultiValue| {

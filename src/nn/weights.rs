@@ -13,6 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::io::safetensors::kind_of;
 use crate::tensor::dtype::is_floating;
+use crate::tensor::headroom;
 
 /// The safetensors files of a model directory.
 pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -52,6 +53,9 @@ pub struct Weights {
     kind: Kind,
     device: Device,
     init_std: f64,
+    /// Fresh weights: the host memory there was to fill, and how much they take so far.
+    budget: Option<u64>,
+    used: u64,
 }
 
 impl Weights {
@@ -79,12 +83,13 @@ impl Weights {
             }
         }
         let kind = kind.or(first_kind).unwrap_or(Kind::Float);
-        Ok(Weights { tensors: Some(tensors), kind, device, init_std: 0.0 })
+        Ok(Weights { tensors: Some(tensors), kind, device, init_std: 0.0, budget: None, used: 0 })
     }
 
     /// Fresh parameters of `kind` on `device`, normal ones drawn with standard deviation `std`.
     pub fn fresh(kind: Kind, device: Device, std: f64) -> Weights {
-        Weights { tensors: None, kind, device, init_std: std }
+        let budget = if device == Device::Cpu { headroom::available_bytes() } else { None };
+        Weights { tensors: None, kind, device, init_std: std, budget, used: 0 }
     }
 
     /// Whether the checkpoint has tensor `name` (always false for fresh weights).
@@ -125,6 +130,10 @@ impl Weights {
             }
             None => {
                 let options = (self.kind, self.device);
+                self.used = self.used.saturating_add(headroom::tensor_bytes(shape, self.kind));
+                if let Some(budget) = self.budget.filter(|b| self.used > *b) {
+                    bail!("out of memory: the model's parameters need more than the {} available (reached at '{name}')", headroom::human(budget));
+                }
                 match init {
                     Init::Normal => Tensor::f_randn(shape, options)?.f_mul_scalar(self.init_std)?,
                     Init::Zeros => Tensor::f_zeros(shape, options)?,

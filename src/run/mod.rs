@@ -6,6 +6,7 @@ pub mod command;
 pub mod config;
 pub mod console;
 pub mod event;
+pub mod panel;
 pub mod recipe;
 pub mod reload;
 pub mod rundir;

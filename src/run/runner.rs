@@ -19,6 +19,7 @@ use super::command::Command;
 use super::config::{loop_setting, parse_overrides, resolve, seed_setting};
 use super::console::{eval_in_run, spawn_control_fifo};
 use super::event::{Busy, Event, Metrics, Panel};
+use super::panel;
 use super::recipe::Recipe;
 use super::reload::{merge_config, reload_recipe, watched_files};
 use super::rundir::RunDir;
@@ -44,6 +45,8 @@ pub struct RunOptions {
     /// Commands from front ends; `command_tx` is handed to the watcher and the control FIFO.
     pub commands: Receiver<Command>,
     pub command_tx: Sender<Command>,
+    /// The Lua heap's limit in bytes (default: `runtime::default_memory_limit`).
+    pub lua_memory: Option<u64>,
 }
 
 pub struct RunOutcome {
@@ -141,6 +144,9 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
     let recipe_path = std::path::absolute(&opts.recipe).map(|p| watch::canonical(&p)).with_context(|| format!("cannot resolve {}", opts.recipe.display()))?;
     let dir = recipe_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let lua = new_lua(Some(&dir))?;
+    if let Some(bytes) = opts.lua_memory {
+        crate::lua::runtime::limit_memory(&lua, bytes)?;
+    }
     let log = events.clone();
     route_print(&lua, Box::new(move |line| {
         let _ = log.send(Event::Log(line));
@@ -416,29 +422,24 @@ pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
             Value::Table(s) if s.contains_key("values")? => (s.get::<Value>("values")?, s.get::<Option<Vec<String>>>("rows")?, s.get::<Option<Vec<String>>>("cols")?),
             other => (other.clone(), None, None),
         };
-        let matrix: Vec<Vec<f64>> = match &values {
+        let (values, row_labels, col_labels) = match &values {
             Value::UserData(_) => match as_tensor(&values) {
                 Some(t) => {
-                    let t = t.f_to_kind(tch::Kind::Double)?.f_to_device(tch::Device::Cpu)?;
-                    let size = t.size();
-                    if size.len() != 2 {
-                        return Err(anyhow!("panel '{name}' must be a 2-D table or tensor, got shape {size:?}"));
+                    if t.dim() != 2 {
+                        return Err(anyhow!("panel '{name}' must be a 2-D table or tensor, got shape {:?}", t.size()));
                     }
-                    let flat = Vec::<f64>::try_from(&t.f_reshape([-1])?)?;
-                    flat.chunks(size[1].max(1) as usize).map(<[f64]>::to_vec).collect()
+                    panel::from_tensor(&t, rows, cols)?
                 }
                 None => continue,
             },
-            Value::Table(rows) => rows.sequence_values::<Vec<f64>>().collect::<mlua::Result<_>>().map_err(|e| anyhow!("panel '{name}': {e}"))?,
+            Value::Table(table) => {
+                let matrix: Vec<Vec<f64>> = table.sequence_values::<Vec<f64>>().collect::<mlua::Result<_>>().map_err(|e| anyhow!("panel '{name}': {e}"))?;
+                let width = matrix.iter().map(Vec::len).max().unwrap_or(0);
+                panel::shrink(&matrix, &panel::labels(rows, matrix.len()), &panel::labels(cols, width))
+            }
             _ => continue,
         };
-        let width = matrix.iter().map(Vec::len).max().unwrap_or(0);
-        out.push(Panel {
-            rows: rows.unwrap_or_else(|| (0..matrix.len()).map(|i| i.to_string()).collect()),
-            cols: cols.unwrap_or_else(|| (0..width).map(|i| i.to_string()).collect()),
-            name,
-            values: matrix,
-        });
+        out.push(Panel { name, rows: row_labels, cols: col_labels, values });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

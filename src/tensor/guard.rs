@@ -46,7 +46,7 @@ pub fn catch<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// libtorch's message inside a panic text such as
 /// ``called `Result::unwrap()` on an `Err` value: Torch("dim 0 appears twice\nException raised…")``:
 /// its first line, unescaped.
-fn torch_message(panic: &str) -> String {
+pub fn torch_message(panic: &str) -> String {
     let Some(start) = panic.find("Torch(\"") else { return panic.to_string() };
     let body = &panic[start + 7..];
     let end = [body.find("\\n"), body.rfind("\")")].into_iter().flatten().min().unwrap_or(body.len());

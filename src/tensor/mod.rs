@@ -11,6 +11,7 @@ pub mod device;
 pub mod dtype;
 pub mod format;
 pub mod guard;
+pub mod headroom;
 pub mod index;
 pub mod ledger;
 pub mod scalar;

@@ -34,6 +34,28 @@ pub struct Tok {
     pub padding_side: Option<String>,
 }
 
+/// Checks that a post-processor's templates (`TemplateProcessing`, also inside a `Sequence`)
+/// name only special tokens it defines: the tokenizers library panics on encode otherwise.
+fn check_templates(processor: Option<&Value>) -> Result<()> {
+    let Some(p) = processor else { return Ok(()) };
+    if let Some(list) = p.get("processors").and_then(|v| v.as_array()) {
+        return list.iter().try_for_each(|inner| check_templates(Some(inner)));
+    }
+    if p.get("type").and_then(|t| t.as_str()) != Some("TemplateProcessing") {
+        return Ok(());
+    }
+    let defined = p.get("special_tokens").and_then(|v| v.as_object());
+    for which in ["single", "pair"] {
+        for piece in p.get(which).and_then(|v| v.as_array()).into_iter().flatten() {
+            let Some(id) = piece.get("SpecialToken").and_then(|s| s.get("id")).and_then(|i| i.as_str()) else { continue };
+            if !defined.is_some_and(|d| d.contains_key(id)) {
+                bail!("the post-processor's {which} template uses the special token '{id}', which its special_tokens do not define");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A token in tokenizer_config.json: a string or `{ "content": ... }`.
 fn token_text(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -56,7 +78,10 @@ impl Tok {
         if !file.exists() {
             bail!("{} not found", file.display());
         }
-        let mut inner = Tokenizer::from_file(&file).map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?;
+        check_templates(json.get("post_processor")).with_context(|| format!("cannot load {}", file.display()))?;
+        let mut inner: Tokenizer = text.parse().map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
         // As transformers does: padding and truncation stored in tokenizer.json apply only when
         // a call asks for them (encode_batch does its own).
         inner.with_padding(None);
