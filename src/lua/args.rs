@@ -6,10 +6,22 @@ use std::fmt::Display;
 use mlua::{Lua, MultiValue, Table, Value};
 use serde::de::DeserializeOwned;
 
-/// A Lua error for a misuse of `call`: `"call: what was wrong"`.
+/// A Lua error for a misuse of `call`: `"call: what was wrong"` (shown as it is, without the
+/// "runtime error: " mlua would put before it).
 pub fn misuse(call: &str, err: impl Display) -> mlua::Error {
-    mlua::Error::RuntimeError(format!("{call}: {}", concise(&err.to_string())))
+    mlua::Error::external(Misuse(format!("{call}: {}", concise(&err.to_string()))))
 }
+
+#[derive(Debug)]
+struct Misuse(String);
+
+impl Display for Misuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misuse {}
 
 /// A message with any libtorch C++ backtrace cut off, and a panic that carries a libtorch error
 /// (tch unwraps some errors internally) reduced to that error. Keeps a Lua traceback if present.
@@ -124,11 +136,45 @@ fn option_error(path: &str, inner: &str, extra: &[&str]) -> String {
         let name = if path == "." || path.is_empty() { name } else { path };
         return format!("unknown option '{name}' (accepted: {})", accepted.join(", "));
     }
+    if let Some(name) = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        return format!("missing option '{name}'");
+    }
+    let inner = serde_in_script_terms(inner);
     if path == "." || path.is_empty() {
         format!("bad options: {inner}")
     } else {
         format!("option '{path}': {inner}")
     }
+}
+
+/// serde's "invalid type: floating point `1.5`, expected i64" as "expected an integer, got
+/// number 1.5": Lua's words for what was given and what was wanted, no Rust type names.
+fn serde_in_script_terms(inner: &str) -> String {
+    let rest = inner.strip_prefix("invalid type: ").or_else(|| inner.strip_prefix("invalid value: "));
+    let Some((given, wanted)) = rest.and_then(|r| r.rsplit_once(", expected ")) else {
+        return match inner.strip_prefix("invalid length ").and_then(|r| r.split_once(", expected a tuple of size ")) {
+            Some((n, want)) => format!("expected a list of {want} values, got {n}"),
+            None => inner.to_string(),
+        };
+    };
+    let given = given.replace('`', "");
+    let given = match given.split_once(' ') {
+        Some(("floating", rest)) => format!("number {}", rest.trim_start_matches("point ")),
+        _ if given == "map" => "a table with named keys".to_string(),
+        _ if given == "sequence" => "a list".to_string(),
+        _ => given,
+    };
+    let wanted = match wanted {
+        "f64" | "f32" => "a number",
+        "i64" | "i32" | "i16" | "i8" | "isize" => "an integer",
+        "u64" | "u32" | "u16" | "u8" | "usize" => "a non-negative integer",
+        "bool" | "a boolean" => "true or false",
+        "a sequence" => "a list",
+        other if other.starts_with("struct ") || other.starts_with("a map") => "a table",
+        other if other.starts_with("a tuple of size ") => return format!("expected a list of {} values, got {given}", &other[16..]),
+        other => other,
+    };
+    format!("expected {wanted}, got {given}")
 }
 
 /// Reads a list of integers given either as leading numbers (`zeros(2, 3)`) or as one sequence
@@ -302,6 +348,10 @@ mod tests {
         );
         assert_eq!(option_error("lrr", "deserialize error: unknown field `lrr`, expected one of `lr`, `eps`", &["on_token"]), "unknown option 'lrr' (accepted: lr, eps, on_token)");
         assert_eq!(option_error(".", "unknown field `x`, expected `y`", &[]), "unknown option 'x' (accepted: y)");
-        assert_eq!(option_error("lr", "invalid type: string \"fast\", expected f64", &[]), "option 'lr': invalid type: string \"fast\", expected f64");
+        assert_eq!(option_error("lr", "invalid type: string \"fast\", expected f64", &[]), "option 'lr': expected a number, got string \"fast\"");
+        assert_eq!(option_error("top_k", "invalid type: floating point `1.5`, expected i64", &[]), "option 'top_k': expected an integer, got number 1.5");
+        assert_eq!(option_error("stride", "invalid value: integer `-1`, expected usize", &[]), "option 'stride': expected a non-negative integer, got integer -1");
+        assert_eq!(option_error("betas", "invalid length 3, expected a tuple of size 2", &[]), "option 'betas': expected a list of 2 values, got 3");
+        assert_eq!(option_error(".", "missing field `files`", &[]), "missing option 'files'");
     }
 }
