@@ -1616,8 +1616,10 @@ function AnyModule:register_forward_hook(pattern, fn) end
 ---The base class of modules written in Lua (`nn.module(name)` derives from it, and so do the
 ---layers). Besides the [module interface](#moontune-AnyModule) it has what a class defines or
 ---calls in its constructor. `m(...)` calls `forward` and then the forward hooks; `tostring(m)`
----prints the tree as PyTorch does.
+---prints the tree as PyTorch does. `nn.Module()` itself is an empty module to assign children
+---to, as `torch.nn.Module()`.
 ---@class moontune.nn.Module: moontune.AnyModule
+---@overload fun(...): moontune.nn.Module
 mt.nn.Module = {}
 
 ---The constructor's body, which you define: `function MyModule:init(...)`; calling the class
@@ -2333,9 +2335,12 @@ function Tokenizer:token_to_id(token) end
 function Tokenizer:id_to_token(id) end
 
 ---Renders chat messages with the tokenizer's template (tokenizer_config.json's
----`chat_template` or chat_template.jinja), as transformers renders it.
+---`chat_template` or chat_template.jinja), as transformers renders it. Where the config holds
+---a list of named templates (`{ name = "default", template = ... }`), `chat_template` picks one
+---by name ("default" otherwise). A template runs under a fuel limit: one that loops without end
+---is an error, not a hang.
 ---@param messages { role: string, content: string }[]
----@param opts? { add_generation_prompt?: boolean, tokenize?: boolean } `tokenize` returns ids instead of text
+---@param opts? { add_generation_prompt?: boolean, tokenize?: boolean, chat_template?: string } `tokenize` returns ids instead of text
 ---@return string|integer[]
 function Tokenizer:apply_chat_template(messages, opts) end
 

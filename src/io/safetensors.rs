@@ -113,7 +113,19 @@ pub fn load_safetensors(path: &Path, device: Device) -> Result<BTreeMap<String, 
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: the map is read-only and lives only for this call; the file is not ours to change.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
-    let st = SafeTensors::deserialize(&mmap).with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    parse_safetensors(&mmap, device).with_context(|| format!("{} is not a valid safetensors file", path.display()))
+}
+
+/// The header of safetensors bytes, checked against the data (offsets, dtypes, shapes); its
+/// faults in plain words.
+pub fn read_header(bytes: &[u8]) -> Result<SafeTensors<'_>> {
+    SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("{}", crate::io::plain_words(&e.to_string())))
+}
+
+/// Every tensor of safetensors bytes, onto `device` (what `load_safetensors` reads, and what
+/// the coverage-guided fuzz target feeds arbitrary bytes to).
+pub fn parse_safetensors(bytes: &[u8], device: Device) -> Result<BTreeMap<String, Tensor>> {
+    let st = read_header(bytes)?;
     let mut out = BTreeMap::new();
     for (name, view) in st.iter() {
         let kind = kind_of(view.dtype()).with_context(|| format!("tensor '{name}'"))?;

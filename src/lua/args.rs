@@ -139,42 +139,12 @@ fn option_error(path: &str, inner: &str, extra: &[&str]) -> String {
     if let Some(name) = inner.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
         return format!("missing option '{name}'");
     }
-    let inner = serde_in_script_terms(inner);
+    let inner = crate::io::plain_words(inner);
     if path == "." || path.is_empty() {
         format!("bad options: {inner}")
     } else {
         format!("option '{path}': {inner}")
     }
-}
-
-/// serde's "invalid type: floating point `1.5`, expected i64" as "expected an integer, got
-/// number 1.5": Lua's words for what was given and what was wanted, no Rust type names.
-fn serde_in_script_terms(inner: &str) -> String {
-    let rest = inner.strip_prefix("invalid type: ").or_else(|| inner.strip_prefix("invalid value: "));
-    let Some((given, wanted)) = rest.and_then(|r| r.rsplit_once(", expected ")) else {
-        return match inner.strip_prefix("invalid length ").and_then(|r| r.split_once(", expected a tuple of size ")) {
-            Some((n, want)) => format!("expected a list of {want} values, got {n}"),
-            None => inner.to_string(),
-        };
-    };
-    let given = given.replace('`', "");
-    let given = match given.split_once(' ') {
-        Some(("floating", rest)) => format!("number {}", rest.trim_start_matches("point ")),
-        _ if given == "map" => "a table with named keys".to_string(),
-        _ if given == "sequence" => "a list".to_string(),
-        _ => given,
-    };
-    let wanted = match wanted {
-        "f64" | "f32" => "a number",
-        "i64" | "i32" | "i16" | "i8" | "isize" => "an integer",
-        "u64" | "u32" | "u16" | "u8" | "usize" => "a non-negative integer",
-        "bool" | "a boolean" => "true or false",
-        "a sequence" => "a list",
-        other if other.starts_with("struct ") || other.starts_with("a map") => "a table",
-        other if other.starts_with("a tuple of size ") => return format!("expected a list of {} values, got {given}", &other[16..]),
-        other => other,
-    };
-    format!("expected {wanted}, got {given}")
 }
 
 /// Reads a list of integers given either as leading numbers (`zeros(2, 3)`) or as one sequence
@@ -255,8 +225,8 @@ pub fn describe(v: &Value) -> String {
         Value::Nil => "nil".into(),
         Value::Boolean(b) => format!("boolean {b}"),
         Value::Integer(i) => format!("integer {i}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => format!("string '{}'", s.to_string_lossy()),
+        Value::Number(n) => format!("number {}", number(*n)),
+        Value::String(s) => format!("string {}", quoted(&s.to_string_lossy())),
         Value::Table(_) => "a table".into(),
         Value::Function(_) => "a function".into(),
         // Each userdata type names itself in its metatable (`tensor`, `model`, `optimizer`…).
@@ -266,6 +236,32 @@ pub fn describe(v: &Value) -> String {
         },
         other => other.type_name().to_string(),
     }
+}
+
+/// A number as Lua's `%.14g` shows it: `1e+300`, not three hundred digits.
+fn number(n: f64) -> String {
+    if n.is_nan() {
+        return "nan".into();
+    }
+    if n.is_infinite() {
+        return if n > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let magnitude = n.abs();
+    if magnitude != 0.0 && !(1e-4..1e15).contains(&magnitude) {
+        format!("{n:e}")
+    } else {
+        format!("{n}")
+    }
+}
+
+/// A string for a message: quoted, and cut to its first 40 characters when longer (with its
+/// length), so that a megabyte of text does not become the message.
+fn quoted(s: &str) -> String {
+    let count = s.chars().count();
+    if count <= 40 {
+        return format!("'{s}'");
+    }
+    format!("'{}…' ({count} characters)", s.chars().take(40).collect::<String>())
 }
 
 /// A Lua string that must be text: bytes that are not UTF-8 are an error naming `what` and
@@ -312,6 +308,48 @@ pub fn check_nesting(call: &str, what: &str, v: &Value) -> mlua::Result<()> {
     }
 }
 
+/// A Lua value as JSON (a model's config, chat messages): tables with keys 1..n become arrays,
+/// other tables objects with string keys; numbers must be finite and strings UTF-8. Anything
+/// else (a function, a tensor, NaN) is an error naming `what` and the key that holds it.
+pub fn to_json(call: &str, what: &str, v: &Value) -> mlua::Result<serde_json::Value> {
+    check_nesting(call, what, v)?;
+    fn convert(call: &str, path: &str, v: &Value) -> mlua::Result<serde_json::Value> {
+        use serde_json::Value as J;
+        Ok(match v {
+            Value::Nil => J::Null,
+            Value::Boolean(b) => J::Bool(*b),
+            Value::Integer(i) => J::from(*i),
+            Value::Number(n) => match serde_json::Number::from_f64(*n) {
+                Some(n) => J::Number(n),
+                None => return Err(misuse(call, format!("{path}: expected a finite number, got {}", describe(v)))),
+            },
+            Value::String(s) => J::String(text(call, path, s)?),
+            Value::Table(t) => {
+                let n = t.raw_len();
+                let count = t.pairs::<Value, Value>().count();
+                if n > 0 && n == count {
+                    let items = t.clone().sequence_values::<Value>().enumerate().map(|(i, item)| convert(call, &format!("{path}[{}]", i + 1), &item?)).collect::<mlua::Result<_>>()?;
+                    J::Array(items)
+                } else {
+                    let mut map = serde_json::Map::new();
+                    for pair in t.pairs::<Value, Value>() {
+                        let (key, item) = pair?;
+                        let Value::String(key) = key else {
+                            return Err(misuse(call, format!("{path}: keys must be names (strings), got {} (a table mixes a list and named keys?)", describe(&key))));
+                        };
+                        let key = text(call, path, &key)?;
+                        let item = convert(call, &format!("{path}.{key}"), &item)?;
+                        map.insert(key, item);
+                    }
+                    J::Object(map)
+                }
+            }
+            other => return Err(misuse(call, format!("{path}: expected a number, string, boolean or table, got {}", describe(other)))),
+        })
+    }
+    convert(call, what, v)
+}
+
 /// Takes the trailing options table (if the last argument is a table) off an argument list.
 pub fn trailing_options(args: &mut Vec<Value>) -> Option<Table> {
     match args.last() {
@@ -334,6 +372,22 @@ pub fn no_more(call: &str, args: &[Value]) -> mlua::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_described_briefly() {
+        let lua = Lua::new();
+        assert_eq!(describe(&Value::Number(-1e300)), "number -1e300");
+        assert_eq!(describe(&Value::Number(1.5)), "number 1.5");
+        assert_eq!(describe(&Value::Number(f64::NAN)), "number nan");
+        let long = Value::String(lua.create_string("x".repeat(100)).unwrap());
+        assert_eq!(describe(&long), format!("string '{}…' (100 characters)", "x".repeat(40)));
+        let json = to_json("demo", "config", &lua.load("{ a = { 1, 2 }, b = 'x', c = true }").eval().unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!({ "a": [1, 2], "b": "x", "c": true }));
+        let err = to_json("demo", "config", &lua.load("{ a = { f = print } }").eval().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("demo: config.a.f: expected a number, string, boolean or table, got a function"), "{err}");
+        let err = to_json("demo", "config", &lua.load("{ 1, x = 2 }").eval().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("keys must be names"), "{err}");
+    }
 
     #[test]
     fn tidy_reduces_a_libtorch_panic_to_its_error() {

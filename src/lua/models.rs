@@ -15,7 +15,7 @@ use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataFiel
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::args::{check_nesting, describe, failure, misuse, options, options_accepting, split_values, text, OrMisuse};
+use super::args::{describe, to_json, failure, misuse, options, options_accepting, split_values, text, OrMisuse};
 use super::tensor::{as_tensor, optional_tensor_arg, tensor_arg, wrap, wrap_named};
 use super::optim::ZeroGradOptions;
 use super::tokenizer::LuaTokenizer;
@@ -119,8 +119,7 @@ fn new(lua: &Lua, (arch, config, opts): (String, Table, Option<Table>)) -> mlua:
     let o: Placement = options(lua, call, opts)?;
     let (kind, device) = placement(call, &o)?;
     let config = Value::Table(config);
-    check_nesting(call, "config", &config)?;
-    let json: serde_json::Value = lua.from_value(config).map_err(|e| misuse(call, format!("config: {e}")))?;
+    let json = to_json(call, "config", &config)?;
     let serde_json::Value::Object(map) = json else { return Err(misuse(call, "config must be a table of keys")) };
     Ok(root_handle(Model::new(&arch, map, kind.unwrap_or(Kind::Float), device.unwrap_or(Device::Cpu)).or_misuse(call)?))
 }

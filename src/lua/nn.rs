@@ -6,7 +6,7 @@
 use mlua::{AnyUserData, Lua, ObjectLike, Table, Value};
 use serde::Deserialize;
 
-use super::args::{int_list, misuse, options, options_accepting, split_values, OrMisuse};
+use super::args::{describe, int_list, misuse, options, options_accepting, split_values, OrMisuse};
 use super::models::{matcher_arg, LuaModule};
 use super::tensor::{in_place, optional_tensor_arg, tensor_arg, wrap_named, wrap_result, LuaTensor};
 use crate::nn::functional::{self as F, AttentionOptions, KlReduction, Reduction};
@@ -240,16 +240,30 @@ fn init_table(lua: &Lua) -> mlua::Result<Table> {
     Ok(t)
 }
 
+/// The names a pattern is matched against (argument 2 of `nn.matching`): a list of strings.
+fn name_list(call: &str, names: &Value) -> mlua::Result<Vec<String>> {
+    let Value::Table(list) = names else { return Err(misuse(call, format!("argument 2 (names): expected a list of strings, got {}", describe(names)))) };
+    let mut out = Vec::new();
+    for (i, v) in list.clone().sequence_values::<Value>().enumerate() {
+        match v? {
+            Value::String(s) => out.push(s.to_string_lossy()),
+            other => return Err(misuse(call, format!("argument 2 (names): element {} must be a string, got {}", i + 1, describe(&other)))),
+        }
+    }
+    Ok(out)
+}
+
 /// The native `nn` table: `{ functional = …, init = …, select_names, named_parameter,
-/// is_native_module }`.
+/// placement, is_native_module, describe }`.
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let nn = lua.create_table()?;
     nn.set("functional", functional(lua)?)?;
     nn.set("init", init_table(lua)?)?;
     // select_names(call, pattern, names, parameters?): the names the matcher picks, in order
     // (parameter names also by a module holding them); picking none is an error.
-    nn.set("select_names", function(lua, "nn.select_names", |lua, (call, pattern, names, parameters): (String, Value, Vec<String>, Option<bool>)| {
+    nn.set("select_names", function(lua, "nn.select_names", |lua, (call, pattern, names, parameters): (String, Value, Value, Option<bool>)| {
         let matcher = matcher_arg(&call, &pattern)?;
+        let names = name_list(&call, &names)?;
         let mut picked = Vec::new();
         for n in names {
             let hit = if parameters.unwrap_or(false) { matcher.matches_parameter(&n) } else { matcher.matches(&n) };
@@ -277,5 +291,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         Ok(t)
     })?)?;
     nn.set("is_native_module", function(lua, "nn.is_native_module", |_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaModule>())))?)?;
+    // describe(v): a value as error messages show it ("number 1e+300", "a tensor", "a table").
+    nn.set("describe", function(lua, "nn.describe", |_, v: Value| Ok(describe(&v)))?)?;
     Ok(nn)
 }

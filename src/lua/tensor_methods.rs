@@ -137,16 +137,15 @@ fn to(lua: &Lua, t: &Tensor, arg: Value) -> mlua::Result<LuaTensor> {
     wrap_result(lua, call, t.f_to_dtype_layout((kind, device), false, false))
 }
 
-fn binary(lua: &Lua, op: Arith, t: &Tensor, other: Value, alpha: Option<f64>) -> mlua::Result<LuaTensor> {
-    let call = format!("tensor.{}", op.name());
-    let other = operand(&call, &other)?;
+fn binary(lua: &Lua, call: &str, op: Arith, t: &Tensor, other: Value, alpha: Option<f64>) -> mlua::Result<LuaTensor> {
+    let other = operand(call, &other)?;
     let other = match (alpha, other) {
-        (Some(a), Operand::Tensor(o)) => Operand::Tensor(Arith::Mul.apply(&Operand::Tensor(o), &Operand::Float(a)).or_misuse(&call)?),
+        (Some(a), Operand::Tensor(o)) => Operand::Tensor(Arith::Mul.apply(&Operand::Tensor(o), &Operand::Float(a)).or_misuse(call)?),
         (Some(a), Operand::Int(i)) => Operand::Float(i as f64 * a),
         (Some(a), Operand::Float(f)) => Operand::Float(f * a),
         (None, o) => o,
     };
-    wrap_result(lua, &call, op.apply(&Operand::Tensor(t.shallow_clone()), &other))
+    wrap_result(lua, call, op.apply(&Operand::Tensor(t.shallow_clone()), &other))
 }
 
 #[derive(Deserialize, Default)]
@@ -158,15 +157,16 @@ struct AlphaOptions {
 
 fn add_binary<M: UserDataMethods<LuaTensor>>(methods: &mut M, name: &'static str, op: Arith) {
     method(methods, name, move |lua, t, (other, opts): (Value, Option<Table>)| {
-        let o: AlphaOptions = options(lua, &format!("tensor.{name}"), opts)?;
-        binary(lua, op, t, other, o.alpha)
+        let call = format!("tensor.{name}");
+        let o: AlphaOptions = options(lua, &call, opts)?;
+        binary(lua, &call, op, t, other, o.alpha)
     });
     let in_place_name = format!("{name}_");
     method_ud(methods, &in_place_name.clone(), format!("tensor.{in_place_name}"), move |lua, ud, (other, opts): (Value, Option<Table>)| {
         let call = format!("tensor.{in_place_name}");
         let o: AlphaOptions = options(lua, &call, opts)?;
         let this = ud.borrow::<LuaTensor>().map_err(|e| misuse(&call, e))?.get(&call)?.shallow_clone();
-        let result = binary(lua, op, &this, other, o.alpha)?;
+        let result = binary(lua, &call, op, &this, other, o.alpha)?;
         in_place(&call, &ud, |t| t.f_copy_(result.get(&call)?).map(|_| t.shallow_clone()).or_misuse(&call))
     });
 }

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use mlua::{Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, Value};
 use serde::Deserialize;
 use tch::Kind;
 
-use super::args::{check_nesting, failure, misuse, options, required_options, OrMisuse};
+use super::args::{describe, to_json, failure, misuse, options, required_options, OrMisuse};
 use super::tensor::wrap;
 use crate::tokenizer::batch::{BatchOptions, EncodeOptions};
 use crate::tokenizer::{chat, train_bpe, Tok};
@@ -45,7 +45,15 @@ struct TrainOptions {
 
 fn ids_from(call: &str, v: &Value) -> mlua::Result<Vec<i64>> {
     match v {
-        Value::Table(t) => t.sequence_values::<i64>().collect::<mlua::Result<Vec<_>>>().map_err(|e| misuse(call, format!("ids must be integers: {e}"))),
+        Value::Table(t) => t
+            .sequence_values::<Value>()
+            .enumerate()
+            .map(|(i, id)| match id? {
+                Value::Integer(n) => Ok(n),
+                Value::Number(n) if n.fract() == 0.0 && n.abs() < 2f64.powi(53) => Ok(n as i64),
+                other => Err(misuse(call, format!("ids must be integers: element {} is {}", i + 1, describe(&other)))),
+            })
+            .collect(),
         Value::UserData(_) => {
             let t = super::tensor::tensor_arg(call, v)?;
             if t.dim() != 1 {
@@ -138,8 +146,11 @@ impl UserData for LuaTokenizer {
             let call = "tokenizer.apply_chat_template";
             let o: ChatOptions = options(lua, call, opts)?;
             let template = this.0.chat_template(o.chat_template.as_deref()).or_misuse(call)?;
-            check_nesting(call, "messages", &messages)?;
-            let messages: serde_json::Value = lua.from_value(messages).map_err(|e| misuse(call, format!("messages: {e}")))?;
+            let messages = match to_json(call, "messages", &messages)? {
+                // An empty table is an empty list of messages here.
+                serde_json::Value::Object(m) if m.is_empty() => serde_json::Value::Array(Vec::new()),
+                other => other,
+            };
             let text = chat::render(template, &messages, o.add_generation_prompt.unwrap_or(false), &this.0.specials, &serde_json::Map::new()).or_misuse(call)?;
             if o.tokenize.unwrap_or(false) {
                 let (ids, _) = this.0.encode(&text, false).or_misuse(call)?;

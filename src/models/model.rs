@@ -75,17 +75,37 @@ pub struct ForwardOutput {
     pub pooler_output: Option<Tensor>,
 }
 
+/// An architecture's parsed config: every key read and every size checked, nothing allocated.
+pub enum ArchConfig {
+    Llama(LlamaConfig),
+    Gpt2(Gpt2Config),
+    Bert(BertConfig),
+}
+
+impl ArchConfig {
+    /// The architecture config.json names, and its config (what `load` and `new` build from,
+    /// and what the coverage-guided fuzz target feeds arbitrary JSON to).
+    pub fn parse(config: &HfConfig) -> Result<(ArchConfig, String)> {
+        let arch = config.architecture()?;
+        let parsed = match arch.as_str() {
+            "LlamaForCausalLM" => ArchConfig::Llama(LlamaConfig::parse(config, Variant::Llama)?),
+            "MistralForCausalLM" => ArchConfig::Llama(LlamaConfig::parse(config, Variant::Mistral)?),
+            "Qwen2ForCausalLM" => ArchConfig::Llama(LlamaConfig::parse(config, Variant::Qwen2)?),
+            "Qwen3ForCausalLM" => ArchConfig::Llama(LlamaConfig::parse(config, Variant::Qwen3)?),
+            "GPT2LMHeadModel" => ArchConfig::Gpt2(Gpt2Config::parse(config)?),
+            "BertModel" => ArchConfig::Bert(BertConfig::parse(config)?),
+            other => bail!("architecture '{other}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel, BertModel)"),
+        };
+        Ok((parsed, arch))
+    }
+}
+
 fn build(config: &HfConfig, weights: &mut Weights, device: Device) -> Result<(Family, String)> {
-    let arch = config.architecture()?;
-    let llama = |w: &mut Weights, v| -> Result<Family> { Ok(Family::Llama(LlamaForCausalLM::load(w, LlamaConfig::parse(config, v)?, device)?)) };
-    let family = match arch.as_str() {
-        "LlamaForCausalLM" => llama(weights, Variant::Llama)?,
-        "MistralForCausalLM" => llama(weights, Variant::Mistral)?,
-        "Qwen2ForCausalLM" => llama(weights, Variant::Qwen2)?,
-        "Qwen3ForCausalLM" => llama(weights, Variant::Qwen3)?,
-        "GPT2LMHeadModel" => Family::Gpt2(Gpt2LMHeadModel::load(weights, Gpt2Config::parse(config)?)?),
-        "BertModel" => Family::Bert(BertModel::load(weights, BertConfig::parse(config)?)?),
-        other => bail!("architecture '{other}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel, BertModel)"),
+    let (parsed, arch) = ArchConfig::parse(config)?;
+    let family = match parsed {
+        ArchConfig::Llama(c) => Family::Llama(LlamaForCausalLM::load(weights, c, device)?),
+        ArchConfig::Gpt2(c) => Family::Gpt2(Gpt2LMHeadModel::load(weights, c)?),
+        ArchConfig::Bert(c) => Family::Bert(BertModel::load(weights, c)?),
     };
     Ok((family, arch))
 }

@@ -8,7 +8,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
 
 use crate::io::safetensors::kind_of;
@@ -68,7 +67,7 @@ impl Weights {
             let f = File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
             // SAFETY: read-only map, dropped before this function returns.
             let mmap = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {}", file.display()))?;
-            let st = SafeTensors::deserialize(&mmap).with_context(|| format!("{} is not a valid safetensors file (truncated or corrupt?)", file.display()))?;
+            let st = crate::io::safetensors::read_header(&mmap).with_context(|| format!("{} is not a valid safetensors file (truncated or corrupt?)", file.display()))?;
             for (name, view) in st.iter() {
                 let source_kind = kind_of(view.dtype()).with_context(|| format!("tensor '{name}' in {}", file.display()))?;
                 let shape: Vec<i64> = view.shape().iter().map(|d| *d as i64).collect();

@@ -24,6 +24,7 @@ use super::recipe::Recipe;
 use super::reload::{merge_config, reload_recipe, watched_files};
 use super::rundir::RunDir;
 use super::watch;
+use crate::lua::args::describe;
 use crate::lua::runtime::call_traced;
 use crate::lua::models::parameters_of;
 use crate::lua::tensor::as_tensor;
@@ -416,10 +417,14 @@ pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
     let Value::Table(t) = v else { return Ok(Vec::new()) };
     let Value::Table(panels) = t.raw_get::<Value>("panels")? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
-    for pair in panels.pairs::<String, Value>() {
-        let (name, spec) = pair?;
+    for pair in panels.pairs::<Value, Value>() {
+        let (key, spec) = pair?;
+        let name = match &key {
+            Value::String(s) => s.to_str().map(|s| s.to_string()).map_err(|_| anyhow!("panel names must be UTF-8 text, got {:?}", s.to_string_lossy()))?,
+            other => return Err(anyhow!("panels: the names must be strings, got {}", describe(other))),
+        };
         let (values, rows, cols) = match &spec {
-            Value::Table(s) if s.contains_key("values")? => (s.get::<Value>("values")?, s.get::<Option<Vec<String>>>("rows")?, s.get::<Option<Vec<String>>>("cols")?),
+            Value::Table(s) if s.contains_key("values")? => (s.get::<Value>("values")?, labels_of(&name, "rows", s.get("rows")?)?, labels_of(&name, "cols", s.get("cols")?)?),
             other => (other.clone(), None, None),
         };
         let (values, row_labels, col_labels) = match &values {
@@ -433,7 +438,7 @@ pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
                 None => continue,
             },
             Value::Table(table) => {
-                let matrix: Vec<Vec<f64>> = table.sequence_values::<Vec<f64>>().collect::<mlua::Result<_>>().map_err(|e| anyhow!("panel '{name}': {e}"))?;
+                let matrix = matrix_of(&name, table)?;
                 let width = matrix.iter().map(Vec::len).max().unwrap_or(0);
                 panel::shrink(&matrix, &panel::labels(rows, matrix.len()), &panel::labels(cols, width))
             }
@@ -443,6 +448,40 @@ pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// A panel's `rows` or `cols` labels: a list of strings, or nil.
+fn labels_of(name: &str, which: &str, v: Value) -> Result<Option<Vec<String>>> {
+    let Value::Table(list) = v else {
+        return match v {
+            Value::Nil => Ok(None),
+            other => Err(anyhow!("panel '{name}': {which} must be a list of labels, got {}", describe(&other))),
+        };
+    };
+    let labels = list.sequence_values::<Value>().enumerate().map(|(i, label)| match label? {
+        Value::String(s) => Ok(s.to_string_lossy()),
+        Value::Integer(n) => Ok(n.to_string()),
+        other => Err(anyhow!("panel '{name}': {which}[{}] must be a label (a string), got {}", i + 1, describe(&other))),
+    });
+    Ok(Some(labels.collect::<Result<_>>()?))
+}
+
+/// A panel given as a table of rows of numbers.
+fn matrix_of(name: &str, table: &Table) -> Result<Vec<Vec<f64>>> {
+    let mut matrix = Vec::new();
+    for (r, row) in table.clone().sequence_values::<Value>().enumerate() {
+        let Value::Table(row) = row? else { return Err(anyhow!("panel '{name}': row {} must be a table of numbers", r + 1)) };
+        let mut numbers = Vec::new();
+        for (c, v) in row.sequence_values::<Value>().enumerate() {
+            numbers.push(match v? {
+                Value::Integer(n) => n as f64,
+                Value::Number(n) => n,
+                other => return Err(anyhow!("panel '{name}': row {}, column {}: expected a number, got {}", r + 1, c + 1, describe(&other))),
+            });
+        }
+        matrix.push(numbers);
+    }
+    Ok(matrix)
 }
 
 /// The numbers in a table a recipe returned (one-element tensors count as numbers), by name.

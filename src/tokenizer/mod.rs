@@ -79,13 +79,6 @@ impl Tok {
             bail!("{} not found", file.display());
         }
         let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?;
-        check_templates(json.get("post_processor")).with_context(|| format!("cannot load {}", file.display()))?;
-        let mut inner: Tokenizer = text.parse().map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
-        // As transformers does: padding and truncation stored in tokenizer.json apply only when
-        // a call asks for them (encode_batch does its own).
-        inner.with_padding(None);
-        inner.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
         let config: Option<Value> = match config_path.filter(|p| p.exists()) {
             Some(p) => {
                 let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -93,7 +86,7 @@ impl Tok {
             }
             None => None,
         };
-        let mut tok = Tok::with_config(inner, config.as_ref());
+        let mut tok = Tok::from_json(&text, config.as_ref()).with_context(|| format!("cannot load {}", file.display()))?;
         let jinja = if path.is_dir() { path.join("chat_template.jinja") } else { path.with_file_name("chat_template.jinja") };
         if jinja.exists() {
             let template = std::fs::read_to_string(&jinja).with_context(|| format!("cannot read {}", jinja.display()))?;
@@ -101,6 +94,19 @@ impl Tok {
             tok.chat_templates.insert(0, ("default".to_string(), template));
         }
         Ok(tok)
+    }
+
+    /// A tokenizer from tokenizer.json's text and tokenizer_config.json's contents (what `load`
+    /// reads, and what the coverage-guided fuzz target feeds arbitrary text to).
+    pub fn from_json(text: &str, config: Option<&Value>) -> Result<Tok> {
+        let json: Value = serde_json::from_str(text).context("tokenizer.json is not valid JSON")?;
+        check_templates(json.get("post_processor"))?;
+        let mut inner: Tokenizer = text.parse().map_err(|e: tokenizers::Error| anyhow!("{}", crate::io::plain_words(&e.to_string())))?;
+        // As transformers does: padding and truncation stored in tokenizer.json apply only when
+        // a call asks for them (encode_batch does its own).
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
+        Ok(Tok::with_config(inner, config))
     }
 
     pub fn with_config(inner: Tokenizer, config: Option<&Value>) -> Tok {

@@ -4,6 +4,9 @@
 
 local mt = require "moontune.core"
 
+-- A value as error messages show it ("number 1e+300", "a tensor"), from the native nn table.
+local describe = mt.nn.describe
+
 mt.nn = require "moontune.nn"
 
 -- Function forms of the tensor methods, as torch.exp(x), torch.max(x, 1), torch.matmul(a, b):
@@ -20,7 +23,7 @@ for _, name in ipairs({
   if mt.tensor[name] == nil then
     mt.tensor[name] = function(x, ...)
       if not mt.tensor.is_tensor(x) then
-        error(string.format("tensor.%s: expected a tensor as argument 1, got %s", name, type(x)), 2)
+        error(string.format("tensor.%s: expected a tensor as argument 1, got %s", name, describe(x)), 2)
       end
       return x[name](x, ...)
     end
@@ -30,7 +33,15 @@ end
 -- mt.log(fmt, ...): a formatted line to the run's log (the console, the TUI log pane).
 function mt.log(fmt, ...)
   if select("#", ...) > 0 then
-    print(string.format(fmt, ...))
+    if type(fmt) ~= "string" then
+      error("mt.log: argument 1 (format): expected a string, got " .. describe(fmt), 2)
+    end
+    local ok, line = pcall(string.format, fmt, ...)
+    if not ok then
+      -- string.format's "bad argument #2 to 'format' (number expected, got string)", in mt.log's terms.
+      error("mt.log: " .. tostring(line):gsub("bad argument #(%d+) to '[%w%.]+' %((.*)%)", "argument %1: %2"), 2)
+    end
+    print(line)
   else
     print(tostring(fmt))
   end

@@ -31,6 +31,9 @@ local F = native.functional
 
 local nn = { functional = F, init = native.init }
 
+-- A value as error messages show it: "number 1e+300", "string 'ab'", "a tensor", "a table".
+local describe = native.describe
+
 local function is_lua_module(v)
   return type(v) == "table" and getmetatable(v) ~= nil and rawget(getmetatable(v), "__is_module") == true
 end
@@ -46,8 +49,7 @@ function nn.matching(pattern, names)
   return native.select_names("nn.matching", pattern, names)
 end
 
-local Module = { __is_module = true, __name = "Module" }
-Module.__index = Module
+local Module = {}   -- made a module class below (module_class)
 nn.Module = Module
 
 -- Fields assigned for the first time: modules become children (in assignment order).
@@ -68,12 +70,12 @@ local function run_hooks(self, hooks, input, output, ...)
   return output, ...
 end
 
--- nn.module(name, parent?): a new module class. Define :init(...) and :forward(...) on it;
--- calling the class makes an instance, calling an instance runs forward (and its hooks).
-function nn.module(name, parent)
-  assert(type(name) == "string", "nn.module: expected a class name")
-  parent = parent or Module
-  local class = setmetatable({}, { __index = parent, __call = function(c, ...) return c.new(...) end })
+-- Calling a class makes an instance: Class(...) is Class.new(...).
+local function construct(class, ...) return class.new(...) end
+
+-- Makes `class` a module class: instances get its methods, register children on assignment,
+-- run forward and the hooks when called, and are made by class.new(...), which runs :init.
+local function module_class(class, name)
   class.__name = name
   class.__index = class
   class.__newindex = newindex
@@ -83,7 +85,6 @@ function nn.module(name, parent)
     if hooks == nil then return self:forward(...) end
     return run_hooks(self, hooks, (...), self:forward(...))
   end
-  class.__tostring = Module.__tostring
   class.new = function(...)
     local self = setmetatable({ _params = {}, _buffers = {}, _children = {} }, class)
     rawset(self, "training", true)
@@ -93,13 +94,36 @@ function nn.module(name, parent)
   return class
 end
 
+-- nn.Module itself is a class: nn.Module() is an empty module to assign children to.
+module_class(setmetatable(Module, { __call = construct }), "Module")
+
+-- nn.module(name, parent?): a new module class. Define :init(...) and :forward(...) on it;
+-- calling the class makes an instance, calling an instance runs forward (and its hooks).
+function nn.module(name, parent)
+  if type(name) ~= "string" then error("nn.module: argument 1 (name): expected a class name (a string), got " .. describe(name), 2) end
+  if parent ~= nil and not (type(parent) == "table" and rawget(parent, "__is_module")) then
+    error("nn.module: argument 2 (parent): expected a module class, got " .. describe(parent), 2)
+  end
+  local class = setmetatable({}, { __index = parent or Module, __call = construct })
+  class.__tostring = Module.__tostring
+  return module_class(class, name)
+end
+
 function Module:forward()
   error(string.format("%s:forward is not defined", self.__name), 2)
 end
 
+-- A parameter's or buffer's name: a string.
+local function check_name(self, call, name)
+  if type(name) ~= "string" then
+    error(string.format("%s:%s: the name must be a string, got %s", self.__name, call, describe(name)), 3)
+  end
+end
+
 function Module:register_parameter(name, t)
+  check_name(self, "register_parameter", name)
   if not T.is_tensor(t) then
-    error(string.format("%s:register_parameter('%s'): expected a tensor", self.__name, tostring(name)), 2)
+    error(string.format("%s:register_parameter('%s'): expected a tensor, got %s", self.__name, name, describe(t)), 2)
   end
   t:requires_grad_(true)
   table.insert(self._params, name)
@@ -108,8 +132,9 @@ function Module:register_parameter(name, t)
 end
 
 function Module:register_buffer(name, t)
+  check_name(self, "register_buffer", name)
   if not T.is_tensor(t) then
-    error(string.format("%s:register_buffer('%s'): expected a tensor", self.__name, tostring(name)), 2)
+    error(string.format("%s:register_buffer('%s'): expected a tensor, got %s", self.__name, name, describe(t)), 2)
   end
   table.insert(self._buffers, name)
   rawset(self, name, t)
@@ -168,6 +193,9 @@ end
 
 local function check_options(call, opts, accepted)
   if opts == nil then return {} end
+  if type(opts) ~= "table" or is_module(opts) then
+    error(string.format("%s: the options must be a table ({ %s = ... }), got %s", call, accepted[1], describe(opts)), 0)
+  end
   local ok = {}
   for _, k in ipairs(accepted) do ok[k] = true end
   for k in pairs(opts) do
@@ -410,12 +438,20 @@ local function placement(opts)
   return { dtype = opts.dtype, device = opts.device }
 end
 
+-- Runs a layer constructor's allocation, f(...): a failure (out of memory, a bad dtype) names
+-- the layer's call as well as the tensor call that failed.
+local function allocating(call, f, ...)
+  local ok, result = pcall(f, ...)
+  if not ok then error(call .. ": " .. tostring(result), 0) end
+  return result
+end
+
 -- A size argument of a layer's constructor: a positive integer, or an error naming the call,
 -- the argument and what was given (with a hint when it is a method that was not called).
 local function size_arg(call, position, name, v)
   if math.type(v) == "integer" and v > 0 then return v end
   if type(v) == "number" and v > 0 and v == math.floor(v) then return math.tointeger(v) end
-  local given = type(v) == "number" and tostring(v) or (v == nil and "nil" or "a " .. type(v))
+  local given = describe(v)
   local hint = type(v) == "function" and " (a method such as tok.vocab_size must be called: tok:vocab_size())" or ""
   error(string.format("%s: argument %d (%s) must be a positive integer, got %s%s", call, position, name, given, hint), 4)
 end
@@ -437,11 +473,11 @@ function Linear:init(in_features, out_features, opts)
   in_features = size_arg("nn.linear", 1, "in_features", in_features)
   out_features = size_arg("nn.linear", 2, "out_features", out_features)
   self.in_features, self.out_features = in_features, out_features
-  local w = T.empty({ out_features, in_features }, placement(opts))
+  local w = allocating("nn.linear", T.empty, { out_features, in_features }, placement(opts))
   nn.init.kaiming_uniform_(w, { a = math.sqrt(5) })
   self:register_parameter("weight", w)
   if opts.bias ~= false then
-    local b = T.empty({ out_features }, placement(opts))
+    local b = allocating("nn.linear", T.empty, { out_features }, placement(opts))
     nn.init.uniform_fan_in_(b, in_features)
     self:register_parameter("bias", b)
   end
@@ -462,7 +498,7 @@ function Embedding:init(num_embeddings, embedding_dim, opts)
   num_embeddings = size_arg("nn.embedding", 1, "num_embeddings", num_embeddings)
   embedding_dim = size_arg("nn.embedding", 2, "embedding_dim", embedding_dim)
   self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, opts.padding_idx
-  local w = T.randn({ num_embeddings, embedding_dim }, placement(opts))
+  local w = allocating("nn.embedding", T.randn, { num_embeddings, embedding_dim }, placement(opts))
   if opts.padding_idx ~= nil then w[opts.padding_idx] = 0 end
   self:register_parameter("weight", w)
 end
@@ -479,8 +515,8 @@ function LayerNorm:init(shape, opts)
   opts = check_options("nn.layer_norm", opts, { "eps", "elementwise_affine", "bias", "dtype", "device" })
   self.normalized_shape, self.eps = shape_arg("nn.layer_norm", shape), opts.eps or 1e-5
   if opts.elementwise_affine ~= false then
-    self:register_parameter("weight", T.ones(self.normalized_shape, placement(opts)))
-    if opts.bias ~= false then self:register_parameter("bias", T.zeros(self.normalized_shape, placement(opts))) end
+    self:register_parameter("weight", allocating("nn.layer_norm", T.ones, self.normalized_shape, placement(opts)))
+    if opts.bias ~= false then self:register_parameter("bias", allocating("nn.layer_norm", T.zeros, self.normalized_shape, placement(opts))) end
   end
 end
 
@@ -496,7 +532,7 @@ function RMSNorm:init(shape, opts)
   opts = check_options("nn.rms_norm", opts, { "eps", "elementwise_affine", "dtype", "device" })
   self.normalized_shape, self.eps = shape_arg("nn.rms_norm", shape), opts.eps
   if opts.elementwise_affine ~= false then
-    self:register_parameter("weight", T.ones(self.normalized_shape, placement(opts)))
+    self:register_parameter("weight", allocating("nn.rms_norm", T.ones, self.normalized_shape, placement(opts)))
   end
 end
 
@@ -511,7 +547,7 @@ nn.Dropout = Dropout
 function Dropout:init(p)
   self.p = p or 0.5
   if type(self.p) ~= "number" or self.p < 0 or self.p > 1 then
-    error("nn.dropout: p must be a number in [0, 1], got " .. tostring(p), 3)
+    error("nn.dropout: p must be a number in [0, 1], got " .. describe(p), 3)
   end
 end
 
@@ -551,7 +587,7 @@ local function activation(class_name, method, arg_name)
   local class = nn.module(class_name)
   function class:init(arg)
     if arg_name == "dim" and math.type(arg) ~= "integer" then
-      error(string.format("nn.%s: the dim is required (an integer), got %s", method, tostring(arg)), 4)
+      error(string.format("nn.%s: the dim is required (an integer), got %s", method, describe(arg)), 4)
     end
     self.arg = arg
   end
@@ -576,11 +612,19 @@ nn.ModuleList = ModuleList
 
 function ModuleList:init(modules)
   rawset(self, "_count", 0)
-  for _, m in ipairs(modules or {}) do self:append(m) end
+  if modules ~= nil and (type(modules) ~= "table" or is_module(modules)) then
+    error("nn.module_list: argument 1 (modules): expected a list of modules, got " .. describe(modules), 3)
+  end
+  for i, m in ipairs(modules or {}) do
+    if not is_module(m) then
+      error(string.format("nn.module_list: argument 1 (modules): element %d must be a module, got %s", i, describe(m)), 3)
+    end
+    self:append(m)
+  end
 end
 
 function ModuleList:append(m)
-  if not is_module(m) then error("nn.module_list: append expects a module, got " .. type(m), 2) end
+  if not is_module(m) then error("nn.module_list.append: argument 1: expected a module, got " .. describe(m), 2) end
   local n = rawget(self, "_count")
   self[tostring(n)] = m
   rawset(self, "_count", n + 1)
@@ -608,13 +652,18 @@ local ModuleDict = nn.module("ModuleDict")
 nn.ModuleDict = ModuleDict
 
 function ModuleDict:init(modules)
+  if modules ~= nil and (type(modules) ~= "table" or is_module(modules)) then
+    error("nn.module_dict: argument 1 (modules): expected a table of name = module, got " .. describe(modules), 3)
+  end
   local names = {}
-  for name in pairs(modules or {}) do names[#names + 1] = name end
+  for name, m in pairs(modules or {}) do
+    if type(name) ~= "string" or not is_module(m) then
+      error(string.format("nn.module_dict: argument 1 (modules): expected a table of name = module, got %s = %s", describe(name), describe(m)), 3)
+    end
+    names[#names + 1] = name
+  end
   table.sort(names)
   for _, name in ipairs(names) do
-    if type(name) ~= "string" or not is_module(modules[name]) then
-      error("nn.module_dict: expects a table of name = module", 3)
-    end
     self[name] = modules[name]
   end
 end

@@ -52,7 +52,7 @@ function tests.function_forms_of_the_methods()
   assert(T.exp(T.zeros{ 2 }):equal(T.ones{ 2 }))
   assert(T.matmul(T.ones{ 1, 2 }, T.ones{ 2, 1 }):item() == 2)
   assert(T.sum(T.ones{ 2, 3 }, 1):equal(T.full({ 2 }, 3.0)))
-  raises(function() return T.exp(3) end, "tensor.exp: expected a tensor as argument 1, got number")
+  raises(function() return T.exp(3) end, "tensor.exp: expected a tensor as argument 1, got integer 3")
 end
 
 function tests.matrix_products_and_ranges()

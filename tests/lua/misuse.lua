@@ -2,7 +2,7 @@
 -- and what was wrong, and the process must keep running (the next case runs in the same VM).
 
 local mt = require "moontune"
-local T, F = mt.tensor, mt.nn.functional
+local T, F, nn = mt.tensor, mt.nn.functional, mt.nn
 
 local x = T.randn{ 2, 3 }
 local ids = T.tensor{ 0, 1 }
@@ -93,6 +93,24 @@ local cases = {
   { "var over a repeated dim", function() return x:var({ 1, 1 }) end, { "tensor.var", "appears multiple times" } },
   { "masked_fill with a value float32 cannot hold", function() return x:masked_fill(T.ones({ 2, 3 }):bool(), -1e300) end, { "tensor.masked_fill", "cannot be converted to type float" } },
   { "a tensor named __metadata__", function() return mt.save(os.tmpname(), { __metadata__ = x }) end, { "save", "__metadata__" } },
+  -- Found by the fuzz suite: each named moontune's internals or another call.
+  { "an in-place op with a string", function() return x:add_("a") end, { "tensor.add_:", "got string 'a'" } },
+  { "a huge number shown short", function() return x:narrow(0, -1e300, 1) end, { "got number -1e300" } },
+  { "a long string shown cut", function() return x:add(string.rep("x", 1000)) end, { "(1000 characters)" } },
+  { "decode of ids that are not integers", function() local tok = mt.tokenizer.train_bpe{ files = { "tests/lua/misuse.lua" }, vocab_size = 300 }; return tok:decode({ 1, "a" }) end, { "tokenizer.decode", "element 2 is string 'a'" } },
+  { "mt.log with a table as format", function() return mt.log({}, 1) end, { "mt.log: argument 1 (format): expected a string, got a table" } },
+  { "mt.log with a missing value", function() return mt.log("%d and %d", 1) end, { "mt.log: argument 3" } },
+  { "a tensor inside a model config", function() return mt.models.new("LlamaForCausalLM", { vocab_size = 8, w = x }) end, { "models.new", "config.w: expected a number, string, boolean or table, got a tensor" } },
+  { "a NaN in a model config", function() return mt.models.new("LlamaForCausalLM", { vocab_size = 8, rope_theta = 0/0 }) end, { "models.new", "config.rope_theta: expected a finite number" } },
+  { "layer options that are not a table", function() return nn.linear(2, 3, 5) end, { "nn.linear: the options must be a table", "got integer 5" } },
+  { "a layer too large to allocate", function() return nn.linear(2, 2^62) end, { "nn.linear: tensor.empty: out of memory" } },
+  { "a module list of numbers", function() return nn.module_list(3) end, { "nn.module_list: argument 1 (modules): expected a list of modules, got integer 3" } },
+  { "a module list with a tensor in it", function() return nn.module_list({ nn.relu(), x }) end, { "nn.module_list", "element 2 must be a module, got a tensor" } },
+  { "append of a number", function() return nn.module_list{}:append(2) end, { "nn.module_list.append: argument 1: expected a module, got integer 2" } },
+  { "a module dict with a list", function() return nn.module_dict({ nn.relu() }) end, { "nn.module_dict", "got integer 1 = " } },
+  { "a parameter named nil", function() return nn.Module():register_parameter(nil, x) end, { "register_parameter: the name must be a string, got nil" } },
+  { "a dim that is a table", function() return nn.log_softmax({}) end, { "nn.log_softmax: the dim is required (an integer), got a table" } },
+  { "matching names that are not strings", function() return nn.matching({ "a" }, { "a", 3 }) end, { "nn.matching: argument 2 (names): element 2 must be a string, got integer 3" } },
 }
 
 local checked = 0

@@ -1,0 +1,150 @@
+//! The fuzz suite: bad inputs of every kind a user can give moontune (tests/fuzz/cases.rs), each
+//! run as a child process and classified (tests/fuzz/run.rs). It fails on any crash, hang or
+//! unclear message. `cargo test` runs a fixed sample; `./dev fuzz` runs every case
+//! (MOONTUNE_FUZZ=all) and writes the counts to RELIABILITY.md (MOONTUNE_FUZZ_REPORT);
+//! MOONTUNE_FUZZ=id,id runs the cases whose ids contain one of those texts.
+
+#[path = "fuzz/cases.rs"]
+mod cases;
+#[path = "fuzz/run.rs"]
+mod run;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cases::Case;
+use run::Outcome;
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_moontune"))
+}
+
+/// A valid tiny model and tokenizer for the file cases to corrupt, made by moontune itself.
+fn fixtures(dir: &Path) -> (PathBuf, PathBuf) {
+    let script = dir.join("make.lua");
+    std::fs::write(
+        &script,
+        r#"local mt = require "moontune"
+mt.manual_seed(0)
+local model = mt.models.new("LlamaForCausalLM", { vocab_size = 40, hidden_size = 8, intermediate_size = 8,
+  num_hidden_layers = 1, num_attention_heads = 2, max_position_embeddings = 16 })
+assert(model:save("model"))
+local f = assert(io.open("corpus.txt", "w")); f:write("hello world\nhi there world\n"); f:close()
+os.execute("mkdir -p tok")
+local tok = mt.tokenizer.train_bpe{ files = { "corpus.txt" }, vocab_size = 40, special_tokens = { "<s>", "</s>" } }
+assert(tok:save("tok/tokenizer.json"))
+f = assert(io.open("tok/tokenizer_config.json", "w"))
+f:write('{"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.role }}: {{ m.content }}\\n{% endfor %}"}')
+f:close()
+"#,
+    )
+    .unwrap();
+    let out = Command::new(binary()).arg("run").arg(&script).arg("--headless").current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "making the fixtures: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (dir.join("model"), dir.join("tok"))
+}
+
+fn all_cases(fixtures_dir: &Path) -> Vec<Case> {
+    let (model, tok) = fixtures(fixtures_dir);
+    let mut cases = cases::binding_cases();
+    cases.extend(cases::file_cases(&model, &tok));
+    cases.extend(cases::template_cases(&tok));
+    cases.extend(cases::recipe_cases());
+    cases
+}
+
+/// Every template and recipe case, and an even spread of the others, `n` in all.
+fn sample(cases: Vec<Case>, n: usize) -> Vec<Case> {
+    let (always, rest): (Vec<Case>, Vec<Case>) = cases.into_iter().partition(|c| c.family == "template" || c.family == "recipe");
+    let k = n.saturating_sub(always.len()).max(1);
+    let step = (rest.len() / k).max(1);
+    always.into_iter().chain(rest.into_iter().step_by(step).take(k)).collect()
+}
+
+struct Result {
+    id: String,
+    family: &'static str,
+    outcome: Outcome,
+    output: String,
+}
+
+fn run_all(cases: &[Case], work: &Path) -> Vec<Result> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(case) = cases.get(i) else { break };
+                let dir = work.join(format!("case-{i}"));
+                let ended = run::run(&binary(), case, &dir, Duration::from_secs(60));
+                let _ = std::fs::remove_dir_all(&dir);
+                results.lock().unwrap().push(Result { id: case.id.clone(), family: case.family, outcome: ended.outcome, output: ended.output });
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by(|a, b| a.id.cmp(&b.id));
+    results
+}
+
+/// Counts per family and outcome, as a markdown table, then every failure.
+fn report(results: &[Result], title: &str) -> String {
+    let mut counts: BTreeMap<&str, BTreeMap<Outcome, usize>> = BTreeMap::new();
+    for r in results {
+        *counts.entry(r.family).or_default().entry(r.outcome).or_default() += 1;
+    }
+    let outcomes = [Outcome::Crash, Outcome::Hang, Outcome::Unclear, Outcome::ClearError, Outcome::Ok];
+    let mut text = format!("{title}\n\n| family | cases | crash | hang | unclear message | clear error | ok |\n|---|---|---|---|---|---|---|\n");
+    for (family, by) in &counts {
+        let total: usize = by.values().sum();
+        let cells: Vec<String> = outcomes.iter().map(|o| by.get(o).copied().unwrap_or(0).to_string()).collect();
+        text.push_str(&format!("| {family} | {total} | {} |\n", cells.join(" | ")));
+    }
+    let failures: Vec<&Result> = results.iter().filter(|r| r.outcome.is_failure()).collect();
+    if !failures.is_empty() {
+        text.push_str("\nFailures:\n");
+        for f in failures {
+            let first: String = f.output.lines().filter(|l| !l.trim().is_empty()).take(3).collect::<Vec<_>>().join(" / ");
+            text.push_str(&format!("- {:?} {}: {}\n", f.outcome, f.id, first.chars().take(300).collect::<String>()));
+        }
+    }
+    text
+}
+
+#[test]
+fn fuzz_cases_end_in_clear_errors_or_success() {
+    let work = tempfile::tempdir().unwrap();
+    let fixtures_dir = work.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures_dir).unwrap();
+    // MOONTUNE_FUZZ=all runs every case; MOONTUNE_FUZZ=a,b only the cases whose ids contain a or b.
+    let choice = std::env::var("MOONTUNE_FUZZ").unwrap_or_default();
+    let cases = all_cases(&fixtures_dir);
+    let total = cases.len();
+    assert!(total >= 1000, "the suite has {total} cases; it should have at least 1,000");
+    let (cases, title) = match choice.as_str() {
+        "all" => (cases, format!("All {total} cases.")),
+        "" => {
+            let sampled = sample(cases, 160);
+            let title = format!("A sample of {} of the {total} cases (`./dev fuzz` runs them all).", sampled.len());
+            (sampled, title)
+        }
+        filter => {
+            let chosen: Vec<Case> = cases.into_iter().filter(|c| filter.split(',').any(|f| c.id.contains(f))).collect();
+            let title = format!("The {} cases whose ids contain {filter}.", chosen.len());
+            (chosen, title)
+        }
+    };
+    let results = run_all(&cases, work.path());
+    let text = report(&results, &title);
+    println!("{text}");
+    if let Ok(path) = std::env::var("MOONTUNE_FUZZ_REPORT") {
+        std::fs::write(path, &text).unwrap();
+    }
+    assert!(results.iter().all(|r| !r.outcome.is_failure()), "{text}");
+}
