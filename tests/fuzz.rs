@@ -23,8 +23,9 @@ fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moontune"))
 }
 
-/// A valid tiny model and tokenizer for the file cases to corrupt, made by moontune itself.
-fn fixtures(dir: &Path) -> (PathBuf, PathBuf) {
+/// A valid tiny model, tokenizer and optimizer checkpoint for the file cases to corrupt, made
+/// by moontune itself.
+fn fixtures(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let script = dir.join("make.lua");
     std::fs::write(
         &script,
@@ -33,6 +34,16 @@ mt.manual_seed(0)
 local model = mt.models.new("LlamaForCausalLM", { vocab_size = 40, hidden_size = 8, intermediate_size = 8,
   num_hidden_layers = 1, num_attention_heads = 2, max_position_embeddings = 16 })
 assert(model:save("model"))
+-- An AdamW checkpoint after one step, flattened as "param/field" for mt.save.
+local opt = mt.optim.adamw(model:parameters(), { lr = 1e-3 })
+local ids = mt.tensor.tensor{ { 1, 2, 3 } }
+model{ input_ids = ids, labels = ids }.loss:backward()
+opt:step()
+local flat = {}
+for name, s in pairs(opt:state_dict().state) do
+  for k, v in pairs(s) do flat[name .. "/" .. k] = mt.tensor.is_tensor(v) and v or mt.tensor.tensor(v) end
+end
+assert(mt.save("ckpt.safetensors", flat))
 local f = assert(io.open("corpus.txt", "w")); f:write("hello world\nhi there world\n"); f:close()
 os.execute("mkdir -p tok")
 local tok = mt.tokenizer.train_bpe{ files = { "corpus.txt" }, vocab_size = 40, special_tokens = { "<s>", "</s>" } }
@@ -45,13 +56,14 @@ f:close()
     .unwrap();
     let out = Command::new(binary()).arg("run").arg(&script).arg("--headless").current_dir(dir).output().unwrap();
     assert!(out.status.success(), "making the fixtures: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (dir.join("model"), dir.join("tok"))
+    (dir.join("model"), dir.join("tok"), dir.join("ckpt.safetensors"))
 }
 
 fn all_cases(fixtures_dir: &Path) -> Vec<Case> {
-    let (model, tok) = fixtures(fixtures_dir);
+    let (model, tok, checkpoint) = fixtures(fixtures_dir);
     let mut cases = cases::binding_cases();
     cases.extend(cases::file_cases(&model, &tok));
+    cases.extend(cases::checkpoint_cases(&model, &checkpoint));
     cases.extend(cases::template_cases(&tok));
     cases.extend(cases::recipe_cases());
     cases

@@ -115,7 +115,8 @@ impl Weights {
     }
 
     /// Parameter `name` of `shape`: taken from the checkpoint (an error naming the tensor if it
-    /// is missing or mis-shaped) or made fresh. Floating-point parameters require gradients.
+    /// is missing, mis-shaped or not floating-point) or made fresh, in the weights' dtype; it
+    /// requires gradients.
     pub fn param(&mut self, name: &str, shape: &[i64], init: Init) -> Result<Tensor> {
         let t = match &mut self.tensors {
             Some(tensors) => {
@@ -125,7 +126,15 @@ impl Weights {
                 if t.size() != shape {
                     bail!("tensor '{name}' has shape {:?}, expected {shape:?}", t.size());
                 }
-                t
+                if !is_floating(t.kind()) {
+                    bail!("tensor '{name}' is {}; a model's weights must be floating-point", crate::tensor::dtype_name(t.kind()));
+                }
+                // A checkpoint that mixes floating dtypes loads as one, as transformers does.
+                if t.kind() != self.kind {
+                    t.f_to_kind(self.kind)?
+                } else {
+                    t
+                }
             }
             None => {
                 let options = (self.kind, self.device);
@@ -140,7 +149,7 @@ impl Weights {
                 }
             }
         };
-        Ok(if is_floating(t.kind()) { t.f_set_requires_grad(true)? } else { t })
+        Ok(t.f_set_requires_grad(true)?)
     }
 
     /// Checkpoint tensors nobody took, except those `ignorable` says are expected leftovers.

@@ -248,6 +248,57 @@ fn first_tensor(header: &mut serde_json::Value) -> &mut serde_json::Value {
     &mut header[key]
 }
 
+/// A safetensors file with one fault each: truncations, `flips` random bit flips in the length
+/// and header, a length prefix that lies, and header edits (dtypes, shapes, offsets, tensors
+/// removed or added), some of which still describe the data's byte count exactly.
+fn safetensors_faults(st: &[u8], seed: u64, flips: usize) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let header_len = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    for cut in [0, 3, 8, 9, 8 + header_len / 2, 8 + header_len, st.len() - 1] {
+        out.push((format!("truncated-{cut}"), st[..cut].to_vec()));
+    }
+    let mut rng = Rng::new(seed);
+    for i in 0..flips {
+        let mut bytes = st.to_vec();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below((8 + header_len).min(bytes.len()));
+            bytes[at] ^= 1 << rng.below(8);
+        }
+        out.push((format!("flipped-{i}"), bytes));
+    }
+    for (name, length) in [("huge", u64::MAX), ("2^40", 1u64 << 40), ("zero", 0), ("past-end", st.len() as u64)] {
+        let mut bytes = st.to_vec();
+        bytes[..8].copy_from_slice(&length.to_le_bytes());
+        out.push((format!("header-length-{name}"), bytes));
+    }
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("dtype-unknown", Box::new(|h| first_tensor(h)["dtype"] = "F99".into())),
+        ("dtype-bool", Box::new(|h| first_tensor(h)["dtype"] = "BOOL".into())),
+        ("dtype-i64", Box::new(|h| first_tensor(h)["dtype"] = "I64".into())),
+        // Same byte count as F32: a valid file whose tensor is now an integer one.
+        ("dtype-i32", Box::new(|h| first_tensor(h)["dtype"] = "I32".into())),
+        ("dtype-number", Box::new(|h| first_tensor(h)["dtype"] = 3.into())),
+        ("shape-grown", Box::new(|h| first_tensor(h)["shape"][0] = 9999.into())),
+        // Same element count, another shape: valid, and wrong for whoever reads it.
+        ("shape-flattened", Box::new(|h| { let t = first_tensor(h); let n: u64 = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product(); t["shape"] = serde_json::json!([n]); })),
+        ("shape-negative", Box::new(|h| first_tensor(h)["shape"][0] = (-1).into())),
+        ("shape-huge", Box::new(|h| first_tensor(h)["shape"] = serde_json::json!([1u64 << 40, 1u64 << 40]))),
+        ("shape-string", Box::new(|h| first_tensor(h)["shape"] = "big".into())),
+        ("offsets-swapped", Box::new(|h| { let t = first_tensor(h); let o = t["data_offsets"].clone(); t["data_offsets"] = serde_json::json!([o[1], o[0]]); })),
+        ("offsets-past-end", Box::new(|h| first_tensor(h)["data_offsets"] = serde_json::json!([0, 1u64 << 40]))),
+        ("offsets-missing", Box::new(|h| { first_tensor(h).as_object_mut().unwrap().remove("data_offsets"); })),
+        ("tensor-removed", Box::new(|h| { let k = h.as_object().unwrap().keys().find(|k| *k != "__metadata__").unwrap().clone(); h.as_object_mut().unwrap().remove(&k); })),
+        ("tensor-added", Box::new(|h| h["model.extra.weight"] = serde_json::json!({ "dtype": "F32", "shape": [1], "data_offsets": [0, 4] }))),
+        ("metadata-nested", Box::new(|h| h["__metadata__"] = serde_json::json!({ "format": { "deep": [1, 2] } }))),
+        ("header-array", Box::new(|h| *h = serde_json::json!([1, 2, 3]))),
+    ];
+    for (name, edit) in &edits {
+        out.push((format!("header-{name}"), rewrite_header(st, edit)));
+    }
+    out
+}
+
 /// A valid model and tokenizer, each with one fault.
 pub fn file_cases(model_dir: &Path, tokenizer_dir: &Path) -> Vec<Case> {
     let model = read_dir(model_dir, "model");
@@ -261,47 +312,8 @@ pub fn file_cases(model_dir: &Path, tokenizer_dir: &Path) -> Vec<Case> {
         change(&mut files);
         out.push(script_case(format!("file/model/{id}"), "file", LOAD_MODEL.to_string(), files, model_names()));
     };
-    // Truncations and byte flips.
-    let header_len = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
-    for cut in [0, 3, 8, 9, 8 + header_len / 2, 8 + header_len, st.len() - 1] {
-        model_case(format!("truncated-{cut}"), &|f| replace(f, "model.safetensors", st[..cut].to_vec()));
-    }
-    let mut rng = Rng::new(7);
-    for i in 0..120 {
-        let mut bytes = st.clone();
-        let flips = 1 + rng.below(4);
-        for _ in 0..flips {
-            let at = rng.below((8 + header_len).min(bytes.len()));
-            bytes[at] ^= 1 << rng.below(8);
-        }
-        model_case(format!("flipped-{i}"), &|f| replace(f, "model.safetensors", bytes.clone()));
-    }
-    for (name, length) in [("huge", u64::MAX), ("2^40", 1u64 << 40), ("zero", 0), ("past-end", st.len() as u64)] {
-        let mut bytes = st.clone();
-        bytes[..8].copy_from_slice(&length.to_le_bytes());
-        model_case(format!("header-length-{name}"), &|f| replace(f, "model.safetensors", bytes.clone()));
-    }
-    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
-    let edits: Vec<(&str, Edit)> = vec![
-        ("dtype-unknown", Box::new(|h| first_tensor(h)["dtype"] = "F99".into())),
-        ("dtype-bool", Box::new(|h| first_tensor(h)["dtype"] = "BOOL".into())),
-        ("dtype-i64", Box::new(|h| first_tensor(h)["dtype"] = "I64".into())),
-        ("dtype-number", Box::new(|h| first_tensor(h)["dtype"] = 3.into())),
-        ("shape-grown", Box::new(|h| first_tensor(h)["shape"][0] = 9999.into())),
-        ("shape-negative", Box::new(|h| first_tensor(h)["shape"][0] = (-1).into())),
-        ("shape-huge", Box::new(|h| first_tensor(h)["shape"] = serde_json::json!([1u64 << 40, 1u64 << 40]))),
-        ("shape-string", Box::new(|h| first_tensor(h)["shape"] = "big".into())),
-        ("offsets-swapped", Box::new(|h| { let t = first_tensor(h); let o = t["data_offsets"].clone(); t["data_offsets"] = serde_json::json!([o[1], o[0]]); })),
-        ("offsets-past-end", Box::new(|h| first_tensor(h)["data_offsets"] = serde_json::json!([0, 1u64 << 40]))),
-        ("offsets-missing", Box::new(|h| { first_tensor(h).as_object_mut().unwrap().remove("data_offsets"); })),
-        ("tensor-removed", Box::new(|h| { let k = h.as_object().unwrap().keys().find(|k| *k != "__metadata__").unwrap().clone(); h.as_object_mut().unwrap().remove(&k); })),
-        ("tensor-added", Box::new(|h| h["model.extra.weight"] = serde_json::json!({ "dtype": "F32", "shape": [1], "data_offsets": [0, 4] }))),
-        ("metadata-nested", Box::new(|h| h["__metadata__"] = serde_json::json!({ "format": { "deep": [1, 2] } }))),
-        ("header-array", Box::new(|h| *h = serde_json::json!([1, 2, 3]))),
-    ];
-    for (name, edit) in &edits {
-        let bytes = rewrite_header(&st, edit);
-        model_case(format!("header-{name}"), &|f| replace(f, "model.safetensors", bytes.clone()));
+    for (id, bytes) in safetensors_faults(&st, 7, 120) {
+        model_case(id, &|f| replace(f, "model.safetensors", bytes.clone()));
     }
     // config.json faults.
     let keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings", "head_dim"];
@@ -380,6 +392,40 @@ pub fn file_cases(model_dir: &Path, tokenizer_dir: &Path) -> Vec<Case> {
         tok_case(name.to_string(), "tokenizer_config.json", cfg.into_bytes());
     }
     out
+}
+
+const RESUME: &str = r#"local mt = require "moontune"
+local model = assert(mt.models.load("model"))
+local opt = mt.optim.adamw(model:parameters(), { lr = 1e-3 })
+local flat, err = mt.load("ckpt.safetensors")
+if not flat then error(err, 0) end
+local state = {}
+for key, t in pairs(flat) do
+  local name, field = key:match("^(.*)/([^/]+)$")
+  state[name] = state[name] or {}
+  state[name][field] = (field == "step" and t:numel() == 1) and t:item() or t
+end
+opt:load_state_dict({ state = state, param_groups = opt:state_dict().param_groups })
+local ids = mt.tensor.tensor{ { 1, 2, 3 } }
+model{ input_ids = ids, labels = ids }.loss:backward()
+opt:step()
+print("resumed")
+"#;
+
+/// An optimizer checkpoint (saved with `mt.save`, read back with `mt.load` and
+/// `load_state_dict`, then a step) with one fault each.
+pub fn checkpoint_cases(model_dir: &Path, checkpoint: &Path) -> Vec<Case> {
+    let model = read_dir(model_dir, "model");
+    let st = std::fs::read(checkpoint).unwrap();
+    let names = vec!["ckpt.safetensors".to_string(), "load_state_dict".into(), "optimizer.step".into()];
+    safetensors_faults(&st, 11, 40)
+        .into_iter()
+        .map(|(id, bytes)| {
+            let mut files = model.clone();
+            files.push(("ckpt.safetensors".into(), bytes));
+            script_case(format!("file/checkpoint/{id}"), "file", RESUME.to_string(), files, names.clone())
+        })
+        .collect()
 }
 
 /// Hostile chat templates.
