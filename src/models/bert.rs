@@ -64,7 +64,7 @@ impl BertConfig {
             activation: cfg.str_or("hidden_act", "gelu")?.to_string(),
             attention_dropout: cfg.float_or("attention_probs_dropout_prob", 0.1)?,
             hidden_dropout: cfg.float_or("hidden_dropout_prob", 0.1)?,
-            pad_token_id: cfg.int_or("pad_token_id", 0)?,
+            pad_token_id: cfg.opt_token_id("pad_token_id", cfg.size_or("vocab_size", 30522, MAX_WIDTH)?)?.unwrap_or(0),
         })
     }
 }

@@ -90,6 +90,16 @@ impl HfConfig {
         Ok(v)
     }
 
+    /// A token id the model's embedding uses (`pad_token_id`): inside the vocabulary, or
+    /// counted from its end when negative, as torch.nn.Embedding's padding_idx.
+    pub fn opt_token_id(&self, key: &str, vocab_size: i64) -> Result<Option<i64>> {
+        let id = self.opt_int(key)?;
+        if let Some(id) = id.filter(|id| !(-vocab_size..vocab_size).contains(id)) {
+            bail!("config key '{key}' is {id}, outside the vocabulary of {vocab_size} tokens (vocab_size)");
+        }
+        Ok(id)
+    }
+
     pub fn size_or(&self, key: &str, default: i64, max: i64) -> Result<i64> {
         if self.get(key).is_some() { self.size(key, max) } else { Ok(default) }
     }

@@ -103,7 +103,7 @@ impl LlamaConfig {
             o_bias,
             mlp_bias: cfg.bool_or("mlp_bias", false)?,
             tie_word_embeddings: cfg.bool_or("tie_word_embeddings", false)?,
-            pad_token_id: cfg.opt_int("pad_token_id")?,
+            pad_token_id: cfg.opt_token_id("pad_token_id", cfg.size("vocab_size", MAX_WIDTH)?)?,
             attention_dropout: cfg.float_or("attention_dropout", 0.0)?,
             windows,
         })
