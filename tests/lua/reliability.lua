@@ -1,6 +1,6 @@
 -- Inputs that used to crash, hang or mislead (issue 9), as they behave now: named chat
 -- templates, a template that would loop for ever, optimizer state of another dtype, numbers
--- libtorch cannot hold, a Lua module whose child points back at it.
+-- libtorch cannot hold, a Lua module whose child points back at it, config values no model has.
 
 local mt = require "moontune"
 local T, nn = mt.tensor, mt.nn
@@ -72,6 +72,46 @@ function tests.a_child_that_points_back_at_its_parent_is_walked_once()
   for name in pairs(net:named_modules()) do names[#names + 1] = name end
   table.sort(names)
   assert(table.concat(names, " ") == " block", table.concat(names, ","))
+end
+
+-- Every architecture's config keys, each given values no model has: the model is built (and
+-- runs), or the error names models.new and the key at fault.
+function tests.bad_config_values_name_their_key_in_every_architecture()
+  local archs = {
+    GPT2LMHeadModel = { vocab_size = 16, n_embd = 8, n_layer = 1, n_head = 2, n_positions = 16 },
+    BertModel = { vocab_size = 16, hidden_size = 8, num_hidden_layers = 1, num_attention_heads = 2, intermediate_size = 8,
+      max_position_embeddings = 16, type_vocab_size = 2 },
+    Qwen3ForCausalLM = { vocab_size = 16, hidden_size = 8, intermediate_size = 8, num_hidden_layers = 1, num_attention_heads = 2,
+      num_key_value_heads = 1, head_dim = 4, max_position_embeddings = 16 },
+    MistralForCausalLM = { vocab_size = 16, hidden_size = 8, intermediate_size = 8, num_hidden_layers = 1, num_attention_heads = 2,
+      max_position_embeddings = 16, sliding_window = 4 },
+  }
+  local optional = { "num_key_value_heads", "head_dim", "rope_theta", "layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps",
+    "n_inner", "sliding_window", "max_window_layers", "pad_token_id", "rope_scaling", "tie_word_embeddings" }
+  local bad = { 0, -1, 1e12, 2^62, 1.5, "abc", true, {}, 0/0 }
+  local checked = 0
+  for arch, base in pairs(archs) do
+    local keys = {}
+    for k in pairs(base) do keys[#keys + 1] = k end
+    for _, k in ipairs(optional) do keys[#keys + 1] = k end
+    for _, key in ipairs(keys) do
+      for _, value in ipairs(bad) do
+        local config = {}
+        for k, v in pairs(base) do config[k] = v end
+        config[key] = value
+        local ok, model = pcall(mt.models.new, arch, config)
+        if ok then
+          model{ input_ids = T.tensor{ { 1, 2, 3 } } }
+        else
+          local message = tostring(model)
+          assert(message:find("models.new", 1, true) and message:find(key, 1, true),
+            string.format("%s with %s = %s: %s", arch, key, tostring(value), message))
+        end
+        checked = checked + 1
+      end
+    end
+  end
+  assert(checked > 600, checked)
 end
 
 return tests
