@@ -238,7 +238,7 @@ pub fn describe(v: &Value) -> String {
     }
 }
 
-/// A number as Lua's `%.14g` shows it: `1e+300`, not three hundred digits.
+/// A number shown short: `-1e300` in exponent form, not three hundred digits.
 fn number(n: f64) -> String {
     if n.is_nan() {
         return "nan".into();

@@ -291,7 +291,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         Ok(t)
     })?)?;
     nn.set("is_native_module", function(lua, "nn.is_native_module", |_, v: Value| Ok(matches!(&v, Value::UserData(ud) if ud.is::<LuaModule>())))?)?;
-    // describe(v): a value as error messages show it ("number 1e+300", "a tensor", "a table").
+    // describe(v): a value as error messages show it ("number 1e300", "a tensor", "a table").
     nn.set("describe", function(lua, "nn.describe", |_, v: Value| Ok(describe(&v)))?)?;
     Ok(nn)
 }

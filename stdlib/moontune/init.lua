@@ -4,7 +4,7 @@
 
 local mt = require "moontune.core"
 
--- A value as error messages show it ("number 1e+300", "a tensor"), from the native nn table.
+-- A value as error messages show it ("number 1e300", "a tensor"), from the native nn table.
 local describe = mt.nn.describe
 
 mt.nn = require "moontune.nn"

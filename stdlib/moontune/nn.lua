@@ -31,7 +31,7 @@ local F = native.functional
 
 local nn = { functional = F, init = native.init }
 
--- A value as error messages show it: "number 1e+300", "string 'ab'", "a tensor", "a table".
+-- A value as error messages show it: "number 1e300", "string 'ab'", "a tensor", "a table".
 local describe = native.describe
 
 local function is_lua_module(v)
