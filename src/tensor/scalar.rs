@@ -7,7 +7,7 @@
 //! filling take operands this way.
 
 use anyhow::Result;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::shim;
 
@@ -120,11 +120,51 @@ pub fn masked_fill(t: &Tensor, mask: &Tensor, value: &Operand) -> Result<Tensor>
     Ok(t.f_masked_fill_tensor(mask, &value.to_tensor()?)?)
 }
 
-/// Fills `t` in place with a number.
+/// Fills `t` in place with a number; one `t`'s dtype cannot hold is an error, as PyTorch's
+/// `fill_`, `full` and index assignment check it (c10's checked_convert).
 pub fn fill_(t: &mut Tensor, value: &Operand) -> Result<()> {
+    let kind = t.f_kind()?;
+    if overflows(kind, value) {
+        let shown = match value {
+            Operand::Int(i) => i.to_string(),
+            Operand::Float(f) => format!("{f:e}"),
+            Operand::Tensor(_) => "the tensor".into(),
+        };
+        anyhow::bail!("value {shown} cannot be converted to {} without overflow", super::dtype_name(kind));
+    }
     let v = value.to_tensor()?;
     let _ = t.f_fill_tensor_(&v)?;
     Ok(())
+}
+
+/// Whether a number is out of `kind`'s range as c10's checked_convert sees it: integers must
+/// lie in the dtype's range (uint8 also takes -255..-1, which wrap, as PyTorch allows); NaN
+/// and infinities never fit an integer dtype; a finite float must not pass a float dtype's
+/// largest value (infinities and NaN are values of a float dtype).
+fn overflows(kind: Kind, value: &Operand) -> bool {
+    let integer_range = match kind {
+        Kind::Uint8 => Some((-255.0, 255.0)),
+        Kind::Int8 => Some((i8::MIN as f64, i8::MAX as f64)),
+        Kind::Int16 => Some((i16::MIN as f64, i16::MAX as f64)),
+        Kind::Int => Some((i32::MIN as f64, i32::MAX as f64)),
+        Kind::Int64 => Some((i64::MIN as f64, i64::MAX as f64)),
+        _ => None,
+    };
+    let float_max = match kind {
+        Kind::Half => Some(65504.0),
+        Kind::BFloat16 => Some(3.389_531_389_251_535_5e38),
+        Kind::Float => Some(f32::MAX as f64),
+        _ => None,
+    };
+    let v = match value {
+        Operand::Int(i) => *i as f64,
+        Operand::Float(f) => *f,
+        Operand::Tensor(_) => return false,
+    };
+    if let Some((low, high)) = integer_range {
+        return !(low..=high).contains(&v);
+    }
+    matches!(float_max, Some(max) if v.is_finite() && v.abs() > max)
 }
 
 #[cfg(test)]
@@ -153,12 +193,42 @@ mod tests {
         assert!(big.double_value(&[0]).is_infinite());
         assert!(!bool::try_from(Compare::Eq.apply(&bytes, &Operand::Int(256)).unwrap().any()).unwrap());
         // masked_fill of float32 with -1e300 is libtorch's error, as in PyTorch, returned rather
-        // than the panic a tch Scalar made of it; fill_ gives -inf.
+        // than the panic a tch Scalar made of it; fill_ checks as PyTorch's does.
         let mask = Tensor::from_slice(&[true, false]);
         let err = masked_fill(&Tensor::ones([2], (Kind::Float, Device::Cpu)), &mask, &Operand::Float(-1e300)).unwrap_err();
         assert!(err.to_string().contains("cannot be converted to type float"), "{err}");
-        let mut floats = Tensor::ones([2], (Kind::Float, Device::Cpu));
-        fill_(&mut floats, &Operand::Float(-1e300)).unwrap();
-        assert_eq!(floats.double_value(&[0]), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn fill_refuses_what_pytorch_refuses() {
+        // (dtype, value, fits), each checked against torch.zeros(2, dtype=...).fill_(value).
+        let cases = [
+            (Kind::Float, Operand::Float(1e300), false),
+            (Kind::Float, Operand::Float(f64::INFINITY), true),
+            (Kind::Uint8, Operand::Int(300), false),
+            (Kind::Uint8, Operand::Int(-1), true),
+            (Kind::Uint8, Operand::Int(-255), true),
+            (Kind::Uint8, Operand::Int(-256), false),
+            (Kind::Int8, Operand::Int(128), false),
+            (Kind::Int, Operand::Int(1 << 40), false),
+            (Kind::Int, Operand::Float(f64::INFINITY), false),
+            (Kind::Int, Operand::Float(f64::NAN), false),
+            (Kind::Half, Operand::Int(100000), false),
+            (Kind::BFloat16, Operand::Float(1e39), false),
+            (Kind::Int64, Operand::Float(1e300), false),
+            (Kind::Int64, Operand::Float(9.223_372_036_854_775_807e18), true),
+            (Kind::Bool, Operand::Int(300), true),
+            (Kind::Double, Operand::Float(1e300), true),
+        ];
+        for (kind, value, fits) in cases {
+            let mut t = Tensor::zeros([2], (kind, Device::Cpu));
+            let result = fill_(&mut t, &value);
+            assert_eq!(result.is_ok(), fits, "{kind:?}: {result:?}");
+        }
+        let mut bytes = Tensor::zeros([2], (Kind::Uint8, Device::Cpu));
+        let err = fill_(&mut bytes, &Operand::Int(300)).unwrap_err();
+        assert_eq!(err.to_string(), "value 300 cannot be converted to uint8 without overflow");
+        fill_(&mut bytes, &Operand::Int(-1)).unwrap();
+        assert_eq!(bytes.int64_value(&[0]), 255);
     }
 }

@@ -111,6 +111,8 @@ local cases = {
   { "a parameter named nil", function() return nn.Module():register_parameter(nil, x) end, { "register_parameter: the name must be a string, got nil" } },
   { "a dim that is a table", function() return nn.log_softmax({}) end, { "nn.log_softmax: the dim is required (an integer), got a table" } },
   { "a padding id outside the vocabulary", function() return mt.models.new("LlamaForCausalLM", { vocab_size = 8, hidden_size = 8, intermediate_size = 8, num_attention_heads = 2, num_hidden_layers = 1, pad_token_id = 1e12 }) end, { "models.new", "'pad_token_id' is 1000000000000, outside the vocabulary of 8 tokens" } },
+  { "a fill value the dtype cannot hold", function() return T.full({ 2 }, 300, { dtype = "uint8" }) end, { "tensor.full", "value 300 cannot be converted to uint8 without overflow" } },
+  { "a float32 fill past its range", function() return x:fill_(1e300) end, { "tensor.fill_", "value 1e300 cannot be converted to float32 without overflow" } },
   { "matching names that are not strings", function() return nn.matching({ "a" }, { "a", 3 }) end, { "nn.matching: argument 2 (names): element 2 must be a string, got integer 3" } },
 }
 
