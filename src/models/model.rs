@@ -111,18 +111,28 @@ fn build(config: &HfConfig, weights: &mut Weights, device: Device) -> Result<(Fa
 }
 
 impl Model {
-    /// Loads a Hugging Face model directory; `kind` converts floating-point weights. Parameters
+    /// Loads a Hugging Face model directory, or a GGUF file (or a directory holding one and no
+    /// config.json); `kind` converts floating-point weights. Parameters
     /// require gradients; the model is in eval mode.
     pub fn load(dir: &Path, kind: Option<Kind>, device: Device) -> Result<Model> {
         module::check_weight_dtype(kind)?;
+        if let Some(file) = crate::gguf::load::gguf_file(dir)? {
+            return crate::gguf::load::load_model(&file, kind, device);
+        }
         let config = HfConfig::read(dir)?;
         let generation = HfConfig::read_generation(dir)?;
         let mut weights = Weights::load(dir, kind, device)?;
-        let (family, architecture) = guard::catch(|| build(&config, &mut weights, device)).with_context(|| format!("loading {}", dir.display()))?;
+        Model::from_weights(config, generation, &mut weights, device, dir)
+    }
+
+    /// Builds the model `config` describes from checkpoint `weights` read from `source`, every
+    /// one of which it must use.
+    pub fn from_weights(config: HfConfig, generation: Option<HfConfig>, weights: &mut Weights, device: Device, source: &Path) -> Result<Model> {
+        let (family, architecture) = guard::catch(|| build(&config, weights, device)).with_context(|| format!("loading {}", source.display()))?;
         let model = Model { family, architecture, config, generation, training: false, hooks: Hooks::default() };
         let extra = weights.untaken(|n| model.ignorable(n));
         if !extra.is_empty() {
-            bail!("{}: the checkpoint has tensors this architecture does not use: {}", dir.display(), extra.join(", "));
+            bail!("{}: the checkpoint has tensors this architecture does not use: {}", source.display(), extra.join(", "));
         }
         Ok(model)
     }

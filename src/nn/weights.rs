@@ -81,8 +81,13 @@ impl Weights {
                 tensors.insert(name.to_string(), t.f_to_device(device)?);
             }
         }
-        let kind = kind.or(first_kind).unwrap_or(Kind::Float);
-        Ok(Weights { tensors: Some(tensors), kind, device, init_std: 0.0, budget: None, used: 0 })
+        Ok(Weights::from_tensors(tensors, kind.or(first_kind).unwrap_or(Kind::Float), device))
+    }
+
+    /// Weights from tensors already read (a GGUF file's, de-quantised and renamed), whose
+    /// floating-point parameters load as `kind`.
+    pub fn from_tensors(tensors: BTreeMap<String, Tensor>, kind: Kind, device: Device) -> Weights {
+        Weights { tensors: Some(tensors), kind, device, init_std: 0.0, budget: None, used: 0 }
     }
 
     /// Fresh parameters of `kind` on `device`, normal ones drawn with standard deviation `std`.

@@ -67,9 +67,12 @@ fn token_text(v: Option<&Value>) -> Option<String> {
 
 impl Tok {
     /// Loads a directory (tokenizer.json and, if present, tokenizer_config.json and
-    /// chat_template.jinja, where transformers ≥ 4.43 saves the chat template) or a
-    /// tokenizer.json file.
+    /// chat_template.jinja, where transformers ≥ 4.43 saves the chat template), a
+    /// tokenizer.json file, or a GGUF file (or a directory holding one and no tokenizer.json).
     pub fn load(path: &Path) -> Result<Tok> {
+        if let Some(file) = crate::gguf::load::gguf_file(path)?.filter(|_| !path.join("tokenizer.json").exists()) {
+            return Tok::from_gguf(&file);
+        }
         let (file, config_path) = if path.is_dir() {
             (path.join("tokenizer.json"), Some(path.join("tokenizer_config.json")))
         } else {
@@ -94,6 +97,13 @@ impl Tok {
             tok.chat_templates.insert(0, ("default".to_string(), template));
         }
         Ok(tok)
+    }
+
+    /// The tokenizer, special tokens and chat template of a GGUF file's metadata.
+    pub fn from_gguf(file: &Path) -> Result<Tok> {
+        let g = crate::gguf::Gguf::open(file)?;
+        let (json, config) = crate::gguf::tokenizer::tokenizer_json(&g).with_context(|| format!("reading the tokenizer of {}", file.display()))?;
+        Tok::from_json(&json.to_string(), Some(&config)).with_context(|| format!("building the tokenizer of {}", file.display()))
     }
 
     /// A tokenizer from tokenizer.json's text and tokenizer_config.json's contents (what `load`

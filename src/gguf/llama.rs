@@ -1,0 +1,248 @@
+//! The Llama family in GGUF (llama.cpp's `llama`, `mistral`, `qwen2` and `qwen3`
+//! architectures) and in Hugging Face terms, both ways: the config rebuilt from the metadata
+//! (as transformers' `load_gguf_checkpoint` does), tensor names mapped between llama.cpp's
+//! (`blk.3.attn_q.weight`) and transformers' (`model.layers.3.self_attn.q_proj.weight`), and the
+//! Q/K row permutation llama.cpp's converter applies to `llama` files, undone on reading and
+//! redone on writing.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value as Json};
+use tch::Tensor;
+
+use super::reader::{Gguf, Value};
+use crate::models::config::HfConfig;
+
+/// The GGUF architectures read, with the Hugging Face class each becomes.
+pub const ARCHITECTURES: [(&str, &str); 4] = [
+    ("llama", "LlamaForCausalLM"),
+    ("mistral", "MistralForCausalLM"),
+    ("qwen2", "Qwen2ForCausalLM"),
+    ("qwen3", "Qwen3ForCausalLM"),
+];
+
+/// Per-layer tensors: llama.cpp's name after `blk.N.`, transformers' after `model.layers.N.`.
+const LAYER_NAMES: [(&str, &str); 11] = [
+    ("attn_norm", "input_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+const MODEL_NAMES: [(&str, &str); 3] = [("token_embd", "model.embed_tokens"), ("output_norm", "model.norm"), ("output", "lm_head")];
+
+/// transformers' name of a llama.cpp tensor (`None` for tensors transformers has no place for,
+/// such as `rope_freqs`).
+pub fn hf_name(gguf: &str) -> Option<String> {
+    let (stem, suffix) = gguf.rsplit_once('.')?;
+    if let Some(rest) = stem.strip_prefix("blk.") {
+        let (layer, part) = rest.split_once('.')?;
+        layer.parse::<u32>().ok()?;
+        let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == part)?;
+        return Some(format!("model.layers.{layer}.{hf}.{suffix}"));
+    }
+    let (_, hf) = MODEL_NAMES.iter().find(|(g, _)| *g == stem)?;
+    Some(format!("{hf}.{suffix}"))
+}
+
+/// llama.cpp's name of a transformers tensor.
+pub fn gguf_name(hf: &str) -> Option<String> {
+    let (stem, suffix) = hf.rsplit_once('.')?;
+    if let Some(rest) = stem.strip_prefix("model.layers.") {
+        let (layer, part) = rest.split_once('.')?;
+        layer.parse::<u32>().ok()?;
+        let (g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == part)?;
+        return Some(format!("blk.{layer}.{g}.{suffix}"));
+    }
+    let (g, _) = MODEL_NAMES.iter().find(|(_, h)| *h == stem)?;
+    Some(format!("{g}.{suffix}"))
+}
+
+/// The Hugging Face class of a GGUF architecture (`general.name` containing "mistral" makes a
+/// `llama` file Mistral, as transformers decides).
+pub fn hf_architecture(g: &Gguf) -> Result<&'static str> {
+    let arch = g.string("general.architecture")?;
+    let name = g.get("general.name").and_then(Value::as_str).unwrap_or("");
+    if arch == "llama" && name.to_lowercase().contains("mistral") {
+        return Ok("MistralForCausalLM");
+    }
+    match ARCHITECTURES.iter().find(|(a, _)| *a == arch) {
+        Some((_, hf)) => Ok(hf),
+        None => bail!(
+            "GGUF architecture '{arch}' is not supported (supported: {})",
+            ARCHITECTURES.iter().map(|(a, _)| *a).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Whether llama.cpp permuted this file's Q and K rows (its converter does so for `llama`).
+pub fn is_permuted(g: &Gguf) -> bool {
+    g.get("general.architecture").and_then(Value::as_str) == Some("llama")
+}
+
+fn int(g: &Gguf, key: &str) -> Result<Option<i64>> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).with_context(|| format!("metadata '{key}' must be an integer, got {v:?}")),
+    }
+}
+
+fn float(g: &Gguf, key: &str) -> Result<Option<f64>> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_f64().map(Some).with_context(|| format!("metadata '{key}' must be a number, got {v:?}")),
+    }
+}
+
+/// The config.json transformers would build from this file's metadata.
+pub fn config(g: &Gguf) -> Result<HfConfig> {
+    let class = hf_architecture(g)?;
+    let arch = g.string("general.architecture")?;
+    let key = |k: &str| format!("{arch}.{k}");
+    let need = |k: &str| -> Result<i64> { int(g, &key(k))?.with_context(|| format!("the file lacks metadata '{}'", key(k))) };
+    let mut c = Map::new();
+    c.insert("architectures".into(), json!([class]));
+    c.insert("model_type".into(), json!(class.trim_end_matches("ForCausalLM").to_lowercase()));
+    c.insert("num_hidden_layers".into(), json!(need("block_count")?));
+    let hidden = need("embedding_length")?;
+    c.insert("hidden_size".into(), json!(hidden));
+    c.insert("intermediate_size".into(), json!(need("feed_forward_length")?));
+    let heads = need("attention.head_count")?;
+    c.insert("num_attention_heads".into(), json!(heads));
+    c.insert("num_key_value_heads".into(), json!(int(g, &key("attention.head_count_kv"))?.unwrap_or(heads)));
+    // The head width: attention.key_length where written (Qwen3), else rope.dimension_count for
+    // llama and mistral (as transformers maps it), else the hidden size over the heads.
+    let head_dim = match (int(g, &key("attention.key_length"))?, int(g, &key("rope.dimension_count"))?) {
+        (Some(k), _) => Some(k),
+        (None, Some(r)) if matches!(arch, "llama" | "mistral") => Some(r),
+        _ => None,
+    };
+    if let Some(d) = head_dim {
+        c.insert("head_dim".into(), json!(d));
+    }
+    if let Some(ctx) = int(g, &key("context_length"))? {
+        c.insert("max_position_embeddings".into(), json!(ctx));
+    }
+    c.insert("rope_theta".into(), json!(float(g, &key("rope.freq_base"))?.unwrap_or(10000.0)));
+    if let Some(scaling) = g.get(&key("rope.scaling.type")).and_then(Value::as_str).filter(|s| *s != "none") {
+        bail!("rope scaling '{scaling}' ({}) is not supported", key("rope.scaling.type"));
+    }
+    if let Some(eps) = float(g, &key("attention.layer_norm_rms_epsilon"))? {
+        c.insert("rms_norm_eps".into(), json!(eps));
+    }
+    if let Some(window) = int(g, &key("attention.sliding_window"))? {
+        c.insert("sliding_window".into(), json!(window));
+        if arch != "mistral" && arch != "llama" {
+            c.insert("use_sliding_window".into(), json!(true));
+        }
+    }
+    let vocab = match int(g, &key("vocab_size"))? {
+        Some(v) => v,
+        None => match g.get("tokenizer.ggml.tokens").and_then(Value::as_array) {
+            Some(tokens) => tokens.len() as i64,
+            None => g.tensor("token_embd.weight").and_then(|t| t.dims.get(1)).map(|d| *d as i64).context("the file states no vocabulary size")?,
+        },
+    };
+    c.insert("vocab_size".into(), json!(vocab));
+    c.insert("tie_word_embeddings".into(), json!(g.tensor("output.weight").is_none()));
+    for (gg, hf) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")] {
+        if let Some(id) = int(g, &format!("tokenizer.ggml.{gg}"))? {
+            c.insert(hf.into(), json!(id));
+        }
+    }
+    if hidden % heads != 0 && head_dim.is_none() {
+        bail!("{} ({hidden}) is not divisible by {} ({heads})", key("embedding_length"), key("attention.head_count"));
+    }
+    Ok(HfConfig { json: c })
+}
+
+/// What the metadata says about the model, for writing: the inverse of `config`.
+pub fn metadata(arch: &str, config: &HfConfig) -> Result<Vec<(String, Value)>> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let heads = config.int("num_attention_heads")?;
+    let hidden = config.int("hidden_size")?;
+    let head_dim = config.int_or("head_dim", hidden / heads)?;
+    let mut m = vec![
+        (key("block_count"), Value::U32(config.int("num_hidden_layers")? as u32)),
+        (key("context_length"), Value::U32(config.int_or("max_position_embeddings", 2048)? as u32)),
+        (key("embedding_length"), Value::U32(hidden as u32)),
+        (key("feed_forward_length"), Value::U32(config.int("intermediate_size")? as u32)),
+        (key("attention.head_count"), Value::U32(heads as u32)),
+        (key("attention.head_count_kv"), Value::U32(config.int_or("num_key_value_heads", heads)? as u32)),
+        (key("rope.freq_base"), Value::F32(rope_theta(config)? as f32)),
+        (key("attention.layer_norm_rms_epsilon"), Value::F32(config.float_or("rms_norm_eps", 1e-6)? as f32)),
+        (key("vocab_size"), Value::U32(config.int("vocab_size")? as u32)),
+        (key("rope.dimension_count"), Value::U32(head_dim as u32)),
+    ];
+    if head_dim * heads != hidden || arch == "qwen3" {
+        m.push((key("attention.key_length"), Value::U32(head_dim as u32)));
+        m.push((key("attention.value_length"), Value::U32(head_dim as u32)));
+    }
+    if let Some(w) = config.opt_int("sliding_window")?.filter(|_| arch == "mistral" || config.bool_or("use_sliding_window", false).unwrap_or(false)) {
+        m.push((key("attention.sliding_window"), Value::U32(w as u32)));
+    }
+    Ok(m)
+}
+
+/// `rope_theta`, where transformers ≥ 5 keeps it (`rope_parameters`) or at the top level.
+fn rope_theta(config: &HfConfig) -> Result<f64> {
+    if let Some(theta) = config.object("rope_parameters").and_then(|p| p.get("rope_theta")).and_then(Json::as_f64) {
+        return Ok(theta);
+    }
+    if let Some(kind) = config.object("rope_parameters").or(config.object("rope_scaling")).and_then(|p| p.get("rope_type").or(p.get("type"))).and_then(Json::as_str) {
+        if kind != "default" {
+            bail!("rope scaling '{kind}' cannot be written to GGUF yet");
+        }
+    }
+    config.float_or("rope_theta", 10000.0)
+}
+
+/// The GGUF architecture a Hugging Face class is written as.
+pub fn gguf_architecture(class: &str) -> Result<&'static str> {
+    match ARCHITECTURES.iter().find(|(_, hf)| *hf == class) {
+        Some((a, _)) => Ok(if *a == "mistral" { "llama" } else { a }),
+        None => bail!("only the Llama family ({}) can be written as GGUF, not {class}", ARCHITECTURES.iter().map(|(_, h)| *h).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// The heads whose rows tensor `hf` (a q or k projection) interleaves, if it is one.
+pub fn permuted_heads(hf: &str, config: &HfConfig) -> Result<Option<i64>> {
+    let heads = config.int("num_attention_heads")?;
+    Ok(if hf.contains(".self_attn.q_proj.") {
+        Some(heads)
+    } else if hf.contains(".self_attn.k_proj.") {
+        Some(config.int_or("num_key_value_heads", heads)?)
+    } else {
+        None
+    })
+}
+
+/// Undoes llama.cpp's permutation of a q or k projection's rows (weight or bias): within each
+/// head, rows come as (pair, half) and go back to (half, pair), transformers' rotate_half layout.
+pub fn unpermute(t: &Tensor, heads: i64) -> Result<Tensor> {
+    reorder(t, heads, true)
+}
+
+/// llama.cpp's permutation, for writing a `llama` file.
+pub fn permute(t: &Tensor, heads: i64) -> Result<Tensor> {
+    reorder(t, heads, false)
+}
+
+fn reorder(t: &Tensor, heads: i64, undo: bool) -> Result<Tensor> {
+    let shape = t.size();
+    let rows = shape[0];
+    if rows % (2 * heads) != 0 {
+        bail!("a q/k projection of {rows} rows cannot be split into {heads} heads of rotary pairs");
+    }
+    let half = rows / heads / 2;
+    let rest: Vec<i64> = shape[1..].to_vec();
+    let split = |a: i64, b: i64| [vec![heads, a, b], rest.clone()].concat();
+    let inner = if undo { split(half, 2) } else { split(2, half) };
+    Ok(t.f_reshape(&inner)?.f_transpose(1, 2)?.f_contiguous()?.f_reshape(&shape)?)
+}

@@ -1,0 +1,98 @@
+//! Loading a model from a GGUF file: the config rebuilt from its metadata, every tensor
+//! de-quantised (in parallel, one tensor per task) straight from the mapped file into a tensor
+//! of the asked dtype, renamed to transformers' names and un-permuted, then built as any
+//! checkpoint is.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::dequant::dequantize;
+use super::llama;
+use super::reader::{Gguf, TensorInfo};
+use crate::models::model::Model;
+use crate::nn::weights::Weights;
+
+/// The GGUF file `path` names: the file itself, or the one `.gguf` in a directory that has no
+/// config.json. `None` for anything else (a Hugging Face directory).
+pub fn gguf_file(path: &Path) -> Result<Option<PathBuf>> {
+    if path.is_file() {
+        let is_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        return Ok(is_gguf.then(|| path.to_path_buf()));
+    }
+    if !path.is_dir() || path.join("config.json").exists() {
+        return Ok(None);
+    }
+    let entries = std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))?;
+    let mut found: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))).collect();
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => bail!(
+            "{} holds several GGUF files ({}); name the one to load",
+            path.display(),
+            found.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// One tensor of the file as float32 values in a tensor of PyTorch's shape.
+pub fn dequantized(g: &Gguf, info: &TensorInfo) -> Result<Tensor> {
+    let mut values = vec![0f32; info.elements() as usize];
+    dequantize(info.ggml_type, g.data(info), &mut values).with_context(|| format!("tensor '{}'", info.name))?;
+    Ok(Tensor::f_from_slice(&values)?.f_reshape(info.shape())?)
+}
+
+/// The file's tensors under transformers' names, de-quantised to `kind`, on `device`.
+fn tensors(g: &Gguf, config: &crate::models::config::HfConfig, kind: Kind, device: Device) -> Result<BTreeMap<String, Tensor>> {
+    let permuted = llama::is_permuted(g);
+    let mut todo: Vec<(String, &TensorInfo)> = Vec::new();
+    for info in &g.tensors {
+        match llama::hf_name(&info.name) {
+            Some(hf) => todo.push((hf, info)),
+            None if info.name == "rope_freqs.weight" => {}
+            None => bail!("tensor '{}' has no place in a {} model", info.name, g.string("general.architecture")?),
+        }
+    }
+    let convert = |(hf, info): &(String, &TensorInfo)| -> Result<(String, Tensor)> {
+        let mut t = dequantized(g, info)?;
+        if permuted {
+            if let Some(heads) = llama::permuted_heads(hf, config)? {
+                t = llama::unpermute(&t, heads).with_context(|| format!("tensor '{}'", info.name))?;
+            }
+        }
+        if kind != Kind::Float {
+            t = t.f_to_kind(kind)?;
+        }
+        Ok((hf.clone(), t.f_to_device(device)?))
+    };
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(todo.len().max(1));
+    let mut out = BTreeMap::new();
+    std::thread::scope(|scope| -> Result<()> {
+        let handles: Vec<_> = (0..workers).map(|w| {
+            let todo = &todo;
+            let convert = &convert;
+            scope.spawn(move || todo.iter().skip(w).step_by(workers).map(convert).collect::<Result<Vec<_>>>())
+        }).collect();
+        for h in handles {
+            let part = h.join().map_err(|_| anyhow::anyhow!("a de-quantising thread panicked"))??;
+            out.extend(part);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A model from a GGUF file, its weights de-quantised to `kind` (float32 when not given, as
+/// transformers does).
+pub fn load_model(path: &Path, kind: Option<Kind>, device: Device) -> Result<Model> {
+    let g = Gguf::open(path)?;
+    let config = llama::config(&g).with_context(|| format!("reading the model config of {}", path.display()))?;
+    let kind = kind.unwrap_or(Kind::Float);
+    let tensors = tensors(&g, &config, kind, device).with_context(|| format!("reading {}", path.display()))?;
+    let mut weights = Weights::from_tensors(tensors, kind, device);
+    Model::from_weights(config, None, &mut weights, device, path)
+}
