@@ -4,11 +4,14 @@
 //! llama.cpp, Ollama and LM Studio.
 
 pub mod dequant;
+pub mod export;
 pub mod llama;
 pub mod load;
+pub mod quant;
 pub mod reader;
 pub mod tokenizer;
 pub mod types;
+pub mod writer;
 
 pub use reader::{Gguf, TensorInfo, Value};
 pub use types::GgmlType;

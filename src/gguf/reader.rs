@@ -367,6 +367,7 @@ mod tests {
     fn refuses_strings_and_arrays_past_the_end() {
         let mut b = header(3, 0, 1);
         b.extend(u64::MAX.to_le_bytes());
+        b.extend([0u8; 16]);
         assert!(err(&b).contains("past the end"));
         let mut b = header(3, 0, 1);
         b.extend(1u64.to_le_bytes());

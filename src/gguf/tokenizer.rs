@@ -251,3 +251,94 @@ fn post_processor(bos: Option<(&str, usize)>, eos: Option<(&str, usize)>) -> Jso
     }
     json!({ "type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials })
 }
+
+/// The pre-tokenizer type llama.cpp calls a split regex by.
+fn pre_name(regex: &str) -> Option<&'static str> {
+    [(LLAMA3_SPLIT, "llama-bpe"), (QWEN2_SPLIT, "qwen2"), (QWEN35_SPLIT, "qwen35"), (TEKKEN_SPLIT, "tekken"), (GPT4O_SPLIT, "gpt-4o")].iter().find(|(r, _)| *r == regex).map(|(_, n)| *n)
+}
+
+/// Whether a pre-tokenizer (or decoder) JSON is, or holds, one of `type`.
+fn holds(v: &Json, ty: &str) -> bool {
+    v.get("type").and_then(Json::as_str) == Some(ty)
+        || ["pretokenizers", "decoders"].iter().any(|k| v.get(*k).and_then(Json::as_array).is_some_and(|a| a.iter().any(|x| holds(x, ty))))
+}
+
+/// The `tokenizer.*` metadata that describes `tok` (a BPE tokenizer: byte-level, written as
+/// llama.cpp's `gpt2` model, or SentencePiece-style with byte fallback, written as `llama` with
+/// scores that rank its merges), with its special ids, whether it adds BOS/EOS, and its chat
+/// template.
+pub fn metadata(tok: &crate::tokenizer::Tok) -> Result<Vec<(String, Value)>> {
+    let json: Json = serde_json::from_str(&tok.inner.to_string(false).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    let model = &json["model"];
+    if model.get("type").and_then(Json::as_str) != Some("BPE") {
+        bail!("only BPE tokenizers can be written to GGUF, not {}", model.get("type").and_then(Json::as_str).unwrap_or("this one"));
+    }
+    let pre = json.get("pre_tokenizer").cloned().unwrap_or(Json::Null);
+    let byte_level = holds(&pre, "ByteLevel");
+    let byte_fallback = model.get("byte_fallback").and_then(Json::as_bool).unwrap_or(false);
+    if !byte_level && !byte_fallback {
+        bail!("this tokenizer is neither byte-level BPE nor BPE with byte fallback, which are what GGUF vocabularies describe");
+    }
+    let size = tok.inner.get_vocab_size(true);
+    let mut tokens: Vec<Option<String>> = vec![None; size];
+    for (t, id) in tok.inner.get_vocab(true) {
+        if let Some(slot) = tokens.get_mut(id as usize) {
+            *slot = Some(t);
+        }
+    }
+    let tokens: Vec<String> = tokens.into_iter().enumerate().map(|(i, t)| t.unwrap_or_else(|| format!("[PAD{i}]"))).collect();
+    let merges: Vec<String> = model["merges"].as_array().into_iter().flatten().map(|m| match m {
+        Json::String(s) => s.clone(),
+        Json::Array(pair) => pair.iter().filter_map(Json::as_str).collect::<Vec<_>>().join(" "),
+        _ => String::new(),
+    }).collect();
+    let added: HashMap<u32, bool> = json["added_tokens"].as_array().into_iter().flatten().filter_map(|a| Some((a.get("id")?.as_u64()? as u32, a.get("special")?.as_bool()?))).collect();
+    let unk = tok.specials.unk.as_ref().map(|u| u.1);
+    let types: Vec<Value> = tokens.iter().enumerate().map(|(i, t)| {
+        let ty = match added.get(&(i as u32)) {
+            Some(true) => CONTROL,
+            Some(false) => USER_DEFINED,
+            None if Some(i as u32) == unk => UNKNOWN,
+            None if byte_fallback && t.len() == 6 && t.starts_with("<0x") && t.ends_with('>') => BYTE,
+            None => NORMAL,
+        };
+        Value::I32(ty as i32)
+    }).collect();
+    let mut m: Vec<(String, Value)> = Vec::new();
+    if byte_level {
+        let name = match pre.get("pretokenizers").and_then(Json::as_array).and_then(|a| a.iter().find_map(|p| p.get("pattern")?.get("Regex")?.as_str())) {
+            Some(regex) => pre_name(regex).with_context(|| format!("the tokenizer splits text with a regex llama.cpp does not know: {regex}"))?,
+            None => "gpt2",
+        };
+        m.push(("tokenizer.ggml.model".into(), Value::Str("gpt2".into())));
+        m.push(("tokenizer.ggml.pre".into(), Value::Str(name.into())));
+    } else {
+        m.push(("tokenizer.ggml.model".into(), Value::Str("llama".into())));
+        let prefix = pre.get("prepend_scheme").and_then(Json::as_str).map(|s| s != "never").unwrap_or(true);
+        m.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(prefix)));
+    }
+    if !byte_level {
+        // llama.cpp merges SentencePiece pieces by score: a token made by merge r scores −r.
+        let rank: HashMap<String, usize> = merges.iter().enumerate().map(|(r, m)| (m.replace(' ', ""), r)).rev().collect();
+        let scores = tokens.iter().map(|t| Value::F32(rank.get(t).map(|r| -(*r as f32)).unwrap_or(0.0))).collect();
+        m.push(("tokenizer.ggml.scores".into(), Value::Array(scores)));
+    }
+    m.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::Str).collect())));
+    m.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
+    m.push(("tokenizer.ggml.merges".into(), Value::Array(merges.into_iter().map(Value::Str).collect())));
+    for (key, special) in [("bos_token_id", &tok.specials.bos), ("eos_token_id", &tok.specials.eos), ("unknown_token_id", &tok.specials.unk), ("padding_token_id", &tok.specials.pad)] {
+        if let Some((_, id)) = special {
+            m.push((format!("tokenizer.ggml.{key}"), Value::U32(*id)));
+        }
+    }
+    let (ids, _) = tok.encode("a", true)?;
+    let (plain, _) = tok.encode("a", false)?;
+    let adds_bos = tok.specials.bos.as_ref().is_some_and(|b| ids.first() == Some(&b.1) && plain.first() != Some(&b.1));
+    let adds_eos = tok.specials.eos.as_ref().is_some_and(|e| ids.last() == Some(&e.1) && plain.last() != Some(&e.1));
+    m.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(adds_bos)));
+    m.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(adds_eos)));
+    if let Ok(template) = tok.chat_template(None) {
+        m.push(("tokenizer.chat_template".into(), Value::Str(template.to_string())));
+    }
+    Ok(m)
+}

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod callbacks;
+pub mod gguf;
 pub mod memory;
 pub mod models;
 pub mod module;

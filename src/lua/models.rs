@@ -19,6 +19,7 @@ use super::args::{describe, to_json, failure, misuse, options, options_accepting
 use super::tensor::{as_tensor, optional_tensor_arg, tensor_arg, wrap, wrap_named};
 use super::optim::ZeroGradOptions;
 use super::tokenizer::LuaTokenizer;
+use crate::gguf::export::FileType;
 use crate::models::bert::mean_pool;
 use crate::models::cache::KvCache;
 use crate::models::generate::{generate, GenerateRequest};
@@ -420,6 +421,34 @@ fn generate_lua(lua: &Lua, this: &LuaModule, ids: Value, opts: Option<Table>) ->
     Ok(Value::UserData(lua.create_userdata(wrap(lua, out)?)?))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SaveGgufOptions {
+    /// f32, f16 (default), bf16, q8_0, q4_0 or q4_k_m.
+    r#type: Option<String>,
+    /// `general.name`.
+    name: Option<String>,
+}
+
+/// `model:save_gguf(path, { type =, tokenizer =, name = })`.
+fn save_gguf(lua: &Lua, this: &LuaModule, path: String, opts: Option<Table>) -> mlua::Result<MultiValue> {
+    let call = "model.save_gguf";
+    this.is_root(call)?;
+    let (settings, values) = split_values(lua, opts, &["tokenizer"])?;
+    let o: SaveGgufOptions = options_accepting(lua, call, settings, &["tokenizer"])?;
+    let ft = FileType::parse(o.r#type.as_deref().unwrap_or("f16")).or_misuse(call)?;
+    let tokenizer = match &values[0] {
+        Value::Nil => None,
+        Value::UserData(ud) => Some(ud.borrow::<LuaTokenizer>().map_err(|_| misuse(call, "tokenizer must be a tokenizer"))?),
+        other => return Err(misuse(call, format!("tokenizer must be a tokenizer, got {}", describe(other)))),
+    };
+    let model = this.model(call)?;
+    match crate::gguf::export::save_gguf(&model, Path::new(&path), ft, tokenizer.as_deref().map(|t| &t.0), o.name.as_deref()) {
+        Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
+        Err(e) => failure(lua, format!("{call}: {e:#}")),
+    }
+}
+
 /// `model:new_cache()` or `model:new_cache{ {k0, v0}, {k1, v1}, ... }` (a prefix per layer).
 fn new_cache(this: &LuaModule, prefix: Option<Table>) -> mlua::Result<LuaCache> {
     let call = "model.new_cache";
@@ -512,6 +541,7 @@ impl UserData for LuaModule {
                 Err(e) => failure(lua, format!("model.save: {e:#}")),
             }
         });
+        method(methods, "save_gguf", "model.save_gguf", |lua, this, (path, opts): (String, Option<Table>)| save_gguf(lua, this, path, opts));
         method(methods, "config", "model.config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.model("model.config")?.config.json.clone())));
         method(methods, "architecture", "model.architecture", |_, this, ()| Ok(this.model("model.architecture")?.architecture.clone()));
         method(methods, "dtype", "model.dtype", |_, this, ()| Ok(crate::tensor::dtype_name(this.model("model.dtype")?.dtype())));

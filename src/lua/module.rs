@@ -3,7 +3,7 @@
 
 use mlua::{Lua, Table, Value, Variadic};
 
-use super::{models, nn, optim, sched, serialize, tensor_create, tokenizer};
+use super::{gguf, models, nn, optim, sched, serialize, tensor_create, tokenizer};
 use super::callbacks::{function};
 
 /// Joins values as `print` does (tab-separated `tostring`s). Lua strings are bytes: any that are
@@ -40,6 +40,7 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("device", device_table(lua)?)?;
     mt.set("models", models::create_table(lua)?)?;
     mt.set("tokenizer", tokenizer::create_table(lua)?)?;
+    mt.set("gguf", gguf::create_table(lua)?)?;
     mt.set("save", function(lua, "save", serialize::save)?)?;
     mt.set("load", function(lua, "load", serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;
