@@ -94,10 +94,10 @@ fn tensor_type(ft: FileType, name: &str, dims: usize, row: i64, layers: i64, tie
 /// llama.cpp) to `path` in file type `ft`.
 pub fn save_gguf(model: &Model, path: &Path, ft: FileType, tok: Option<&Tok>, name: Option<&str>) -> Result<()> {
     let arch = llama::gguf_architecture(&model.architecture)?;
-    let params = model.named_parameters();
-    if let Some(p) = params.iter().find(|p| p.owner != Owner::Base) {
+    if let Some(p) = model.named_parameters().iter().find(|p| p.owner != Owner::Base) {
         bail!("the model has adapter parameters ('{}'): merge them into the base weights before writing a GGUF", p.name);
     }
+    let params = model.base_weights()?;
     let config = &model.config;
     let layers = config.int("num_hidden_layers")?;
     let tied = !params.iter().any(|p| p.name == "lm_head.weight");

@@ -1,7 +1,7 @@
 //! Loading a model from a GGUF file: the config rebuilt from its metadata, every tensor
 //! de-quantised (in parallel, one tensor per task) straight from the mapped file into a tensor
-//! of the asked dtype, renamed to transformers' names and un-permuted, then built as any
-//! checkpoint is.
+//! of the asked dtype (or, asked to, quantised linear weights kept in their blocks), renamed to
+//! transformers' names and un-permuted, then built as any checkpoint is.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 use super::dequant::dequantize;
 use super::llama;
 use super::reader::{Gguf, TensorInfo};
+use super::types::GgmlType;
 use crate::models::model::Model;
 use crate::nn::weights::Weights;
 
@@ -46,8 +47,18 @@ pub fn dequantized(g: &Gguf, info: &TensorInfo) -> Result<Tensor> {
     Ok(Tensor::f_from_slice(&values)?.f_reshape(info.shape())?)
 }
 
-/// The file's tensors under transformers' names, de-quantised to `kind`, on `device`.
-fn tensors(g: &Gguf, config: &crate::models::config::HfConfig, kind: Kind, device: Device) -> Result<BTreeMap<String, Tensor>> {
+/// What the file's tensors become: floating-point tensors, and linear weights kept quantised.
+type Loaded = (BTreeMap<String, Tensor>, BTreeMap<String, (GgmlType, Tensor)>);
+
+/// Whether tensor `hf` (transformers' name) of `info` stays in its blocks: a quantised linear
+/// weight, when the caller keeps them (the embedding is always de-quantised: it is looked up).
+fn stays_quantized(keep: bool, hf: &str, info: &TensorInfo) -> bool {
+    keep && info.ggml_type.block_size() > 1 && info.dims.len() == 2 && hf.ends_with(".weight") && hf != "model.embed_tokens.weight"
+}
+
+/// The file's tensors under transformers' names, de-quantised to `kind` (or, with
+/// `keep_quantized`, linear weights as their raw blocks), on `device`.
+fn tensors(g: &Gguf, config: &crate::models::config::HfConfig, kind: Kind, device: Device, keep_quantized: bool) -> Result<Loaded> {
     let permuted = llama::is_permuted(g);
     let mut todo: Vec<(String, &TensorInfo)> = Vec::new();
     for info in &g.tensors {
@@ -57,20 +68,26 @@ fn tensors(g: &Gguf, config: &crate::models::config::HfConfig, kind: Kind, devic
             None => bail!("tensor '{}' has no place in a {} model", info.name, g.string("general.architecture")?),
         }
     }
-    let convert = |(hf, info): &(String, &TensorInfo)| -> Result<(String, Tensor)> {
-        let mut t = dequantized(g, info)?;
+    let convert = |(hf, info): &(String, &TensorInfo)| -> Result<(String, Tensor, Option<GgmlType>)> {
+        let quantized = stays_quantized(keep_quantized, hf, info);
+        let mut t = if quantized {
+            let rows = info.dims[1] as i64;
+            Tensor::f_from_slice(g.data(info))?.f_reshape([rows, info.nbytes as i64 / rows])?
+        } else {
+            dequantized(g, info)?
+        };
         if permuted {
             if let Some(heads) = llama::permuted_heads(hf, config)? {
                 t = llama::unpermute(&t, heads).with_context(|| format!("tensor '{}'", info.name))?;
             }
         }
-        if kind != Kind::Float {
+        if !quantized && kind != Kind::Float {
             t = t.f_to_kind(kind)?;
         }
-        Ok((hf.clone(), t.f_to_device(device)?))
+        Ok((hf.clone(), t.f_to_device(device)?, quantized.then_some(info.ggml_type)))
     };
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(todo.len().max(1));
-    let mut out = BTreeMap::new();
+    let (mut floats, mut blocks) = (BTreeMap::new(), BTreeMap::new());
     std::thread::scope(|scope| -> Result<()> {
         let handles: Vec<_> = (0..workers).map(|w| {
             let todo = &todo;
@@ -78,21 +95,30 @@ fn tensors(g: &Gguf, config: &crate::models::config::HfConfig, kind: Kind, devic
             scope.spawn(move || todo.iter().skip(w).step_by(workers).map(convert).collect::<Result<Vec<_>>>())
         }).collect();
         for h in handles {
-            let part = h.join().map_err(|_| anyhow::anyhow!("a de-quantising thread panicked"))??;
-            out.extend(part);
+            for (name, t, ty) in h.join().map_err(|_| anyhow::anyhow!("a de-quantising thread panicked"))?? {
+                match ty {
+                    Some(ty) => {
+                        blocks.insert(name, (ty, t));
+                    }
+                    None => {
+                        floats.insert(name, t);
+                    }
+                }
+            }
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok((floats, blocks))
 }
 
 /// A model from a GGUF file, its weights de-quantised to `kind` (float32 when not given, as
-/// transformers does).
-pub fn load_model(path: &Path, kind: Option<Kind>, device: Device) -> Result<Model> {
+/// transformers does), or with `keep_quantized` its quantised linear weights kept as they are
+/// in the file (frozen, de-quantised at each forward).
+pub fn load_model(path: &Path, kind: Option<Kind>, device: Device, keep_quantized: bool) -> Result<Model> {
     let g = Gguf::open(path)?;
     let config = llama::config(&g).with_context(|| format!("reading the model config of {}", path.display()))?;
     let kind = kind.unwrap_or(Kind::Float);
-    let tensors = tensors(&g, &config, kind, device).with_context(|| format!("reading {}", path.display()))?;
-    let mut weights = Weights::from_tensors(tensors, kind, device);
+    let (floats, blocks) = tensors(&g, &config, kind, device, keep_quantized).with_context(|| format!("reading {}", path.display()))?;
+    let mut weights = Weights::from_tensors(floats, kind, device).with_quantized(blocks);
     Model::from_weights(config, None, &mut weights, device, path)
 }

@@ -4,6 +4,7 @@
 //! llama.cpp, Ollama and LM Studio.
 
 pub mod dequant;
+pub mod dequant_torch;
 pub mod export;
 pub mod llama;
 pub mod load;

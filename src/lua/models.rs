@@ -80,6 +80,18 @@ struct Placement {
     device: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoadOptions {
+    /// Convert floating-point weights to this dtype (default: as stored; float32 for GGUF).
+    dtype: Option<String>,
+    /// Where to put the model (default "cpu").
+    device: Option<String>,
+    /// A GGUF's quantised linear weights stay in their blocks (frozen, de-quantised at each
+    /// forward) instead of being expanded.
+    quantized: Option<bool>,
+}
+
 fn placement(call: &str, o: &Placement) -> mlua::Result<(Option<Kind>, Option<Device>)> {
     let kind = o.dtype.as_deref().map(parse_dtype).transpose().or_misuse(call)?;
     module::check_weight_dtype(kind).or_misuse(call)?;
@@ -107,9 +119,9 @@ fn root_handle(model: Model) -> LuaModule {
 
 fn load(lua: &Lua, (dir, opts): (String, Option<Table>)) -> mlua::Result<MultiValue> {
     let call = "models.load";
-    let o: Placement = options(lua, call, opts)?;
-    let (kind, device) = placement(call, &o)?;
-    match Model::load(Path::new(&dir), kind, device.unwrap_or(Device::Cpu)) {
+    let o: LoadOptions = options(lua, call, opts)?;
+    let (kind, device) = placement(call, &Placement { dtype: o.dtype, device: o.device })?;
+    match Model::load_with(Path::new(&dir), kind, device.unwrap_or(Device::Cpu), o.quantized.unwrap_or(false)) {
         Ok(model) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(root_handle(model))?)])),
         Err(e) => failure(lua, format!("{call}: {e:#}")),
     }

@@ -115,9 +115,18 @@ impl Model {
     /// config.json); `kind` converts floating-point weights. Parameters
     /// require gradients; the model is in eval mode.
     pub fn load(dir: &Path, kind: Option<Kind>, device: Device) -> Result<Model> {
+        Model::load_with(dir, kind, device, false)
+    }
+
+    /// `load`; with `keep_quantized`, a GGUF's quantised linear weights stay in their blocks
+    /// (frozen, de-quantised at each forward: a small base for adapters).
+    pub fn load_with(dir: &Path, kind: Option<Kind>, device: Device, keep_quantized: bool) -> Result<Model> {
         module::check_weight_dtype(kind)?;
         if let Some(file) = crate::gguf::load::gguf_file(dir)? {
-            return crate::gguf::load::load_model(&file, kind, device);
+            return crate::gguf::load::load_model(&file, kind, device, keep_quantized);
+        }
+        if keep_quantized {
+            bail!("{}: only a GGUF file holds quantised weights to keep", dir.display());
         }
         let config = HfConfig::read(dir)?;
         let generation = HfConfig::read_generation(dir)?;
@@ -270,11 +279,28 @@ impl Model {
         Ok(ForwardOutput { logits: Some(logits), loss, last_hidden_state, ..Default::default() })
     }
 
+    /// The base model's parameters by name (tied weights once), weights kept quantised
+    /// de-quantised to the model's dtype: what a checkpoint of the model holds.
+    pub fn base_weights(&self) -> Result<Vec<NamedParam>> {
+        let root = self.root();
+        let mut out = Vec::new();
+        for mut p in self.named_parameters().into_iter().filter(|p| p.owner == module::Owner::Base) {
+            let (path, _) = p.name.rsplit_once('.').unwrap_or(("", &p.name));
+            if let Some(linear) = module::get_submodule(root, path)?.as_any().downcast_ref::<crate::nn::linear::Linear>() {
+                if matches!(linear.layout, crate::nn::linear::Layout::Quantized { .. }) && p.name.ends_with(".weight") {
+                    p.tensor = linear.weight_out_in()?.f_detach()?;
+                }
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
     /// Writes config.json, model.safetensors (the base model's parameters by name, tied weights
     /// once) and generation_config.json if the model has one, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let tensors = self.named_parameters().into_iter().filter(|p| p.owner == module::Owner::Base).map(|p| (p.name, p.tensor)).collect();
+        let tensors = self.base_weights()?.into_iter().map(|p| (p.name, p.tensor)).collect();
         let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
         save_safetensors(&dir.join("model.safetensors"), &tensors, Some(metadata))?;
         let mut config = self.config.json.clone();

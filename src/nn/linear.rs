@@ -2,16 +2,19 @@
 //! layout — (out, in) as `torch.nn.Linear`, or (in, out) as GPT-2's `Conv1D` (`y = x W + b`,
 //! transformers' `pytorch_utils.Conv1D`) — and which carries the linear attachment point where
 //! LoRA-style adapters hang. A head tied to the embedding is a `Linear` whose weight is the
-//! embedding's (listed there, not here). A quantised weight would be one more layout whose
-//! `weight_out_in` dequantises.
+//! embedding's (listed there, not here). A quantised weight (a GGUF loaded with `quantized`) is
+//! the third layout: ggml blocks kept as a frozen uint8 parameter, de-quantised by `weight_out_in`
+//! at each forward — a frozen base for adapters, as QLoRA's 4-bit one is.
 
 use anyhow::Result;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::attach::LinearPoint;
 use super::hooks::Ctx;
 use super::module::Module;
 use super::weights::{Init, Weights};
+use crate::gguf::dequant_torch;
+use crate::gguf::GgmlType;
 use crate::module_children;
 
 /// How a `Linear`'s weight is stored.
@@ -21,6 +24,8 @@ pub enum Layout {
     OutIn,
     /// (in, out), as GPT-2's `Conv1D`.
     InOut,
+    /// ggml blocks of an (out, in) matrix, uint8 (out, bytes per row), that de-quantise to `kind`.
+    Quantized { ggml_type: GgmlType, kind: Kind },
 }
 
 pub struct Linear {
@@ -37,13 +42,21 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Loads `name.weight` (and `name.bias`) stored in `layout`.
+    /// Loads `name.weight` (and `name.bias`) stored in `layout`, or kept quantised where the
+    /// weights hold it so.
     pub fn load(w: &mut Weights, name: &str, in_features: i64, out_features: i64, bias: bool, layout: Layout) -> Result<Linear> {
-        let shape = match layout {
-            Layout::OutIn => [out_features, in_features],
-            Layout::InOut => [in_features, out_features],
+        let weight_name = format!("{name}.weight");
+        let (weight, layout) = match (layout, w.take_quantized(&weight_name, out_features, in_features)?) {
+            (Layout::OutIn, Some((ggml_type, blocks))) => (blocks, Layout::Quantized { ggml_type, kind: w.kind() }),
+            (_, Some(_)) => anyhow::bail!("'{weight_name}' cannot be kept quantised in a {layout:?} layer"),
+            (_, None) => {
+                let shape = match layout {
+                    Layout::InOut => [in_features, out_features],
+                    _ => [out_features, in_features],
+                };
+                (w.param(&weight_name, &shape, Init::Normal)?, layout)
+            }
         };
-        let weight = w.param(&format!("{name}.weight"), &shape, Init::Normal)?;
         let bias = if bias { Some(w.param(&format!("{name}.bias"), &[out_features], Init::Zeros)?) } else { None };
         Ok(Linear { name: name.to_string(), in_features, out_features, weight, layout, bias, tied: false, adapters: LinearPoint::default() })
     }
@@ -68,6 +81,7 @@ impl Linear {
         Ok(match self.layout {
             Layout::OutIn => self.weight.shallow_clone(),
             Layout::InOut => self.weight.f_tr()?,
+            Layout::Quantized { ggml_type, kind } => dequant_torch::dequantize(ggml_type, &self.weight, &[self.out_features, self.in_features])?.f_to_kind(kind)?,
         })
     }
 
@@ -75,6 +89,7 @@ impl Linear {
     pub fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self.layout {
             Layout::OutIn => x.f_linear(&self.weight, self.bias.as_ref())?,
+            Layout::Quantized { .. } => x.f_linear(&self.weight_out_in()?, self.bias.as_ref())?,
             Layout::InOut => {
                 // As Conv1D: addmm over the flattened leading dims.
                 let size = x.size();
@@ -101,7 +116,7 @@ impl Linear {
 impl Module for Linear {
     fn class_name(&self) -> &'static str {
         match self.layout {
-            Layout::OutIn => "Linear",
+            Layout::OutIn | Layout::Quantized { .. } => "Linear",
             Layout::InOut => "Conv1D",
         }
     }
@@ -119,7 +134,11 @@ impl Module for Linear {
 
     fn extra_repr(&self) -> String {
         let tied = if self.tied { ", tied" } else { "" };
-        format!("in_features={}, out_features={}, bias={}{tied}", self.in_features, self.out_features, self.bias.is_some())
+        let quantized = match self.layout {
+            Layout::Quantized { ggml_type, .. } => format!(", quantized={}", ggml_type.name()),
+            _ => String::new(),
+        };
+        format!("in_features={}, out_features={}, bias={}{tied}{quantized}", self.in_features, self.out_features, self.bias.is_some())
     }
 
     fn forward_tensor(&self, ctx: &Ctx, x: &Tensor) -> Option<Result<Tensor>> {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use crate::gguf::GgmlType;
 use crate::io::safetensors::kind_of;
 use crate::tensor::dtype::is_floating;
 use crate::tensor::headroom;
@@ -49,6 +50,9 @@ pub enum Init {
 /// name, with its shape checked) or fresh initialisation.
 pub struct Weights {
     tensors: Option<BTreeMap<String, Tensor>>,
+    /// Linear weights kept quantised (a GGUF loaded with `quantized`): their ggml type and raw
+    /// blocks, uint8 (rows, bytes per row).
+    quantized: BTreeMap<String, (GgmlType, Tensor)>,
     kind: Kind,
     device: Device,
     init_std: f64,
@@ -87,18 +91,41 @@ impl Weights {
     /// Weights from tensors already read (a GGUF file's, de-quantised and renamed), whose
     /// floating-point parameters load as `kind`.
     pub fn from_tensors(tensors: BTreeMap<String, Tensor>, kind: Kind, device: Device) -> Weights {
-        Weights { tensors: Some(tensors), kind, device, init_std: 0.0, budget: None, used: 0 }
+        Weights { tensors: Some(tensors), quantized: BTreeMap::new(), kind, device, init_std: 0.0, budget: None, used: 0 }
+    }
+
+    /// Adds linear weights that stay quantised (`Linear` takes them with `take_quantized`).
+    pub fn with_quantized(mut self, quantized: BTreeMap<String, (GgmlType, Tensor)>) -> Weights {
+        self.quantized = quantized;
+        self
+    }
+
+    /// The quantised blocks of weight `name`, if it was kept quantised, checked to hold an
+    /// (out, in) matrix; they never require gradients.
+    pub fn take_quantized(&mut self, name: &str, out_features: i64, in_features: i64) -> Result<Option<(GgmlType, Tensor)>> {
+        let Some((ty, blocks)) = self.quantized.remove(name) else { return Ok(None) };
+        let block = ty.block_size() as i64;
+        let expected = [out_features, in_features / block * ty.type_size() as i64];
+        if in_features % block != 0 || blocks.size() != expected {
+            bail!("quantised tensor '{name}' ({}) has {:?} bytes, which do not hold a ({out_features}, {in_features}) matrix", ty.name(), blocks.size());
+        }
+        Ok(Some((ty, blocks)))
+    }
+
+    /// The dtype floating-point weights load as (and quantised ones compute in).
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// Fresh parameters of `kind` on `device`, normal ones drawn with standard deviation `std`.
     pub fn fresh(kind: Kind, device: Device, std: f64) -> Weights {
         let budget = if device == Device::Cpu { headroom::available_bytes() } else { None };
-        Weights { tensors: None, kind, device, init_std: std, budget, used: 0 }
+        Weights { tensors: None, quantized: BTreeMap::new(), kind, device, init_std: std, budget, used: 0 }
     }
 
     /// Whether the checkpoint has tensor `name` (always false for fresh weights).
     pub fn has(&self, name: &str) -> bool {
-        self.tensors.as_ref().is_some_and(|t| t.contains_key(name))
+        self.tensors.as_ref().is_some_and(|t| t.contains_key(name)) || self.quantized.contains_key(name)
     }
 
     /// Renames checkpoint tensors that start with `from` (and that `rename` accepts) to start
@@ -159,6 +186,6 @@ impl Weights {
 
     /// Checkpoint tensors nobody took, except those `ignorable` says are expected leftovers.
     pub fn untaken(&self, ignorable: impl Fn(&str) -> bool) -> Vec<String> {
-        self.tensors.iter().flat_map(|t| t.keys()).filter(|k| !ignorable(k)).cloned().collect()
+        self.tensors.iter().flat_map(|t| t.keys()).chain(self.quantized.keys()).filter(|k| !ignorable(k)).cloned().collect()
     }
 }

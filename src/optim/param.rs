@@ -23,7 +23,11 @@ pub struct Param {
 impl Param {
     pub fn new(tensor: Tensor, name: Option<String>) -> Result<Param> {
         if !is_floating(tensor.kind()) {
-            bail!("can only optimize floating-point tensors, got {}{}", dtype_name(tensor.kind()), name.as_deref().map(|n| format!(" ('{n}')")).unwrap_or_default());
+            bail!(
+                "can only optimize floating-point tensors, got {}{} (a weight kept quantised is frozen: give the optimizer model:parameters{{ trainable = true }})",
+                dtype_name(tensor.kind()),
+                name.as_deref().map(|n| format!(" ('{n}')")).unwrap_or_default()
+            );
         }
         let id = identity(&tensor)?.tensor;
         Ok(Param { tensor, name, id })

@@ -163,6 +163,53 @@ function tests.exports_read_back_with_their_logits_close_to_the_float_model()
   assert(max_diff(mt.no_grad(function() return again{ input_ids = sref.batch }.logits end), sref.logits) <= 1e-5)
 end
 
+-- The quantised layout: linear weights stay in their ggml blocks (a frozen uint8 parameter,
+-- de-quantised at each forward) with the same logits as the expanded model, a fraction of its
+-- memory, and training of everything else.
+function tests.a_gguf_kept_quantised_computes_as_the_expanded_model()
+  local ref = mt.load(fixtures .. "/smollm2.safetensors")
+  local before = mt.memory().tensor_bytes
+  local q = assert(mt.models.load(smol_path, { quantized = true }))
+  local held = mt.memory().tensor_bytes - before
+  local expanded = smollm2()
+  local logits = mt.no_grad(function() return q{ input_ids = ref.batch }.logits end)
+  assert(logits:equal(mt.no_grad(function() return expanded{ input_ids = ref.batch }.logits end)))
+  assert(tostring(q.model.layers[3].mlp.down_proj):find("quantized=Q4_1"))
+  local blocks = q.model.layers[0].self_attn.q_proj.weight
+  assert(blocks:dtype() == "uint8" and not blocks:requires_grad())
+  -- 210 Q4_1 matrices in 0.625 bytes a value instead of 4.
+  assert(held < 0.45 * 538e6, "the quantised model holds " .. held .. " bytes of tensors")
+  local n = q:unfreeze()
+  local opt = mt.optim.adamw(q:parameters{ trainable = true }, { lr = 1e-3 })
+  local loss = q{ input_ids = ref.batch, labels = ref.batch }.loss
+  loss:backward()
+  opt:step()
+  assert(blocks:equal(q.model.layers[0].self_attn.q_proj.weight), "the quantised base stays frozen")
+  local ok, message = pcall(mt.optim.adamw, q:parameters(), { lr = 1e-3 })
+  assert(not ok and tostring(message):find("trainable = true"), tostring(message))
+  -- Saved as a Hugging Face directory, the weights are de-quantised.
+  assert(q:save(output .. "/quantized-hf"))
+  local back = assert(mt.models.load(output .. "/quantized-hf"))
+  local after = mt.no_grad(function() return q{ input_ids = ref.batch }.logits end)
+  assert(mt.no_grad(function() return back{ input_ids = ref.batch }.logits end):equal(after))
+  local _ = n
+end
+
+function tests.quantised_layout_of_every_written_type_on_a_permuted_llama()
+  local sref = mt.load(fixtures .. "/stories260K.safetensors")
+  for _, ty in ipairs{ "q8_0", "q4_0", "q4_k_m" } do
+    local path = output .. "/layout-" .. ty .. ".gguf"
+    local stories = assert(mt.models.load(fixtures .. "/stories260K.gguf"))
+    assert(stories:save_gguf(path, { type = ty }))
+    local q = assert(mt.models.load(path, { quantized = true }))
+    local e = assert(mt.models.load(path))
+    local a = mt.no_grad(function() return q{ input_ids = sref.batch }.logits end)
+    assert(a:equal(mt.no_grad(function() return e{ input_ids = sref.batch }.logits end)), ty)
+  end
+  local ok, message = mt.models.load(os.getenv("MOONTUNE_TEST_DATA") .. "/models/stories260K", { quantized = true })
+  assert(ok == nil and message:find("only a GGUF file"), message)
+end
+
 function tests.save_gguf_refuses_what_it_cannot_write()
   local stories = assert(mt.models.load(fixtures .. "/stories260K.gguf"))
   local ok, message = pcall(stories.save_gguf, stories, output .. "/x.gguf", { type = "q3_k" })
