@@ -1950,9 +1950,17 @@ mt.models = {}
 
 ---Loads a Hugging Face directory: config.json and model.safetensors, or a sharded
 ---model.safetensors.index.json (memory-mapped, converted tensor by tensor; pickle checkpoints
----are refused), and generation_config.json when there is one.
+---are refused), and generation_config.json when there is one. Or a GGUF file (llama.cpp's
+---format, versions 2 and 3; or a directory holding one `.gguf` and no config.json) of the
+---Llama family (GGUF architectures llama, mistral, qwen2, qwen3): the config comes from its
+---metadata, tensors are de-quantised as ggml does (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
+---Q5_1, Q2_K–Q6_K) to float32 (or `dtype`) and renamed to transformers' names, with llama.cpp's
+---Q/K row permutation undone, as transformers' `from_pretrained(dir, gguf_file=)` does. With
+---`quantized = true` the quantised linear weights stay in their blocks instead: frozen uint8
+---parameters de-quantised at each forward (the same logits, a fraction of the memory; a base
+---for adapters, as QLoRA's).
 ---@param dir string
----@param opts? { dtype?: moontune.Dtype, device?: moontune.Device } floating-point weights converted to `dtype` (default: as stored); `device` default `"cpu"`
+---@param opts? { dtype?: moontune.Dtype, device?: moontune.Device, quantized?: boolean } floating-point weights converted to `dtype` (default: as stored, float32 for GGUF); `device` default `"cpu"`
 ---@return moontune.Module|nil model
 ---@return string? message naming the file, tensor, shape or key at fault
 function mt.models.load(dir, opts) end
@@ -2015,7 +2023,7 @@ function mt.models.mean_pool(hidden, mask) end
 ---[module interface](#moontune-AnyModule) as Lua modules do. Fields are as in
 ---PyTorch (`__index`): `m.lm_head.weight` is a parameter, `m.model.layers[0]` a child (0-based),
 ---`m.training` the mode. `tostring(m)` (`__tostring`) prints the tree. Calling it (`m(x)`) is
----`forward`. The root model adds `generate`, `new_cache`, `save`, `config`, `architecture`,
+---`forward`. The root model adds `generate`, `new_cache`, `save`, `save_gguf`, `config`, `architecture`,
 ---`dtype` and `device`.
 ---@class moontune.Module: moontune.AnyModule
 ---@operator call(moontune.ForwardInput|moontune.Tensor): moontune.ForwardOutput|moontune.Tensor
@@ -2051,6 +2059,21 @@ function Module:name() end
 ---@return true|nil ok
 ---@return string? message
 function Module:save(dir) end
+
+---Writes the model as a GGUF file for llama.cpp, Ollama and LM Studio (Llama family only):
+---its config as metadata, `tokenizer` (its vocabulary, merges, special ids and chat template)
+---as `tokenizer.*`, and each weight in the type `type` gives it as llama.cpp's llama-quantize
+---does: `"f32"`, `"f16"` (default), `"bf16"`, `"q8_0"` (every matrix Q8_0), `"q4_0"` (Q4_0, the
+---output head Q6_K), `"q4_k_m"` (Q4_K, with Q6_K for the output head and for the value and down
+---projections of the layers llama.cpp's `use_more_bits` picks); norms stay F32, and a row a
+---type's block does not divide falls back as llama.cpp does (Q4_K→Q5_0, Q6_K→Q8_0, else F16).
+---Q8_0, Q4_0, Q5_0 and F16 blocks are bit for bit the `gguf` package's. Weights kept quantised
+---are de-quantised first; a model with adapters attached is refused (merge them first).
+---@param path string
+---@param opts? { type?: "f32"|"f16"|"bf16"|"q8_0"|"q4_0"|"q4_k_m", tokenizer?: moontune.Tokenizer, name?: string } `name` is `general.name`
+---@return true|nil ok
+---@return string? message
+function Module:save_gguf(path, opts) end
 
 ---config.json's contents.
 ---@return table<string, any>
@@ -2247,7 +2270,11 @@ function Schedule:load_state_dict(state) end
 ---@class moontune.tokenizer
 mt.tokenizer = {}
 
----Loads a tokenizer directory (or a tokenizer.json file).
+---Loads a tokenizer directory (or a tokenizer.json file), or the tokenizer a GGUF file's
+---metadata describes (`tokenizer.ggml.*`: gpt2-style byte-level BPE with merges, or a
+---SentencePiece llama vocabulary, merges recovered from its scores when the file has none),
+---built as transformers builds it, with bos/eos/unk/pad, `add_bos_token` and
+---`tokenizer.chat_template`.
 ---@param path string
 ---@return moontune.Tokenizer|nil tokenizer
 ---@return string? message
@@ -2278,6 +2305,34 @@ function mt.tokenizer.train_bpe(opts) end
 ---@field attention_mask moontune.Tensor
 ---@field token_type_ids moontune.Tensor
 ---@field overflow_to_sample_mapping? moontune.Tensor with `return_overflowing_tokens`: the input each row came from (0-based)
+
+---`mt.gguf`: looking inside llama.cpp's GGUF files. Loading a model or tokenizer from one is
+---`mt.models.load` and `mt.tokenizer.load`; writing one is `model:save_gguf`; converting from
+---the command line is `moontune convert IN OUT`.
+---@class moontune.gguf
+mt.gguf = {}
+
+---What `mt.gguf.read` returns.
+---@class moontune.GgufInfo
+---@field version integer 2 or 3
+---@field alignment integer of the data section
+---@field metadata table<string, any> every key-value (integers, numbers, booleans, strings, arrays as sequences)
+---@field tensors { name: string, type: string, shape: integer[], offset: integer, nbytes: integer }[] in file order; `type` is ggml's name (`"Q4_1"`), `shape` PyTorch's order, `offset` from the start of the file
+
+---Reads a GGUF file's header, metadata and tensor infos (memory-mapped; every count, length
+---and offset is checked against the file).
+---@param path string
+---@return moontune.GgufInfo|nil info
+---@return string? message naming the fault (a hostile or truncated file is refused, never trusted)
+function mt.gguf.read(path) end
+
+---A GGUF file's tensors de-quantised to float32, under the file's own names and in PyTorch's
+---shape order (no renaming, no un-permuting), bit for bit as the `gguf` package's `dequantize`.
+---@param path string
+---@param names? string[] only these
+---@return table<string, moontune.Tensor>|nil tensors
+---@return string? message
+function mt.gguf.tensors(path, names) end
 
 ---A tokenizer (`mt.tokenizer.load`, `mt.tokenizer.train_bpe`).
 ---@class moontune.Tokenizer
