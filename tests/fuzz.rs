@@ -51,6 +51,10 @@ assert(tok:save("tok/tokenizer.json"))
 f = assert(io.open("tok/tokenizer_config.json", "w"))
 f:write('{"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{% for m in messages %}{{ m.role }}: {{ m.content }}\\n{% endfor %}"}')
 f:close()
+-- A GGUF with quantised blocks (rows of 32), its tokenizer and chat template.
+local wide = mt.models.new("LlamaForCausalLM", { vocab_size = 40, hidden_size = 32, intermediate_size = 64,
+  num_hidden_layers = 1, num_attention_heads = 2, max_position_embeddings = 16 })
+assert(wide:save_gguf("model.gguf", { type = "q4_0", tokenizer = assert(mt.tokenizer.load("tok")) }))
 "#,
     )
     .unwrap();
@@ -59,11 +63,16 @@ f:close()
     (dir.join("model"), dir.join("tok"), dir.join("ckpt.safetensors"))
 }
 
+fn gguf_fixture(dir: &Path) -> PathBuf {
+    dir.join("model.gguf")
+}
+
 fn all_cases(fixtures_dir: &Path) -> Vec<Case> {
     let (model, tok, checkpoint) = fixtures(fixtures_dir);
     let mut cases = cases::binding_cases();
     cases.extend(cases::file_cases(&model, &tok));
     cases.extend(cases::checkpoint_cases(&model, &checkpoint));
+    cases.extend(cases::gguf_cases(&gguf_fixture(fixtures_dir)));
     cases.extend(cases::template_cases(&tok));
     cases.extend(cases::recipe_cases());
     cases

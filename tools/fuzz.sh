@@ -3,9 +3,10 @@
 #
 # 1. tests/fuzz.rs with MOONTUNE_FUZZ=all: every generated bad input (over 1,000), each run as a
 #    child process and classified; the counts go to RELIABILITY.md's first table.
-# 2. cargo fuzz (libFuzzer, nightly toolchain) on fuzz/: the safetensors parser, config parsing
-#    and tokenizer loading, each for SECONDS (default 300), seeded with the real files in
-#    ../shared/data; the runs' statistics go to RELIABILITY.md's second table. A crash leaves its
+# 2. cargo fuzz (libFuzzer, nightly toolchain) on fuzz/: the safetensors parser, config parsing,
+#    tokenizer loading and GGUF reading (metadata, config, tokenizer, de-quantisation), each for
+#    SECONDS (default 300), seeded with the real files in ../shared/data (the GGUF seed is
+#    stories260K converted by moontune); the runs' statistics go to RELIABILITY.md's second table. A crash leaves its
 #    input in fuzz/artifacts/<target>/ and fails the command.
 # Expects tools/env.sh to be sourced (./dev does it).
 set -euo pipefail
@@ -32,13 +33,17 @@ seed() {  # seed DIR FILE...: copies the files that exist into DIR
 seed "$work/seeds/safetensors" "$data/models/stories260K/model.safetensors"
 seed "$work/seeds/config" "$data/models/stories260K/config.json"
 seed "$work/seeds/tokenizer" "$data/models/stories260K/tokenizer.json"
+mkdir -p "$work/seeds/gguf"
+target/debug/moontune convert "$data/models/stories260K" "$work/seeds/gguf/stories260K.gguf" --type q8_0 >/dev/null
 
 rows=""
-for target in safetensors config tokenizer; do
+for target in safetensors config tokenizer gguf; do
     mkdir -p "$work/corpus/$target"
-    # Inputs a little longer than the seeds: the safetensors seed is 1.1 MB, the JSON ones 16 KB.
+    # Inputs a little longer than the seeds: the safetensors seed is 1.1 MB, the GGUF one 0.5 MB,
+    # the JSON ones 16 KB.
     case "$target" in
         safetensors) max_len=2097152 ;;
+        gguf) max_len=1048576 ;;
         *) max_len=65536 ;;
     esac
     log="$work/$target.log"

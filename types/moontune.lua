@@ -1957,8 +1957,8 @@ mt.models = {}
 ---Q5_1, Q2_K–Q6_K) to float32 (or `dtype`) and renamed to transformers' names, with llama.cpp's
 ---Q/K row permutation undone, as transformers' `from_pretrained(dir, gguf_file=)` does. With
 ---`quantized = true` the quantised linear weights stay in their blocks instead: frozen uint8
----parameters de-quantised at each forward (the same logits, a fraction of the memory; a base
----for adapters, as QLoRA's).
+---parameters de-quantised at each forward (the same logits, a third of the memory; a base for
+---adapters, as QLoRA's).
 ---@param dir string
 ---@param opts? { dtype?: moontune.Dtype, device?: moontune.Device, quantized?: boolean } floating-point weights converted to `dtype` (default: as stored, float32 for GGUF); `device` default `"cpu"`
 ---@return moontune.Module|nil model

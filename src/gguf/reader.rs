@@ -125,13 +125,28 @@ impl TensorInfo {
     }
 }
 
-/// An open GGUF file: its metadata and tensor infos, and the mapped bytes.
+/// Where a GGUF's bytes are: a mapped file, or bytes in memory.
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// An open GGUF file: its metadata and tensor infos, and its bytes.
 pub struct Gguf {
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
     pub alignment: u64,
-    mmap: memmap2::Mmap,
+    bytes: Bytes,
 }
 
 impl Gguf {
@@ -139,14 +154,19 @@ impl Gguf {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         // SAFETY: a read-only map; moontune never writes to a file it has mapped.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
-        let parsed = parse(&mmap).with_context(|| format!("{} is not a valid GGUF file", path.display()))?;
-        let (version, metadata, tensors, alignment) = parsed;
-        Ok(Gguf { version, metadata, tensors, alignment, mmap })
+        let (version, metadata, tensors, alignment) = parse(&mmap).with_context(|| format!("{} is not a valid GGUF file", path.display()))?;
+        Ok(Gguf { version, metadata, tensors, alignment, bytes: Bytes::Mapped(mmap) })
+    }
+
+    /// A GGUF held in memory (what the coverage-guided fuzz target feeds arbitrary bytes to).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Gguf> {
+        let (version, metadata, tensors, alignment) = parse(&bytes).context("not a valid GGUF file")?;
+        Ok(Gguf { version, metadata, tensors, alignment, bytes: Bytes::Owned(bytes) })
     }
 
     /// The bytes of tensor `info` (checked to lie inside the file when it was opened).
     pub fn data(&self, info: &TensorInfo) -> &[u8] {
-        &self.mmap[info.offset as usize..(info.offset + info.nbytes) as usize]
+        &self.bytes.as_slice()[info.offset as usize..(info.offset + info.nbytes) as usize]
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {

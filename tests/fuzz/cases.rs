@@ -8,7 +8,8 @@
 //! - `file`: a small valid model directory and tokenizer (made by moontune itself, once) with
 //!   one fault each: truncated or bit-flipped safetensors, a header whose length, offsets,
 //!   dtypes or shapes lie, broken config.json values, shards that are missing or escape the
-//!   folder, broken tokenizer.json and tokenizer_config.json.
+//!   folder, broken tokenizer.json and tokenizer_config.json; and a small quantised GGUF
+//!   (moontune's own export) truncated, bit-flipped, or with counts and lengths that lie.
 //! - `template`: hostile chat templates (endless loops, recursion, errors, huge repetition).
 //! - `recipe`: odd recipes and command lines.
 //!
@@ -295,6 +296,55 @@ fn safetensors_faults(st: &[u8], seed: u64, flips: usize) -> Vec<(String, Vec<u8
     ];
     for (name, edit) in &edits {
         out.push((format!("header-{name}"), rewrite_header(st, edit)));
+    }
+    out
+}
+
+const LOAD_GGUF: &str = r#"local mt = require "moontune"
+local info, err = mt.gguf.read("model.gguf")
+if not info then error(err, 0) end
+local tensors = assert(mt.gguf.tensors("model.gguf"))
+local tok = mt.tokenizer.load("model.gguf")
+if tok then print(#tok:encode("hello there"), pcall(tok.apply_chat_template, tok, { { role = "user", content = "hi" } })) end
+for _, quantized in ipairs{ false, true } do
+  local model, e = mt.models.load("model.gguf", { quantized = quantized })
+  if not model then error(e, 0) end
+  print(model{ input_ids = mt.tensor.tensor{ { 1, 2, 3 } } }.logits:shape())
+end
+"#;
+
+/// The GGUF file with the little-endian u64 at `at` replaced by `value`.
+fn patch_u64(bytes: &[u8], at: usize, value: u64) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if at + 8 <= out.len() {
+        out[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    out
+}
+
+/// A valid GGUF with one fault each: truncations, single-byte flips (mostly in the header and
+/// metadata, where the counts, lengths, types and offsets are), and counts and lengths that lie.
+pub fn gguf_cases(path: &Path) -> Vec<Case> {
+    let bytes = std::fs::read(path).unwrap();
+    let names = || vec!["GGUF".to_string(), "gguf".into(), "model.gguf".into(), "models.load".into(), "tokenizer.load".into()];
+    let case = |id: String, b: Vec<u8>| script_case(format!("file/gguf/{id}"), "file", LOAD_GGUF.to_string(), vec![("model.gguf".into(), b)], names());
+    let mut out = Vec::new();
+    let n = bytes.len();
+    for cut in [0, 3, 4, 7, 8, 15, 16, 23, 24, 40, 100, n / 8, n / 4, n / 2, 3 * n / 4, n - 1] {
+        out.push(case(format!("truncated-{cut}"), bytes[..cut.min(n)].to_vec()));
+    }
+    // The data section starts after the header: flips land mostly before it.
+    let header_end = n.saturating_sub(n / 3);
+    let mut rng = Rng::new(23);
+    for i in 0..160 {
+        let mut b = bytes.clone();
+        let at = if i % 8 == 7 { rng.below(n) } else { rng.below(header_end) };
+        b[at] ^= 1 << rng.below(8);
+        out.push(case(format!("flip-{i}-at-{at}"), b));
+    }
+    for (name, at, value) in [("tensor-count", 8, u64::MAX), ("tensor-count-plus-one", 8, u64::from_le_bytes(bytes[8..16].try_into().unwrap()) + 1),
+                              ("metadata-count", 16, 1 << 40), ("first-key-length", 24, u64::MAX / 2), ("first-key-length-zero", 24, 0)] {
+        out.push(case(format!("lie-{name}"), patch_u64(&bytes, at, value)));
     }
     out
 }
