@@ -7,8 +7,8 @@ and transformers. Arguments: the fixtures folder (gen_gguf.py's) and moontune's 
   and q4_k_m, every F16/Q8_0/Q4_0/Q5_0 tensor is bit for bit what gguf.quantize makes of the f32
   values (q4_k_m's K-quant tensors are checked through logits below).
 - transformers loads the SmolLM2 exports with logits within the stated tolerances of the float
-  model and tokenizes 1,000 lines as the source did; it loads the converted directories with the
-  source's logits and ids.
+  model and tokenizes 1,000 lines as the source did, the Qwen2 and Qwen3 exports with the source's
+  logits and ids, and the converted directories with the source's logits and ids.
 """
 import os
 import sys
@@ -81,6 +81,16 @@ model = AutoModelForCausalLM.from_pretrained(out, gguf_file="stories260K-f32.ggu
 sref = load_file(os.path.join(fixtures, "stories260K.safetensors"))
 with torch.no_grad():
     assert (model(sref["batch"]).logits - sref["logits"]).abs().max().item() <= 1e-5
+
+for arch in ["qwen2", "qwen3"]:
+    qref = load_file(os.path.join(fixtures, f"{arch}.safetensors"))
+    model = AutoModelForCausalLM.from_pretrained(out, gguf_file=f"{arch}-f32.gguf", dtype=torch.float32).eval()
+    with torch.no_grad():
+        delta = (model(qref["batch"]).logits - qref["logits"]).abs().max().item()
+    assert delta <= 1e-4, f"{arch}-f32.gguf: max |Δ logit| {delta}"
+    tok = AutoTokenizer.from_pretrained(out, gguf_file=f"{arch}-f32.gguf")
+    qlines = open(os.path.join(fixtures, "qwen_lines.txt"), encoding="utf-8").read().split("\n")
+    assert [i for l in qlines for i in tok(l).input_ids] == qref["ids"].tolist(), f"{arch}-f32.gguf: tokenizer"
 
 # `moontune convert`: GGUF to a Hugging Face directory, and a Hugging Face directory to GGUF.
 model = AutoModelForCausalLM.from_pretrained(os.path.join(out, "smollm2-hf"), dtype=torch.float32).eval()

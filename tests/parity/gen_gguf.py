@@ -10,7 +10,10 @@ Writes to the folder given as the first argument:
   apply_chat_template;
 - stories260K.gguf: the shared stories260K model written as llama.cpp's converter writes a Llama
   (f32, Q/K rows permuted, a SentencePiece vocabulary with scores and token types, no merges),
-  and stories260K.safetensors: transformers' logits and token ids for it.
+  and stories260K.safetensors: transformers' logits and token ids for it;
+- qwen2.gguf and qwen3.gguf: tiny random Qwen2 (q/k/v biases, f32) and Qwen3 (q/k norms, a head
+  width other than hidden / heads, Q8_0) models with GPT-2's vocabulary and the qwen2 and
+  llama-bpe split regexes, and transformers' logits and token ids for them.
 """
 import importlib.util
 import json
@@ -193,4 +196,85 @@ with open(os.path.join(out, "stories260K_lines.txt"), "w", encoding="utf-8") as 
     f.write("\n".join(story_lines))
 with open(os.path.join(out, "shakespeare_lines.txt"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines))
-print("gen_gguf: dequant.gguf, smollm2, stories260K.gguf")
+
+# --- Qwen2 and Qwen3 written as llama.cpp's converter writes them --------------------------------
+# Tiny random models from transformers, with GPT-2's byte-level vocabulary; no Q/K permutation
+# (llama.cpp permutes only `llama`); Qwen2 has q/k/v biases, Qwen3 per-head q/k norms and a head
+# width other than hidden / heads (attention.key_length; 128, the only one transformers reads
+# right, as it takes Qwen3Config's default rather than the key), stored as Q8_0 where rows allow.
+import transformers
+
+gpt2 = json.load(open(os.path.join(data, "tokenizers/gpt2/tokenizer.json")))
+gpt2_tokens = [None] * (max(gpt2["model"]["vocab"].values()) + 1)
+for piece, i in gpt2["model"]["vocab"].items():
+    gpt2_tokens[i] = piece
+gpt2_merges = [m if isinstance(m, str) else " ".join(m) for m in gpt2["model"]["merges"]]
+layer_parts = {v: k for k, v in parts.items()} | {"self_attn.q_norm": None}
+part_names = dict(parts, **{"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"})
+
+
+def write_qwen(arch, config, pre, quantize, path):
+    torch.manual_seed(1)
+    model = getattr(transformers, config.architectures[0])(config).eval()
+    w = gguf.GGUFWriter(path, arch)
+    w.add_name(f"tiny {arch}")
+    w.add_block_count(config.num_hidden_layers)
+    w.add_context_length(config.max_position_embeddings)
+    w.add_embedding_length(config.hidden_size)
+    w.add_feed_forward_length(config.intermediate_size)
+    w.add_head_count(config.num_attention_heads)
+    w.add_head_count_kv(config.num_key_value_heads)
+    w.add_rope_freq_base(config.rope_parameters["rope_theta"] if getattr(config, "rope_parameters", None) else config.rope_theta)
+    w.add_layer_norm_rms_eps(config.rms_norm_eps)
+    if getattr(config, "head_dim", None) and config.head_dim * config.num_attention_heads != config.hidden_size:
+        w.add_key_length(config.head_dim)
+        w.add_value_length(config.head_dim)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(gpt2_tokens)
+    w.add_token_types([3 if t == "<|endoftext|>" else 1 for t in gpt2_tokens])
+    w.add_token_merges(gpt2_merges)
+    w.add_bos_token_id(50256)
+    w.add_eos_token_id(50256)
+    w.add_chat_template("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}")
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        if name in names:
+            gname = names[name]
+        else:
+            layer, rest = name[len("model.layers."):].split(".", 1)
+            part, suffix = rest.rsplit(".", 1)
+            gname = f"blk.{layer}.{part_names[part]}.{suffix}"
+        a = t.float().numpy()
+        if quantize and a.ndim == 2 and a.shape[-1] % 32 == 0:
+            w.add_tensor(gname, gguf.quantize(a, T.Q8_0), raw_dtype=T.Q8_0)
+        else:
+            w.add_tensor(gname, np.ascontiguousarray(a))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+common = dict(vocab_size=len(gpt2_tokens), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False)
+qwens = {
+    "qwen2": (transformers.Qwen2Config(architectures=["Qwen2ForCausalLM"], **common), "qwen2", False),
+    "qwen3": (transformers.Qwen3Config(architectures=["Qwen3ForCausalLM"], head_dim=128, **common), "llama-bpe", True),
+}
+qwen_lines = lines[:200] + ["Numbers 12345 and 3.14159, CamelCase, don't  stop!", "naïve café ☃ 東京"]
+for arch, (config, pre, quantize) in qwens.items():
+    path = os.path.join(out, f"{arch}.gguf")
+    write_qwen(arch, config, pre, quantize, path)
+    tok = AutoTokenizer.from_pretrained(out, gguf_file=f"{arch}.gguf")
+    model = AutoModelForCausalLM.from_pretrained(out, gguf_file=f"{arch}.gguf", dtype=torch.float32).eval()
+    batch = torch.tensor([tok(qwen_lines[-2]).input_ids[:8], tok(qwen_lines[0] + " " + qwen_lines[1]).input_ids[:8]])
+    with torch.no_grad():
+        logits = model(batch).logits
+    encodings = [tok(l).input_ids for l in qwen_lines]
+    save_file({"ids": torch.tensor([i for e in encodings for i in e]), "lengths": torch.tensor([len(e) for e in encodings]),
+               "batch": batch, "logits": logits.contiguous()}, os.path.join(out, f"{arch}.safetensors"))
+with open(os.path.join(out, "qwen_lines.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(qwen_lines))
+print("gen_gguf: dequant.gguf, smollm2, stories260K.gguf, qwen2.gguf, qwen3.gguf")

@@ -122,6 +122,35 @@ function tests.llama_cpp_stories260K_matches_transformers()
   assert(tok:decode(tok:encode("Once upon a time"), { skip_special_tokens = true }) == "Once upon a time")
 end
 
+-- Qwen2 (q/k/v biases, f32) and Qwen3 (q/k norms, a head width other than hidden / heads, Q8_0)
+-- as llama.cpp writes them, with GPT-2's vocabulary split by the qwen2 and llama-bpe regexes.
+function tests.llama_cpp_qwen2_and_qwen3_match_transformers()
+  for _, arch in ipairs{ "qwen2", "qwen3" } do
+    local path = fixtures .. "/" .. arch .. ".gguf"
+    local ref = mt.load(fixtures .. "/" .. arch .. ".safetensors")
+    local tok = assert(mt.tokenizer.load(path))
+    check_ids(tok, lines(fixtures .. "/qwen_lines.txt"), ref)
+    assert(tok:apply_chat_template({ { role = "user", content = "hi" } }) == "<|user|>hi\n")
+    local model = assert(mt.models.load(path))
+    assert(model:architecture() == (arch == "qwen2" and "Qwen2ForCausalLM" or "Qwen3ForCausalLM"))
+    local logits = mt.no_grad(function() return model{ input_ids = ref.batch }.logits end)
+    local d = max_diff(logits, ref.logits)
+    assert(d <= 1e-4, arch .. ": max |logits - transformers| = " .. d)
+    local q = assert(mt.models.load(path, { quantized = true }))
+    assert(mt.no_grad(function() return q{ input_ids = ref.batch }.logits end):equal(logits), arch .. " kept quantised")
+    -- Written back and read again: the same model, the same tokenizer.
+    local again_path = output .. "/" .. arch .. "-f32.gguf"
+    assert(model:save_gguf(again_path, { type = "f32", tokenizer = tok }))
+    local again = assert(mt.models.load(again_path))
+    assert(max_diff(mt.no_grad(function() return again{ input_ids = ref.batch }.logits end), logits) == 0)
+    check_ids(assert(mt.tokenizer.load(again_path)), lines(fixtures .. "/qwen_lines.txt"), ref)
+    local info = assert(mt.gguf.read(again_path))
+    assert(info.metadata["general.architecture"] == arch and info.metadata["tokenizer.ggml.pre"] == (arch == "qwen2" and "qwen2" or "llama-bpe"))
+  end
+  local c = assert(mt.models.load(fixtures .. "/qwen3.gguf")):config()
+  assert(c.head_dim == 128 and c.hidden_size == 64 and c.num_key_value_heads == 2)
+end
+
 function tests.a_directory_holding_one_gguf_loads_and_a_dtype_applies()
   local dir = output .. "/one-gguf"
   assert(os.execute(string.format("mkdir -p '%s' && ln -sf '%s/stories260K.gguf' '%s/model.gguf'", dir, fixtures, dir)))
