@@ -498,7 +498,7 @@ impl UserData for LuaModule {
         method(methods, "load_state_dict", "module.load_state_dict", |lua, this, (sd, opts): (Table, Option<Table>)| this.load_state_dict(lua, sd, opts));
         method(methods, "num_parameters", "module.num_parameters", |lua, this, opts: Option<Table>| {
             let o: ParamOptions = options(lua, "module.num_parameters", opts)?;
-            Ok(this.parameters("module.num_parameters", o.trainable.unwrap_or(false))?.iter().map(|p| p.tensor.numel() as i64).sum::<i64>())
+            Ok(this.parameters("module.num_parameters", o.trainable.unwrap_or(false))?.iter().map(|p| p.elements).sum::<i64>())
         });
         method_ud(methods, "train", "module.train", |_, ud, mode: Option<bool>| {
             ud.borrow::<LuaModule>()?.model_mut("module.train")?.training = mode.unwrap_or(true);
@@ -575,7 +575,8 @@ pub fn parameters_of(v: &Value) -> Option<Vec<NamedParam>> {
             let named: Table = f.call(t.clone()).ok()?;
             let mut out = Vec::new();
             for (name, value) in named.pairs::<String, Value>().flatten() {
-                out.push(NamedParam { tensor: as_tensor(&value)?, name, owner: module::Owner::Base });
+                let tensor = as_tensor(&value)?;
+                out.push(NamedParam { elements: tensor.numel() as i64, tensor, name, owner: module::Owner::Base });
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Some(out)

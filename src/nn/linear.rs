@@ -132,6 +132,13 @@ impl Module for Linear {
         out
     }
 
+    fn parameter_elements(&self, name: &str, t: &Tensor) -> i64 {
+        match self.layout {
+            Layout::Quantized { .. } if name == "weight" => self.out_features * self.in_features,
+            _ => t.numel() as i64,
+        }
+    }
+
     fn extra_repr(&self) -> String {
         let tied = if self.tied { ", tied" } else { "" };
         let quantized = match self.layout {

@@ -39,6 +39,9 @@ pub struct NamedParam {
     pub name: String,
     pub tensor: Tensor,
     pub owner: Owner,
+    /// The values it stands for: its element count, or for a weight kept quantised the
+    /// matrix's (its blocks' bytes are fewer).
+    pub elements: i64,
 }
 
 pub trait Module {
@@ -48,6 +51,12 @@ pub trait Module {
     /// The parameters this module holds itself, by local name (not its children's).
     fn own_parameters(&self) -> Vec<(&str, &Tensor)> {
         Vec::new()
+    }
+
+    /// The values own parameter `name` stands for (its element count, unless it is stored
+    /// packed, as a quantised weight is).
+    fn parameter_elements(&self, _name: &str, t: &Tensor) -> i64 {
+        t.numel() as i64
     }
 
     /// Direct children, by local name, in order.
@@ -181,7 +190,7 @@ pub fn named_parameters(root: &dyn Module) -> Vec<NamedParam> {
     let mut out = Vec::new();
     for (prefix, m) in named_modules(root) {
         for (name, t) in m.own_parameters() {
-            out.push(NamedParam { name: join(&prefix, name), tensor: t.shallow_clone(), owner: m.owner() });
+            out.push(NamedParam { name: join(&prefix, name), tensor: t.shallow_clone(), owner: m.owner(), elements: m.parameter_elements(name, t) });
         }
     }
     out
@@ -367,7 +376,7 @@ impl ParamCounts {
     pub fn of(params: &[NamedParam]) -> ParamCounts {
         let mut owners: BTreeMap<Owner, (i64, i64)> = BTreeMap::new();
         for p in params {
-            let n = p.tensor.numel() as i64;
+            let n = p.elements;
             let slot = owners.entry(p.owner.clone()).or_default();
             slot.0 += n;
             if p.tensor.requires_grad() {

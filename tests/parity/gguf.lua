@@ -210,6 +210,7 @@ function tests.a_gguf_kept_quantised_computes_as_the_expanded_model()
   local blocks = q.model.layers[0].self_attn.q_proj.weight
   assert(blocks:dtype() == "uint8" and not blocks:requires_grad())
   -- 210 Q4_1 matrices in 0.625 bytes a value instead of 4 (the embedding stays float32).
+  assert(q:num_parameters() == expanded:num_parameters() and q:num_parameters() == 134515008, "a quantised weight counts its values")
   local held, full = bytes(q), bytes(expanded)
   assert(full == 538060032 and held < 0.34 * full, "the quantised model holds " .. held .. " bytes, the expanded one " .. full)
   local n = q:unfreeze()
