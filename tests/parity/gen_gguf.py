@@ -144,7 +144,17 @@ def permute(w, heads):
 names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
 parts = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
          "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
-         "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+         "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
+
+
+def llama_cpp_name(name):
+    """llama.cpp's name of a transformers tensor, and the layer part it is in (None outside layers)."""
+    if name in names:
+        return names[name], None
+    layer, rest = name[len("model.layers."):].split(".", 1)
+    part, suffix = rest.rsplit(".", 1)
+    return f"blk.{layer}.{parts[part]}.{suffix}", part
+
 w = gguf.GGUFWriter(os.path.join(out, "stories260K.gguf"), "llama")
 w.add_name("stories260K")
 w.add_block_count(config["num_hidden_layers"])
@@ -166,16 +176,11 @@ w.add_eos_token_id(2)
 w.add_unk_token_id(0)
 for name, t in load_file(os.path.join(stories, "model.safetensors")).items():
     a = t.numpy()
-    if name in names:
-        gname = names[name]
-    else:
-        layer, rest = name[len("model.layers."):].split(".", 1)
-        part, suffix = rest.rsplit(".", 1)
-        gname = f"blk.{layer}.{parts[part]}.{suffix}"
-        if part == "self_attn.q_proj":
-            a = permute(a, config["num_attention_heads"])
-        elif part == "self_attn.k_proj":
-            a = permute(a, config["num_key_value_heads"])
+    gname, part = llama_cpp_name(name)
+    if part == "self_attn.q_proj":
+        a = permute(a, config["num_attention_heads"])
+    elif part == "self_attn.k_proj":
+        a = permute(a, config["num_key_value_heads"])
     w.add_tensor(gname, np.ascontiguousarray(a))
 w.write_header_to_file()
 w.write_kv_data_to_file()
@@ -209,8 +214,6 @@ gpt2_tokens = [None] * (max(gpt2["model"]["vocab"].values()) + 1)
 for piece, i in gpt2["model"]["vocab"].items():
     gpt2_tokens[i] = piece
 gpt2_merges = [m if isinstance(m, str) else " ".join(m) for m in gpt2["model"]["merges"]]
-layer_parts = {v: k for k, v in parts.items()} | {"self_attn.q_norm": None}
-part_names = dict(parts, **{"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"})
 
 
 def write_qwen(arch, config, pre, quantize, path):
@@ -240,12 +243,7 @@ def write_qwen(arch, config, pre, quantize, path):
     for name, t in model.state_dict().items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
-        if name in names:
-            gname = names[name]
-        else:
-            layer, rest = name[len("model.layers."):].split(".", 1)
-            part, suffix = rest.rsplit(".", 1)
-            gname = f"blk.{layer}.{part_names[part]}.{suffix}"
+        gname, _ = llama_cpp_name(name)
         a = t.float().numpy()
         if quantize and a.ndim == 2 and a.shape[-1] % 32 == 0:
             w.add_tensor(gname, gguf.quantize(a, T.Q8_0), raw_dtype=T.Q8_0)

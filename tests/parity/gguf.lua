@@ -6,6 +6,7 @@
 -- read again here; and hostile files, each refused with a message that names the fault.
 
 local mt = require "moontune"
+local check_ids = require "support.ids"
 
 local fixtures = assert(os.getenv("MOONTUNE_FIXTURES"), "MOONTUNE_FIXTURES is not set (run through cargo test)")
 local output = assert(os.getenv("MOONTUNE_OUTPUT"), "MOONTUNE_OUTPUT is not set (run through cargo test)")
@@ -34,21 +35,6 @@ end
 
 local function max_diff(a, b)
   return (a - b):abs():max():item()
-end
-
--- Ids of `text` lines against concatenated reference ids with per-line lengths.
-local function check_ids(tok, text, ref)
-  local want, lengths = ref.ids:tolist(), ref.lengths:tolist()
-  assert(#text == #lengths, #text .. " lines for " .. #lengths .. " lengths")
-  local at = 0
-  for i, line in ipairs(text) do
-    local got = tok:encode(line)
-    assert(#got == lengths[i], string.format("line %d (%q): %d ids, expected %d", i, line, #got, lengths[i]))
-    for j, id in ipairs(got) do
-      assert(id == want[at + j], string.format("line %d token %d: %d, expected %d", i, j, id, want[at + j]))
-    end
-    at = at + lengths[i]
-  end
 end
 
 local tests = {}

@@ -5,6 +5,7 @@
 -- BPE tokenizer trained here that round-trips text.
 
 local mt = require "moontune"
+local check_ids = require "support.ids"
 
 local fixtures = assert(os.getenv("MOONTUNE_FIXTURES"), "MOONTUNE_FIXTURES is not set (run through cargo test)")
 local data = os.getenv("MOONTUNE_TEST_DATA") or "../shared/data"
@@ -36,18 +37,9 @@ end
 function tests.gpt2_matches_python_on_shakespeare()
   local tok = assert(mt.tokenizer.load(data .. "/tokenizers/gpt2/tokenizer.json"))
   local ref = assert(mt.load(fixtures .. "/gpt2_shakespeare.safetensors"))
-  local want, lengths = ref.ids:tolist(), ref.lengths:tolist()
   local text = lines(fixtures .. "/shakespeare_lines.txt")
-  assert(#text == 1000 and #lengths == 1000)
-  local at = 0
-  for i, line in ipairs(text) do
-    local got = tok:encode(line)
-    assert(#got == lengths[i], string.format("line %d: %d ids, expected %d", i, #got, lengths[i]))
-    for j, id in ipairs(got) do
-      assert(id == want[at + j], string.format("line %d token %d: %d, expected %d", i, j, id, want[at + j]))
-    end
-    at = at + lengths[i]
-  end
+  assert(#text == 1000)
+  check_ids(tok, text, ref)
 end
 
 function tests.chat_templates_render_as_transformers()
