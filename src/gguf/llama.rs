@@ -104,7 +104,14 @@ pub fn config(g: &Gguf) -> Result<HfConfig> {
     let class = hf_architecture(g)?;
     let arch = g.string("general.architecture")?;
     let key = |k: &str| format!("{arch}.{k}");
-    let need = |k: &str| -> Result<i64> { int(g, &key(k))?.with_context(|| format!("the file lacks metadata '{}'", key(k))) };
+    // Sizes must be positive (the architecture checks their upper bounds).
+    let need = |k: &str| -> Result<i64> {
+        let v = int(g, &key(k))?.with_context(|| format!("the file lacks metadata '{}'", key(k)))?;
+        if v < 1 {
+            bail!("metadata '{}' must be a positive integer, got {v}", key(k));
+        }
+        Ok(v)
+    };
     let mut c = Map::new();
     c.insert("architectures".into(), json!([class]));
     c.insert("model_type".into(), json!(class.trim_end_matches("ForCausalLM").to_lowercase()));
@@ -114,7 +121,11 @@ pub fn config(g: &Gguf) -> Result<HfConfig> {
     c.insert("intermediate_size".into(), json!(need("feed_forward_length")?));
     let heads = need("attention.head_count")?;
     c.insert("num_attention_heads".into(), json!(heads));
-    c.insert("num_key_value_heads".into(), json!(int(g, &key("attention.head_count_kv"))?.unwrap_or(heads)));
+    let kv_heads = match int(g, &key("attention.head_count_kv"))? {
+        Some(_) => need("attention.head_count_kv")?,
+        None => heads,
+    };
+    c.insert("num_key_value_heads".into(), json!(kv_heads));
     // The head width: attention.key_length where written (Qwen3), else rope.dimension_count for
     // llama and mistral (as transformers maps it), else the hidden size over the heads.
     let head_dim = match (int(g, &key("attention.key_length"))?, int(g, &key("rope.dimension_count"))?) {
@@ -260,5 +271,31 @@ mod tests {
         assert_eq!(hf_name("rope_freqs.weight"), None);
         assert_eq!(hf_name("blk.x.attn_q.weight"), None);
         assert_eq!(gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq"), None);
+    }
+
+    /// A GGUF holding only `metadata`.
+    fn file_with(metadata: &[(&str, Value)]) -> Gguf {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let meta: Vec<(String, Value)> = metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        crate::gguf::writer::write(&path, &meta, &[]).unwrap();
+        Gguf::from_bytes(std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sizes_that_are_not_positive_are_refused_before_any_arithmetic() {
+        for (key, value) in [("llama.attention.head_count", 0), ("llama.attention.head_count_kv", 0), ("llama.embedding_length", -4), ("llama.block_count", 0)] {
+            let mut meta = vec![
+                ("general.architecture", Value::Str("llama".into())),
+                ("llama.block_count", Value::U32(1)),
+                ("llama.embedding_length", Value::U32(8)),
+                ("llama.feed_forward_length", Value::U32(8)),
+                ("llama.attention.head_count", Value::U32(2)),
+            ];
+            meta.retain(|(k, _)| *k != key);
+            meta.push((key, Value::I32(value)));
+            let message = format!("{:#}", config(&file_with(&meta)).err().expect("refused"));
+            assert!(message.contains(key) && message.contains("positive"), "{message}");
+        }
     }
 }

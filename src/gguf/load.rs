@@ -117,6 +117,8 @@ fn tensors(g: &Gguf, config: &crate::models::config::HfConfig, kind: Kind, devic
 pub fn load_model(path: &Path, kind: Option<Kind>, device: Device, keep_quantized: bool) -> Result<Model> {
     let g = Gguf::open(path)?;
     let config = llama::config(&g).with_context(|| format!("reading the model config of {}", path.display()))?;
+    // A config the architecture refuses is an error before any tensor is de-quantised.
+    crate::models::model::ArchConfig::parse(&config).with_context(|| format!("the model config of {}", path.display()))?;
     let kind = kind.unwrap_or(Kind::Float);
     let (floats, blocks) = tensors(&g, &config, kind, device, keep_quantized).with_context(|| format!("reading {}", path.display()))?;
     let mut weights = Weights::from_tensors(floats, kind, device).with_quantized(blocks);

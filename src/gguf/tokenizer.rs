@@ -114,11 +114,12 @@ fn generate_merges(tokens: &[&str], scores: &[f64]) -> Vec<(String, String)> {
         local.sort_by_key(|(l, r, _)| (index[l], index[r]));
         merges.extend(local);
     }
-    // A stable sort, highest key first (Python's sorted(..., reverse=True) keeps ties in order).
+    // A stable sort, highest key first (Python's sorted(..., reverse=True) keeps ties in order);
+    // scores compare by total order, so that a NaN in a file cannot break the sort.
     merges.sort_by(|a, b| {
         let key = |m: &(&str, &str, f64)| (m.2, m.0.chars().count(), m.1.chars().count());
         let (ka, kb) = (key(a), key(b));
-        kb.0.partial_cmp(&ka.0).unwrap_or(std::cmp::Ordering::Equal).then(kb.1.cmp(&ka.1)).then(kb.2.cmp(&ka.2))
+        kb.0.total_cmp(&ka.0).then(kb.1.cmp(&ka.1)).then(kb.2.cmp(&ka.2))
     });
     merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
 }
@@ -341,4 +342,21 @@ pub fn metadata(tok: &crate::tokenizer::Tok) -> Result<Vec<(String, Value)>> {
         m.push(("tokenizer.chat_template".into(), Value::Str(template.to_string())));
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_come_from_scores_as_transformers_makes_them() {
+        let tokens = ["a", "b", "ab", "c", "abc", "bc"];
+        let scores = [0.0, 0.0, -1.0, 0.0, -3.0, -2.0];
+        let merges = generate_merges(&tokens, &scores);
+        let got: Vec<String> = merges.iter().map(|(l, r)| format!("{l} {r}")).collect();
+        assert_eq!(got, ["a b", "b c", "ab c", "a bc"]);
+        // NaN scores (a hostile file) still sort, in some order, without a panic.
+        let nan = [f64::NAN, 0.0, f64::NAN, -1.0, f64::NAN, 2.0];
+        assert_eq!(generate_merges(&tokens, &nan).len(), 4);
+    }
 }
