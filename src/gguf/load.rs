@@ -53,7 +53,7 @@ type Loaded = (BTreeMap<String, Tensor>, BTreeMap<String, (GgmlType, Tensor)>);
 /// Whether tensor `hf` (transformers' name) of `info` stays in its blocks: a quantised linear
 /// weight, when the caller keeps them (the embedding is always de-quantised: it is looked up).
 fn stays_quantized(keep: bool, hf: &str, info: &TensorInfo) -> bool {
-    keep && info.ggml_type.block_size() > 1 && info.dims.len() == 2 && hf.ends_with(".weight") && hf != "model.embed_tokens.weight"
+    keep && info.ggml_type.block_size() > 1 && info.dims.len() == 2 && info.dims.iter().all(|d| *d > 0) && hf.ends_with(".weight") && hf != "model.embed_tokens.weight"
 }
 
 /// The file's tensors under transformers' names, de-quantised to `kind` (or, with
@@ -123,4 +123,20 @@ pub fn load_model(path: &Path, kind: Option<Kind>, device: Device, keep_quantize
     let (floats, blocks) = tensors(&g, &config, kind, device, keep_quantized).with_context(|| format!("reading {}", path.display()))?;
     let mut weights = Weights::from_tensors(floats, kind, device).with_quantized(blocks);
     Model::from_weights(config, None, &mut weights, device, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_non_empty_quantised_matrices_stay_in_blocks() {
+        let info = |dims: Vec<u64>, ggml_type| TensorInfo { name: "blk.0.attn_q.weight".into(), dims, ggml_type, offset: 0, nbytes: 0 };
+        let q = "model.layers.0.self_attn.q_proj.weight";
+        assert!(stays_quantized(true, q, &info(vec![32, 4], GgmlType::Q8_0)));
+        assert!(!stays_quantized(false, q, &info(vec![32, 4], GgmlType::Q8_0)));
+        assert!(!stays_quantized(true, q, &info(vec![32, 0], GgmlType::Q8_0)), "a matrix without rows has no bytes per row");
+        assert!(!stays_quantized(true, q, &info(vec![32, 4], GgmlType::F16)));
+        assert!(!stays_quantized(true, "model.embed_tokens.weight", &info(vec![32, 4], GgmlType::Q8_0)));
+    }
 }
