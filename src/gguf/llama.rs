@@ -6,11 +6,12 @@
 //! redone on writing.
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Map};
 use tch::Tensor;
 
 use super::reader::{Gguf, Value};
 use crate::models::config::HfConfig;
+use crate::models::rope::{RopeConfig, RopeScaling};
 
 /// The GGUF architectures read, with the Hugging Face class each becomes.
 pub const ARCHITECTURES: [(&str, &str); 4] = [
@@ -200,17 +201,14 @@ pub fn metadata(arch: &str, config: &HfConfig) -> Result<Vec<(String, Value)>> {
     Ok(m)
 }
 
-/// `rope_theta`, where transformers ≥ 5 keeps it (`rope_parameters`) or at the top level.
+/// `rope_theta`, read as the model reads it (`RopeConfig::parse`); a scaled rope has no GGUF
+/// form written here yet.
 fn rope_theta(config: &HfConfig) -> Result<f64> {
-    if let Some(theta) = config.object("rope_parameters").and_then(|p| p.get("rope_theta")).and_then(Json::as_f64) {
-        return Ok(theta);
+    let rope = RopeConfig::parse(config)?;
+    if !matches!(rope.scaling, RopeScaling::Default) {
+        bail!("rope scaling ({:?}) cannot be written to GGUF yet", rope.scaling);
     }
-    if let Some(kind) = config.object("rope_parameters").or(config.object("rope_scaling")).and_then(|p| p.get("rope_type").or(p.get("type"))).and_then(Json::as_str) {
-        if kind != "default" {
-            bail!("rope scaling '{kind}' cannot be written to GGUF yet");
-        }
-    }
-    config.float_or("rope_theta", 10000.0)
+    Ok(rope.theta)
 }
 
 /// The GGUF architecture a Hugging Face class is written as.
@@ -297,5 +295,16 @@ mod tests {
             let message = format!("{:#}", config(&file_with(&meta)).err().expect("refused"));
             assert!(message.contains(key) && message.contains("positive"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_scaled_rope_is_refused_when_writing_and_theta_is_read_as_the_model_reads_it() {
+        let cfg = |json: serde_json::Value| HfConfig::from_value(json).unwrap();
+        let llama3 = serde_json::json!({ "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                         "original_max_position_embeddings": 8192, "rope_type": "llama3" });
+        let message = format!("{:#}", rope_theta(&cfg(serde_json::json!({ "rope_parameters": llama3 }))).unwrap_err());
+        assert!(message.contains("Llama3"), "{message}");
+        assert_eq!(rope_theta(&cfg(serde_json::json!({ "rope_parameters": { "rope_theta": 1e6, "rope_type": "default" } }))).unwrap(), 1e6);
+        assert_eq!(rope_theta(&cfg(serde_json::json!({ "rope_theta": 5e5 }))).unwrap(), 5e5);
     }
 }
