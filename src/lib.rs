@@ -12,6 +12,7 @@ pub mod lua;
 pub mod models;
 pub mod nn;
 pub mod optim;
+pub mod peft;
 pub mod reference;
 pub mod run;
 pub mod tensor;

@@ -142,3 +142,14 @@ fn gguf_matches_the_gguf_package_and_transformers() {
     convert(&[&data.join("models/stories260K"), &output.path().join("stories260K-from-hf.gguf"), Path::new("--type"), Path::new("f32")]);
     run_python("check_gguf.py", &[&fixtures, output.path()]);
 }
+
+#[test]
+fn peft_matches_peft() {
+    if test_data("peft_matches_peft").is_none() {
+        return;
+    }
+    let fixtures = fixtures(&["gen_peft.py"]);
+    let output = tempfile::tempdir().unwrap();
+    run_lua_tests(&[Path::new("tests/parity/peft.lua")], Some(&fixtures), Some(output.path()));
+    run_python("check_peft.py", &[&fixtures, output.path()]);
+}

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 /// A Lua error for a misuse of `call`: `"call: what was wrong"` (shown as it is, without the
 /// "runtime error: " mlua would put before it).
 pub fn misuse(call: &str, err: impl Display) -> mlua::Error {
-    mlua::Error::external(Misuse(format!("{call}: {}", concise(&err.to_string()))))
+    mlua::Error::external(Misuse(format!("{call}: {}", concise(&format!("{err:#}")))))
 }
 
 #[derive(Debug)]

@@ -9,6 +9,7 @@ pub mod models;
 pub mod module;
 pub mod nn;
 pub mod optim;
+pub mod peft;
 pub mod runtime;
 pub mod sched;
 pub mod serialize;

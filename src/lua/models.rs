@@ -34,8 +34,8 @@ use super::callbacks::{function, method, method_mut, method_ud};
 /// A loaded model, or one of its submodules: the model is shared; `path` names the module
 /// ("" for the root).
 pub struct LuaModule {
-    model: Rc<RefCell<Model>>,
-    path: String,
+    pub(super) model: Rc<RefCell<Model>>,
+    pub(super) path: String,
 }
 
 /// A key/value cache for incremental decoding with `forward{ ..., cache = c }`.
@@ -160,11 +160,11 @@ fn join(prefix: &str, name: &str) -> String {
 }
 
 impl LuaModule {
-    fn model(&self, call: &str) -> mlua::Result<Ref<'_, Model>> {
+    pub(super) fn model(&self, call: &str) -> mlua::Result<Ref<'_, Model>> {
         self.model.try_borrow().map_err(|_| misuse(call, "the model is being changed"))
     }
 
-    fn model_mut(&self, call: &str) -> mlua::Result<RefMut<'_, Model>> {
+    pub(super) fn model_mut(&self, call: &str) -> mlua::Result<RefMut<'_, Model>> {
         self.model.try_borrow_mut().map_err(|_| misuse(call, "the model is running (call this outside its forward and hooks)"))
     }
 
@@ -172,7 +172,7 @@ impl LuaModule {
         LuaModule { model: self.model.clone(), path }
     }
 
-    fn is_root(&self, call: &str) -> mlua::Result<()> {
+    pub(super) fn is_root(&self, call: &str) -> mlua::Result<()> {
         if self.path.is_empty() {
             Ok(())
         } else {
@@ -195,7 +195,7 @@ impl LuaModule {
     }
 
     /// A parameter as Lua sees it: a handle carrying its name in the model.
-    fn wrap_param(&self, lua: &Lua, p: NamedParam) -> mlua::Result<super::tensor::LuaTensor> {
+    pub(super) fn wrap_param(&self, lua: &Lua, p: NamedParam) -> mlua::Result<super::tensor::LuaTensor> {
         wrap_named(lua, p.tensor, &join(&self.path, &p.name))
     }
 
@@ -553,6 +553,7 @@ impl UserData for LuaModule {
                 Err(e) => failure(lua, format!("model.save: {e:#}")),
             }
         });
+        super::peft::add_model_methods(methods);
         method(methods, "save_gguf", "model.save_gguf", |lua, this, (path, opts): (String, Option<Table>)| save_gguf(lua, this, path, opts));
         method(methods, "config", "model.config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.model("model.config")?.config.json.clone())));
         method(methods, "architecture", "model.architecture", |_, this, ()| Ok(this.model("model.architecture")?.architecture.clone()));

@@ -36,6 +36,8 @@ pub struct Model {
     /// Training mode (dropout on); models load in eval mode, as in transformers.
     pub training: bool,
     pub hooks: Hooks,
+    /// The adapters added by name (their configs; their parameters live in the tree).
+    pub adapters: crate::peft::Registry,
 }
 
 /// What `forward` takes: token ids (B, T) int64, or `inputs_embeds` (B, T, hidden) instead.
@@ -138,7 +140,7 @@ impl Model {
     /// one of which it must use.
     pub fn from_weights(config: HfConfig, generation: Option<HfConfig>, weights: &mut Weights, device: Device, source: &Path) -> Result<Model> {
         let (family, architecture) = guard::catch(|| build(&config, weights, device)).with_context(|| format!("loading {}", source.display()))?;
-        let model = Model { family, architecture, config, generation, training: false, hooks: Hooks::default() };
+        let model = Model { family, architecture, config, generation, training: false, hooks: Hooks::default(), adapters: Default::default() };
         let extra = weights.untaken(|n| model.ignorable(n));
         if !extra.is_empty() {
             bail!("{}: the checkpoint has tensors this architecture does not use: {}", source.display(), extra.join(", "));
@@ -155,7 +157,7 @@ impl Model {
         let config = HfConfig { json: config };
         let mut weights = Weights::fresh(kind, device, std);
         let (family, architecture) = guard::catch(|| build(&config, &mut weights, device))?;
-        Ok(Model { family, architecture, config, generation: None, training: true, hooks: Hooks::default() })
+        Ok(Model { family, architecture, config, generation: None, training: true, hooks: Hooks::default(), adapters: Default::default() })
     }
 
     fn ignorable(&self, name: &str) -> bool {
@@ -189,7 +191,7 @@ impl Model {
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx { training: self.training, hooks: &self.hooks }
+        Ctx { training: self.training, hooks: &self.hooks, adapters_off: self.adapters.disabled }
     }
 
     pub fn is_causal_lm(&self) -> bool {
@@ -359,7 +361,7 @@ mod tests {
     }
 
     impl LinearAdapter for Scale {
-        fn forward(&self, _ctx: &Ctx, _x: &Tensor, base_out: Tensor) -> Result<Tensor> {
+        fn forward(&self, _ctx: &Ctx, _base: &Linear, _x: &Tensor, base_out: Tensor) -> Result<Tensor> {
             Ok(base_out.f_mul(&self.weight)?)
         }
     }

@@ -17,11 +17,27 @@ use anyhow::{bail, Result};
 use tch::Tensor;
 
 use super::hooks::Ctx;
+use super::linear::Linear;
 use super::module::Module;
 
-/// Applied on a `Linear`: the new output for input `x`, given the base layer's output.
+/// Applied on a `Linear`: the new output for input `x`, given the base layer and its output.
 pub trait LinearAdapter: Module {
-    fn forward(&self, ctx: &Ctx, x: &Tensor, base_out: Tensor) -> Result<Tensor>;
+    fn forward(&self, ctx: &Ctx, base: &Linear, x: &Tensor, base_out: Tensor) -> Result<Tensor>;
+
+    /// The input the base layer sees instead of `x` (IA3 on a feed-forward layer scales it).
+    fn input(&self, _x: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// The base weight (out, in) and bias with this adapter folded in (`merge_adapter`).
+    fn merge(&mut self, _weight: &Tensor, _bias: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        bail!("a {} adapter cannot be merged into its layer", self.class_name())
+    }
+
+    /// The inverse of `merge`.
+    fn unmerge(&mut self, _weight: &Tensor, _bias: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        bail!("a {} adapter cannot be unmerged from its layer", self.class_name())
+    }
 }
 
 /// A layer norm as a residual point sees it.
@@ -57,6 +73,8 @@ pub struct Slot<A: ?Sized> {
     pub name: String,
     pub adapter: Box<A>,
     pub active: bool,
+    /// Folded into the base weights (`merge_adapter`): the forward skips it.
+    pub merged: bool,
 }
 
 /// The adapters of a point, as a module whose children are the adapters by name.
@@ -86,7 +104,7 @@ impl<A: ?Sized> Point<A> {
         if dict.slots.iter().any(|s| s.name == name) {
             bail!("an adapter named '{name}' is already attached here");
         }
-        dict.slots.push(Slot { name: name.to_string(), adapter, active: true });
+        dict.slots.push(Slot { name: name.to_string(), adapter, active: true, merged: false });
         Ok(())
     }
 
@@ -113,9 +131,23 @@ impl<A: ?Sized> Point<A> {
         Ok(())
     }
 
-    /// The active adapters, in attachment order.
+    /// The active adapters not merged into the base, in attachment order.
     pub fn active(&self) -> impl Iterator<Item = &A> {
-        self.dict.iter().flat_map(|d| d.slots.iter()).filter(|s| s.active).map(|s| &*s.adapter)
+        self.dict.iter().flat_map(|d| d.slots.iter()).filter(|s| s.active && !s.merged).map(|s| &*s.adapter)
+    }
+
+    /// Every attached adapter.
+    pub fn slots_mut(&mut self) -> &mut [Slot<A>] {
+        self.dict.as_mut().map(|d| d.slots.as_mut_slice()).unwrap_or_default()
+    }
+
+    pub fn slots(&self) -> &[Slot<A>] {
+        self.dict.as_ref().map(|d| d.slots.as_slice()).unwrap_or_default()
+    }
+
+    /// Whether the forward has nothing to apply here (none attached, or adapters switched off).
+    pub fn is_idle(&self, ctx: &Ctx) -> bool {
+        self.dict.is_none() || ctx.adapters_off
     }
 }
 
@@ -151,11 +183,22 @@ pub type ResidualPoint = Point<dyn ResidualAdapter>;
 pub type InvertiblePoint = Point<dyn InvertibleAdapter>;
 
 impl LinearPoint {
+    /// The input the base layer sees: `x`, or what the active adapters make of it.
+    pub fn input(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let mut changed: Option<Tensor> = None;
+        for adapter in self.active() {
+            if let Some(y) = adapter.input(changed.as_ref().unwrap_or(x))? {
+                changed = Some(y);
+            }
+        }
+        Ok(changed)
+    }
+
     /// The output after every active adapter, in order (each sees the previous output).
-    pub fn forward(&self, ctx: &Ctx, x: &Tensor, base_out: Tensor) -> Result<Tensor> {
+    pub fn forward(&self, ctx: &Ctx, base: &Linear, x: &Tensor, base_out: Tensor) -> Result<Tensor> {
         let mut out = base_out;
         for adapter in self.active() {
-            out = adapter.forward(ctx, x, out)?;
+            out = adapter.forward(ctx, base, x, out)?;
         }
         Ok(out)
     }
@@ -166,7 +209,7 @@ impl ResidualPoint {
     /// Compositions of several adapters at one point (Stack, Fuse, Parallel) are for the
     /// modular-adapter work; until then more than one active adapter here is an error.
     pub fn forward(&self, ctx: &Ctx, input: &Tensor, output: Tensor, residual: &Tensor, norm: Option<&dyn Norm>) -> Result<Tensor> {
-        let mut active = self.active();
+        let mut active = self.active().filter(|_| !ctx.adapters_off);
         let Some(adapter) = active.next() else {
             let h = output.f_add(residual)?;
             return match norm {
@@ -183,6 +226,9 @@ impl ResidualPoint {
 
 impl InvertiblePoint {
     pub fn after_embeddings(&self, ctx: &Ctx, h: Tensor) -> Result<Tensor> {
+        if self.is_idle(ctx) {
+            return Ok(h);
+        }
         let mut h = h;
         for adapter in self.active() {
             h = adapter.forward(ctx, &h)?;
@@ -192,6 +238,9 @@ impl InvertiblePoint {
 
     /// The inverses, last attached first.
     pub fn before_head(&self, ctx: &Ctx, h: Tensor) -> Result<Tensor> {
+        if self.is_idle(ctx) {
+            return Ok(h);
+        }
         let mut h = h;
         for adapter in self.active().collect::<Vec<_>>().into_iter().rev() {
             h = adapter.inverse(ctx, &h)?;

@@ -62,11 +62,13 @@ impl Hooks {
     }
 }
 
-/// What every forward pass carries down the tree: training mode (dropout) and the hooks.
+/// What every forward pass carries down the tree: training mode (dropout), the hooks, and
+/// whether adapters are switched off (`model:disable_adapters(fn)`).
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub training: bool,
     pub hooks: &'a Hooks,
+    pub adapters_off: bool,
 }
 
 impl Ctx<'_> {

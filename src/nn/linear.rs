@@ -107,9 +107,29 @@ impl Linear {
 
     /// x (…, in) → (…, out), with the active adapters and hooks.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
-        let out = self.base_forward(x)?;
-        let out = if self.adapters.is_empty() { out } else { self.adapters.forward(ctx, x, out)? };
+        let out = if self.adapters.is_idle(ctx) {
+            self.base_forward(x)?
+        } else {
+            let out = match self.adapters.input(x)? {
+                Some(scaled) => self.base_forward(&scaled)?,
+                None => self.base_forward(x)?,
+            };
+            self.adapters.forward(ctx, self, x, out)?
+        };
         ctx.output(&self.name, x, out)
+    }
+
+    /// Replaces the weight's values with `w` given as (out, in), in the layer's own layout,
+    /// keeping the parameter's identity (merging adapters).
+    pub fn set_weight_out_in(&mut self, w: &Tensor) -> Result<()> {
+        let w = match self.layout {
+            Layout::OutIn => w.shallow_clone(),
+            Layout::InOut => w.f_tr()?,
+            Layout::Quantized { ggml_type, .. } => anyhow::bail!("'{}' keeps its weight quantised ({}): an adapter cannot be merged into it; load the model without `quantized` to merge", self.name, ggml_type.name()),
+        };
+        let _guard = tch::no_grad_guard();
+        self.weight.f_copy_(&w)?;
+        Ok(())
     }
 }
 

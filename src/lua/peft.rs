@@ -1,0 +1,263 @@
+//! `mt.peft` and the adapter methods of a model handle: adding LoRA and IA3 adapters, loading
+//! and saving PEFT's files, switching, merging and combining adapters. Conversions only; the
+//! logic is in src/peft.
+
+use std::path::Path;
+
+use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserDataMethods, Value};
+use serde::Deserialize;
+
+use super::args::{failure, misuse, options, OrMisuse};
+use super::callbacks::{function, method, method_ud};
+use super::models::LuaModule;
+use crate::models::Model;
+use crate::peft::{self, combine, files, inject, merge};
+
+fn model_arg(call: &str, v: &AnyUserData) -> mlua::Result<mlua::UserDataRef<LuaModule>> {
+    let handle = v.borrow::<LuaModule>().map_err(|_| misuse(call, "the first argument must be a model (from mt.models.load)"))?;
+    handle.is_root(call)?;
+    Ok(handle)
+}
+
+/// An options table as JSON, with `name` taken out (default "default").
+fn config_options(lua: &Lua, call: &str, opts: Option<Table>) -> mlua::Result<(String, serde_json::Map<String, serde_json::Value>)> {
+    let json: serde_json::Value = match opts {
+        Some(t) => lua.from_value(Value::Table(t)).map_err(|e| misuse(call, format!("options: {e}")))?,
+        None => serde_json::Value::Object(Default::default()),
+    };
+    let mut map = match json {
+        serde_json::Value::Object(m) => m,
+        serde_json::Value::Array(a) if a.is_empty() => Default::default(),
+        other => return Err(misuse(call, format!("expected a table of named options, got {other}"))),
+    };
+    let name = match map.remove("name") {
+        None => "default".to_string(),
+        Some(serde_json::Value::String(s)) => s,
+        Some(other) => return Err(misuse(call, format!("option 'name' must be a string, got {other}"))),
+    };
+    Ok((name, map))
+}
+
+/// `mt.peft.lora(model, opts)` and `mt.peft.ia3(model, opts)`.
+fn add_method(lua: &Lua, call: &str, peft_type: &str, model: AnyUserData, opts: Option<Table>) -> mlua::Result<AnyUserData> {
+    let (name, map) = config_options(lua, call, opts)?;
+    {
+        let handle = model_arg(call, &model)?;
+        let mut m = handle.model_mut(call)?;
+        let method = peft::method_from_options(&m, peft_type, map).or_misuse(call)?;
+        inject::add(&mut m, &name, method, None, true).or_misuse(call)?;
+    }
+    Ok(model)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoadOptions {
+    /// The adapter's name on this model (default "default").
+    name: Option<String>,
+    /// Whether it trains once active (default true; false loads it frozen).
+    trainable: Option<bool>,
+}
+
+fn load(lua: &Lua, (model, dir, opts): (AnyUserData, String, Option<Table>)) -> mlua::Result<MultiValue> {
+    let call = "peft.load";
+    let o: LoadOptions = options(lua, call, opts)?;
+    let handle = model_arg(call, &model)?;
+    let mut m = handle.model_mut(call)?;
+    let name = o.name.unwrap_or_else(|| "default".into());
+    if !Path::new(&dir).exists() {
+        return failure(lua, format!("{call}: {dir} does not exist"));
+    }
+    files::load(&mut m, Path::new(&dir), &name, o.trainable.unwrap_or(true)).or_misuse(call)?;
+    drop(m);
+    drop(handle);
+    Ok(MultiValue::from_iter([Value::UserData(model)]))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CombineOptions {
+    /// The new adapter's name (required).
+    name: Option<String>,
+    /// One weight per adapter (default 1 each).
+    weights: Option<Vec<f64>>,
+    /// "linear" (default), "cat" or "svd".
+    how: Option<String>,
+    /// The rank for "svd" (default: the largest of the adapters').
+    rank: Option<i64>,
+}
+
+fn combine_lua(lua: &Lua, (model, names, opts): (AnyUserData, Vec<String>, Option<Table>)) -> mlua::Result<AnyUserData> {
+    let call = "peft.combine";
+    let o: CombineOptions = options(lua, call, opts)?;
+    let new_name = o.name.ok_or_else(|| misuse(call, "give the new adapter a name ({ name = ... })"))?;
+    let how = combine::How::parse(o.how.as_deref().unwrap_or("linear")).or_misuse(call)?;
+    let weights = o.weights.unwrap_or_else(|| vec![1.0; names.len()]);
+    {
+        let handle = model_arg(call, &model)?;
+        let mut m = handle.model_mut(call)?;
+        combine::combine(&mut m, &names, &weights, how, &new_name, o.rank).or_misuse(call)?;
+    }
+    Ok(model)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LoraPlusOptions {
+    /// The learning rate of A matrices and the other trainable parameters.
+    lr: Option<f64>,
+    /// B matrices learn at ratio × lr (LoRA+ suggests 16).
+    ratio: Option<f64>,
+}
+
+/// LoRA+ (Hayou et al. 2024): two parameter groups, B matrices at `ratio × lr`.
+fn loraplus_param_groups(lua: &Lua, (model, opts): (AnyUserData, Option<Table>)) -> mlua::Result<Table> {
+    let call = "peft.loraplus_param_groups";
+    let o: LoraPlusOptions = options(lua, call, opts)?;
+    let lr = o.lr.ok_or_else(|| misuse(call, "give lr"))?;
+    let ratio = o.ratio.ok_or_else(|| misuse(call, "give ratio (B's learning rate over A's; LoRA+ suggests 16)"))?;
+    let handle = model_arg(call, &model)?;
+    let params: Vec<_> = handle.model(call)?.named_parameters().into_iter().filter(|p| p.tensor.requires_grad()).collect();
+    if params.is_empty() {
+        return Err(misuse(call, "the model has no trainable parameters (add an adapter first)"));
+    }
+    let (a, b) = (lua.create_table()?, lua.create_table()?);
+    for p in params {
+        let is_b = p.name.ends_with(".lora_B.weight");
+        let wrapped = handle.wrap_param(lua, p)?;
+        if is_b { b.push(wrapped)? } else { a.push(wrapped)? }
+    }
+    let groups = lua.create_table()?;
+    for (list, rate) in [(a, lr), (b, lr * ratio)] {
+        if list.raw_len() > 0 {
+            let g = lua.create_table()?;
+            g.set("params", list)?;
+            g.set("lr", rate)?;
+            groups.push(g)?;
+        }
+    }
+    Ok(groups)
+}
+
+fn summary_table(lua: &Lua, m: &Model, call: &str) -> mlua::Result<Table> {
+    let rows = lua.create_table()?;
+    for s in peft::summary(m).or_misuse(call)? {
+        let t = lua.create_table()?;
+        t.set("name", s.name)?;
+        t.set("method", s.method)?;
+        t.set("active", s.active)?;
+        t.set("parameters", s.parameters)?;
+        t.set("trainable", s.trainable)?;
+        t.set("norm", s.norm)?;
+        t.set("grad_norm", s.grad_norm)?;
+        rows.push(t)?;
+    }
+    Ok(rows)
+}
+
+/// `mt.peft.summary(model)`: prints one line per adapter and returns the rows.
+fn summary(lua: &Lua, model: AnyUserData) -> mlua::Result<Table> {
+    let call = "peft.summary";
+    let handle = model_arg(call, &model)?;
+    let m = handle.model(call)?;
+    let rows = summary_table(lua, &m, call)?;
+    let print: Function = lua.globals().get("print")?;
+    let mut lines = vec![format!("{:<12} {:<6} {:<7} {:>12} {:>12} {:>10} {:>10}", "adapter", "method", "active", "parameters", "trainable", "norm", "grad norm")];
+    for s in peft::summary(&m).or_misuse(call)? {
+        let grad = s.grad_norm.map(|g| format!("{g:.4}")).unwrap_or_else(|| "-".into());
+        lines.push(format!("{:<12} {:<6} {:<7} {:>12} {:>12} {:>10.4} {:>10}", s.name, s.method, if s.active { "yes" } else { "no" }, s.parameters, s.trainable, s.norm, grad));
+    }
+    drop(m);
+    print.call::<()>(lines.join("\n"))?;
+    Ok(rows)
+}
+
+/// Adapter names given as one name or a list.
+fn names_arg(call: &str, v: Value) -> mlua::Result<Vec<String>> {
+    match v {
+        Value::String(s) => Ok(vec![s.to_str()?.to_string()]),
+        Value::Table(t) => t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>().map_err(|e| misuse(call, format!("expected adapter names: {e}"))),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(misuse(call, format!("expected an adapter name or a list of names, got {}", super::args::describe(&other)))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SaveAdapterOptions {
+    /// Which adapter (default: the only one, or the only active one).
+    name: Option<String>,
+}
+
+/// A method that changes the model's adapters, taking adapter names (one, a list, or none),
+/// and returning the model.
+fn changing<M: UserDataMethods<LuaModule>>(methods: &mut M, name: &'static str, f: impl Fn(&mut Model, Vec<String>) -> anyhow::Result<()> + 'static) {
+    let call = format!("model.{name}");
+    method_ud(methods, name, call.clone(), move |_, ud, names: Value| {
+        let names = names_arg(&call, names)?;
+        {
+            let this = ud.borrow::<LuaModule>()?;
+            this.is_root(&call)?;
+            let mut m = this.model_mut(&call)?;
+            f(&mut m, names).or_misuse(&call)?;
+        }
+        Ok(ud)
+    });
+}
+
+pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
+    method(methods, "save_adapter", "model.save_adapter", |lua, this, (dir, opts): (String, Option<Table>)| {
+        let call = "model.save_adapter";
+        this.is_root(call)?;
+        let o: SaveAdapterOptions = options(lua, call, opts)?;
+        let m = this.model(call)?;
+        let name = match o.name {
+            Some(n) => n,
+            None => m.adapters.default_name().or_misuse(call)?,
+        };
+        m.adapters.get(&name).or_misuse(call)?;
+        match files::save(&m, &name, Path::new(&dir)) {
+            Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
+            Err(e) => failure(lua, format!("{call}: {e:#}")),
+        }
+    });
+    changing(methods, "set_adapter", |m, names| peft::set_adapter(m, &names));
+    changing(methods, "train_adapter", |m, names| peft::train_adapter(m, &names));
+    changing(methods, "delete_adapter", |m, names| match names.as_slice() {
+        [name] => peft::delete_adapter(m, name),
+        _ => anyhow::bail!("give one adapter name"),
+    });
+    changing(methods, "merge_adapter", |m, names| merge::merge_adapter(m, if names.is_empty() { None } else { Some(names) }));
+    changing(methods, "unmerge_adapter", |m, _| merge::unmerge_adapter(m));
+    changing(methods, "merge_and_unload", |m, _| merge::merge_and_unload(m));
+    method(methods, "disable_adapters", "model.disable_adapters", |_, this, (f, args): (Function, MultiValue)| {
+        let call = "model.disable_adapters";
+        this.is_root(call)?;
+        let before = std::mem::replace(&mut this.model_mut(call)?.adapters.disabled, true);
+        let result = f.call::<MultiValue>(args);
+        this.model_mut(call)?.adapters.disabled = before;
+        result
+    });
+    method(methods, "adapters", "model.adapters", |lua, this, ()| {
+        let call = "model.adapters";
+        this.is_root(call)?;
+        let m = this.model(call)?;
+        summary_table(lua, &m, call)
+    });
+    method(methods, "active_adapters", "model.active_adapters", |_, this, ()| {
+        let call = "model.active_adapters";
+        this.is_root(call)?;
+        Ok(this.model(call)?.adapters.active.clone())
+    });
+}
+
+pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("lora", function(lua, "peft.lora", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.lora", "LORA", model, opts))?)?;
+    t.set("ia3", function(lua, "peft.ia3", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.ia3", "IA3", model, opts))?)?;
+    t.set("load", function(lua, "peft.load", load)?)?;
+    t.set("combine", function(lua, "peft.combine", combine_lua)?)?;
+    t.set("loraplus_param_groups", function(lua, "peft.loraplus_param_groups", loraplus_param_groups)?)?;
+    t.set("summary", function(lua, "peft.summary", summary)?)?;
+    Ok(t)
+}

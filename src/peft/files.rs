@@ -1,0 +1,85 @@
+//! PEFT's adapter files both ways: a directory with `adapter_config.json` and
+//! `adapter_model.safetensors` whose keys are the base model's module names under
+//! `base_model.model.` without the adapter's name (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`),
+//! so that `PeftModel.from_pretrained` loads what moontune saves and moontune loads what PEFT saves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tch::{Device, Tensor};
+
+use super::config::{Ia3Config, LoraConfig, Source};
+use super::inject::{add, adapter_parameters, bias_key, file_key};
+use super::{default_ia3_targets, default_lora_targets, linear, task_type, Method};
+use crate::io::{load_safetensors, save_safetensors, write_atomic};
+use crate::models::model::Model;
+use crate::nn::linear::Layout;
+
+const PREFIX: &str = "base_model.model.";
+
+/// Writes adapter `name` to `dir` as PEFT does.
+pub fn save(model: &Model, name: &str, dir: &Path) -> Result<()> {
+    let adapter = model.adapters.get(name)?;
+    let mut tensors = BTreeMap::new();
+    let detached = |t: &Tensor| -> Result<Tensor> { Ok(t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?) };
+    for p in adapter_parameters(model, name) {
+        let key = file_key(&p.name, name).with_context(|| format!("'{}' is not under an adapter", p.name))?;
+        tensors.insert(format!("{PREFIX}{key}"), detached(&p.tensor)?);
+    }
+    let params = model.named_parameters();
+    for b in &adapter.biases {
+        let p = params.iter().find(|p| &p.name == b).with_context(|| format!("bias '{b}' vanished"))?;
+        tensors.insert(format!("{PREFIX}{}", bias_key(&adapter.layers, b)), detached(&p.tensor)?);
+    }
+    let mut fan_in_fan_out = false;
+    for layer in &adapter.layers {
+        fan_in_fan_out |= linear(model, layer)?.layout == Layout::InOut;
+    }
+    let config = match &adapter.method {
+        Method::Lora(c) => c.to_peft(&adapter.layers, fan_in_fan_out, task_type(model)),
+        Method::Ia3(c) => c.to_peft(&adapter.layers, fan_in_fan_out, task_type(model)),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    save_safetensors(&dir.join("adapter_model.safetensors"), &tensors, Some(HashMap::from([("format".to_string(), "pt".to_string())])))?;
+    write_atomic(&dir.join("adapter_config.json"), serde_json::to_string_pretty(&Value::Object(config))?.as_bytes())?;
+    Ok(())
+}
+
+/// The method an adapter_config.json describes.
+pub fn read_config(model: &Model, dir: &Path) -> Result<Method> {
+    let path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let Value::Object(map) = json else { bail!("{} is not a JSON object", path.display()) };
+    let peft_type = map.get("peft_type").and_then(|v| v.as_str()).with_context(|| format!("{} has no peft_type", path.display()))?.to_string();
+    let method = match peft_type.as_str() {
+        "LORA" => Method::Lora(LoraConfig::parse(map, Source::Peft, default_lora_targets(model))?),
+        "IA3" => Method::Ia3(Ia3Config::parse(map, Source::Peft, default_ia3_targets(model))?),
+        other => bail!("{}: peft_type '{other}' is not supported (supported: LORA, IA3)", path.display()),
+    };
+    Ok(method)
+}
+
+/// Loads the adapter PEFT (or moontune) saved in `dir` as `name`.
+pub fn load(model: &mut Model, dir: &Path, name: &str, trainable: bool) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory (an adapter is a directory with adapter_config.json and adapter_model.safetensors)", dir.display());
+    }
+    let method = read_config(model, dir)?;
+    let file = dir.join("adapter_model.safetensors");
+    if !file.exists() {
+        if dir.join("adapter_model.bin").exists() {
+            bail!("{} holds only a pickle adapter (adapter_model.bin); moontune never unpickles. Save it with safe_serialization=True", dir.display());
+        }
+        bail!("{} has no adapter_model.safetensors", dir.display());
+    }
+    let raw = load_safetensors(&file, model.device())?;
+    let mut tensors = BTreeMap::new();
+    for (key, t) in raw {
+        let Some(stripped) = key.strip_prefix(PREFIX) else { bail!("{}: tensor '{key}' does not start with '{PREFIX}' as PEFT's keys do", file.display()) };
+        tensors.insert(stripped.to_string(), t);
+    }
+    add(model, name, method, Some(&tensors), trainable).with_context(|| format!("loading the adapter in {}", dir.display()))
+}

@@ -1,0 +1,166 @@
+-- mt.peft's behaviour on stories260K (parity with PEFT is tests/parity/peft.lua): adapters by
+-- name, active and trainable as separate states, disable_adapters, merge and unmerge, LoRA+
+-- groups, a training step that moves only the adapter, and bad input refused with a message
+-- that names the fault, the model left as it was.
+local data_dir = os.getenv("MOONTUNE_TEST_DATA") or "../shared/data"
+if not io.open(data_dir .. "/models/stories260K/config.json") then
+  print("SKIPPED peft.lua: no shared test data at " .. data_dir .. "/models/stories260K")
+  return
+end
+
+local mt = require "moontune"
+local expect = require "support.expect"
+local T = mt.tensor
+
+local function stories()
+  return assert(mt.models.load(data_dir .. "/models/stories260K"))
+end
+
+local ids = T.tensor{ { 1, 403, 407, 261, 378, 300, 12 } }
+
+local function logits(model)
+  return mt.no_grad(function() return model{ input_ids = ids }.logits end)
+end
+
+local function differ(a, b) return (a - b):abs():max():item() end
+
+-- A LoRA whose B is not zero, so that it changes the output.
+local function lora(model, name, opts)
+  opts = opts or {}
+  opts.name = name
+  opts.targets = opts.targets or { "q_proj", "v_proj" }
+  if opts.init == nil then opts.init = false end
+  return mt.peft.lora(model, opts)
+end
+
+local tests = {}
+
+function tests.a_new_adapter_freezes_the_base_and_trains_alone()
+  local model = stories()
+  local before = model:num_parameters()
+  lora(model, "a", { r = 2 })
+  assert(model:num_parameters() > before)
+  for name, p in pairs(model:named_parameters()) do
+    assert(p:requires_grad() == (name:find("adapters") ~= nil), name)
+  end
+  local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 1e-2 })
+  local base_before = model:state_dict()["model.layers.0.self_attn.q_proj.weight"]:clone()
+  local a_before = model:named_parameters()["model.layers.0.self_attn.q_proj.adapters.a.lora_B.weight"]:clone()
+  model{ input_ids = ids, labels = ids }.loss:backward()
+  opt:step()
+  assert(differ(model:state_dict()["model.layers.0.self_attn.q_proj.weight"], base_before) == 0, "the base stays")
+  assert(differ(model:named_parameters()["model.layers.0.self_attn.q_proj.adapters.a.lora_B.weight"], a_before) > 0, "the adapter moves")
+end
+
+function tests.adapters_switch_and_stack()
+  local model = stories()
+  local plain = logits(model)
+  lora(model, "a")
+  local with_a = logits(model)
+  assert(differ(with_a, plain) > 1e-4)
+  lora(model, "b")
+  assert(differ(logits(model), with_a) == 0, "a second adapter is added inactive")
+  model:set_adapter("b")
+  local with_b = logits(model)
+  assert(differ(with_b, with_a) > 1e-4)
+  model:set_adapter{ "a", "b" }
+  local both = logits(model)
+  -- LoRA deltas add: both − plain = (a − plain) + (b − plain) up to the nonlinearity of the
+  -- layers after; at least both differ from each alone.
+  assert(differ(both, with_a) > 1e-4 and differ(both, with_b) > 1e-4)
+  local off = model:disable_adapters(function() return logits(model) end)
+  assert(differ(off, plain) == 0, "disable_adapters runs the base model")
+  assert(differ(logits(model), both) == 0, "and switches them back on")
+  model:train_adapter{ "a" }
+  assert(table.concat(model:active_adapters(), ",") == "a,b", "train_adapter leaves the active set")
+  for name, p in pairs(model:named_parameters()) do
+    if name:find("adapters") then assert(p:requires_grad() == (name:find("%.adapters%.a%.") ~= nil), name) end
+  end
+  model:delete_adapter("b")
+  model:set_adapter("a")
+  assert(differ(logits(model), with_a) < 1e-6)
+  expect.raises(function() model:set_adapter("b") end, "no adapter named 'b'")
+end
+
+function tests.merge_unmerge_and_unload_keep_the_outputs()
+  local model = stories()
+  lora(model, "a", { use_dora = true })
+  mt.no_grad(function()
+    for name, p in pairs(model:named_parameters()) do
+      if name:find("magnitude") then p:mul_(1.1) end
+    end
+  end)
+  local adapted = logits(model)
+  local weight = model:state_dict()["model.layers.0.self_attn.q_proj.weight"]:clone()
+  model:merge_adapter()
+  assert(differ(logits(model), adapted) < 1e-4, "merged gives the same output")
+  assert(differ(model:state_dict()["model.layers.0.self_attn.q_proj.weight"], weight) > 0)
+  model:unmerge_adapter()
+  assert(differ(model:state_dict()["model.layers.0.self_attn.q_proj.weight"], weight) < 1e-5, "unmerge restores the weight")
+  model:merge_and_unload()
+  assert(#model:adapters() == 0)
+  assert(differ(logits(model), adapted) < 1e-4)
+  for name in pairs(model:named_parameters()) do assert(not name:find("adapters"), name) end
+end
+
+function tests.loraplus_puts_b_at_ratio_times_lr()
+  local model = stories()
+  lora(model, "a", { r = 2 })
+  local groups = mt.peft.loraplus_param_groups(model, { lr = 1e-3, ratio = 16 })
+  assert(#groups == 2 and groups[1].lr == 1e-3 and groups[2].lr == 16e-3)
+  for _, p in ipairs(groups[2].params) do assert(p:param_name():find("lora_B"), p:param_name()) end
+  for _, p in ipairs(groups[1].params) do assert(p:param_name():find("lora_A"), p:param_name()) end
+  local opt = mt.optim.adamw(groups, { lr = 1e-3 })
+  model{ input_ids = ids, labels = ids }.loss:backward()
+  opt:step()
+end
+
+function tests.summary_lists_each_adapter()
+  local model = stories()
+  lora(model, "a", { r = 2 })
+  mt.peft.ia3(model, { name = "s" })
+  model{ input_ids = ids, labels = ids }.loss:backward()
+  local rows = mt.peft.summary(model)
+  assert(#rows == 2 and rows[1].name == "a" and rows[1].method == "LoRA" and rows[1].active and rows[1].grad_norm > 0)
+  assert(rows[2].method == "IA3" and not rows[2].active and rows[2].trainable == 0)
+end
+
+function tests.bad_input_is_refused_and_the_model_is_unchanged()
+  local model = stories()
+  local names = {}
+  for name in pairs(model:named_parameters()) do names[#names + 1] = name end
+  local function unchanged()
+    local n = 0
+    for _ in pairs(model:named_parameters()) do n = n + 1 end
+    assert(n == #names, "the model gained parameters")
+    assert(#model:adapters() == 0 or model:adapters()[1].name == "a")
+  end
+  expect.raises(function() mt.peft.lora(model, { targets = { "qproj" } }) end, "matched no linear layer; the model's linear layers are: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head")
+  unchanged()
+  expect.raises(function() mt.peft.lora(model, { r = 0, targets = { "q_proj" } }) end, "r must be a positive rank, got 0")
+  expect.raises(function() mt.peft.lora(model, { rank = 4 }) end, "not supported: 'rank' = 4")
+  expect.raises(function() mt.peft.lora(model, { targets = { "mlp" } }) end, "picks 'model.layers.0.mlp' (LlamaMLP), which is not a linear layer")
+  expect.raises(function() mt.peft.lora(model, { init = "loftq" }) end, "init 'loftq' is not supported")
+  expect.raises(function() mt.peft.lora(model, { modules_to_save = { "embed_tokens" } }) end, "'model.embed_tokens' is a Embedding")
+  unchanged()
+  mt.peft.lora(model, { name = "a", r = 2 })
+  expect.raises(function() mt.peft.lora(model, { name = "a" }) end, "already has an adapter named 'a'")
+  expect.raises(function() mt.peft.lora(model, { name = "x.y" }) end, "cannot name an adapter")
+  -- An adapter for another model size names the tensor; one with a field not supported names it.
+  local dir = os.tmpname(); os.remove(dir)
+  assert(model:save_adapter(dir))
+  local small = assert(mt.models.new("LlamaForCausalLM", { vocab_size = 512, hidden_size = 32, intermediate_size = 48, num_hidden_layers = 5,
+                                                            num_attention_heads = 4, num_key_value_heads = 2 }))
+  expect.raises(function() mt.peft.load(small, dir) end, "adapter tensor 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' has shape [2, 64]; this model needs [2, 32]")
+  local gpt2 = assert(mt.models.new("GPT2LMHeadModel", { vocab_size = 64, n_embd = 64, n_layer = 2, n_head = 4, n_positions = 32 }))
+  expect.raises(function() mt.peft.load(gpt2, dir) end, "matched no linear layer")
+  local f = assert(io.open(dir .. "/adapter_config.json"))
+  local config = f:read("a"); f:close()
+  f = assert(io.open(dir .. "/adapter_config.json", "w"))
+  f:write((config:gsub('"use_dora": false', '"use_dora": false, "use_qalora": true'))); f:close()
+  expect.raises(function() mt.peft.load(model, dir, { name = "c" }) end, "not supported: 'use_qalora' = true")
+  assert(#model:adapters() == 1, "a refused adapter is not added")
+  os.remove(dir .. "/adapter_config.json"); os.remove(dir .. "/adapter_model.safetensors"); os.remove(dir)
+end
+
+return tests
