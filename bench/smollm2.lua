@@ -4,7 +4,8 @@
 -- greedy generation tokens/s, and milliseconds per LoRA step.
 --
 -- LoRA here is written as forward hooks in Lua (out + (x Aᵀ Bᵀ)·α/r on q_proj and v_proj, A
--- Kaiming-uniform and B zero, as PEFT initialises them) until the PEFT issue brings native LoRA.
+-- Kaiming-uniform and B zero, as PEFT initialises them): what a recipe can write by hand;
+-- bench/lora.py measures the native mt.peft.lora.
 
 local mt = require "moontune"
 local T, nn = mt.tensor, mt.nn

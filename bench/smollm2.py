@@ -6,7 +6,8 @@ BENCH_THREADS adjust it). Each side runs in its own child process and reports: l
 (transformers de-quantises it to float32 with the `gguf` package; moontune de-quantises it in
 Rust, and also loads it kept quantised), forward throughput over a batch, greedy generation
 throughput (batch 1, KV cache) and the time of a LoRA step (r 8, α 16 on q_proj and v_proj,
-AdamW, causal-LM loss; moontune's LoRA is written as forward hooks in Lua until the PEFT issue).
+AdamW, causal-LM loss; moontune's LoRA here is written as forward hooks in Lua, what a recipe can
+write by hand; bench/lora.py measures the native mt.peft.lora).
 Prints a Markdown table and writes it to its section of BENCHMARKS.md.
 """
 import os

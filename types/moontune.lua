@@ -2024,7 +2024,9 @@ function mt.models.mean_pool(hidden, mask) end
 ---PyTorch (`__index`): `m.lm_head.weight` is a parameter, `m.model.layers[0]` a child (0-based),
 ---`m.training` the mode. `tostring(m)` (`__tostring`) prints the tree. Calling it (`m(x)`) is
 ---`forward`. The root model adds `generate`, `new_cache`, `save`, `save_gguf`, `config`, `architecture`,
----`dtype` and `device`.
+---`dtype` and `device`, and the adapter methods of [`mt.peft`](#moontune-peft): `save_adapter`,
+---`set_adapter`, `train_adapter`, `disable_adapters`, `delete_adapter`, `merge_adapter`,
+---`unmerge_adapter`, `merge_and_unload`, `adapters` and `active_adapters`.
 ---@class moontune.Module: moontune.AnyModule
 ---@operator call(moontune.ForwardInput|moontune.Tensor): moontune.ForwardOutput|moontune.Tensor
 local Module = {}
@@ -2074,6 +2076,74 @@ function Module:save(dir) end
 ---@return true|nil ok
 ---@return string? message
 function Module:save_gguf(path, opts) end
+
+---Writes adapter `opts.name` (default: the only adapter, or the only active one) as PEFT does:
+---`adapter_config.json` and `adapter_model.safetensors` with PEFT's keys
+---(`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), which
+---`PeftModel.from_pretrained` loads unchanged.
+---@param dir string
+---@param opts? { name?: string }
+---@return true|nil ok
+---@return string? message
+function Module:save_adapter(dir, opts) end
+
+---Makes exactly the named adapters active and trainable, the others inactive and frozen, as
+---PEFT's `set_adapter`; with a list their outputs add (each LoRA delta on the same input).
+---@param names string|string[]
+---@return moontune.Module self
+function Module:set_adapter(names) end
+
+---Makes the named adapters' parameters trainable and every other adapter's frozen, without
+---changing which are active (AdapterHub's `train_adapter`).
+---@param names string|string[]
+---@return moontune.Module self
+function Module:train_adapter(names) end
+
+---Calls `fn(...)` with every adapter switched off (the base model's outputs, e.g. reference
+---log-probabilities) and returns what it returns; they are switched back on even if it fails.
+---@param fn function
+---@return any ...
+function Module:disable_adapters(fn, ...) end
+
+---Removes an adapter and its parameters (a merged one must be unmerged first).
+---@param name string
+---@return moontune.Module self
+function Module:delete_adapter(name) end
+
+---Folds the named adapters (default: the active ones) into the base weights, as PEFT's
+---`merge_adapter`: outputs stay the same and the adapters' forward is skipped. Refused on
+---weights kept quantised.
+---@param names? string|string[]
+---@return moontune.Module self
+function Module:merge_adapter(names) end
+
+---Undoes `merge_adapter`.
+---@return moontune.Module self
+function Module:unmerge_adapter() end
+
+---Merges the active adapters and removes every adapter, as PEFT's `merge_and_unload`: the
+---plain model, which `save` writes as a directory transformers loads.
+---@return moontune.Module self
+function Module:merge_and_unload() end
+
+---One row per adapter: name, method ("LoRA", "DoRA", "IA3"), whether it is active, its
+---parameter count, how many train, its parameter norm and the norm of its current gradients.
+---@return moontune.AdapterSummary[]
+function Module:adapters() end
+
+---The names of the active adapters.
+---@return string[]
+function Module:active_adapters() end
+
+---What `model:adapters()` and `mt.peft.summary` give per adapter.
+---@class moontune.AdapterSummary
+---@field name string
+---@field method string
+---@field active boolean
+---@field parameters integer
+---@field trainable integer
+---@field norm number ‖θ‖ over its parameters
+---@field grad_norm? number ‖∇θ‖ over its parameters' gradients, nil before any backward
 
 ---config.json's contents.
 ---@return table<string, any>
@@ -2305,6 +2375,80 @@ function mt.tokenizer.train_bpe(opts) end
 ---@field attention_mask moontune.Tensor
 ---@field token_type_ids moontune.Tensor
 ---@field overflow_to_sample_mapping? moontune.Tensor with `return_overflowing_tokens`: the input each row came from (0-based)
+
+---`mt.peft`: parameter-efficient fine-tuning as Hugging Face PEFT 0.21 does it, on every loaded
+---architecture (Llama family, GPT-2's Conv1D layers, BERT), numbers equal to PEFT's
+---(tests/parity/peft.lua). Adapters hang on the linear layers' attachment points under
+---`<layer>.adapters.<name>`; adding one freezes the base model. The first adapter on a model is
+---active and trainable; later ones are added inactive and frozen until `model:set_adapter`.
+---@class moontune.peft
+mt.peft = {}
+
+---LoRA options. `targets` is a list of module-name suffixes (`{ "q_proj", "v_proj" }`, as PEFT's
+---`target_modules`), a Lua pattern over whole names (`"model%.layers%.[01]%..*_proj"`), or
+---`"all-linear"` (every linear layer but the output head); default PEFT's for the architecture.
+---@class moontune.LoraOptions
+---@field name? string default "default"
+---@field r? integer rank, default 8
+---@field alpha? number default 8; the scale is alpha / r (alpha / √r with `use_rslora`)
+---@field dropout? number on the adapter's input, in training mode; default 0
+---@field targets? string|string[]
+---@field exclude? string|string[] layers never targeted, named as `targets`
+---@field use_rslora? boolean
+---@field use_dora? boolean DoRA: a magnitude vector rescales the adapted weight's rows
+---@field init? "default"|"gaussian"|"pissa"|"olora"|false kaiming-uniform A and zero B (default); Gaussian A; A and B from the base weight's SVD (PiSSA) or QR (OLoRA), the base keeping the residual; false: A and B both random (the adapter changes the output from the start)
+---@field rank_pattern? table<string, integer> rank per layer, keys matched as PEFT's (a suffix at a dot, or a regular expression)
+---@field alpha_pattern? table<string, number> alpha per layer
+---@field layers_to_transform? integer|integer[] only layers with these numbers (the first numbered part of a name)
+---@field modules_to_save? string[] linear layers (an output head, a classifier) kept as trainable copies that replace them while the adapter is active
+---@field bias? "none"|"lora_only"|"all" which base biases train and are saved with the adapter
+
+---Adds a LoRA adapter to `model` (an error naming the fault leaves the model unchanged: a
+---`targets` that matches nothing lists the model's linear layers).
+---@param model moontune.Module
+---@param opts? moontune.LoraOptions
+---@return moontune.Module model
+function mt.peft.lora(model, opts) end
+
+---Adds an IA3 adapter: learned vectors scaling the outputs of `targets` and the inputs of the
+---`feedforward` ones among them (default PEFT's for the architecture: k, v and down projections
+---on Llama). `init = false` draws them at random instead of ones.
+---@param model moontune.Module
+---@param opts? { name?: string, targets?: string|string[], feedforward?: string[], exclude?: string|string[], modules_to_save?: string[], init?: boolean }
+---@return moontune.Module model
+function mt.peft.ia3(model, opts) end
+
+---Loads an adapter PEFT (or `model:save_adapter`) saved in `dir` (LoRA with every option above,
+---DoRA, IA3) as `opts.name` (default "default"); `trainable = false` keeps it frozen. A config
+---field moontune does not support, a tensor for a layer the model lacks or of another shape is
+---an error naming it; the model is left unchanged.
+---@param model moontune.Module
+---@param dir string
+---@param opts? { name?: string, trainable?: boolean }
+---@return moontune.Module|nil model
+---@return string? message when `dir` does not exist
+function mt.peft.load(model, dir, opts) end
+
+---Adds LoRA adapter `opts.name` combining `names` as PEFT's `add_weighted_adapter`: `"linear"`
+---sums √(w·scale)-weighted factors (same ranks), `"cat"` stacks them (ranks add), `"svd"` factors
+---Σ w·ΔW at rank `opts.rank` (default the largest). Added inactive.
+---@param model moontune.Module
+---@param names string[]
+---@param opts { name: string, weights?: number[], how?: "linear"|"cat"|"svd", rank?: integer }
+---@return moontune.Module model
+function mt.peft.combine(model, names, opts) end
+
+---LoRA+ parameter groups for an optimizer: B matrices at `ratio × lr`, every other trainable
+---parameter at `lr`.
+---@param model moontune.Module
+---@param opts { lr: number, ratio: number }
+---@return { params: moontune.Tensor[], lr: number }[]
+function mt.peft.loraplus_param_groups(model, opts) end
+
+---Prints a table of the model's adapters and returns its rows (as `model:adapters()`).
+---@param model moontune.Module
+---@return moontune.AdapterSummary[]
+function mt.peft.summary(model) end
 
 ---`mt.gguf`: looking inside llama.cpp's GGUF files. Loading a model or tokenizer from one is
 ---`mt.models.load` and `mt.tokenizer.load`; writing one is `model:save_gguf`; converting from

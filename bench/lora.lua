@@ -1,0 +1,27 @@
+-- bench/lora.lua — moontune's side of the LoRA training benchmark (run by bench/lora.py, which
+-- runs transformers + PEFT the same way and compares). Reads its settings from the environment
+-- and prints one JSON line: tokens/s over the timed steps and the LoRA layers' count.
+local mt = require "moontune"
+local T = mt.tensor
+
+local path = assert(os.getenv("BENCH_MODEL"), "BENCH_MODEL is not set")
+local batch, seq = tonumber(os.getenv("BENCH_BATCH")), tonumber(os.getenv("BENCH_SEQ"))
+local steps, rank, alpha = tonumber(os.getenv("BENCH_STEPS")), tonumber(os.getenv("BENCH_RANK")), tonumber(os.getenv("BENCH_ALPHA"))
+
+local model = assert(mt.models.load(path))
+mt.peft.lora(model, { r = rank, alpha = alpha, targets = { "q_proj", "k_proj", "v_proj", "o_proj" } })
+local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 1e-4 })
+mt.manual_seed(0)
+local ids = T.randint(3, model:config().vocab_size, { batch, seq })
+model:train()
+local function step()
+  local loss = model{ input_ids = ids, labels = ids }.loss
+  opt:zero_grad()
+  loss:backward()
+  opt:step()
+end
+step()                                                   -- warm-up
+local t = mt.clock()
+for _ = 1, steps do step() end
+local seconds = mt.clock() - t
+print(string.format('{"tokens_per_s": %.1f, "trainable": %d}', steps * batch * seq / seconds, model:num_parameters{ trainable = true }))

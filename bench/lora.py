@@ -1,0 +1,100 @@
+"""LoRA training benchmark: moontune's mt.peft.lora against transformers + PEFT 0.21 on this
+machine, same thread count, float32.
+
+Run with `./dev bench` (which builds moontune in release mode first; BENCH_ROUNDS and
+BENCH_THREADS adjust it). A tiny Llama as the PEFT issue sets it (hidden 256, 4 layers, 8 heads,
+4 KV heads, intermediate 688, vocab 8000), randomly initialised and saved here; LoRA r 8, α 16
+on q/k/v/o_proj, AdamW, causal-LM loss on a batch of 8 × 128 tokens; tokens/s over the timed
+steps after one warm-up, and each child's peak RSS. The fraction of the matmul peak counts
+4·P·tokens FLOPs per step (P the linear weights, the head included: the forward, and the
+backward's input gradients; frozen weights get no weight gradients) against 180 GFLOP/s, the
+float32 matmul peak the issue measured for this kind of machine. Prints a Markdown table and
+writes it to its section of BENCHMARKS.md.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+from models import ROUNDS, THREADS, side_by_side
+from report import write_section
+
+MAKE_MODEL = r"""
+import sys, torch, transformers
+torch.manual_seed(0)
+config = transformers.LlamaConfig(vocab_size=8000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                                  num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False)
+model = transformers.LlamaForCausalLM(config)
+model.save_pretrained(sys.argv[1], safe_serialization=True)
+linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+print(linear)
+"""
+
+PEFT_SIDE = r"""
+import json, os, time, torch, transformers, peft
+torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+batch, seq, steps = int(os.environ["BENCH_BATCH"]), int(os.environ["BENCH_SEQ"]), int(os.environ["BENCH_STEPS"])
+model = transformers.AutoModelForCausalLM.from_pretrained(os.environ["BENCH_MODEL"], dtype=torch.float32)
+config = peft.LoraConfig(r=int(os.environ["BENCH_RANK"]), lora_alpha=int(os.environ["BENCH_ALPHA"]), lora_dropout=0.0,
+                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+model = peft.get_peft_model(model, config)
+model.train()
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+torch.manual_seed(0)
+ids = torch.randint(3, model.config.vocab_size, (batch, seq))
+def step():
+    loss = model(input_ids=ids, labels=ids).loss
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+step()
+t = time.perf_counter()
+for _ in range(steps):
+    step()
+seconds = time.perf_counter() - t
+print(json.dumps({"tokens_per_s": steps * batch * seq / seconds, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}))
+"""
+
+MATMUL_PEAK = 180e9
+
+
+def main():
+    settings = dict(BENCH_BATCH="8", BENCH_SEQ="128", BENCH_STEPS="5", BENCH_RANK="8", BENCH_ALPHA="16")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "llama-lora-bench")
+        made = subprocess.run([sys.executable, "-c", MAKE_MODEL, path], check=True, capture_output=True, text=True,
+                              env=dict(os.environ, TRANSFORMERS_VERBOSITY="error"))
+        linear = int(made.stdout.strip().splitlines()[-1])
+        ours, theirs = side_by_side("bench/lora.lua", PEFT_SIDE, path, settings,
+                                    lambda o, t: f"moontune {o['tokens_per_s']:.0f} tokens/s, PEFT {t['tokens_per_s']:.0f} tokens/s")
+    assert ours[0][0]["trainable"] == theirs[0][0]["trainable"], "both sides train the same number of parameters"
+    o_tps, t_tps = max(r["tokens_per_s"] for r, _ in ours), max(r["tokens_per_s"] for r, _ in theirs)
+    o_rss, t_rss = min(rss for _, rss in ours), min(rss for _, rss in theirs)
+    flops_per_token = 4 * linear
+    s = settings
+    lines = [
+        "## LoRA training against transformers + PEFT",
+        "",
+        f"`./dev bench` (bench/lora.py) on this machine: {os.cpu_count()} cores, {THREADS} threads for both sides, float32, torch 2.11.0",
+        "for both. A tiny Llama (hidden 256, 4 layers, 8 heads, 4 KV heads, intermediate 688, vocab 8000, random",
+        f"weights), LoRA r {s['BENCH_RANK']}, α {s['BENCH_ALPHA']} on q/k/v/o_proj ({ours[0][0]['trainable']:,} trainable parameters on both sides), AdamW",
+        f"(moontune's default fused kernel; torch.optim's default on CPU), causal-LM loss on {s['BENCH_BATCH']}×{s['BENCH_SEQ']} tokens, {s['BENCH_STEPS']} timed",
+        f"steps after one warm-up; each side ran {ROUNDS} times, interleaved, the best figure of each counts. The matmul",
+        f"fraction counts 4·P FLOPs per token (P = {linear:,} linear weights) against 180 GFLOP/s.",
+        "",
+        "| measure | moontune | transformers + PEFT | ratio |",
+        "|---|---|---|---|",
+        f"| tokens/s, float32 | {o_tps:.0f} | {t_tps:.0f} | {o_tps / t_tps:.2f}× |",
+        f"| peak RSS, MiB | {o_rss:.0f} | {t_rss:.0f} | {o_rss / t_rss:.2f}× |",
+        f"| fraction of the float32 matmul peak | {o_tps * flops_per_token / MATMUL_PEAK:.1%} | {t_tps * flops_per_token / MATMUL_PEAK:.1%} | |",
+        "",
+        "Goal (the PEFT issue): at least 1.25× PEFT's tokens/s and at most 0.6× its peak RSS. bf16 autocast is",
+        "not measured: `mt.autocast` does not exist yet.",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    write_section("lora", text)
+
+
+if __name__ == "__main__":
+    main()
