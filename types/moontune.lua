@@ -2126,7 +2126,7 @@ function Module:unmerge_adapter() end
 ---@return moontune.Module self
 function Module:merge_and_unload() end
 
----One row per adapter: name, method ("LoRA", "DoRA", "IA3"), whether it is active, its
+---One row per adapter: name, method ("LoRA", "DoRA", "IA3", "prompt", "prefix"), whether it is active, its
 ---parameter count, how many train, its parameter norm and the norm of its current gradients.
 ---@return moontune.AdapterSummary[]
 function Module:adapters() end
@@ -2418,8 +2418,26 @@ function mt.peft.lora(model, opts) end
 ---@return moontune.Module model
 function mt.peft.ia3(model, opts) end
 
+---Prompt tuning: `num_virtual_tokens` learned input embeddings before every input (their
+---logits come first in the output, and labels there are ignored), drawn from N(0, 1) or, with
+---`init = "text"`, copied from the embeddings of `init_text`'s tokens (encoded by `tokenizer`
+---with its special tokens, repeated or cut to the number of virtual tokens), as PEFT's.
+---@param model moontune.Module a causal LM
+---@param opts { name?: string, num_virtual_tokens: integer, init?: "random"|"text", init_text?: string, tokenizer?: moontune.Tokenizer }
+---@return moontune.Module model
+function mt.peft.prompt_tuning(model, opts) end
+
+---Prefix tuning: learned keys and values for `num_virtual_tokens` positions in every layer,
+---entering through the KV cache (so `generate` works, the prefix first in its cache). With
+---`projection = true` they are produced during training by a tanh MLP of width
+---`encoder_hidden_size` from smaller embeddings; `save_adapter` folds the MLP away, as PEFT does.
+---@param model moontune.Module a causal LM
+---@param opts { name?: string, num_virtual_tokens: integer, projection?: boolean, encoder_hidden_size?: integer }
+---@return moontune.Module model
+function mt.peft.prefix_tuning(model, opts) end
+
 ---Loads an adapter PEFT (or `model:save_adapter`) saved in `dir` (LoRA with every option above,
----DoRA, IA3) as `opts.name` (default "default"); `trainable = false` keeps it frozen. A config
+---DoRA, IA3, prompt tuning, prefix tuning) as `opts.name` (default "default"); `trainable = false` keeps it frozen. A config
 ---field moontune does not support, a tensor for a layer the model lacks or of another shape is
 ---an error naming it; the model is left unchanged.
 ---@param model moontune.Module

@@ -7,10 +7,12 @@ use std::path::Path;
 use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserDataMethods, Value};
 use serde::Deserialize;
 
-use super::args::{failure, misuse, options, OrMisuse};
+use super::args::{failure, misuse, options, split_values, OrMisuse};
+use super::tokenizer::LuaTokenizer;
 use super::callbacks::{function, method, method_ud};
 use super::models::LuaModule;
 use crate::models::Model;
+use crate::peft::config::PromptInit;
 use crate::peft::{self, combine, files, inject, merge};
 
 fn model_arg(call: &str, v: &AnyUserData) -> mlua::Result<mlua::UserDataRef<LuaModule>> {
@@ -38,13 +40,25 @@ fn config_options(lua: &Lua, call: &str, opts: Option<Table>) -> mlua::Result<(S
     Ok((name, map))
 }
 
-/// `mt.peft.lora(model, opts)` and `mt.peft.ia3(model, opts)`.
+/// `mt.peft.lora(model, opts)`, `ia3`, `prompt_tuning` and `prefix_tuning`.
 fn add_method(lua: &Lua, call: &str, peft_type: &str, model: AnyUserData, opts: Option<Table>) -> mlua::Result<AnyUserData> {
+    // A tokenizer (prompt tuning's text init) is a Lua value, not a setting.
+    let (opts, values) = split_values(lua, opts, &["tokenizer"])?;
     let (name, map) = config_options(lua, call, opts)?;
     {
         let handle = model_arg(call, &model)?;
         let mut m = handle.model_mut(call)?;
-        let method = peft::method_from_options(&m, peft_type, map).or_misuse(call)?;
+        let mut method = peft::method_from_options(&m, peft_type, map).or_misuse(call)?;
+        if let peft::Method::Prompt(c) = &mut method {
+            if let PromptInit::Text(text) = &c.init {
+                let tok = match &values[0] {
+                    Value::UserData(ud) => ud.borrow::<LuaTokenizer>().map_err(|_| misuse(call, "tokenizer must be a tokenizer (mt.tokenizer.load)"))?,
+                    _ => return Err(misuse(call, "init = \"text\" needs the model's tokenizer ({ tokenizer = tok })")),
+                };
+                // As PEFT: the text's ids with the tokenizer's special tokens.
+                c.init_ids = Some(tok.0.encode(text, true).or_misuse(call)?.0.into_iter().map(i64::from).collect());
+            }
+        }
         inject::add(&mut m, &name, method, None, true).or_misuse(call)?;
     }
     Ok(model)
@@ -255,6 +269,8 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("lora", function(lua, "peft.lora", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.lora", "LORA", model, opts))?)?;
     t.set("ia3", function(lua, "peft.ia3", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.ia3", "IA3", model, opts))?)?;
+    t.set("prompt_tuning", function(lua, "peft.prompt_tuning", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.prompt_tuning", "PROMPT_TUNING", model, opts))?)?;
+    t.set("prefix_tuning", function(lua, "peft.prefix_tuning", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.prefix_tuning", "PREFIX_TUNING", model, opts))?)?;
     t.set("load", function(lua, "peft.load", load)?)?;
     t.set("combine", function(lua, "peft.combine", combine_lua)?)?;
     t.set("loraplus_param_groups", function(lua, "peft.loraplus_param_groups", loraplus_param_groups)?)?;

@@ -15,7 +15,7 @@ use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use super::mask::{self, Attend};
 use crate::module_children;
-use crate::nn::attach::{InvertiblePoint, ResidualPoint};
+use crate::nn::attach::{InvertiblePoint, PromptPoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
 use crate::nn::linear::{Layout, Linear};
@@ -261,6 +261,7 @@ pub struct Gpt2LMHeadModel {
     pub config: Gpt2Config,
     pub transformer: Gpt2Model,
     pub lm_head: Linear,
+    pub prompt_encoder: PromptPoint,
 }
 
 impl Gpt2LMHeadModel {
@@ -284,7 +285,7 @@ impl Gpt2LMHeadModel {
             n_positions: c.n_positions,
             embd_pdrop: c.embd_pdrop,
         };
-        Ok(Gpt2LMHeadModel { config, transformer, lm_head })
+        Ok(Gpt2LMHeadModel { config, transformer, lm_head, prompt_encoder: PromptPoint::default() })
     }
 
     /// The tied head, old causal-mask buffers and masked_bias may be stored without being
@@ -312,5 +313,5 @@ impl Module for Gpt2LMHeadModel {
     fn class_name(&self) -> &'static str {
         "GPT2LMHeadModel"
     }
-    module_children!("transformer" => transformer, "lm_head" => lm_head);
+    module_children!("transformer" => transformer, "lm_head" => lm_head, "prompt_encoder" => prompt_encoder.dict);
 }

@@ -18,7 +18,7 @@ use super::input::Tokens;
 use super::mask::{self, Attend};
 use super::rope::{self, Rope, RopeConfig};
 use crate::module_children;
-use crate::nn::attach::{InvertiblePoint, ResidualPoint};
+use crate::nn::attach::{InvertiblePoint, PromptPoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
 use crate::nn::linear::{Layout, Linear};
@@ -367,6 +367,7 @@ pub struct LlamaForCausalLM {
     pub config: LlamaConfig,
     pub model: LlamaModel,
     pub lm_head: Linear,
+    pub prompt_encoder: PromptPoint,
 }
 
 impl LlamaForCausalLM {
@@ -390,7 +391,7 @@ impl LlamaForCausalLM {
             rope,
             windows: c.windows.clone(),
         };
-        Ok(LlamaForCausalLM { model, lm_head, config })
+        Ok(LlamaForCausalLM { model, lm_head, config, prompt_encoder: PromptPoint::default() })
     }
 
     /// Checkpoint tensors that may be present without being parameters.
@@ -424,5 +425,5 @@ impl Module for LlamaForCausalLM {
             Variant::Qwen3 => "Qwen3ForCausalLM",
         }
     }
-    module_children!("model" => model, "lm_head" => lm_head);
+    module_children!("model" => model, "lm_head" => lm_head, "prompt_encoder" => prompt_encoder.dict);
 }

@@ -227,14 +227,91 @@ impl Model {
         }
     }
 
-    /// A causal LM's final hidden states (B, T, hidden), continuing from `cache` if given.
+    /// A causal LM's final hidden states (B, T, hidden), continuing from `cache` if given. With a
+    /// prompt adapter active, its virtual tokens come first (and `padding` and `positions`, which
+    /// describe the given tokens only, are shifted past them): prompt tuning's embeddings are
+    /// prepended on the first pass (T grows by their number), prefix tuning's keys and values
+    /// start the cache.
     pub fn causal_hidden(&self, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let ctx = self.ctx();
+        let prompt = match &self.family {
+            Family::Llama(m) => m.prompt_encoder.active_one(&ctx),
+            Family::Gpt2(m) => m.prompt_encoder.active_one(&ctx),
+            Family::Bert(_) => bail!("{} is an encoder: it has no next-token logits", self.architecture),
+        };
+        let Some(prompt) = prompt else { return self.family_hidden(&ctx, tokens, padding, positions, cache) };
+        let (b, _) = tokens.batch_and_length()?;
+        let n = prompt.num_virtual_tokens();
+        let device = tokens.device();
+        let padding = padding.map(|p| Tensor::f_cat(&[&Tensor::f_ones([b, n], (p.kind(), device))?, p], 1)).transpose()?;
+        let positions = positions.map(|p| p.f_add_scalar(n)).transpose()?;
+        let first = cache.as_ref().is_none_or(|c| c.is_empty());
+        if let Some(virtual_embeds) = prompt.embeddings(b)? {
+            if !first {
+                return self.family_hidden(&ctx, tokens, padding.as_ref(), positions.as_ref(), cache);
+            }
+            let embeds = match tokens {
+                Tokens::Ids(ids) => self.embed_ids(&ctx, ids)?,
+                Tokens::Embeds(e) => e.shallow_clone(),
+            };
+            let joined = Tensor::f_cat(&[&virtual_embeds.f_to_kind(embeds.kind())?, &embeds], 1)?;
+            let positions = positions.map(|p| Tensor::f_cat(&[&Tensor::f_arange(n, (p.kind(), device))?.f_unsqueeze(0)?.f_expand([b, n], false)?, &p], 1)).transpose()?;
+            return self.family_hidden(&ctx, &Tokens::Embeds(&joined), padding.as_ref(), positions.as_ref(), cache);
+        }
+        let Some(prefix) = prompt.prefix(b)? else { bail!("the active prompt adapter gives neither embeddings nor a prefix") };
+        let kind = self.dtype();
+        let prefix = prefix.into_iter().map(|(k, v)| Ok((k.f_to_kind(kind)?, v.f_to_kind(kind)?))).collect::<Result<Vec<_>>>()?;
+        match cache {
+            None => {
+                let mut own = KvCache::with_prefix(prefix)?;
+                self.family_hidden(&ctx, tokens, padding.as_ref(), positions.as_ref(), Some(&mut own))
+            }
+            Some(c) if c.is_empty() => {
+                *c = KvCache::with_prefix(prefix)?;
+                self.family_hidden(&ctx, tokens, padding.as_ref(), positions.as_ref(), Some(c))
+            }
+            Some(c) => self.family_hidden(&ctx, tokens, padding.as_ref(), positions.as_ref(), Some(c)),
+        }
+    }
+
+    fn family_hidden(&self, ctx: &Ctx, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         match &self.family {
-            Family::Llama(m) => m.hidden(&ctx, tokens, padding, positions, cache),
-            Family::Gpt2(m) => m.hidden(&ctx, tokens, padding, positions, cache),
+            Family::Llama(m) => m.hidden(ctx, tokens, padding, positions, cache),
+            Family::Gpt2(m) => m.hidden(ctx, tokens, padding, positions, cache),
             Family::Bert(_) => bail!("{} is an encoder: it has no next-token logits", self.architecture),
         }
+    }
+
+    /// The input embeddings of token ids (B, T) → (B, T, hidden), without position embeddings.
+    pub fn embed_ids(&self, ctx: &Ctx, ids: &Tensor) -> Result<Tensor> {
+        match &self.family {
+            Family::Llama(m) => m.model.embed_tokens.forward(ctx, ids),
+            Family::Gpt2(m) => m.transformer.wte.forward(ctx, ids),
+            Family::Bert(m) => m.embeddings.word_embeddings.forward(ctx, ids),
+        }
+    }
+
+    /// The width of the input embeddings.
+    pub fn hidden_size(&self) -> i64 {
+        match &self.family {
+            Family::Llama(m) => m.config.hidden_size,
+            Family::Gpt2(m) => m.config.n_embd,
+            Family::Bert(m) => m.config.hidden_size,
+        }
+    }
+
+    /// (layers, kv_heads, head_dim) of a causal LM's attention: the shape of a KV-cache prefix.
+    pub fn kv_layout(&self) -> Result<(i64, i64, i64)> {
+        match &self.family {
+            Family::Llama(m) => Ok((m.config.num_layers, m.config.num_kv_heads, m.config.head_dim)),
+            Family::Gpt2(m) => Ok((m.config.n_layer, m.config.n_head, m.config.n_embd / m.config.n_head)),
+            Family::Bert(_) => bail!("{} is an encoder: it has no key/value cache", self.architecture),
+        }
+    }
+
+    /// The context forward passes run in (training mode, hooks, adapters on or off).
+    pub fn forward_ctx(&self) -> Ctx<'_> {
+        self.ctx()
     }
 
     /// Logits (B, T, vocab) from a causal LM's final hidden states.
@@ -274,7 +351,16 @@ impl Model {
         let hidden = self.causal_hidden(&tokens, input.attention_mask.as_ref(), input.position_ids.as_ref(), cache)?;
         let logits = self.lm_head(&hidden)?;
         let loss = match &input.labels {
-            Some(labels) => Some(causal_lm_loss(&logits, labels)?),
+            Some(labels) => {
+                // Virtual tokens before the input (prompt tuning) are not predicted: -100 there.
+                let virtual_tokens = logits.size()[1] - labels.size().get(1).copied().unwrap_or(0);
+                if virtual_tokens > 0 && labels.dim() == 2 {
+                    let ignored = Tensor::f_full([labels.size()[0], virtual_tokens], -100, (labels.kind(), labels.device()))?;
+                    Some(causal_lm_loss(&logits, &Tensor::f_cat(&[&ignored, labels], 1)?)?)
+                } else {
+                    Some(causal_lm_loss(&logits, labels)?)
+                }
+            }
             None => None,
         };
         let last_hidden_state = input.output_hidden_states.then_some(hidden);

@@ -9,9 +9,8 @@
 //!   norm itself, so that AdapterHub's placements (`original_ln_before/after`,
 //!   `residual_before_ln`, parallel adapters) and fusion can be built on it.
 //! - [`InvertiblePoint`], after the embeddings and before the output head (invertible adapters).
-//!
-//! Prefix tuning enters through the KV cache and prompt tuning through `inputs_embeds`; they
-//! need no point of their own.
+//! - [`PromptPoint`] (`prompt_encoder`), at a causal LM's root: virtual tokens before the input
+//!   (prompt tuning's embeddings, prefix tuning's keys and values through the KV cache).
 
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -66,6 +65,22 @@ pub trait ResidualAdapter: Module {
 pub trait InvertibleAdapter: Module {
     fn forward(&self, ctx: &Ctx, h: &Tensor) -> Result<Tensor>;
     fn inverse(&self, ctx: &Ctx, h: &Tensor) -> Result<Tensor>;
+}
+
+/// Virtual tokens before the input, at a causal LM's root (`prompt_encoder`): prompt tuning's
+/// embeddings prepended to the input, or prefix tuning's keys and values per layer.
+pub trait PromptAdapter: Module {
+    fn num_virtual_tokens(&self) -> i64;
+
+    /// Embeddings (batch, n, hidden) to put before the input's (prompt tuning).
+    fn embeddings(&self, _batch: i64) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// Keys and values (batch, kv_heads, n, head_dim) per layer (prefix tuning).
+    fn prefix(&self, _batch: i64) -> Result<Option<Vec<(Tensor, Tensor)>>> {
+        Ok(None)
+    }
 }
 
 /// One attached adapter.
@@ -177,10 +192,12 @@ macro_rules! adapter_dict_module {
 adapter_dict_module!(LinearAdapter);
 adapter_dict_module!(ResidualAdapter);
 adapter_dict_module!(InvertibleAdapter);
+adapter_dict_module!(PromptAdapter);
 
 pub type LinearPoint = Point<dyn LinearAdapter>;
 pub type ResidualPoint = Point<dyn ResidualAdapter>;
 pub type InvertiblePoint = Point<dyn InvertibleAdapter>;
+pub type PromptPoint = Point<dyn PromptAdapter>;
 
 impl LinearPoint {
     /// The input the base layer sees: `x`, or what the active adapters make of it.
@@ -221,6 +238,16 @@ impl ResidualPoint {
             bail!("several adapters are active at one residual point; activate one, or compose them");
         }
         adapter.forward(ctx, &ResidualInputs { input, output: &output, residual, norm })
+    }
+}
+
+impl PromptPoint {
+    /// The active prompt adapter, if any (at most one is active: it is checked when activating).
+    pub fn active_one(&self, ctx: &Ctx) -> Option<&dyn PromptAdapter> {
+        if self.is_idle(ctx) {
+            return None;
+        }
+        self.active().next()
     }
 }
 

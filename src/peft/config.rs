@@ -412,6 +412,129 @@ impl Ia3Config {
     }
 }
 
+/// How prompt tuning's virtual tokens start.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PromptInit {
+    /// N(0, 1), as `torch.nn.Embedding`.
+    Random,
+    /// The embeddings of this text's tokens, repeated or cut to the number of virtual tokens.
+    Text(String),
+}
+
+/// What the model must be for an adapter file's prompt config (checked when loading).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PromptShape {
+    pub token_dim: Option<i64>,
+    pub num_layers: Option<i64>,
+    pub num_attention_heads: Option<i64>,
+}
+
+fn prompt_shape(f: &mut Fields, source: Source) -> Result<PromptShape> {
+    if source == Source::Options {
+        return Ok(PromptShape::default());
+    }
+    let submodules = f.int("num_transformer_submodules")?.unwrap_or(1);
+    if submodules != 1 {
+        bail!("num_transformer_submodules = {submodules} (encoder-decoder models) is not supported");
+    }
+    Ok(PromptShape { token_dim: f.int("token_dim")?, num_layers: f.int("num_layers")?, num_attention_heads: f.int("num_attention_heads")? })
+}
+
+#[derive(Clone, Debug)]
+pub struct PromptConfig {
+    pub num_virtual_tokens: i64,
+    pub init: PromptInit,
+    pub shape: PromptShape,
+    /// The token ids of the init text, set by whoever holds the tokenizer.
+    pub init_ids: Option<Vec<i64>>,
+}
+
+fn virtual_tokens(f: &mut Fields, what: &str) -> Result<i64> {
+    match f.int("num_virtual_tokens")? {
+        Some(n) if n > 0 => Ok(n),
+        Some(n) => bail!("{what}: num_virtual_tokens must be positive, got {n}"),
+        None => bail!("{what}: give num_virtual_tokens"),
+    }
+}
+
+impl PromptConfig {
+    pub fn parse(map: Map<String, Value>, source: Source) -> Result<PromptConfig> {
+        let what = if source == Source::Options { "prompt tuning options" } else { "adapter_config.json (PROMPT_TUNING)" };
+        let mut f = Fields::new(map, what);
+        let num_virtual_tokens = virtual_tokens(&mut f, what)?;
+        let (init_key, text_key) = if source == Source::Options { ("init", "init_text") } else { ("prompt_tuning_init", "prompt_tuning_init_text") };
+        let init = match f.string(init_key)?.map(|s| s.to_ascii_lowercase()).as_deref() {
+            None | Some("random") => PromptInit::Random,
+            Some("text") => PromptInit::Text(f.string(text_key)?.with_context(|| format!("{what}: init \"text\" needs {text_key}"))?),
+            Some(other) => bail!("{what}: init '{other}' is not supported (supported: \"random\", \"text\")"),
+        };
+        if init == PromptInit::Random {
+            f.get(text_key);
+        }
+        let shape = prompt_shape(&mut f, source)?;
+        f.finish(&[&INFORMATIONAL[..], &["tokenizer_name_or_path"]].concat())?;
+        Ok(PromptConfig { num_virtual_tokens, init, shape, init_ids: None })
+    }
+
+    pub fn to_peft(&self, hidden: i64, (layers, heads): (i64, i64), task_type: &str) -> Map<String, Value> {
+        let (init, text) = match &self.init {
+            PromptInit::Random => ("RANDOM", Value::Null),
+            PromptInit::Text(t) => ("TEXT", json!(t)),
+        };
+        json!({
+            "peft_type": "PROMPT_TUNING", "task_type": task_type, "num_virtual_tokens": self.num_virtual_tokens,
+            "token_dim": hidden, "num_transformer_submodules": 1, "num_attention_heads": heads, "num_layers": layers,
+            "prompt_tuning_init": init, "prompt_tuning_init_text": text, "tokenizer_name_or_path": null,
+            "inference_mode": true, "base_model_name_or_path": null, "revision": null
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PrefixConfig {
+    pub num_virtual_tokens: i64,
+    /// Train through a tanh MLP of this hidden size (PEFT's `prefix_projection`).
+    pub projection: Option<i64>,
+    pub shape: PromptShape,
+}
+
+impl PrefixConfig {
+    pub fn parse(map: Map<String, Value>, source: Source) -> Result<PrefixConfig> {
+        let what = if source == Source::Options { "prefix tuning options" } else { "adapter_config.json (PREFIX_TUNING)" };
+        let mut f = Fields::new(map, what);
+        let num_virtual_tokens = virtual_tokens(&mut f, what)?;
+        let projection_key = if source == Source::Options { "projection" } else { "prefix_projection" };
+        let projected = f.bool(projection_key)?.unwrap_or(false);
+        let hidden = f.int("encoder_hidden_size")?;
+        let shape = prompt_shape(&mut f, source)?;
+        let inference = source == Source::Peft && f.bool("inference_mode")?.unwrap_or(true);
+        f.finish(&INFORMATIONAL)?;
+        // A saved prefix holds the folded table: it loads without its MLP, as PEFT loads it.
+        let projection = match (projected && !inference, hidden) {
+            (false, _) => None,
+            (true, Some(h)) if h > 0 => Some(h),
+            (true, _) => bail!("{what}: a projected prefix needs encoder_hidden_size (the MLP's width)"),
+        };
+        Ok(PrefixConfig { num_virtual_tokens, projection, shape })
+    }
+
+    pub fn to_peft(&self, kv_dim: i64, (layers, heads): (i64, i64), task_type: &str) -> Map<String, Value> {
+        // The weights saved are the folded table, so the saved config has no projection.
+        json!({
+            "peft_type": "PREFIX_TUNING", "task_type": task_type, "num_virtual_tokens": self.num_virtual_tokens,
+            "token_dim": kv_dim, "num_transformer_submodules": 1, "num_attention_heads": heads, "num_layers": layers,
+            "encoder_hidden_size": self.projection.unwrap_or(kv_dim), "prefix_projection": false,
+            "inference_mode": true, "base_model_name_or_path": null, "revision": null
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::config::{BiasMode, LoraInit};
 use super::ia3::Ia3Layer;
+use super::prompt::{PrefixTuning, PromptTuning};
 use super::lora::{LoraLayer, LoraSpec};
 use super::saved::SavedModule;
 use super::targets::under_modules_to_save;
@@ -43,7 +44,7 @@ pub fn adapter_kind(kind: Kind) -> Kind {
 
 /// The layers and shapes `method` puts on `model`.
 pub fn plan(model: &Model, method: &Method) -> Result<Vec<Site>> {
-    let selection = method.selection();
+    let Some(selection) = method.selection() else { return Ok(Vec::new()) };
     let mut sites = Vec::new();
     for layer in selection.linear_layers(model.root(), output_head(model))? {
         let kind = match method {
@@ -52,6 +53,7 @@ pub fn plan(model: &Model, method: &Method) -> Result<Vec<Site>> {
                 SiteKind::Lora { r, scaling: c.scaling(r, alpha) }
             }
             Method::Ia3(c) => SiteKind::Ia3 { feedforward: c.is_feedforward(&layer) },
+            Method::Prompt(_) | Method::Prefix(_) => bail!("internal: virtual tokens have no layers"),
         };
         sites.push(Site { layer, kind });
     }
@@ -157,11 +159,12 @@ fn check_name(model: &Model, name: &str) -> Result<()> {
 /// frozen until `set_adapter`, as PEFT's `add_adapter` and `load_adapter`.
 pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTreeMap<String, Tensor>>, trainable: bool) -> Result<()> {
     check_name(model, name)?;
-    if model.adapters.adapters.iter().any(|a| !a.saved.is_empty()) && !method.selection().modules_to_save.is_empty() {
-        let other = model.adapters.adapters.iter().find(|a| !a.saved.is_empty()).map(|a| a.name.clone()).unwrap_or_default();
-        if method.selection().modules_to_save.iter().any(|m| model.adapters.adapters.iter().any(|a| a.saved.iter().any(|s| s == m || s.ends_with(&format!(".{m}"))))) {
-            bail!("adapter '{other}' already keeps a copy of a module in modules_to_save; two adapters cannot both replace one layer");
-        }
+    if method.is_prompt() {
+        return add_prompt(model, name, method, tensors, trainable);
+    }
+    let to_save = method.selection().map(|s| s.modules_to_save.clone()).unwrap_or_default();
+    if let Some(other) = model.adapters.adapters.iter().find(|a| a.saved.iter().any(|s| to_save.iter().any(|m| s == m || s.ends_with(&format!(".{m}"))))) {
+        bail!("adapter '{}' already keeps a copy of a module in modules_to_save; two adapters cannot both replace one layer", other.name);
     }
     let sites = plan(model, &method)?;
     let biases = biases(model, &method, &sites);
@@ -202,19 +205,29 @@ pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTree
             slot.active = activate;
         }
     }
-    // The base is frozen; its biases train with the adapter as its bias mode says.
-    for p in model.named_parameters() {
-        if p.owner == Owner::Base && is_floating(p.tensor.kind()) {
-            let mut t = p.tensor;
-            let _ = t.f_requires_grad_(false)?;
-        }
-    }
+    freeze_base(model)?;
     let layers = sites.iter().filter(|s| !matches!(s.kind, SiteKind::Saved)).map(|s| s.layer.clone()).collect();
     let saved = sites.iter().filter(|s| matches!(s.kind, SiteKind::Saved)).map(|s| s.layer.clone()).collect();
     model.adapters.adapters.push(Adapter { name: name.to_string(), method, layers, saved, biases });
     if let Some(tensors) = tensors {
         load_tensors(model, name, tensors)?;
     }
+    settle(model, name, activate, trainable)
+}
+
+/// Freezes the base model (its biases train with an adapter as its bias mode says, set later).
+fn freeze_base(model: &Model) -> Result<()> {
+    for p in model.named_parameters() {
+        if p.owner == Owner::Base && is_floating(p.tensor.kind()) {
+            let mut t = p.tensor;
+            let _ = t.f_requires_grad_(false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Activates a new adapter if it is the first, and sets what trains.
+fn settle(model: &mut Model, name: &str, activate: bool, trainable: bool) -> Result<()> {
     if activate {
         set_adapter(model, &[name.to_string()])?;
         if !trainable {
@@ -225,6 +238,80 @@ pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTree
         train_adapter(model, &active)?;
     }
     Ok(())
+}
+
+/// The file key of a prompt or prefix adapter's table.
+pub const PROMPT_KEY: &str = "prompt_embeddings";
+
+/// Adds a prompt or prefix tuning adapter at the model's `prompt_encoder` point.
+fn add_prompt(model: &mut Model, name: &str, method: Method, tensors: Option<&BTreeMap<String, Tensor>>, trainable: bool) -> Result<()> {
+    let (layers, kv_heads, head_dim) = model.kv_layout()?;
+    let hidden = model.hidden_size();
+    let (shape, columns) = match &method {
+        Method::Prompt(c) => (&c.shape, hidden),
+        Method::Prefix(c) => (&c.shape, layers * 2 * kv_heads * head_dim),
+        _ => bail!("internal: not a prompt method"),
+    };
+    let token_dim = if matches!(method, Method::Prompt(_)) { hidden } else { kv_heads * head_dim };
+    for (field, given, here) in [("token_dim", shape.token_dim, token_dim), ("num_layers", shape.num_layers, layers), ("num_attention_heads", shape.num_attention_heads, if matches!(method, Method::Prompt(_)) { super::files::query_heads(model) } else { kv_heads })] {
+        if let Some(g) = given {
+            if g != here {
+                bail!("the adapter's {field} is {g}; this {} model has {here} (an adapter for another model?)", model.architecture);
+            }
+        }
+    }
+    let n = match &method {
+        Method::Prompt(c) => c.num_virtual_tokens,
+        Method::Prefix(c) => c.num_virtual_tokens,
+        _ => 0,
+    };
+    if let Some(tensors) = tensors {
+        let keys: Vec<&String> = tensors.keys().collect();
+        match tensors.get(PROMPT_KEY) {
+            Some(t) if keys.len() == 1 && t.size() == [n, columns] => {}
+            Some(t) if keys.len() == 1 => bail!("adapter tensor '{PROMPT_KEY}' has shape {:?}; this model needs [{n}, {columns}]", t.size()),
+            _ => bail!("a prompt or prefix adapter file holds one tensor, '{PROMPT_KEY}'; this one holds {}", keys.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", ")),
+        }
+    }
+    let kind = adapter_kind(model.dtype());
+    let device = model.device();
+    let adapter: Box<dyn crate::nn::attach::PromptAdapter> = match &method {
+        Method::Prompt(c) => {
+            let init = match (&c.init_ids, tensors) {
+                (Some(ids), None) => Some(text_embeddings(model, ids, n)?),
+                _ => None,
+            };
+            Box::new(PromptTuning::new(name, n, hidden, init, kind, device)?)
+        }
+        Method::Prefix(c) => Box::new(PrefixTuning::new(name, n, (layers, kv_heads, head_dim), c.projection.map(|h| (kv_heads * head_dim, h)), kind, device)?),
+        _ => bail!("internal: not a prompt method"),
+    };
+    let activate = model.adapters.active.is_empty();
+    let point = super::prompt_point(model).context("no prompt point")?;
+    point.attach(name, adapter)?;
+    if let Some(slot) = point.slots_mut().iter_mut().find(|s| s.name == name) {
+        slot.active = activate;
+    }
+    freeze_base(model)?;
+    model.adapters.adapters.push(Adapter { name: name.to_string(), method, layers: Vec::new(), saved: Vec::new(), biases: Vec::new() });
+    if let Some(t) = tensors.and_then(|t| t.get(PROMPT_KEY)) {
+        let target = model.named_parameters().into_iter().find(|p| p.name == format!("prompt_encoder.{name}.embedding.weight")).context("the new adapter's table is missing")?;
+        let _guard = tch::no_grad_guard();
+        target.tensor.shallow_clone().f_copy_(t)?;
+    }
+    settle(model, name, activate, trainable)
+}
+
+
+/// Prompt tuning's text initialisation: the embeddings of `ids`, repeated or cut to `n` rows.
+pub fn text_embeddings(model: &Model, ids: &[i64], n: i64) -> Result<Tensor> {
+    if ids.is_empty() {
+        bail!("init_text has no tokens");
+    }
+    let picked: Vec<i64> = ids.iter().cycle().take(n as usize).copied().collect();
+    let ids = Tensor::f_from_slice(&picked)?.f_to_device(model.device())?.f_unsqueeze(0)?;
+    let _guard = tch::no_grad_guard();
+    Ok(model.embed_ids(&model.forward_ctx(), &ids)?.f_squeeze_dim(0)?)
 }
 
 /// The file key of a base bias trained with an adapter: PEFT names the bias of a layer it wraps

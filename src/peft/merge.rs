@@ -24,6 +24,9 @@ pub fn merge_adapter(model: &mut Model, names: Option<Vec<String>>) -> Result<()
         bail!("no adapter is active: nothing to merge ({})", model.adapters.names_text());
     }
     for n in &names {
+        if model.adapters.get(n)?.method.is_prompt() {
+            bail!("adapter '{n}' adds virtual tokens (prompt or prefix tuning): it has no weights to merge into");
+        }
         for layer in layers_of(model, n)? {
             if let Layout::Quantized { ggml_type, .. } = linear(model, &layer)?.layout {
                 bail!("'{layer}' keeps its weight quantised ({}): adapters cannot be merged into it; load the model without `quantized` to merge", ggml_type.name());
@@ -85,6 +88,9 @@ pub fn unmerge_adapter(model: &mut Model) -> Result<()> {
 
 /// Merges the active adapters and removes every adapter: the plain base model, changed.
 pub fn merge_and_unload(model: &mut Model) -> Result<()> {
+    if let Some(p) = model.adapters.adapters.iter().find(|a| a.method.is_prompt()) {
+        bail!("adapter '{}' adds virtual tokens (prompt or prefix tuning), which cannot be merged into the weights; delete it first (model:delete_adapter)", p.name);
+    }
     if !model.adapters.active.is_empty() {
         merge_adapter(model, None)?;
     }

@@ -15,23 +15,27 @@ pub mod ia3;
 pub mod inject;
 pub mod lora;
 pub mod merge;
+pub mod prompt;
 pub mod saved;
 pub mod targets;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
 
 use crate::models::model::{Family, Model};
+use crate::nn::attach::PromptPoint;
 use crate::nn::linear::Linear;
 use crate::nn::module::{self, Owner};
 use crate::tensor::dtype::is_floating;
-use config::{Ia3Config, LoraConfig};
+use config::{Ia3Config, LoraConfig, PrefixConfig, PromptConfig};
 
 /// An adapter method and its config.
 #[derive(Clone, Debug)]
 pub enum Method {
     Lora(LoraConfig),
     Ia3(Ia3Config),
+    Prompt(PromptConfig),
+    Prefix(PrefixConfig),
 }
 
 impl Method {
@@ -39,14 +43,23 @@ impl Method {
         match self {
             Method::Lora(_) => "LORA",
             Method::Ia3(_) => "IA3",
+            Method::Prompt(_) => "PROMPT_TUNING",
+            Method::Prefix(_) => "PREFIX_TUNING",
         }
     }
 
-    pub fn selection(&self) -> &targets::Selection {
+    /// The layers a layer method targets; None for the virtual-token methods.
+    pub fn selection(&self) -> Option<&targets::Selection> {
         match self {
-            Method::Lora(c) => &c.selection,
-            Method::Ia3(c) => &c.selection,
+            Method::Lora(c) => Some(&c.selection),
+            Method::Ia3(c) => Some(&c.selection),
+            Method::Prompt(_) | Method::Prefix(_) => None,
         }
+    }
+
+    /// Whether it adds virtual tokens (prompt or prefix tuning) rather than layers.
+    pub fn is_prompt(&self) -> bool {
+        matches!(self, Method::Prompt(_) | Method::Prefix(_))
     }
 }
 
@@ -130,6 +143,8 @@ pub fn method_from_options(model: &Model, peft_type: &str, options: Map<String, 
     Ok(match peft_type {
         "LORA" => Method::Lora(LoraConfig::parse(options, config::Source::Options, default_lora_targets(model))?),
         "IA3" => Method::Ia3(Ia3Config::parse(options, config::Source::Options, default_ia3_targets(model))?),
+        "PROMPT_TUNING" => Method::Prompt(PromptConfig::parse(options, config::Source::Options)?),
+        "PREFIX_TUNING" => Method::Prefix(PrefixConfig::parse(options, config::Source::Options)?),
         other => bail!("unknown method '{other}'"),
     })
 }
@@ -153,6 +168,15 @@ pub fn linear_mut<'a>(model: &'a mut Model, path: &str) -> Result<&'a mut Linear
     m.as_any_mut().downcast_mut::<Linear>().ok_or_else(|| anyhow!("'{path}' is not a linear layer"))
 }
 
+/// A causal LM's `prompt_encoder` point (None for an encoder).
+pub fn prompt_point(model: &mut Model) -> Option<&mut PromptPoint> {
+    match &mut model.family {
+        Family::Llama(m) => Some(&mut m.prompt_encoder),
+        Family::Gpt2(m) => Some(&mut m.prompt_encoder),
+        Family::Bert(_) => None,
+    }
+}
+
 /// The names of every linear layer carrying adapters.
 fn adapted_layers(model: &Model) -> Vec<String> {
     module::named_modules(model.root()).into_iter().filter(|(_, m)| m.as_any().downcast_ref::<Linear>().is_some_and(|l| !l.adapters.is_empty())).map(|(n, _)| n).collect()
@@ -161,11 +185,20 @@ fn adapted_layers(model: &Model) -> Vec<String> {
 /// Makes exactly `names` active (and trainable, the others frozen), as PEFT's `set_adapter`;
 /// an empty list leaves the base model alone.
 pub fn set_adapter(model: &mut Model, names: &[String]) -> Result<()> {
+    let prompts: Vec<&String> = names.iter().filter(|n| model.adapters.get(n).is_ok_and(|a| a.method.is_prompt())).collect();
     for n in names {
         model.adapters.get(n)?;
     }
+    if prompts.len() > 1 {
+        bail!("adapters {} both add virtual tokens; only one prompt or prefix adapter can be active", prompts.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" and "));
+    }
     for layer in adapted_layers(model) {
         for slot in linear_mut(model, &layer)?.adapters.slots_mut() {
+            slot.active = names.contains(&slot.name);
+        }
+    }
+    if let Some(point) = prompt_point(model) {
+        for slot in point.slots_mut() {
             slot.active = names.contains(&slot.name);
         }
     }
@@ -207,6 +240,9 @@ pub fn delete_adapter(model: &mut Model, name: &str) -> Result<()> {
     for layer in adapter.layers.iter().chain(&adapter.saved) {
         linear_mut(model, layer)?.adapters.detach(name)?;
     }
+    if adapter.method.is_prompt() {
+        prompt_point(model).context("no prompt point")?.detach(name)?;
+    }
     model.adapters.adapters.retain(|a| a.name != name);
     model.adapters.active.retain(|a| a != name);
     Ok(())
@@ -244,6 +280,8 @@ pub fn summary(model: &Model) -> Result<Vec<AdapterSummary>> {
             Method::Lora(c) if c.use_dora => "DoRA",
             Method::Lora(_) => "LoRA",
             Method::Ia3(_) => "IA3",
+            Method::Prompt(_) => "prompt",
+            Method::Prefix(_) => "prefix",
         };
         out.push(AdapterSummary {
             name: a.name.clone(),

@@ -125,6 +125,42 @@ function tests.summary_lists_each_adapter()
   assert(rows[2].method == "IA3" and not rows[2].active and rows[2].trainable == 0)
 end
 
+function tests.a_projected_prefix_saves_folded_and_loads_with_the_same_outputs()
+  local model = stories()
+  mt.peft.prefix_tuning(model, { name = "p", num_virtual_tokens = 4, projection = true, encoder_hidden_size = 16 })
+  local names = {}
+  for name in pairs(model:named_parameters{ trainable = true }) do names[#names + 1] = name end
+  table.sort(names)
+  assert(table.concat(names, ",") == "prompt_encoder.p.embedding.weight,prompt_encoder.p.transform.0.bias,prompt_encoder.p.transform.0.weight,prompt_encoder.p.transform.2.bias,prompt_encoder.p.transform.2.weight", table.concat(names, ","))
+  local ours = logits(model)
+  local dir = os.tmpname(); os.remove(dir)
+  assert(model:save_adapter(dir))
+  local again = stories()
+  mt.peft.load(again, dir)
+  assert(differ(logits(again), ours) < 1e-5, "the folded table gives the MLP's outputs")
+  -- Generation runs with the prefix in the cache.
+  local out = again:generate(ids, { max_new_tokens = 4, stop_ids = {} })
+  assert(out:size(1) == ids:size(1) + 4)
+  os.remove(dir .. "/adapter_config.json"); os.remove(dir .. "/adapter_model.safetensors"); os.remove(dir)
+end
+
+function tests.prompt_tuning_starts_from_the_text_s_embeddings()
+  local model = stories()
+  local tok = assert(mt.tokenizer.load(data_dir .. "/models/stories260K"))
+  mt.peft.prompt_tuning(model, { num_virtual_tokens = 7, init = "text", init_text = "Once upon", tokenizer = tok })
+  local text_ids = tok:encode("Once upon")
+  local want = {}
+  for i = 1, 7 do want[i] = text_ids[(i - 1) % #text_ids + 1] end
+  local table_ = model:named_parameters()["prompt_encoder.default.embedding.weight"]
+  local embeds = model.model.embed_tokens.weight:index_select(0, T.tensor(want))
+  assert(differ(table_, embeds) == 0, "the text's token embeddings, repeated to 7")
+  local out = model{ input_ids = ids, labels = ids }
+  assert(out.logits:size(1) == 7 + ids:size(1), "logits cover the virtual tokens, as PEFT's")
+  expect.raises(function() mt.peft.prompt_tuning(stories(), { num_virtual_tokens = 2, init = "text", init_text = "x" }) end, "needs the model's tokenizer")
+  mt.peft.prefix_tuning(model, { name = "q", num_virtual_tokens = 2 })
+  expect.raises(function() model:set_adapter{ "default", "q" } end, "only one prompt or prefix adapter can be active")
+end
+
 function tests.bad_input_is_refused_and_the_model_is_unchanged()
   local model = stories()
   local names = {}

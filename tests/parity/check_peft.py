@@ -29,9 +29,12 @@ for case in sorted(cases):
     ours = load_file(os.path.join(output, case, "logits.safetensors"))["logits"]
     with torch.no_grad():
         logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
-    pad = (ref["attention_mask"] == 0).unsqueeze(-1)
+    pad = (ref.get("real", ref["attention_mask"]) == 0).unsqueeze(-1)
     diff = (logits.masked_fill(pad, 0) - ours).abs().max().item()
     assert diff <= 1e-5, f"{case}: PEFT's logits with moontune's saved adapter differ by {diff}"
+    if "greedy" in ref:  # virtual tokens: nothing merged
+        print(f"{case}: PEFT loads moontune's adapter; logits within {diff:.2e}")
+        continue
     merged = cls.from_pretrained(os.path.join(output, case, "merged")).eval()
     with torch.no_grad():
         merged_logits = merged(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits

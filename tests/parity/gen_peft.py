@@ -6,7 +6,8 @@ case in CASES an adapter is made by PEFT with that config, its weights moved off
 values (so that every tensor matters), and saved under <out>/<case>/adapter; beside it
 expected.safetensors holds the logits on a padded batch, the gradient of every trainable tensor
 after one backward of the causal-LM loss (keyed as in the adapter file, `grad.` before it) and
-the weights after merge_and_unload (`merged.` before the base name). Init cases hold A, B and the
+the weights after merge_and_unload (`merged.` before the base name); for prompt and prefix
+tuning, greedy tokens from a prompt instead of merged weights. Init cases hold A, B and the
 base weights PEFT's PiSSA/OLoRA initialisation leaves; combine cases hold the factors of
 add_weighted_adapter. cases.lua lists every case for the Lua side.
 """
@@ -63,7 +64,15 @@ CASES = [
     ("ia3_llama", "llama", "IA3", dict(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])),
     ("ia3_gpt2", "gpt2", "IA3", dict(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"], fan_in_fan_out=True)),
     ("lora_stories", "stories260K", "LORA", dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])),
+    ("prompt_llama", "llama", "PROMPT_TUNING", dict(num_virtual_tokens=3)),
+    ("prompt_gpt2", "gpt2", "PROMPT_TUNING", dict(num_virtual_tokens=4)),
+    ("prompt_stories", "stories260K", "PROMPT_TUNING", dict(num_virtual_tokens=5)),
+    ("prefix_llama", "llama", "PREFIX_TUNING", dict(num_virtual_tokens=3)),
+    ("prefix_qwen2", "qwen2", "PREFIX_TUNING", dict(num_virtual_tokens=2)),
+    ("prefix_gpt2", "gpt2", "PREFIX_TUNING", dict(num_virtual_tokens=4)),
+    ("prefix_projected_llama", "llama", "PREFIX_TUNING", dict(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=24)),
 ]
+PROMPT_METHODS = ("PROMPT_TUNING", "PREFIX_TUNING")
 
 
 def load(base):
@@ -74,6 +83,10 @@ def load(base):
 def make_config(method, kwargs):
     if method == "LORA":
         return peft.LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **kwargs)
+    if method == "PROMPT_TUNING":
+        return peft.PromptTuningConfig(task_type="CAUSAL_LM", **kwargs)
+    if method == "PREFIX_TUNING":
+        return peft.PrefixTuningConfig(task_type="CAUSAL_LM", **kwargs)
     return peft.IA3Config(task_type="CAUSAL_LM", **kwargs)
 
 
@@ -103,11 +116,32 @@ for i, (case, base, method, kwargs) in enumerate(CASES):
     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     full = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    grads = {f"grad.{k}": v for k, v in rename(model, full).items()}
-    merged = model.merge_and_unload()
-    merged = {f"merged.{n}": p.detach().clone() for n, p in merged.state_dict().items()}
+    extra = {}
+    if method in PROMPT_METHODS:
+        # Virtual tokens: PEFT's logits cover them too (prompt tuning); gradients by parameter
+        # name (a projected prefix trains its MLP, which its file folds away: no gradients then).
+        n = kwargs["num_virtual_tokens"]
+        real = torch.cat([torch.ones(2, n, dtype=mask.dtype), mask], 1) if method == "PROMPT_TUNING" else mask.clone()
+        grads = {} if kwargs.get("prefix_projection") else {f"grad.{k}": v.contiguous() for k, v in full.items()}
+        merged = {}
+        # Greedy continuation by PEFT's forward on the whole sequence at every step. (PEFT's own
+        # generate places the new tokens as if the virtual tokens were not there — transformers'
+        # cache_position counts only real tokens — and so disagrees with its forward; moontune's
+        # generate follows the forward.)
+        prompt = ids[:1, :3].clone()
+        seq = prompt
+        with torch.no_grad():
+            for _ in range(8):
+                seq = torch.cat([seq, model(input_ids=seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+        extra["greedy"] = seq
+        extra["prompt"] = prompt
+        extra["real"] = real
+    else:
+        grads = {f"grad.{k}": v for k, v in rename(model, full).items()}
+        merged = model.merge_and_unload()
+        merged = {f"merged.{n}": p.detach().clone() for n, p in merged.state_dict().items()}
     save_file({"input_ids": ids, "attention_mask": mask, "labels": labels, "logits": logits.contiguous(),
-               "loss": loss.detach(), **grads, **merged}, os.path.join(path, "expected.safetensors"))
+               "loss": loss.detach(), **grads, **merged, **extra}, os.path.join(path, "expected.safetensors"))
     listing.append(dict(case=case, base=paths[base], arch=base, method=method, kind="load"))
 
 # Initialisations that depend on the base weights: A, B and the residual base weights.
