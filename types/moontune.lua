@@ -2026,7 +2026,7 @@ function mt.models.mean_pool(hidden, mask) end
 ---`forward`. The root model adds `generate`, `new_cache`, `save`, `save_gguf`, `config`, `architecture`,
 ---`dtype` and `device`, and the adapter methods of [`mt.peft`](#moontune-peft): `save_adapter`,
 ---`set_adapter`, `train_adapter`, `disable_adapters`, `delete_adapter`, `merge_adapter`,
----`unmerge_adapter`, `merge_and_unload`, `adapters` and `active_adapters`.
+---`unmerge_adapter`, `merge_and_unload`, `adapters`, `active_adapters` and `memory_report`.
 ---@class moontune.Module: moontune.AnyModule
 ---@operator call(moontune.ForwardInput|moontune.Tensor): moontune.ForwardOutput|moontune.Tensor
 local Module = {}
@@ -2134,6 +2134,13 @@ function Module:adapters() end
 ---The names of the active adapters.
 ---@return string[]
 function Module:active_adapters() end
+
+---Bytes of the model's memory by kind: `quantized_weights` (4-bit codes, GGUF blocks),
+---`constants` (their absmax constants), `weights` (full-precision base weights), `adapters`, and
+---with `opts.optimizer` its `optimizer_state`.
+---@param opts? { optimizer?: moontune.Optimizer }
+---@return { quantized_weights: integer, constants: integer, weights: integer, adapters: integer, optimizer_state?: integer }
+function Module:memory_report(opts) end
 
 ---What `model:adapters()` and `mt.peft.summary` give per adapter.
 ---@class moontune.AdapterSummary
@@ -2455,6 +2462,18 @@ function mt.peft.load(model, dir, opts) end
 ---@param opts { name: string, weights?: number[], how?: "linear"|"cat"|"svd", rank?: integer }
 ---@return moontune.Module model
 function mt.peft.combine(model, names, opts) end
+
+---QLoRA's base: stores the model's floating-point linear layers (all but `skip`, default the
+---output head; a tied head stays as it is) in 4 bits as bitsandbytes' `quantize_4bit` does —
+---NF4 (default) or FP4 codes, an absmax per `block_size` values (default 64), with
+---`double_quant` (default true) those constants quantised again to 8 bits in blocks of 256 —
+---and de-quantises each layer at its forward, computing in `compute_dtype` (default "bf16").
+---About 0.52 bytes per weight. Adapters added after train on top; merging into the 4-bit
+---weights is refused.
+---@param model moontune.Module
+---@param opts? { bits?: 4, type?: "nf4"|"fp4", double_quant?: boolean, block_size?: integer, compute_dtype?: string, skip?: string[] }
+---@return moontune.Module model
+function mt.peft.quantize(model, opts) end
 
 ---LoRA+ parameter groups for an optimizer: B matrices at `ratio × lr`, every other trainable
 ---parameter at `lr`.

@@ -13,7 +13,7 @@ use super::callbacks::{function, method, method_ud};
 use super::models::LuaModule;
 use crate::models::Model;
 use crate::peft::config::PromptInit;
-use crate::peft::{self, combine, files, inject, merge};
+use crate::peft::{self, combine, files, inject, merge, quantize};
 
 fn model_arg(call: &str, v: &AnyUserData) -> mlua::Result<mlua::UserDataRef<LuaModule>> {
     let handle = v.borrow::<LuaModule>().map_err(|_| misuse(call, "the first argument must be a model (from mt.models.load)"))?;
@@ -258,11 +258,68 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
         let m = this.model(call)?;
         summary_table(lua, &m, call)
     });
+    method(methods, "memory_report", "model.memory_report", |lua, this, opts: Option<Table>| {
+        let call = "model.memory_report";
+        this.is_root(call)?;
+        let (_, values) = split_values(lua, opts, &["optimizer"])?;
+        let r = quantize::memory_report(&*this.model(call)?).or_misuse(call)?;
+        let t = lua.create_table()?;
+        t.set("quantized_weights", r.quantized)?;
+        t.set("constants", r.constants)?;
+        t.set("weights", r.weights)?;
+        t.set("adapters", r.adapters)?;
+        if let Value::UserData(ud) = &values[0] {
+            let opt = ud.borrow::<super::optim::LuaOptimizer>().map_err(|_| misuse(call, "optimizer must be an optimizer (mt.optim.adamw, ...)"))?;
+            let state = opt.inner.state_dict().or_misuse(call)?;
+            let bytes: i64 = state.params.values().flat_map(|s| s.tensors.values()).map(|t| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64).sum();
+            t.set("optimizer_state", bytes)?;
+        }
+        Ok(t)
+    });
     method(methods, "active_adapters", "model.active_adapters", |_, this, ()| {
         let call = "model.active_adapters";
         this.is_root(call)?;
         Ok(this.model(call)?.adapters.active.clone())
     });
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct QuantizeLuaOptions {
+    /// Only 4 is supported.
+    bits: Option<i64>,
+    /// "nf4" (default) or "fp4".
+    r#type: Option<String>,
+    /// Quantise the absmax constants too (default true).
+    double_quant: Option<bool>,
+    /// Values per absmax (default 64).
+    block_size: Option<i64>,
+    /// The dtype layers compute in (default "bf16").
+    compute_dtype: Option<String>,
+    /// Layers left in full precision (default { "lm_head" }).
+    skip: Option<Vec<String>>,
+}
+
+fn quantize_lua(lua: &Lua, (model, opts): (AnyUserData, Option<Table>)) -> mlua::Result<AnyUserData> {
+    let call = "peft.quantize";
+    let o: QuantizeLuaOptions = options(lua, call, opts)?;
+    if o.bits.unwrap_or(4) != 4 {
+        return Err(misuse(call, format!("bits = {} is not supported (4-bit NF4 and FP4 are)", o.bits.unwrap_or(4))));
+    }
+    let compute = crate::tensor::parse_dtype(o.compute_dtype.as_deref().unwrap_or("bf16")).or_misuse(call)?;
+    let q = quantize::QuantizeOptions {
+        format: crate::nn::fourbit::Format::parse(o.r#type.as_deref().unwrap_or("nf4")).or_misuse(call)?,
+        block: o.block_size.unwrap_or(64),
+        double_quant: o.double_quant.unwrap_or(true),
+        compute,
+        skip: o.skip.unwrap_or_else(|| vec!["lm_head".to_string()]),
+    };
+    {
+        let handle = model_arg(call, &model)?;
+        let mut m = handle.model_mut(call)?;
+        quantize::quantize(&mut m, &q).or_misuse(call)?;
+    }
+    Ok(model)
 }
 
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
@@ -271,6 +328,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     t.set("ia3", function(lua, "peft.ia3", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.ia3", "IA3", model, opts))?)?;
     t.set("prompt_tuning", function(lua, "peft.prompt_tuning", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.prompt_tuning", "PROMPT_TUNING", model, opts))?)?;
     t.set("prefix_tuning", function(lua, "peft.prefix_tuning", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.prefix_tuning", "PREFIX_TUNING", model, opts))?)?;
+    t.set("quantize", function(lua, "peft.quantize", quantize_lua)?)?;
     t.set("load", function(lua, "peft.load", load)?)?;
     t.set("combine", function(lua, "peft.combine", combine_lua)?)?;
     t.set("loraplus_param_groups", function(lua, "peft.loraplus_param_groups", loraplus_param_groups)?)?;

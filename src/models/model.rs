@@ -202,8 +202,9 @@ impl Model {
         self.named_parameters().into_iter().next().map(|p| p.tensor)
     }
 
+    /// The dtype of the floating-point weights (quantised ones are stored otherwise).
     pub fn dtype(&self) -> Kind {
-        self.first_parameter().map(|t| t.kind()).unwrap_or(Kind::Float)
+        self.named_parameters().into_iter().map(|p| p.tensor.kind()).find(|k| crate::tensor::dtype::is_floating(*k)).unwrap_or(Kind::Float)
     }
 
     pub fn device(&self) -> Device {
@@ -375,8 +376,8 @@ impl Model {
         for mut p in self.named_parameters().into_iter().filter(|p| p.owner == module::Owner::Base) {
             let (path, _) = p.name.rsplit_once('.').unwrap_or(("", &p.name));
             if let Some(linear) = module::get_submodule(root, path)?.as_any().downcast_ref::<crate::nn::linear::Linear>() {
-                if matches!(linear.layout, crate::nn::linear::Layout::Quantized { .. }) && p.name.ends_with(".weight") {
-                    p.tensor = linear.weight_out_in()?.f_detach()?;
+                if matches!(linear.layout, crate::nn::linear::Layout::Quantized { .. } | crate::nn::linear::Layout::FourBit) && p.name.ends_with(".weight") {
+                    p.tensor = linear.weight_out_in()?.f_detach()?.f_to_kind(self.dtype())?;
                 }
             }
             out.push(p);

@@ -10,6 +10,7 @@ use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use super::attach::LinearPoint;
+use super::fourbit::FourBit;
 use super::hooks::Ctx;
 use super::module::Module;
 use super::weights::{Init, Weights};
@@ -26,6 +27,9 @@ pub enum Layout {
     InOut,
     /// ggml blocks of an (out, in) matrix, uint8 (out, bytes per row), that de-quantise to `kind`.
     Quantized { ggml_type: GgmlType, kind: Kind },
+    /// 4-bit NF4/FP4 codes of an (out, in) matrix (`mt.peft.quantize`), held in `fourbit`; the
+    /// layer computes in its compute dtype.
+    FourBit,
 }
 
 pub struct Linear {
@@ -39,6 +43,8 @@ pub struct Linear {
     /// The weight belongs to another module (a head tied to the embedding).
     pub tied: bool,
     pub adapters: LinearPoint,
+    /// The 4-bit weight and its constants (`Layout::FourBit`; `weight` is its codes).
+    pub fourbit: Option<FourBit>,
 }
 
 impl Linear {
@@ -58,7 +64,7 @@ impl Linear {
             }
         };
         let bias = if bias { Some(w.param(&format!("{name}.bias"), &[out_features], Init::Zeros)?) } else { None };
-        Ok(Linear { name: name.to_string(), in_features, out_features, weight, layout, bias, tied: false, adapters: LinearPoint::default() })
+        Ok(Linear { name: name.to_string(), in_features, out_features, weight, layout, bias, tied: false, adapters: LinearPoint::default(), fourbit: None })
     }
 
     /// A bias-free (out, in) layer over another module's weight (a tied output head).
@@ -73,6 +79,7 @@ impl Linear {
             bias: None,
             tied: true,
             adapters: LinearPoint::default(),
+            fourbit: None,
         }
     }
 
@@ -82,7 +89,20 @@ impl Linear {
             Layout::OutIn => self.weight.shallow_clone(),
             Layout::InOut => self.weight.f_tr()?,
             Layout::Quantized { ggml_type, kind } => dequant_torch::dequantize(ggml_type, &self.weight, &[self.out_features, self.in_features])?.f_to_kind(kind)?,
+            Layout::FourBit => self.four_bit()?.dequantize()?,
         })
+    }
+
+    fn four_bit(&self) -> Result<&FourBit> {
+        self.fourbit.as_ref().ok_or_else(|| anyhow::anyhow!("'{}' has a 4-bit layout but no 4-bit weight", self.name))
+    }
+
+    /// Replaces the weight by its 4-bit codes (`mt.peft.quantize`); frozen from then on.
+    pub fn store_four_bit(&mut self, q: FourBit) {
+        self.weight = q.packed.shallow_clone();
+        self.layout = Layout::FourBit;
+        self.tied = false;
+        self.fourbit = Some(q);
     }
 
     /// The layer without its adapters. x (…, in) → (…, out).
@@ -90,6 +110,12 @@ impl Linear {
         Ok(match self.layout {
             Layout::OutIn => x.f_linear(&self.weight, self.bias.as_ref())?,
             Layout::Quantized { .. } => x.f_linear(&self.weight_out_in()?, self.bias.as_ref())?,
+            Layout::FourBit => {
+                // As bitsandbytes' Linear4bit: compute in the compute dtype, return the input's.
+                let compute = self.four_bit()?.compute;
+                let bias = self.bias.as_ref().map(|b| b.f_to_kind(compute)).transpose()?;
+                x.f_to_kind(compute)?.f_linear(&self.weight_out_in()?, bias.as_ref())?.f_to_kind(x.kind())?
+            }
             Layout::InOut => {
                 // As Conv1D: addmm over the flattened leading dims.
                 let size = x.size();
@@ -126,6 +152,7 @@ impl Linear {
             Layout::OutIn => w.shallow_clone(),
             Layout::InOut => w.f_tr()?,
             Layout::Quantized { ggml_type, .. } => anyhow::bail!("'{}' keeps its weight quantised ({}): an adapter cannot be merged into it; load the model without `quantized` to merge", self.name, ggml_type.name()),
+            Layout::FourBit => anyhow::bail!("'{}' holds its weight in 4 bits: an adapter cannot be merged into it; merge into the model loaded without mt.peft.quantize", self.name),
         };
         let _guard = tch::no_grad_guard();
         self.weight.f_copy_(&w)?;
@@ -137,6 +164,7 @@ impl Module for Linear {
     fn class_name(&self) -> &'static str {
         match self.layout {
             Layout::OutIn | Layout::Quantized { .. } => "Linear",
+            Layout::FourBit => "Linear4bit",
             Layout::InOut => "Conv1D",
         }
     }
@@ -154,7 +182,7 @@ impl Module for Linear {
 
     fn parameter_elements(&self, name: &str, t: &Tensor) -> i64 {
         match self.layout {
-            Layout::Quantized { .. } if name == "weight" => self.out_features * self.in_features,
+            Layout::Quantized { .. } | Layout::FourBit if name == "weight" => self.out_features * self.in_features,
             _ => t.numel() as i64,
         }
     }
@@ -163,6 +191,7 @@ impl Module for Linear {
         let tied = if self.tied { ", tied" } else { "" };
         let quantized = match self.layout {
             Layout::Quantized { ggml_type, .. } => format!(", quantized={}", ggml_type.name()),
+            Layout::FourBit => self.fourbit.as_ref().map(|q| format!(", quantized={}, block_size={}", q.format.name(), q.block)).unwrap_or_default(),
             _ => String::new(),
         };
         format!("in_features={}, out_features={}, bias={}{tied}{quantized}", self.in_features, self.out_features, self.bias.is_some())

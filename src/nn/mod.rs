@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod embedding;
+pub mod fourbit;
 pub mod functional;
 pub mod hooks;
 pub mod init;

@@ -177,6 +177,7 @@ pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTree
         let base = linear(model, &s.layer)?;
         let layer_kind = match base.layout {
             Layout::Quantized { kind, .. } => adapter_kind(kind),
+            Layout::FourBit => adapter_kind(model.dtype()),
             _ => adapter_kind(base.weight.kind()),
         };
         let (adapter, residual): (Box<dyn LinearAdapter>, Option<Tensor>) = match (&method, &s.kind) {

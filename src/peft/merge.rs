@@ -28,8 +28,8 @@ pub fn merge_adapter(model: &mut Model, names: Option<Vec<String>>) -> Result<()
             bail!("adapter '{n}' adds virtual tokens (prompt or prefix tuning): it has no weights to merge into");
         }
         for layer in layers_of(model, n)? {
-            if let Layout::Quantized { ggml_type, .. } = linear(model, &layer)?.layout {
-                bail!("'{layer}' keeps its weight quantised ({}): adapters cannot be merged into it; load the model without `quantized` to merge", ggml_type.name());
+            if matches!(linear(model, &layer)?.layout, Layout::Quantized { .. } | Layout::FourBit) {
+                bail!("'{layer}' keeps its weight quantised: adapters cannot be merged into it; merge into the model loaded in full precision");
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod inject;
 pub mod lora;
 pub mod merge;
 pub mod prompt;
+pub mod quantize;
 pub mod saved;
 pub mod targets;
 

@@ -21,8 +21,8 @@ pub struct SavedModule {
 
 impl SavedModule {
     pub fn new(owner: &str, base: &Linear) -> Result<SavedModule> {
-        if let Layout::Quantized { ggml_type, .. } = base.layout {
-            anyhow::bail!("'{}' keeps its weight quantised ({}); modules_to_save needs a floating-point layer", base.name, ggml_type.name());
+        if matches!(base.layout, Layout::Quantized { .. } | Layout::FourBit) {
+            anyhow::bail!("'{}' keeps its weight quantised; modules_to_save needs a floating-point layer", base.name);
         }
         let _guard = tch::no_grad_guard();
         let copy = Linear {
@@ -34,6 +34,7 @@ impl SavedModule {
             bias: base.bias.as_ref().map(|b| b.f_detach_copy()?.f_set_requires_grad(true)).transpose()?,
             tied: false,
             adapters: LinearPoint::default(),
+            fourbit: None,
         };
         Ok(SavedModule { owner: owner.to_string(), copy, original: None })
     }

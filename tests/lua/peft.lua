@@ -161,6 +161,46 @@ function tests.prompt_tuning_starts_from_the_text_s_embeddings()
   expect.raises(function() model:set_adapter{ "default", "q" } end, "only one prompt or prefix adapter can be active")
 end
 
+function tests.qlora_trains_lora_over_4_bit_weights()
+  local model = stories()
+  local float_logits = logits(model)
+  local before = model:memory_report()
+  mt.peft.quantize(model, { type = "nf4", double_quant = true, compute_dtype = "float32" })
+  local after = model:memory_report()
+  assert(after.quantized_weights > 0 and after.constants > 0)
+  assert(after.weights < before.weights, "the linear weights left full precision")
+  local q = model.model.layers[0].self_attn.q_proj
+  assert(tostring(q):find("Linear4bit(in_features=64, out_features=64, bias=false, quantized=nf4, block_size=64)", 1, true), tostring(q))
+  -- 4 bits per weight, plus under 2% for the constants.
+  local n = 0
+  for name, p in pairs(model:named_parameters()) do
+    if p:dtype() == "uint8" then n = n + 2 * p:numel() end
+  end
+  assert((after.quantized_weights + after.constants) / n <= 0.52, "bytes per quantised parameter")
+  -- NF4 keeps the model close to what it was.
+  local rel = differ(logits(model), float_logits) / float_logits:abs():max():item()
+  assert(rel < 0.2, "relative change " .. rel)
+  mt.peft.lora(model, { r = 4, targets = "all-linear" })
+  local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 1e-2 })
+  local first, last
+  model:train()
+  for i = 1, 8 do
+    local loss = model{ input_ids = ids, labels = ids }.loss
+    opt:zero_grad()
+    loss:backward()
+    opt:step()
+    first = first or loss:item()
+    last = loss:item()
+  end
+  assert(last < first, string.format("the loss falls (%g → %g)", first, last))
+  local report = model:memory_report{ optimizer = opt }
+  assert(report.adapters > 0 and report.optimizer_state == 2 * report.adapters, "AdamW keeps two moments per adapter value")
+  expect.raises(function() model:merge_adapter() end, "keeps its weight quantised")
+  expect.raises(function() mt.peft.quantize(model) end, "no linear layer to quantise")
+  expect.raises(function() mt.peft.quantize(stories(), { bits = 8 }) end, "bits = 8 is not supported")
+  expect.raises(function() mt.peft.quantize(stories(), { type = "int4" }) end, "type 'int4' is not one of")
+end
+
 function tests.bad_input_is_refused_and_the_model_is_unchanged()
   local model = stories()
   local names = {}
