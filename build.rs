@@ -4,10 +4,11 @@
 //! `DEP_TCH_LIBTORCH_LIB`; we embed it as an rpath so that the binary runs without
 //! LD_LIBRARY_PATH, and link `libtorch_cuda.so` with `--no-as-needed` so that the linker does
 //! not drop it (nothing references it by symbol, yet without it CUDA reads as unavailable).
-//! It also lists the Lua standard library (stdlib/) for release builds to embed, and compiles two
+//! It also lists the Lua standard library (stdlib/) for release builds to embed, and compiles
 //! C++ shims against libtorch's headers: shim.cpp (what tch does not bind: foreach and fused
-//! optimizer kernels, tensor identity, generators) and, where libtorch has CUDA, the one that
-//! reads the CUDA caching allocator's statistics.
+//! optimizer kernels, tensor identity, generators), linear4bit.cpp (the autograd function of a
+//! 4-bit linear layer) and, where libtorch has CUDA, the one that reads the CUDA caching
+//! allocator's statistics.
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,7 @@ fn libtorch_cpp(lib_dir: &Path, source: &str) -> cc::Build {
 
 fn build_shim(lib_dir: &Path) {
     libtorch_cpp(lib_dir, "src/tensor/shim.cpp").compile("moontune_shim");
+    libtorch_cpp(lib_dir, "src/tensor/linear4bit.cpp").compile("moontune_linear4bit");
 }
 
 /// Compiles the CUDA memory shim, also against the CUDA headers of the nvidia wheels beside

@@ -1,6 +1,7 @@
 -- bench/lora.lua — moontune's side of the LoRA training benchmark (run by bench/lora.py, which
 -- runs transformers + PEFT the same way and compares). Reads its settings from the environment
--- and prints one JSON line: tokens/s over the timed steps and the LoRA layers' count.
+-- and prints one JSON line: tokens/s over the timed steps and the trainable parameters. With
+-- BENCH_QLORA=1 the base is first stored in 4 bits (NF4, double quantisation): QLoRA.
 local mt = require "moontune"
 local T = mt.tensor
 
@@ -9,6 +10,9 @@ local batch, seq = tonumber(os.getenv("BENCH_BATCH")), tonumber(os.getenv("BENCH
 local steps, rank, alpha = tonumber(os.getenv("BENCH_STEPS")), tonumber(os.getenv("BENCH_RANK")), tonumber(os.getenv("BENCH_ALPHA"))
 
 local model = assert(mt.models.load(path))
+if os.getenv("BENCH_QLORA") == "1" then
+  mt.peft.quantize(model, { type = "nf4", double_quant = true, compute_dtype = "float32" })
+end
 mt.peft.lora(model, { r = rank, alpha = alpha, targets = { "q_proj", "k_proj", "v_proj", "o_proj" } })
 local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 1e-4 })
 mt.manual_seed(0)

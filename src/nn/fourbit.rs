@@ -194,6 +194,13 @@ impl FourBit {
         Ok(w.f_to_kind(self.compute)?)
     }
 
+    /// `x Wᵀ + b` in the compute dtype (returned in x's), through an autograd function that keeps
+    /// the 4-bit codes for the backward instead of the de-quantised weight.
+    pub fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let code = Tensor::f_from_slice(&self.format.code())?.f_to_device(self.device())?;
+        crate::tensor::shim::linear_4bit(x, bias, &self.packed, &self.absmax()?, &code, self.shape, self.block, self.compute)
+    }
+
     /// Bytes of the codes and of the constants.
     pub fn bytes(&self) -> (i64, i64) {
         let constants = match &self.absmax {

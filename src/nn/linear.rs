@@ -110,12 +110,8 @@ impl Linear {
         Ok(match self.layout {
             Layout::OutIn => x.f_linear(&self.weight, self.bias.as_ref())?,
             Layout::Quantized { .. } => x.f_linear(&self.weight_out_in()?, self.bias.as_ref())?,
-            Layout::FourBit => {
-                // As bitsandbytes' Linear4bit: compute in the compute dtype, return the input's.
-                let compute = self.four_bit()?.compute;
-                let bias = self.bias.as_ref().map(|b| b.f_to_kind(compute)).transpose()?;
-                x.f_to_kind(compute)?.f_linear(&self.weight_out_in()?, bias.as_ref())?.f_to_kind(x.kind())?
-            }
+            // As bitsandbytes' Linear4bit: compute in the compute dtype, return the input's.
+            Layout::FourBit => self.four_bit()?.linear(x, self.bias.as_ref())?,
             Layout::InOut => {
                 // As Conv1D: addmm over the flattened leading dims.
                 let size = x.size();

@@ -4,7 +4,7 @@
 //! libtorch's wrapped scalars; inference mode; and generators of their own, so that seeded sampling does not touch the global random stream.
 //! Every call returns libtorch's error as an `anyhow` error; no C++ exception crosses over.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 
 use anyhow::{anyhow, Result};
 use tch::{Device, Tensor};
@@ -64,6 +64,7 @@ extern "C" {
     fn moontune_inference_mode_exit(guard: *mut c_void);
     fn moontune_generator_new(device: i32, seed: u64, out: *mut *mut c_void) -> *mut c_char;
     fn moontune_generator_free(g: *mut c_void);
+    fn moontune_linear_4bit(x: Handle, bias: Handle, packed: Handle, absmax: Handle, code: Handle, out: i64, n_in: i64, block: i64, compute: c_int, result: *mut Handle) -> *mut c_char;
     fn moontune_multinomial(probs: Handle, samples: i64, generator: *mut c_void, out: *mut Handle) -> *mut c_char;
 }
 
@@ -399,4 +400,23 @@ mod tests {
         assert!(a.equal(&b));
         assert!(Tensor::rand([3], (Kind::Float, Device::Cpu)).equal(&expected_global));
     }
+}
+
+/// `x Wᵀ + b` for a weight stored in 4 bits (src/tensor/linear4bit.cpp): `packed` codes, two per
+/// byte, `absmax` (float32) per block of `block`, `code` the 16 values; the weight (out, in) is
+/// de-quantised to `compute` in the forward and again in the backward, never kept.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_4bit(x: &Tensor, bias: Option<&Tensor>, packed: &Tensor, absmax: &Tensor, code: &Tensor, shape: [i64; 2], block: i64, compute: tch::Kind) -> Result<Tensor> {
+    // c10::ScalarType's values.
+    let compute = match compute {
+        tch::Kind::Half => 5,
+        tch::Kind::Float => 6,
+        tch::Kind::Double => 7,
+        tch::Kind::BFloat16 => 15,
+        other => anyhow::bail!("a 4-bit layer computes in a floating-point dtype, not {other:?}"),
+    };
+    let mut out = std::ptr::null_mut();
+    let bias = bias.map(|b| b.as_ptr() as Handle).unwrap_or(std::ptr::null_mut());
+    check(unsafe { moontune_linear_4bit(x.as_ptr() as Handle, bias, packed.as_ptr() as Handle, absmax.as_ptr() as Handle, code.as_ptr() as Handle, shape[0], shape[1], block, compute, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
 }

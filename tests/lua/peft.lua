@@ -201,6 +201,32 @@ function tests.qlora_trains_lora_over_4_bit_weights()
   expect.raises(function() mt.peft.quantize(stories(), { type = "int4" }) end, "type 'int4' is not one of")
 end
 
+function tests.a_4_bit_layer_s_gradients_are_those_of_its_de_quantised_weight()
+  -- The 4-bit layer recomputes its weight in the backward; its gradients must equal those of a
+  -- float model holding the de-quantised weights (what model:save writes for a 4-bit model).
+  local quantized = stories()
+  mt.peft.quantize(quantized, { type = "fp4", block_size = 32, compute_dtype = "float32", skip = {} })
+  lora(quantized, "a", { targets = "all-linear", bias = "all" })
+  local dir = os.tmpname(); os.remove(dir)
+  assert(quantized:save(dir .. "/base"))
+  assert(quantized:save_adapter(dir .. "/adapter"))
+  local float = assert(mt.models.load(dir .. "/base"))
+  mt.peft.load(float, dir .. "/adapter", { name = "a" })
+  assert(differ(logits(float), logits(quantized)) < 1e-5)
+  for _, m in ipairs{ quantized, float } do
+    m{ input_ids = ids, labels = ids }.loss:backward()
+  end
+  local float_params = float:named_parameters{ trainable = true }
+  local n = 0
+  for name, p in pairs(quantized:named_parameters{ trainable = true }) do
+    assert(differ(p.grad, float_params[name].grad) < 1e-5, name)
+    n = n + 1
+  end
+  assert(n > 0)
+  for _, f in ipairs{ "/base/model.safetensors", "/base/config.json", "/adapter/adapter_model.safetensors", "/adapter/adapter_config.json" } do os.remove(dir .. f) end
+  os.remove(dir .. "/base"); os.remove(dir .. "/adapter"); os.remove(dir)
+end
+
 function tests.bad_input_is_refused_and_the_model_is_unchanged()
   local model = stories()
   local names = {}
