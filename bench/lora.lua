@@ -1,7 +1,8 @@
 -- bench/lora.lua — moontune's side of the LoRA training benchmark (run by bench/lora.py, which
 -- runs transformers + PEFT the same way and compares). Reads its settings from the environment
 -- and prints one JSON line: tokens/s over the timed steps and the trainable parameters. With
--- BENCH_QLORA=1 the base is first stored in 4 bits (NF4, double quantisation): QLoRA.
+-- BENCH_QLORA=1 the base is first stored in 4 bits (NF4, double quantisation): QLoRA; with
+-- BENCH_METHOD=lua the LoRA is written in Lua (mt.peft.register) instead of the built-in.
 local mt = require "moontune"
 local T = mt.tensor
 
@@ -13,7 +14,24 @@ local model = assert(mt.models.load(path))
 if os.getenv("BENCH_QLORA") == "1" then
   mt.peft.quantize(model, { type = "nf4", double_quant = true, compute_dtype = "float32" })
 end
-mt.peft.lora(model, { r = rank, alpha = alpha, targets = { "q_proj", "k_proj", "v_proj", "o_proj" } })
+local targets = { "q_proj", "k_proj", "v_proj", "o_proj" }
+if os.getenv("BENCH_METHOD") == "lua" then
+  -- The same LoRA written in Lua (mt.peft.register): what a Lua-defined method costs.
+  mt.peft.register{
+    name = "LUA_LORA",
+    init = function(self, layer, opts)
+      self["lora_A.weight"] = T.randn{ opts.r, layer.in_features } / math.sqrt(layer.in_features)
+      self["lora_B.weight"] = T.zeros{ layer.out_features, opts.r }
+      self.scale = opts.alpha / opts.r
+    end,
+    forward = function(self, x, base_out)
+      return base_out + x:matmul(self["lora_A.weight"]:t()):matmul(self["lora_B.weight"]:t()) * self.scale
+    end,
+  }
+  mt.peft.add(model, "LUA_LORA", { r = rank, alpha = alpha, targets = targets })
+else
+  mt.peft.lora(model, { r = rank, alpha = alpha, targets = targets })
+end
 local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 1e-4 })
 mt.manual_seed(0)
 local ids = T.randint(3, model:config().vocab_size, { batch, seq })

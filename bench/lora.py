@@ -67,7 +67,11 @@ def main():
         linear = int(made.stdout.strip().splitlines()[-1])
         ours, theirs = side_by_side("bench/lora.lua", PEFT_SIDE, path, settings,
                                     lambda o, t: f"moontune {o['tokens_per_s']:.0f} tokens/s, PEFT {t['tokens_per_s']:.0f} tokens/s")
+        cmd = [os.path.join(ROOT, "target/release/moontune"), "run", os.path.join(ROOT, "bench/lora.lua")]
+        env = dict(os.environ, BENCH_MODEL=path, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS), BENCH_METHOD="lua", **settings)
+        in_lua = [run(cmd, env) for _ in range(ROUNDS)]
     assert ours[0][0]["trainable"] == theirs[0][0]["trainable"], "both sides train the same number of parameters"
+    lua_tps = max(r["tokens_per_s"] for r, _ in in_lua)
     o_tps, t_tps = max(r["tokens_per_s"] for r, _ in ours), max(r["tokens_per_s"] for r, _ in theirs)
     o_rss, t_rss = min(rss for _, rss in ours), min(rss for _, rss in theirs)
     flops_per_token = 4 * linear
@@ -87,6 +91,9 @@ def main():
         f"| tokens/s, float32 | {o_tps:.0f} | {t_tps:.0f} | {o_tps / t_tps:.2f}× |",
         f"| peak RSS, MiB | {o_rss:.0f} | {t_rss:.0f} | {o_rss / t_rss:.2f}× |",
         f"| fraction of the float32 matmul peak | {o_tps * flops_per_token / MATMUL_PEAK:.1%} | {t_tps * flops_per_token / MATMUL_PEAK:.1%} | |",
+        "",
+        f"The same LoRA written in Lua (`mt.peft.register`, its forward a Lua function called per layer): {lua_tps:.0f} tokens/s,",
+        f"{lua_tps / o_tps:.2f}× the built-in's ({(1 / lua_tps - 1 / o_tps) * int(s['BENCH_BATCH']) * int(s['BENCH_SEQ']) * 1000:+.0f} ms per step).",
         "",
         "Goal (the PEFT issue): at least 1.25× PEFT's tokens/s and at most 0.6× its peak RSS. bf16 autocast is",
         "not measured: `mt.autocast` does not exist yet.",

@@ -16,7 +16,7 @@ from report import ROOT, write_section
 ROUNDS = int(os.environ.get("BENCH_TUI_ROUNDS", "5"))
 STEPS = 400
 MOONTUNE = os.path.join(ROOT, "target/release/moontune")
-RECIPE = os.path.join(ROOT, "scripts/quickstart.lua")
+RECIPE = os.path.join(ROOT, "scripts/char_lm.lua")
 
 
 def steps_per_second(runs_dir):
@@ -68,7 +68,7 @@ def main():
     text = "\n".join([
         "## The TUI's cost on the step loop",
         "",
-        f"bench/tui.py: scripts/quickstart.lua for {STEPS} steps (no evaluation), {ROUNDS} rounds interleaved, headless",
+        f"bench/tui.py: scripts/char_lm.lua for {STEPS} steps (no evaluation), {ROUNDS} rounds interleaved, headless",
         "(output discarded) and with the TUI in a 160×48 tmux pane; steps/s between the first and last step",
         "of each run's metrics.jsonl; the median run of each counts (single runs vary by several percent).",
         "",

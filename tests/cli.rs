@@ -161,12 +161,12 @@ return {
 }
 
 #[test]
-fn quickstart_trains_with_a_falling_loss() {
+fn char_lm_trains_with_a_falling_loss() {
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let out = moontune()
         .current_dir(root())
-        .args(["run", "scripts/quickstart.lua", "steps=120", "eval_every=60", "--runs-dir"])
+        .args(["run", "scripts/char_lm.lua", "steps=120", "eval_every=60", "--runs-dir"])
         .arg(&runs)
         .output()
         .unwrap();

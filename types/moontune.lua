@@ -2475,6 +2475,31 @@ function mt.peft.combine(model, names, opts) end
 ---@return moontune.Module model
 function mt.peft.quantize(model, opts) end
 
+---What `mt.peft.register` takes: an adapter method written in Lua.
+---@class moontune.AdapterMethod
+---@field name string its `peft_type` (not a built-in's)
+---@field init fun(self: table, layer: { name: string, in_features: integer, out_features: integer }, opts: table) called once per target layer with the options given to `mt.peft.add` (all but the targets); the tensor fields it sets on `self` are the layer's parameters (moved to the layer's device and the adapter dtype, trainable), other fields stay in `self`
+---@field forward fun(self: table, x: moontune.Tensor, base_out: moontune.Tensor): moontune.Tensor the layer's new output, given its input and the base layer's output
+---@field merge? fun(self: table, weight: moontune.Tensor): moontune.Tensor the base weight (out, in) with the adapter folded in (`merge_adapter`, `merge_and_unload`)
+---@field unmerge? fun(self: table, weight: moontune.Tensor): moontune.Tensor the inverse of `merge`
+
+---Registers an adapter method written in Lua, or replaces its definition: the layers made
+---from it look their functions up by name at every call, so registering it again (a hot
+---reload of its file) swaps `forward` and keeps the trained parameters.
+---@param def moontune.AdapterMethod
+---@return string name
+function mt.peft.register(def) end
+
+---Adds an adapter of a registered method: `targets`, `exclude`, `layers_to_transform` and
+---`modules_to_save` as `mt.peft.lora` reads them, every other option handed to its `init`.
+---Saved with `peft_type` = the method's name and its parameters under each layer's name;
+---`mt.peft.load` loads it back once the method is registered.
+---@param model moontune.Module
+---@param method string
+---@param opts? table
+---@return moontune.Module model
+function mt.peft.add(model, method, opts) end
+
 ---LoRA+ parameter groups for an optimizer: B matrices at `ratio × lr`, every other trainable
 ---parameter at `lr`.
 ---@param model moontune.Module
@@ -2486,6 +2511,28 @@ function mt.peft.loraplus_param_groups(model, opts) end
 ---@param model moontune.Module
 ---@return moontune.AdapterSummary[]
 function mt.peft.summary(model) end
+
+---`mt.json`: JSON text to Lua values and back (objects are tables with string keys, arrays
+---sequences, null nil).
+---@class moontune.json
+mt.json = {}
+
+---Decodes JSON text.
+---@param text string
+---@return any|nil value
+---@return string? message naming the line and column of a malformed text
+function mt.json.decode(text) end
+
+---Reads and decodes a JSON file.
+---@param path string
+---@return any|nil value
+---@return string? message
+function mt.json.read(path) end
+
+---Encodes a value as JSON text.
+---@param value any tables, strings, numbers, booleans
+---@return string
+function mt.json.encode(value) end
 
 ---`mt.gguf`: looking inside llama.cpp's GGUF files. Loading a model or tokenizer from one is
 ---`mt.models.load` and `mt.tokenizer.load`; writing one is `model:save_gguf`; converting from
@@ -2600,6 +2647,6 @@ function Tokenizer:save(path) end
 ---@field done? fun(state: table, cfg: table): boolean ends the run early when it returns true
 ---@field on_reload? fun(state: table, cfg: table) called after a hot reload, before the new functions take over
 ---@field save? fun(state: table, cfg: table, dir: string) the checkpoint hook behind the `s` key and `:save`
----@field finish? fun(state: table, cfg: table) called once after the last step and the final evaluation, also when stopped early
+---@field finish? fun(state: table, cfg: table, dir: string) called once after the last step and the final evaluation, also when stopped early; `dir` is the run's directory (for final outputs)
 
 return mt

@@ -4,12 +4,14 @@
 pub mod args;
 pub mod callbacks;
 pub mod gguf;
+pub mod json;
 pub mod memory;
 pub mod models;
 pub mod module;
 pub mod nn;
 pub mod optim;
 pub mod peft;
+pub mod peft_method;
 pub mod runtime;
 pub mod sched;
 pub mod serialize;

@@ -3,6 +3,7 @@
 //! logic is in src/peft.
 
 use std::path::Path;
+use std::rc::Rc;
 
 use mlua::{AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserDataMethods, Value};
 use serde::Deserialize;
@@ -11,8 +12,10 @@ use super::args::{failure, misuse, options, split_values, OrMisuse};
 use super::tokenizer::LuaTokenizer;
 use super::callbacks::{function, method, method_ud};
 use super::models::LuaModule;
+use super::peft_method::{self, LuaMethod};
 use crate::models::Model;
-use crate::peft::config::PromptInit;
+use crate::peft::config::{PromptInit, Source};
+use crate::peft::custom::{CustomConfig, CustomMethod};
 use crate::peft::{self, combine, files, inject, merge, quantize};
 
 fn model_arg(call: &str, v: &AnyUserData) -> mlua::Result<mlua::UserDataRef<LuaModule>> {
@@ -82,10 +85,52 @@ fn load(lua: &Lua, (model, dir, opts): (AnyUserData, String, Option<Table>)) -> 
     if !Path::new(&dir).exists() {
         return failure(lua, format!("{call}: {dir} does not exist"));
     }
-    files::load(&mut m, Path::new(&dir), &name, o.trainable.unwrap_or(true)).or_misuse(call)?;
+    files::load(&mut m, Path::new(&dir), &name, o.trainable.unwrap_or(true), &|t| resolve(lua, t)).or_misuse(call)?;
     drop(m);
     drop(handle);
     Ok(MultiValue::from_iter([Value::UserData(model)]))
+}
+
+/// A method registered in Lua under `name`, if there is one.
+fn resolve(lua: &Lua, name: &str) -> Option<Rc<dyn CustomMethod>> {
+    let registered = peft_method::methods(lua).ok()?.contains_key(name).ok()?;
+    registered.then(|| Rc::new(LuaMethod { lua: lua.weak(), name: name.to_string() }) as Rc<dyn CustomMethod>)
+}
+
+/// `mt.peft.register(def)`: defines (or, on a reload, redefines) an adapter method.
+fn register(lua: &Lua, def: Table) -> mlua::Result<String> {
+    let call = "peft.register";
+    let name: String = def.get::<Option<String>>("name")?.ok_or_else(|| misuse(call, "the definition needs a name (its peft_type)"))?;
+    if name.is_empty() || ["LORA", "IA3", "PROMPT_TUNING", "PREFIX_TUNING"].contains(&name.as_str()) {
+        return Err(misuse(call, format!("'{name}' cannot name a new method (it is empty or a built-in's)")));
+    }
+    for key in ["init", "forward"] {
+        if !matches!(def.get::<Value>(key)?, Value::Function(_)) {
+            return Err(misuse(call, format!("method '{name}' needs {key} = function")));
+        }
+    }
+    for pair in def.pairs::<String, Value>() {
+        let (k, _) = pair?;
+        if !["name", "init", "forward", "merge", "unmerge"].contains(&k.as_str()) {
+            return Err(misuse(call, format!("unknown field '{k}' (a method has name, init, forward, merge, unmerge)")));
+        }
+    }
+    peft_method::methods(lua)?.set(name.as_str(), def)?;
+    Ok(name)
+}
+
+/// `mt.peft.add(model, method, opts)`: an adapter of a registered method.
+fn add_custom(lua: &Lua, (model, method, opts): (AnyUserData, String, Option<Table>)) -> mlua::Result<AnyUserData> {
+    let call = "peft.add";
+    let resolved = resolve(lua, &method).ok_or_else(|| misuse(call, format!("no method '{method}' is registered (mt.peft.register)")))?;
+    let (name, map) = config_options(lua, call, opts)?;
+    {
+        let handle = model_arg(call, &model)?;
+        let mut m = handle.model_mut(call)?;
+        let config = CustomConfig::parse(resolved, map, Source::Options).or_misuse(call)?;
+        inject::add(&mut m, &name, peft::Method::Custom(config), None, true).or_misuse(call)?;
+    }
+    Ok(model)
 }
 
 #[derive(Deserialize, Default)]
@@ -329,6 +374,8 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     t.set("prompt_tuning", function(lua, "peft.prompt_tuning", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.prompt_tuning", "PROMPT_TUNING", model, opts))?)?;
     t.set("prefix_tuning", function(lua, "peft.prefix_tuning", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.prefix_tuning", "PREFIX_TUNING", model, opts))?)?;
     t.set("quantize", function(lua, "peft.quantize", quantize_lua)?)?;
+    t.set("register", function(lua, "peft.register", register)?)?;
+    t.set("add", function(lua, "peft.add", add_custom)?)?;
     t.set("load", function(lua, "peft.load", load)?)?;
     t.set("combine", function(lua, "peft.combine", combine_lua)?)?;
     t.set("loraplus_param_groups", function(lua, "peft.loraplus_param_groups", loraplus_param_groups)?)?;

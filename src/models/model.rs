@@ -354,7 +354,7 @@ impl Model {
         let loss = match &input.labels {
             Some(labels) => {
                 // Virtual tokens before the input (prompt tuning) are not predicted: -100 there.
-                let virtual_tokens = logits.size()[1] - labels.size().get(1).copied().unwrap_or(0);
+                let virtual_tokens = logits.size()[1] - tokens.batch_and_length()?.1;
                 if virtual_tokens > 0 && labels.dim() == 2 {
                     let ignored = Tensor::f_full([labels.size()[0], virtual_tokens], -100, (labels.kind(), labels.device()))?;
                     Some(causal_lm_loss(&logits, &Tensor::f_cat(&[&ignored, labels], 1)?)?)

@@ -201,6 +201,12 @@ impl BiasMode {
     }
 }
 
+/// Reads the selection fields shared by every method (a custom method's, with PEFT's or the
+/// options' names).
+pub fn selection_of(f: &mut Fields, source: Source, default_targets: Vec<String>) -> Result<Selection> {
+    selection(f, source, names(source), default_targets)
+}
+
 /// Reads the selection fields shared by every method.
 fn selection(f: &mut Fields, source: Source, names: &Names, default_targets: Vec<String>) -> Result<Selection> {
     let targets = f.targets(names.targets, source)?.unwrap_or(Targets::Names(default_targets));
@@ -237,7 +243,7 @@ fn names(source: Source) -> &'static Names {
     }
 }
 
-fn selection_json(s: &Selection, resolved: &[String]) -> Map<String, Value> {
+pub fn selection_json(s: &Selection, resolved: &[String]) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("target_modules".into(), s.targets.to_json(resolved));
     m.insert("exclude_modules".into(), s.exclude.as_ref().map(|e| e.to_json(&[])).unwrap_or(Value::Null));

@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
 use tch::{Device, Tensor};
 
 use super::config::{Ia3Config, LoraConfig, PrefixConfig, PromptConfig, Source};
+use super::custom::{CustomConfig, CustomMethod};
 use super::inject::{add, adapter_parameters, bias_key, file_key, PROMPT_KEY};
 use super::prompt::{PrefixTuning, PromptTuning};
 use super::{default_ia3_targets, default_lora_targets, linear, task_type, Method};
@@ -45,6 +47,7 @@ pub fn save(model: &Model, name: &str, dir: &Path) -> Result<()> {
         let config = match &adapter.method {
             Method::Lora(c) => c.to_peft(&adapter.layers, fan_in_fan_out, task_type(model)),
             Method::Ia3(c) => c.to_peft(&adapter.layers, fan_in_fan_out, task_type(model)),
+            Method::Custom(c) => c.to_peft(&adapter.layers, task_type(model)),
             _ => bail!("internal: a prompt method"),
         };
         (tensors, config)
@@ -84,8 +87,11 @@ pub fn query_heads(model: &Model) -> i64 {
     }
 }
 
+/// Finds a method defined outside the built-ins by its `peft_type`.
+pub type Resolver<'a> = &'a dyn Fn(&str) -> Option<Rc<dyn CustomMethod>>;
+
 /// The method an adapter_config.json describes.
-pub fn read_config(model: &Model, dir: &Path) -> Result<Method> {
+pub fn read_config(model: &Model, dir: &Path, custom: Resolver) -> Result<Method> {
     let path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let json: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
@@ -96,17 +102,20 @@ pub fn read_config(model: &Model, dir: &Path) -> Result<Method> {
         "IA3" => Method::Ia3(Ia3Config::parse(map, Source::Peft, default_ia3_targets(model))?),
         "PROMPT_TUNING" => Method::Prompt(PromptConfig::parse(map, Source::Peft)?),
         "PREFIX_TUNING" => Method::Prefix(PrefixConfig::parse(map, Source::Peft)?),
-        other => bail!("{}: peft_type '{other}' is not supported (supported: LORA, IA3, PROMPT_TUNING, PREFIX_TUNING)", path.display()),
+        other => match custom(other) {
+            Some(method) => Method::Custom(CustomConfig::parse(method, map, Source::Peft)?),
+            None => bail!("{}: peft_type '{other}' is not supported (supported: LORA, IA3, PROMPT_TUNING, PREFIX_TUNING, and methods registered with mt.peft.register)", path.display()),
+        },
     };
     Ok(method)
 }
 
 /// Loads the adapter PEFT (or moontune) saved in `dir` as `name`.
-pub fn load(model: &mut Model, dir: &Path, name: &str, trainable: bool) -> Result<()> {
+pub fn load(model: &mut Model, dir: &Path, name: &str, trainable: bool, custom: Resolver) -> Result<()> {
     if !dir.is_dir() {
         bail!("{} is not a directory (an adapter is a directory with adapter_config.json and adapter_model.safetensors)", dir.display());
     }
-    let method = read_config(model, dir)?;
+    let method = read_config(model, dir, custom)?;
     let file = dir.join("adapter_model.safetensors");
     if !file.exists() {
         if dir.join("adapter_model.bin").exists() {

@@ -25,6 +25,8 @@ use crate::tensor::dtype::is_floating;
 pub enum SiteKind {
     Lora { r: i64, scaling: f64 },
     Ia3 { feedforward: bool },
+    /// A method defined in Lua.
+    Custom,
     Saved,
 }
 
@@ -53,6 +55,7 @@ pub fn plan(model: &Model, method: &Method) -> Result<Vec<Site>> {
                 SiteKind::Lora { r, scaling: c.scaling(r, alpha) }
             }
             Method::Ia3(c) => SiteKind::Ia3 { feedforward: c.is_feedforward(&layer) },
+            Method::Custom(_) => SiteKind::Custom,
             Method::Prompt(_) | Method::Prefix(_) => bail!("internal: virtual tokens have no layers"),
         };
         sites.push(Site { layer, kind });
@@ -91,40 +94,7 @@ fn biases(model: &Model, method: &Method, sites: &[Site]) -> Vec<String> {
     }
 }
 
-/// The tensors an adapter file holds for a plan, by key without `base_model.model.`, with shapes.
-pub fn expected_tensors(model: &Model, method: &Method, sites: &[Site], biases: &[String]) -> Result<BTreeMap<String, Vec<i64>>> {
-    let mut out = BTreeMap::new();
-    for s in sites {
-        let l = linear(model, &s.layer)?;
-        let (n_in, n_out) = (l.in_features, l.out_features);
-        match s.kind {
-            SiteKind::Lora { r, .. } => {
-                out.insert(format!("{}.lora_A.weight", s.layer), vec![r, n_in]);
-                out.insert(format!("{}.lora_B.weight", s.layer), vec![n_out, r]);
-                if matches!(method, Method::Lora(c) if c.use_dora) {
-                    out.insert(format!("{}.lora_magnitude_vector", s.layer), vec![n_out]);
-                }
-            }
-            SiteKind::Ia3 { feedforward } => {
-                out.insert(format!("{}.ia3_l", s.layer), if feedforward { vec![1, n_in] } else { vec![n_out, 1] });
-            }
-            SiteKind::Saved => {
-                out.insert(format!("{}.weight", s.layer), if l.layout == Layout::InOut { vec![n_in, n_out] } else { vec![n_out, n_in] });
-                if l.bias.is_some() {
-                    out.insert(format!("{}.bias", s.layer), vec![n_out]);
-                }
-            }
-        }
-    }
-    let layers: Vec<String> = sites.iter().filter(|s| !matches!(s.kind, SiteKind::Saved)).map(|s| s.layer.clone()).collect();
-    for b in biases {
-        let p = model.named_parameters().into_iter().find(|p| &p.name == b).context("bias vanished")?;
-        out.insert(bias_key(&layers, b), p.tensor.size());
-    }
-    Ok(out)
-}
-
-/// Checks a file's tensors (keys without `base_model.model.`) against what the plan expects.
+/// Checks a file's tensors (keys without `base_model.model.`) against the layers built for them.
 fn check_file(expected: &BTreeMap<String, Vec<i64>>, tensors: &BTreeMap<String, Tensor>, arch: &str) -> Result<()> {
     for (key, t) in tensors {
         match expected.get(key) {
@@ -168,10 +138,7 @@ pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTree
     }
     let sites = plan(model, &method)?;
     let biases = biases(model, &method, &sites);
-    if let Some(tensors) = tensors {
-        check_file(&expected_tensors(model, &method, &sites, &biases)?, tensors, &model.architecture)?;
-    }
-    // Build every layer before changing anything.
+    // Build every layer, and check a file against them, before changing anything.
     let mut built: Vec<(String, Box<dyn LinearAdapter>, Option<Tensor>)> = Vec::new();
     for s in &sites {
         let base = linear(model, &s.layer)?;
@@ -189,10 +156,26 @@ pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTree
                 (Box::new(layer), residual)
             }
             (Method::Ia3(c), SiteKind::Ia3 { feedforward }) => (Box::new(Ia3Layer::new(name, base, *feedforward, c.init_ones, layer_kind)?), None),
+            (Method::Custom(c), SiteKind::Custom) => (c.method.build(name, base, &c.options, layer_kind).with_context(|| format!("{} on '{}'", c.method.name(), s.layer))?, None),
             (_, SiteKind::Saved) => (Box::new(SavedModule::new(name, base)?), None),
             _ => bail!("internal: a site of another method"),
         };
         built.push((s.layer.clone(), adapter, residual));
+    }
+    if let Some(tensors) = tensors {
+        let mut expected = BTreeMap::new();
+        for (layer, adapter, _) in &built {
+            for (pname, t) in adapter.own_parameters() {
+                expected.insert(format!("{layer}.{pname}"), t.size());
+            }
+        }
+        let adapted: Vec<String> = sites.iter().filter(|s| !matches!(s.kind, SiteKind::Saved)).map(|s| s.layer.clone()).collect();
+        let params = model.named_parameters();
+        for b in &biases {
+            let p = params.iter().find(|p| &p.name == b).context("bias vanished")?;
+            expected.insert(bias_key(&adapted, b), p.tensor.size());
+        }
+        check_file(&expected, tensors, &model.architecture)?;
     }
     // Attach.
     let activate = model.adapters.active.is_empty();

@@ -10,6 +10,7 @@
 
 pub mod combine;
 pub mod config;
+pub mod custom;
 pub mod files;
 pub mod ia3;
 pub mod inject;
@@ -37,15 +38,18 @@ pub enum Method {
     Ia3(Ia3Config),
     Prompt(PromptConfig),
     Prefix(PrefixConfig),
+    /// A method defined in Lua (or elsewhere outside this crate).
+    Custom(custom::CustomConfig),
 }
 
 impl Method {
-    pub fn peft_type(&self) -> &'static str {
+    pub fn peft_type(&self) -> &str {
         match self {
             Method::Lora(_) => "LORA",
             Method::Ia3(_) => "IA3",
             Method::Prompt(_) => "PROMPT_TUNING",
             Method::Prefix(_) => "PREFIX_TUNING",
+            Method::Custom(c) => c.method.name(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Method {
         match self {
             Method::Lora(c) => Some(&c.selection),
             Method::Ia3(c) => Some(&c.selection),
+            Method::Custom(c) => Some(&c.selection),
             Method::Prompt(_) | Method::Prefix(_) => None,
         }
     }
@@ -283,6 +288,7 @@ pub fn summary(model: &Model) -> Result<Vec<AdapterSummary>> {
             Method::Ia3(_) => "IA3",
             Method::Prompt(_) => "prompt",
             Method::Prefix(_) => "prefix",
+            Method::Custom(c) => c.method.name(),
         };
         out.push(AdapterSummary {
             name: a.name.clone(),

@@ -261,7 +261,8 @@ impl Loop<'_> {
             self.evaluate(progress.steps)?;
         }
         if let Some(finish) = self.versions.active.finish.clone() {
-            call_traced::<Value>(self.lua, &finish, (self.state.clone(), self.cfg.clone())).map_err(|e| anyhow!("finish failed: {e}"))?;
+            let dir = self.run_dir.path.display().to_string();
+            call_traced::<Value>(self.lua, &finish, (self.state.clone(), self.cfg.clone(), dir)).map_err(|e| anyhow!("finish failed: {e}"))?;
         }
         Ok(())
     }

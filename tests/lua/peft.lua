@@ -227,6 +227,66 @@ function tests.a_4_bit_layer_s_gradients_are_those_of_its_de_quantised_weight()
   os.remove(dir .. "/base"); os.remove(dir .. "/adapter"); os.remove(dir)
 end
 
+-- LoRA written in Lua: the same parameters under the same names as the built-in's.
+local function lua_lora(scale_by)
+  return {
+    name = "LUA_LORA",
+    init = function(self, layer, opts)
+      self["lora_A.weight"] = T.randn{ opts.r, layer.in_features }
+      self["lora_B.weight"] = T.zeros{ layer.out_features, opts.r }
+      self.scale = opts.alpha / opts.r * scale_by      -- a number: kept in self, not a parameter
+    end,
+    forward = function(self, x, base_out)
+      return base_out + x:matmul(self["lora_A.weight"]:t()):matmul(self["lora_B.weight"]:t()) * self.scale
+    end,
+    merge = function(self, weight)
+      return weight + self["lora_B.weight"]:mm(self["lora_A.weight"]) * self.scale
+    end,
+  }
+end
+
+function tests.a_lua_defined_lora_gives_the_built_in_s_numbers()
+  mt.peft.register(lua_lora(1))
+  local builtin = stories()
+  lora(builtin, "a", { r = 4, alpha = 8 })
+  local custom = stories()
+  mt.peft.add(custom, "LUA_LORA", { name = "a", r = 4, alpha = 8, targets = { "q_proj", "v_proj" } })
+  assert(custom:num_parameters{ trainable = true } == 4480)
+  custom:load_state_dict(builtin:state_dict())
+  assert(differ(logits(custom), logits(builtin)) < 1e-6, "logits")
+  for _, m in ipairs{ builtin, custom } do m{ input_ids = ids, labels = ids }.loss:backward() end
+  local theirs = builtin:named_parameters{ trainable = true }
+  for name, p in pairs(custom:named_parameters{ trainable = true }) do
+    assert(differ(p.grad, theirs[name].grad) < 1e-6, "gradient of " .. name)
+  end
+  -- Saved with its name as peft_type, loaded back through the registered method.
+  local dir = os.tmpname(); os.remove(dir)
+  assert(custom:save_adapter(dir))
+  local f = assert(io.open(dir .. "/adapter_config.json")); local config = f:read("a"); f:close()
+  assert(config:find('"peft_type": "LUA_LORA"', 1, true) and config:find('"alpha": 8', 1, true), config)
+  local again = stories()
+  mt.peft.load(again, dir)
+  assert(differ(logits(again), logits(custom)) < 1e-6)
+  -- A hot reload of its definition swaps forward and keeps the trained parameters.
+  local before = custom:state_dict()["model.layers.0.self_attn.q_proj.adapters.a.lora_B.weight"]:clone()
+  local adapted = logits(custom)
+  local doubled = lua_lora(1)
+  doubled.forward = function(self, x, base_out)
+    return base_out + x:matmul(self["lora_A.weight"]:t()):matmul(self["lora_B.weight"]:t()) * (2 * self.scale)
+  end
+  mt.peft.register(doubled)
+  assert(differ(logits(custom), adapted) > 1e-4, "the new forward runs")
+  assert(differ(custom:state_dict()["model.layers.0.self_attn.q_proj.adapters.a.lora_B.weight"], before) == 0, "the parameters stay")
+  mt.peft.register(lua_lora(1))
+  custom:merge_and_unload()
+  assert(differ(logits(custom), adapted) < 1e-4, "merge() folds it into the weights")
+  expect.raises(function() mt.peft.add(stories(), "NOPE", {}) end, "no method 'NOPE' is registered")
+  expect.raises(function() mt.peft.register{ name = "LORA", init = print, forward = print } end, "cannot name a new method")
+  expect.raises(function() mt.peft.register{ name = "X", init = print } end, "needs forward = function")
+  for _, file in ipairs{ "/adapter_config.json", "/adapter_model.safetensors" } do os.remove(dir .. file) end
+  os.remove(dir)
+end
+
 function tests.bad_input_is_refused_and_the_model_is_unchanged()
   local model = stories()
   local names = {}

@@ -1,8 +1,8 @@
--- quickstart.lua — a self-contained first recipe: a character-level transformer language model
+-- char_lm.lua — a self-contained first recipe: a character-level transformer language model
 -- built from mt.nn, trained with AdamW on little stories this recipe generates itself (no input
 -- files), evaluated on held-out text, with samples printed as it learns.
 --
---   ./dev quickstart                 (or: moontune run scripts/quickstart.lua steps=100 lr=1e-3)
+--   moontune run scripts/char_lm.lua                 (or with steps=100 lr=1e-3)
 --
 -- It shows the recipe contract: `config` (every knob, overridable as key=value), `setup` (builds
 -- what persists: data, model, optimizer, schedule), `step` (one optimizer step, returns numbers to
