@@ -55,6 +55,12 @@ f:close()
 local wide = mt.models.new("LlamaForCausalLM", { vocab_size = 40, hidden_size = 32, intermediate_size = 64,
   num_hidden_layers = 1, num_attention_heads = 2, max_position_embeddings = 16 })
 assert(wide:save_gguf("model.gguf", { type = "q4_0", tokenizer = assert(mt.tokenizer.load("tok")) }))
+-- Adapters of the small model: a DoRA LoRA with a trainable head copy, and a projected prefix.
+mt.peft.lora(model, { name = "l", r = 2, targets = "all-linear", use_dora = true, modules_to_save = { "lm_head" }, init = false })
+assert(model:save_adapter("lora", { name = "l" }))
+model:delete_adapter("l")
+mt.peft.prefix_tuning(model, { name = "p", num_virtual_tokens = 2, projection = true, encoder_hidden_size = 4 })
+assert(model:save_adapter("prefix", { name = "p" }))
 "#,
     )
     .unwrap();
@@ -73,6 +79,7 @@ fn all_cases(fixtures_dir: &Path) -> Vec<Case> {
     cases.extend(cases::file_cases(&model, &tok));
     cases.extend(cases::checkpoint_cases(&model, &checkpoint));
     cases.extend(cases::gguf_cases(&gguf_fixture(fixtures_dir)));
+    cases.extend(cases::adapter_cases(&model, &fixtures_dir.join("lora"), &fixtures_dir.join("prefix")));
     cases.extend(cases::template_cases(&tok));
     cases.extend(cases::recipe_cases());
     cases

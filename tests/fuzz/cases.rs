@@ -349,6 +349,54 @@ pub fn gguf_cases(path: &Path) -> Vec<Case> {
     out
 }
 
+const LOAD_ADAPTER: &str = r#"local mt = require "moontune"
+local model = assert(mt.models.load("model"))
+local loaded, err = mt.peft.load(model, "adapter")
+if not loaded then error(err, 0) end
+local ids = mt.tensor.tensor{ { 1, 2, 3 } }
+print(model{ input_ids = ids }.logits:shape())
+print(model:generate(ids, { max_new_tokens = 2 }):shape())
+pcall(model.merge_and_unload, model)
+"#;
+
+/// Adapters (a DoRA LoRA with a trainable head copy, a prefix) each with one fault.
+pub fn adapter_cases(model_dir: &Path, lora_dir: &Path, prefix_dir: &Path) -> Vec<Case> {
+    let model = read_dir(model_dir, "model");
+    let mut out = Vec::new();
+    let names = || vec!["peft.load".to_string(), "adapter_config.json".into(), "adapter_model.safetensors".into(), "adapter".into()];
+    for (kind, dir) in [("lora", lora_dir), ("prefix", prefix_dir)] {
+        let adapter = read_dir(dir, "adapter");
+        let st = adapter.iter().find(|(n, _)| n.ends_with("adapter_model.safetensors")).unwrap().1.clone();
+        let config: serde_json::Value = serde_json::from_slice(&adapter.iter().find(|(n, _)| n.ends_with("adapter_config.json")).unwrap().1).unwrap();
+        let mut case = |id: String, name: &str, bytes: Vec<u8>| {
+            let mut files = model.clone();
+            files.extend(adapter.iter().filter(|(n, _)| !n.ends_with(name)).cloned());
+            files.push((format!("adapter/{name}"), bytes));
+            out.push(script_case(format!("file/adapter/{kind}/{id}"), "file", LOAD_ADAPTER.to_string(), files, names()));
+        };
+        for (id, bytes) in safetensors_faults(&st, 31, 40) {
+            case(id, "adapter_model.safetensors", bytes);
+        }
+        let values = [serde_json::json!(0), serde_json::json!(-1), serde_json::json!(1e12), serde_json::json!("abc"), serde_json::json!(null), serde_json::json!([1]), serde_json::json!(1.5), serde_json::json!({ "a": 1 }), serde_json::json!(true)];
+        let keys = config.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        for key in keys {
+            for value in &values {
+                let mut c = config.clone();
+                c[&key] = value.clone();
+                case(format!("config/{key}={value}"), "adapter_config.json", serde_json::to_vec(&c).unwrap());
+            }
+        }
+        for (id, text) in [("not-json", b"{ nope".to_vec()), ("empty", Vec::new()), ("array", b"[]".to_vec()), ("regex-bad", {
+            let mut c = config.clone();
+            c["target_modules"] = serde_json::json!("(unclosed");
+            serde_json::to_vec(&c).unwrap()
+        })] {
+            case(format!("config/{id}"), "adapter_config.json", text);
+        }
+    }
+    out
+}
+
 /// A valid model and tokenizer, each with one fault.
 pub fn file_cases(model_dir: &Path, tokenizer_dir: &Path) -> Vec<Case> {
     let model = read_dir(model_dir, "model");
