@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use moontune::nn::module::ParamCounts;
+use moontune::peft::AdapterSummary;
 use moontune::run::event::{Event, Panel};
 use moontune::ui::tui::state::TuiState;
 use moontune::ui::tui::view;
@@ -16,7 +17,14 @@ use ratatui::Terminal;
 fn scripted_state(t0: Instant) -> TuiState {
     let mut s = TuiState::new("cpu".into());
     s.apply(Event::Started { recipe: "scripts/finetune.lua".into(), run_dir: Some("runs/finetune-20261128-120000".into()), total_steps: Some(500), log_every: 10 }, t0);
-    s.apply(Event::Model(ParamCounts { total: 292_800, trainable: 4_096, by_owner: vec![("base".into(), 292_800, 4_096)] }), t0);
+    s.apply(Event::Model(ParamCounts { total: 297_280, trainable: 4_480, by_owner: vec![("base".into(), 292_800, 0), ("a".into(), 4_480, 4_480)] }), t0);
+    s.apply(
+        Event::Adapters(vec![
+            AdapterSummary { name: "a".into(), method: "LoRA".into(), active: true, parameters: 4_480, trainable: 4_480, norm: 3.674, grad_norm: Some(0.0123) },
+            AdapterSummary { name: "b".into(), method: "IA3".into(), active: false, parameters: 1_180, trainable: 0, norm: 34.35, grad_norm: None },
+        ]),
+        t0,
+    );
     for step in 1..=120u64 {
         let x = step as f64;
         let metrics = vec![("grad_norm".into(), 1.0 / (1.0 + x / 50.0)), ("loss".into(), 3.0 * (-x / 60.0).exp() + 0.4), ("lr".into(), 2e-4), ("tokens".into(), 512.0)];
@@ -59,7 +67,7 @@ fn check(width: u16, height: u16) {
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("no snapshot at {}; run with MOONTUNE_UPDATE_SNAPSHOTS=1 and review it", path.display()));
     assert_eq!(got, want, "the {width}x{height} screen changed:\n{got}");
-    for needle in ["step 120/500", "loss", "grad_norm", "acc", "reload failed", "scripts/finetune.lua:42", "confusion", "RSS 512 MiB", "recipe v2 (1 reload)"] {
+    for needle in ["step 120/500", "loss", "grad_norm", "acc", "reload failed", "scripts/finetune.lua:42", "confusion", "RSS 512 MiB", "recipe v2 (1 reload)", "a LoRA on 4.5K ‖θ‖ 3.67 ‖∇‖ 0.012", "b IA3 off 0 ‖θ‖ 34.35"] {
         assert!(got.contains(needle), "{width}x{height} lacks {needle:?}:\n{got}");
     }
 }

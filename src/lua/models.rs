@@ -586,6 +586,15 @@ pub fn parameters_of(v: &Value) -> Option<Vec<NamedParam>> {
     }
 }
 
+/// The adapters of a loaded model (`state.model`) with their norms, for the run loop's front
+/// ends; None for anything else.
+pub fn adapters_of(v: &Value) -> Option<Vec<crate::peft::AdapterSummary>> {
+    let Value::UserData(ud) = v else { return None };
+    let handle = ud.borrow::<LuaModule>().ok()?;
+    let model = handle.model.try_borrow().ok()?;
+    crate::peft::summary(&model).ok()
+}
+
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("load", function(lua, "models.load", load)?)?;

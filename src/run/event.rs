@@ -36,6 +36,8 @@ pub enum Event {
     Eval { step: u64, metrics: Metrics, panels: Vec<Panel> },
     /// Parameter counts of `state.model` (overall and per owner), when the recipe has one.
     Model(ParamCounts),
+    /// The adapters of `state.model` (method, active, sizes, norms), after setup and each step.
+    Adapters(Vec<crate::peft::AdapterSummary>),
     /// A line from `print` or `mt.log`.
     Log(String),
     /// A reload was tried at `step`: `version` is the one now running; `error` says why the new

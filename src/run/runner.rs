@@ -26,7 +26,7 @@ use super::rundir::RunDir;
 use super::watch;
 use crate::lua::args::describe;
 use crate::lua::runtime::call_traced;
-use crate::lua::models::parameters_of;
+use crate::lua::models::{adapters_of, parameters_of};
 use crate::lua::tensor::as_tensor;
 use crate::lua::{load_file, new_lua, route_print};
 use crate::nn::module::ParamCounts;
@@ -244,6 +244,7 @@ impl Loop<'_> {
             let metrics = metrics_of(&out)?;
             self.run_dir.log_metrics("step", step, self.started.elapsed().as_secs_f64(), &metrics)?;
             let _ = self.events.send(Event::Step { step, metrics, panels: panels_of(&out)? });
+            report_adapters(&self.state, self.events);
             self.lua.gc_step()?;
             let eval_every = loop_setting(&self.cfg, "eval_every")?.unwrap_or(0);
             if eval_every > 0 && step % eval_every == 0 {
@@ -403,12 +404,23 @@ impl Loop<'_> {
     }
 }
 
-/// Sends the parameter counts of `state.model` (a loaded model or a Lua module), if there is one.
+/// Sends the parameter counts of `state.model` (a loaded model or a Lua module), if there is
+/// one, and its adapters.
 fn report_model(state: &Value, events: &Sender<Event>) {
     let Value::Table(t) = state else { return };
     let Ok(model) = t.raw_get::<Value>("model") else { return };
     if let Some(params) = parameters_of(&model) {
         let _ = events.send(Event::Model(ParamCounts::of(&params)));
+    }
+    report_adapters(state, events);
+}
+
+/// Sends the adapters of `state.model` with their current norms, if it has any.
+fn report_adapters(state: &Value, events: &Sender<Event>) {
+    let Value::Table(t) = state else { return };
+    let Ok(model) = t.raw_get::<Value>("model") else { return };
+    if let Some(adapters) = adapters_of(&model).filter(|a| !a.is_empty()) {
+        let _ = events.send(Event::Adapters(adapters));
     }
 }
 

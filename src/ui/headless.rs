@@ -89,7 +89,7 @@ impl Printer {
                 self.total = total_steps;
                 self.log_every = log_every.max(1);
             }
-            Event::Model { .. } | Event::Busy(_) => {}
+            Event::Model { .. } | Event::Adapters(_) | Event::Busy(_) => {}
             Event::Step { step, metrics, .. } => {
                 self.rate.update(Instant::now(), step);
                 let text = self.step_text(step, &metrics);

@@ -70,6 +70,8 @@ pub struct TuiState {
     pub panels: BTreeMap<String, Panel>,
     /// Parameter counts of `state.model`, overall and per owner.
     pub params: Option<ParamCounts>,
+    /// The model's adapters as last reported.
+    pub adapters: Vec<crate::peft::AdapterSummary>,
     /// Resident memory of this process, MiB (updated by the UI loop).
     pub rss_mib: Option<f64>,
     /// CUDA memory (allocated, reserved) per device in MiB, when there is CUDA.
@@ -104,6 +106,7 @@ impl TuiState {
             log: VecDeque::new(),
             panels: BTreeMap::new(),
             params: None,
+            adapters: Vec::new(),
             rss_mib: None,
             cuda_mib: Vec::new(),
             selected: 0,
@@ -160,6 +163,7 @@ impl TuiState {
                 self.panels.extend(panels.into_iter().map(|p| (p.name.clone(), p)));
             }
             Event::Model(counts) => self.params = Some(counts),
+            Event::Adapters(adapters) => self.adapters = adapters,
             Event::Log(text) => self.push_log(&text),
             Event::Reload { step, version, error } => {
                 match error {

@@ -224,8 +224,11 @@ fn model_panel(f: &mut Frame, s: &TuiState, area: Rect) {
         Some(p) => vec![format!("parameters {} · trainable {}", count(p.total), count(p.trainable))],
         None => vec!["no state.model reported".to_string()],
     };
-    // Adapters, when there are any: each owner's share of the parameters.
-    if let Some(p) = s.params.as_ref().filter(|p| p.by_owner.len() > 1) {
+    // Adapters, when there are any: method, state, size and norms (at the last step); owners
+    // that are not adapters of a loaded model (a Lua module's) by their share of the parameters.
+    if !s.adapters.is_empty() {
+        lines.extend(s.adapters.iter().map(adapter_line));
+    } else if let Some(p) = s.params.as_ref().filter(|p| p.by_owner.len() > 1) {
         lines.extend(p.by_owner.iter().map(|(owner, total, trainable)| format!("  {owner}: {} · trainable {}", count(*total), count(*trainable))));
     }
     let parts = Layout::default().direction(Direction::Vertical).constraints([Constraint::Length(lines.len() as u16), Constraint::Min(0)]).split(inner);
@@ -241,6 +244,14 @@ fn model_panel(f: &mut Frame, s: &TuiState, area: Rect) {
         f.render_widget(title, split[0]);
         f.render_widget(heat_table(p), split[1]);
     }
+}
+
+/// ` a LoRA on 4.5K ‖θ‖ 3.67 ‖∇‖ 0.012`: name, method, active or off, trainable parameters,
+/// parameter norm and gradient norm at the last step.
+fn adapter_line(a: &crate::peft::AdapterSummary) -> String {
+    let state = if a.active { "on" } else { "off" };
+    let grad = a.grad_norm.map(|g| format!(" ‖∇‖ {g:.3}")).unwrap_or_default();
+    format!(" {} {} {state} {} ‖θ‖ {:.2}{grad}", a.name, a.method, count(a.trainable), a.norm)
 }
 
 fn footer(f: &mut Frame, s: &TuiState, area: Rect) {
