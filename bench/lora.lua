@@ -2,7 +2,8 @@
 -- runs transformers + PEFT the same way and compares). Reads its settings from the environment
 -- and prints one JSON line: tokens/s over the timed steps and the trainable parameters. With
 -- BENCH_QLORA=1 the base is first stored in 4 bits (NF4, double quantisation): QLoRA; with
--- BENCH_METHOD=lua the LoRA is written in Lua (mt.peft.register) instead of the built-in.
+-- BENCH_METHOD=lua the LoRA is written in Lua (mt.peft.register) instead of the built-in; with
+-- BENCH_AUTOCAST=bf16 the forward runs under mt.autocast.
 local mt = require "moontune"
 local T = mt.tensor
 
@@ -36,8 +37,15 @@ local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 1e-4 })
 mt.manual_seed(0)
 local ids = T.randint(3, model:config().vocab_size, { batch, seq })
 model:train()
+local autocast = os.getenv("BENCH_AUTOCAST") or ""
+local function loss_of()
+  if autocast ~= "" then
+    return mt.autocast(autocast, function() return model{ input_ids = ids, labels = ids }.loss end)
+  end
+  return model{ input_ids = ids, labels = ids }.loss
+end
 local function step()
-  local loss = model{ input_ids = ids, labels = ids }.loss
+  local loss = loss_of()
   opt:zero_grad()
   loss:backward()
   opt:step()

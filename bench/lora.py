@@ -1,5 +1,5 @@
 """LoRA training benchmark: moontune's mt.peft.lora against transformers + PEFT 0.21 on this
-machine, same thread count, float32.
+machine, same thread count, float32 and bf16 autocast.
 
 Run with `./dev bench` (which builds moontune in release mode first; BENCH_ROUNDS and
 BENCH_THREADS adjust it). A tiny Llama as the PEFT issue sets it (hidden 256, 4 layers, 8 heads,
@@ -42,8 +42,13 @@ model.train()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 torch.manual_seed(0)
 ids = torch.randint(3, model.config.vocab_size, (batch, seq))
+autocast = os.environ.get("BENCH_AUTOCAST", "")
 def step():
-    loss = model(input_ids=ids, labels=ids).loss
+    if autocast:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+    else:
+        loss = model(input_ids=ids, labels=ids).loss
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -56,6 +61,7 @@ print(json.dumps({"tokens_per_s": steps * batch * seq / seconds, "trainable": su
 """
 
 MATMUL_PEAK = 180e9
+BF16_PEAK = 420e9
 
 
 def main():
@@ -67,11 +73,15 @@ def main():
         linear = int(made.stdout.strip().splitlines()[-1])
         ours, theirs = side_by_side("bench/lora.lua", PEFT_SIDE, path, settings,
                                     lambda o, t: f"moontune {o['tokens_per_s']:.0f} tokens/s, PEFT {t['tokens_per_s']:.0f} tokens/s")
+        ours16, theirs16 = side_by_side("bench/lora.lua", PEFT_SIDE, path, dict(settings, BENCH_AUTOCAST="bf16"),
+                                        lambda o, t: f"bf16 autocast: moontune {o['tokens_per_s']:.0f} tokens/s, PEFT {t['tokens_per_s']:.0f} tokens/s")
         cmd = [os.path.join(ROOT, "target/release/moontune"), "run", os.path.join(ROOT, "bench/lora.lua")]
         env = dict(os.environ, BENCH_MODEL=path, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS), BENCH_METHOD="lua", **settings)
         in_lua = [run(cmd, env) for _ in range(ROUNDS)]
     assert ours[0][0]["trainable"] == theirs[0][0]["trainable"], "both sides train the same number of parameters"
     lua_tps = max(r["tokens_per_s"] for r, _ in in_lua)
+    o16, t16 = max(r["tokens_per_s"] for r, _ in ours16), max(r["tokens_per_s"] for r, _ in theirs16)
+    o16_rss, t16_rss = min(rss for _, rss in ours16), min(rss for _, rss in theirs16)
     o_tps, t_tps = max(r["tokens_per_s"] for r, _ in ours), max(r["tokens_per_s"] for r, _ in theirs)
     o_rss, t_rss = min(rss for _, rss in ours), min(rss for _, rss in theirs)
     flops_per_token = 4 * linear
@@ -89,14 +99,18 @@ def main():
         "| measure | moontune | transformers + PEFT | ratio |",
         "|---|---|---|---|",
         f"| tokens/s, float32 | {o_tps:.0f} | {t_tps:.0f} | {o_tps / t_tps:.2f}× |",
-        f"| peak RSS, MiB | {o_rss:.0f} | {t_rss:.0f} | {o_rss / t_rss:.2f}× |",
+        f"| tokens/s, bf16 autocast | {o16:.0f} | {t16:.0f} | {o16 / t16:.2f}× |",
+        f"| peak RSS, MiB (float32) | {o_rss:.0f} | {t_rss:.0f} | {o_rss / t_rss:.2f}× |",
+        f"| peak RSS, MiB (bf16 autocast) | {o16_rss:.0f} | {t16_rss:.0f} | {o16_rss / t16_rss:.2f}× |",
         f"| fraction of the float32 matmul peak | {o_tps * flops_per_token / MATMUL_PEAK:.1%} | {t_tps * flops_per_token / MATMUL_PEAK:.1%} | |",
+        f"| fraction of the bf16 matmul peak | {o16 * flops_per_token / BF16_PEAK:.1%} | {t16 * flops_per_token / BF16_PEAK:.1%} | |",
         "",
         f"The same LoRA written in Lua (`mt.peft.register`, its forward a Lua function called per layer): {lua_tps:.0f} tokens/s,",
         f"{lua_tps / o_tps:.2f}× the built-in's ({(1 / lua_tps - 1 / o_tps) * int(s['BENCH_BATCH']) * int(s['BENCH_SEQ']) * 1000:+.0f} ms per step).",
         "",
-        "Goal (the PEFT issue): at least 1.25× PEFT's tokens/s and at most 0.6× its peak RSS. bf16 autocast is",
-        "not measured: `mt.autocast` does not exist yet.",
+        "Goal (the PEFT issue): at least 1.25× PEFT's tokens/s in both precisions and at most 0.6× its peak RSS.",
+        "bf16 autocast is `mt.autocast(\"bf16\", fn)` around the forward and loss here, `torch.autocast(\"cpu\",",
+        "dtype=torch.bfloat16)` there; its matmul peak is taken as 420 GFLOP/s.",
     ]
     lines += qlora_against_lora()
     text = "\n".join(lines) + "\n"
@@ -111,6 +125,8 @@ def qlora_against_lora():
         path = os.path.join(tmp, "llama-100m")
         params = make_llama_100m(path)
         env = dict(os.environ, BENCH_MODEL=path, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS), **settings)
+        ours16, theirs16 = side_by_side("bench/lora.lua", PEFT_SIDE, path, dict(settings, BENCH_AUTOCAST="bf16"),
+                                        lambda o, t: f"bf16 autocast: moontune {o['tokens_per_s']:.0f} tokens/s, PEFT {t['tokens_per_s']:.0f} tokens/s")
         cmd = [os.path.join(ROOT, "target/release/moontune"), "run", os.path.join(ROOT, "bench/lora.lua")]
         lora = [run(cmd, dict(env, BENCH_QLORA="0")) for _ in range(ROUNDS)]
         qlora = [run(cmd, dict(env, BENCH_QLORA="1")) for _ in range(ROUNDS)]

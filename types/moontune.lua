@@ -70,6 +70,15 @@ function mt.no_grad(fn, ...) end
 ---@return R ...
 function mt.enable_grad(fn, ...) end
 
+---Calls `fn(...)` with autocast on, as `torch.autocast` (on CPU and CUDA): matrix products,
+---linear layers and the other ops PyTorch's autocast lists run in `dtype` ("bf16" or "f16"),
+---the ops it keeps in float32 stay there; returns what `fn` returns. Wrap the forward and loss,
+---as in PyTorch. Nests; the previous settings come back when it returns or fails.
+---@param dtype string
+---@param fn function
+---@return any ...
+function mt.autocast(dtype, fn, ...) end
+
 ---Calls `fn(...)` in libtorch's inference mode (`torch.inference_mode()`): faster than
 ---`no_grad`, and the tensors made inside can never take part in autograd.
 ---@generic R

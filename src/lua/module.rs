@@ -48,6 +48,7 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;
     mt.set("enable_grad", tensor_create::enable_grad(lua)?)?;
     mt.set("inference_mode", tensor_create::inference_mode(lua)?)?;
+    mt.set("autocast", tensor_create::autocast(lua)?)?;
     mt.set("manual_seed", function(lua, "mt.manual_seed", |lua, seed: i64| seed_everything(lua, seed))?)?;
     // Seconds on a monotonic clock (for timing inside recipes; os.clock is CPU time).
     let start = std::time::Instant::now();

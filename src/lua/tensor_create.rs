@@ -290,6 +290,16 @@ pub fn enable_grad(lua: &Lua) -> mlua::Result<Function> {
     function(lua, "enable_grad", |_, (f, args): (Function, MultiValue)| tch::with_grad(|| f.call::<MultiValue>(args)))
 }
 
+/// `mt.autocast(dtype, fn, ...)`: calls `fn` with autocast on (`torch.autocast` on CPU and CUDA):
+/// matrix products and the other ops autocast lists run in `dtype` ("bf16" or "f16").
+pub fn autocast(lua: &Lua) -> mlua::Result<Function> {
+    function(lua, "autocast", |_, (dtype, f, args): (String, Function, MultiValue)| {
+        let kind = crate::tensor::parse_dtype(&dtype).or_misuse("autocast")?;
+        let _guard = crate::tensor::shim::Autocast::enter(kind).or_misuse("autocast")?;
+        f.call::<MultiValue>(args)
+    })
+}
+
 /// `mt.inference_mode(fn, ...)`: calls `fn` in libtorch's inference mode (faster than
 /// `no_grad`; the tensors it makes can never take part in autograd).
 pub fn inference_mode(lua: &Lua) -> mlua::Result<Function> {

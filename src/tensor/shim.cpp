@@ -1,11 +1,12 @@
 // shim.cpp — libtorch calls that tch does not bind, for src/tensor/shim.rs: a tensor's identity
 // and its storage, unsetting a gradient, the `_foreach_*` list ops, the fused Adam/AdamW/SGD
-// kernels (`torch._fused_adamw_` and friends), and seeded generators for sampling.
+// kernels (`torch._fused_adamw_` and friends), seeded generators for sampling, and autocast.
 //
 // Every function catches every C++ exception: it returns nullptr on success and otherwise a
 // malloc'ed message that the caller frees with moontune_free_error. A `tensor` is tch's handle,
 // a heap-allocated at::Tensor; outputs are new handles that tch takes ownership of.
 
+#include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/InferenceMode.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -213,6 +214,34 @@ void moontune_generator_free(void* g) { delete static_cast<at::Generator*>(g); }
 char* moontune_multinomial(tensor probs, int64_t samples, void* generator, tensor* out) {
   return guarded([&] {
     *out = new at::Tensor(at::multinomial(*probs, samples, false, *static_cast<at::Generator*>(generator)));
+  });
+}
+
+// Autocast on CPU and CUDA (`torch.autocast`): entering sets both device types to `dtype` (a
+// c10::ScalarType) and returns what they were, for the exit to put back; the cast cache is
+// cleared when the outermost one exits, as torch.autocast does.
+char* moontune_autocast_enter(int dtype, bool* was_cpu, int* was_cpu_dtype, bool* was_cuda, int* was_cuda_dtype) {
+  return guarded([&] {
+    *was_cpu = at::autocast::is_autocast_enabled(at::kCPU);
+    *was_cuda = at::autocast::is_autocast_enabled(at::kCUDA);
+    *was_cpu_dtype = static_cast<int>(at::autocast::get_autocast_dtype(at::kCPU));
+    *was_cuda_dtype = static_cast<int>(at::autocast::get_autocast_dtype(at::kCUDA));
+    auto kind = static_cast<at::ScalarType>(dtype);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCPU, kind);
+    at::autocast::set_autocast_dtype(at::kCUDA, kind);
+    at::autocast::increment_nesting();
+  });
+}
+
+char* moontune_autocast_exit(bool was_cpu, int was_cpu_dtype, bool was_cuda, int was_cuda_dtype) {
+  return guarded([&] {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCPU, was_cpu);
+    at::autocast::set_autocast_enabled(at::kCUDA, was_cuda);
+    at::autocast::set_autocast_dtype(at::kCPU, static_cast<at::ScalarType>(was_cpu_dtype));
+    at::autocast::set_autocast_dtype(at::kCUDA, static_cast<at::ScalarType>(was_cuda_dtype));
   });
 }
 

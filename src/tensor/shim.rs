@@ -65,6 +65,8 @@ extern "C" {
     fn moontune_generator_new(device: i32, seed: u64, out: *mut *mut c_void) -> *mut c_char;
     fn moontune_generator_free(g: *mut c_void);
     fn moontune_linear_4bit(x: Handle, bias: Handle, packed: Handle, absmax: Handle, code: Handle, out: i64, n_in: i64, block: i64, compute: c_int, result: *mut Handle) -> *mut c_char;
+    fn moontune_autocast_enter(dtype: c_int, was_cpu: *mut bool, was_cpu_dtype: *mut c_int, was_cuda: *mut bool, was_cuda_dtype: *mut c_int) -> *mut c_char;
+    fn moontune_autocast_exit(was_cpu: bool, was_cpu_dtype: c_int, was_cuda: bool, was_cuda_dtype: c_int) -> *mut c_char;
     fn moontune_multinomial(probs: Handle, samples: i64, generator: *mut c_void, out: *mut Handle) -> *mut c_char;
 }
 
@@ -407,16 +409,45 @@ mod tests {
 /// de-quantised to `compute` in the forward and again in the backward, never kept.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_4bit(x: &Tensor, bias: Option<&Tensor>, packed: &Tensor, absmax: &Tensor, code: &Tensor, shape: [i64; 2], block: i64, compute: tch::Kind) -> Result<Tensor> {
-    // c10::ScalarType's values.
-    let compute = match compute {
-        tch::Kind::Half => 5,
-        tch::Kind::Float => 6,
-        tch::Kind::Double => 7,
-        tch::Kind::BFloat16 => 15,
-        other => anyhow::bail!("a 4-bit layer computes in a floating-point dtype, not {other:?}"),
-    };
+    let compute = scalar_type(compute)?;
     let mut out = std::ptr::null_mut();
     let bias = bias.map(|b| b.as_ptr() as Handle).unwrap_or(std::ptr::null_mut());
     check(unsafe { moontune_linear_4bit(x.as_ptr() as Handle, bias, packed.as_ptr() as Handle, absmax.as_ptr() as Handle, code.as_ptr() as Handle, shape[0], shape[1], block, compute, &mut out) })?;
     Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// c10::ScalarType's value of a floating-point kind.
+fn scalar_type(kind: tch::Kind) -> Result<c_int> {
+    Ok(match kind {
+        tch::Kind::Half => 5,
+        tch::Kind::Float => 6,
+        tch::Kind::Double => 7,
+        tch::Kind::BFloat16 => 15,
+        other => anyhow::bail!("expected a floating-point dtype, got {other:?}"),
+    })
+}
+
+/// Autocast (`torch.autocast`) on CPU and CUDA to `kind` while the guard lives; dropping it puts
+/// back what was there before (guards nest).
+pub struct Autocast {
+    was: (bool, c_int, bool, c_int),
+}
+
+impl Autocast {
+    pub fn enter(kind: tch::Kind) -> Result<Autocast> {
+        if !matches!(kind, tch::Kind::BFloat16 | tch::Kind::Half) {
+            anyhow::bail!("autocast runs in bfloat16 or float16, not {kind:?}");
+        }
+        let mut was = (false, 0, false, 0);
+        check(unsafe { moontune_autocast_enter(scalar_type(kind)?, &mut was.0, &mut was.1, &mut was.2, &mut was.3) })?;
+        Ok(Autocast { was })
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        let (a, b, c, d) = self.was;
+        // Restoring settings cannot fail in practice; a failure would leave autocast as it is.
+        let _ = check(unsafe { moontune_autocast_exit(a, b, c, d) });
+    }
 }

@@ -4,7 +4,7 @@ Base models: tiny random Llama (biases on, untied head), Llama with a tied head,
 (Conv1D layers), saved under <out>/base/<arch>, and stories260K from the shared data. For each
 case in CASES an adapter is made by PEFT with that config, its weights moved off their initial
 values (so that every tensor matters), and saved under <out>/<case>/adapter; beside it
-expected.safetensors holds the logits on a padded batch, the gradient of every trainable tensor
+expected.safetensors holds the logits on a padded batch (also under torch.autocast to bfloat16), the gradient of every trainable tensor
 after one backward of the causal-LM loss (keyed as in the adapter file, `grad.` before it) and
 the weights after merge_and_unload (`merged.` before the base name); for prompt and prefix
 tuning, greedy tokens from a prompt instead of merged weights. Init cases hold A, B and the
@@ -113,6 +113,8 @@ for i, (case, base, method, kwargs) in enumerate(CASES):
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits_bf16 = model(input_ids=ids, attention_mask=mask).logits.float()
     loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     loss.backward()
     full = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -141,7 +143,7 @@ for i, (case, base, method, kwargs) in enumerate(CASES):
         merged = model.merge_and_unload()
         merged = {f"merged.{n}": p.detach().clone() for n, p in merged.state_dict().items()}
     save_file({"input_ids": ids, "attention_mask": mask, "labels": labels, "logits": logits.contiguous(),
-               "loss": loss.detach(), **grads, **merged, **extra}, os.path.join(path, "expected.safetensors"))
+               "logits_bf16": logits_bf16.contiguous(), "loss": loss.detach(), **grads, **merged, **extra}, os.path.join(path, "expected.safetensors"))
     listing.append(dict(case=case, base=paths[base], arch=base, method=method, kind="load"))
 
 # Initialisations that depend on the base weights: A, B and the residual base weights.

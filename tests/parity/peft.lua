@@ -1,6 +1,7 @@
 -- PEFT parity (references from gen_peft.py, PEFT 0.21): for every case an adapter PEFT saved
 -- loads here and gives PEFT's logits (1e-5) and, after one backward of the causal-LM loss, PEFT's
--- gradient for every trainable tensor (1e-5); saved again here (into MOONTUNE_OUTPUT, for
+-- gradient for every trainable tensor (1e-5), and its logits under autocast to bfloat16 those
+-- under torch.autocast (1e-2: a bfloat16 rounding apart at most); saved again here (into MOONTUNE_OUTPUT, for
 -- check_peft.py to load in PEFT); merge_and_unload gives PEFT's merged weights (1e-5). PiSSA,
 -- OLoRA and DoRA initialisation give PEFT's A, B, magnitudes and residual base weights;
 -- combine gives add_weighted_adapter's factors for linear, cat and svd. The merged models are
@@ -42,6 +43,13 @@ local function load_case(c)
   assert(mt.peft.load(model, dir .. "/adapter"))
   local ours, theirs = logits_on_real_tokens(model, ref)
   local worst = near(c.case .. " logits", ours, theirs, 1e-5)
+  -- Under autocast to bfloat16, as torch.autocast: the same ops in the same precision.
+  local pad = (ref.real or ref.attention_mask):bool():unsqueeze(-1):logical_not()
+  local bf16 = mt.no_grad(function()
+    return mt.autocast("bf16", function() return model{ input_ids = ref.input_ids, attention_mask = ref.attention_mask }.logits end)
+  end)
+  local bf16_diff = near(c.case .. " logits under autocast", bf16:float():masked_fill(pad, 0), ref.logits_bf16:masked_fill(pad, 0), 1e-2)
+  print(string.format("%s: logits under autocast differ from torch.autocast by %.2e (largest logit %.2f)", c.case, bf16_diff, ref.logits:abs():max():item()))
   local loss = model{ input_ids = ref.input_ids, attention_mask = ref.attention_mask, labels = ref.labels }.loss
   near(c.case .. " loss", loss, ref.loss, 1e-5)
   loss:backward()
