@@ -2416,6 +2416,7 @@ mt.peft = {}
 ---@field rank_pattern? table<string, integer> rank per layer, keys matched as PEFT's (a suffix at a dot, or a regular expression)
 ---@field alpha_pattern? table<string, number> alpha per layer
 ---@field layers_to_transform? integer|integer[] only layers with these numbers (the first numbered part of a name)
+---@field layers_pattern? string|string[] the layer list those numbers count in (`"layers"`, `"h"`), when the first numbered part is not it
 ---@field modules_to_save? string[] linear layers (an output head, a classifier) kept as trainable copies that replace them while the adapter is active
 ---@field bias? "none"|"lora_only"|"all" which base biases train and are saved with the adapter
 

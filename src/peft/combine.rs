@@ -79,6 +79,7 @@ pub fn combine(model: &mut Model, names: &[String], weights: &[f64], how: How, n
     config.alpha_pattern.clear();
     config.selection.targets = Targets::Names(layers.clone());
     config.selection.layers_to_transform = None;
+    config.selection.layers_pattern.clear();
     config.selection.exclude = None;
     config.selection.modules_to_save.clear();
     // Every factor is computed before the adapter is added.

@@ -216,15 +216,14 @@ fn selection(f: &mut Fields, source: Source, names: &Names, default_targets: Vec
         Some(Value::Array(a)) => Some(a.iter().map(|v| v.as_i64().context("layers_to_transform must be layer numbers")).collect::<Result<Vec<_>>>()?),
         Some(v) => Some(vec![v.as_i64().with_context(|| format!("layers_to_transform must be a layer number or a list of them, got {v}"))?]),
     };
-    if source == Source::Peft {
-        if let Some(p) = f.get("layers_pattern") {
-            if !is_off(&p) {
-                bail!("layers_pattern = {p} is not supported (layers are numbered by the first numbered part of a name)");
-            }
-        }
-    }
+    let layers_pattern = match f.get("layers_pattern") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(a)) if a.iter().all(|v| v.is_string()) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(v) => bail!("layers_pattern must be the name (or names) of the layer list, like \"layers\" or \"h\", got {v}"),
+    };
     let modules_to_save = f.strings("modules_to_save")?.unwrap_or_default();
-    Ok(Selection { targets, exclude, layers_to_transform, modules_to_save })
+    Ok(Selection { targets, exclude, layers_to_transform, layers_pattern, modules_to_save })
 }
 
 /// The field names a source uses for the settings every method shares.
@@ -248,7 +247,7 @@ pub fn selection_json(s: &Selection, resolved: &[String]) -> Map<String, Value> 
     m.insert("target_modules".into(), s.targets.to_json(resolved));
     m.insert("exclude_modules".into(), s.exclude.as_ref().map(|e| e.to_json(&[])).unwrap_or(Value::Null));
     m.insert("layers_to_transform".into(), s.layers_to_transform.as_ref().map(|l| json!(l)).unwrap_or(Value::Null));
-    m.insert("layers_pattern".into(), Value::Null);
+    m.insert("layers_pattern".into(), if s.layers_pattern.is_empty() { Value::Null } else { json!(s.layers_pattern) });
     m.insert("modules_to_save".into(), if s.modules_to_save.is_empty() { Value::Null } else { json!(s.modules_to_save) });
     m
 }

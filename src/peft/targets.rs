@@ -64,14 +64,30 @@ pub struct Selection {
     pub targets: Targets,
     pub exclude: Option<Targets>,
     pub layers_to_transform: Option<Vec<i64>>,
+    /// The name of the layer list whose numbers `layers_to_transform` counts (PEFT's
+    /// `layers_pattern`); empty: the first numbered part of a name.
+    pub layers_pattern: Vec<String>,
     pub modules_to_save: Vec<String>,
 }
 
 /// The layer index of a module name as PEFT reads it: the first all-digit part after at least
-/// two parts (`model.layers.3.…` → 3, `transformer.h.0.…` → 0).
-pub fn layer_index(name: &str) -> Option<i64> {
+/// two parts (`model.layers.3.…` → 3, `transformer.h.0.…` → 0), or with `patterns` the part
+/// after one that a pattern matches whole (PEFT's `layers_pattern`).
+pub fn layer_index(name: &str, patterns: &[String]) -> Result<Option<i64>> {
     let parts: Vec<&str> = name.split('.').collect();
-    parts.iter().enumerate().skip(2).take_while(|(i, _)| *i + 1 < parts.len()).find(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).and_then(|(_, p)| p.parse().ok())
+    let numeric = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if patterns.is_empty() {
+        return Ok(parts.iter().enumerate().skip(2).take_while(|(i, _)| *i + 1 < parts.len()).find(|(_, p)| numeric(p)).and_then(|(_, p)| p.parse().ok()));
+    }
+    for pattern in patterns {
+        let re = full_regex(pattern)?;
+        for i in 0..parts.len().saturating_sub(2) {
+            if re.is_match(parts[i]) && numeric(parts[i + 1]) {
+                return Ok(parts[i + 1].parse().ok());
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Whether `name` is one of `modules_to_save` (or lies under one).
@@ -93,7 +109,7 @@ impl Selection {
             return Ok(false);
         }
         Ok(match &self.layers_to_transform {
-            Some(layers) => layer_index(name).is_some_and(|i| layers.contains(&i)),
+            Some(layers) => layer_index(name, &self.layers_pattern)?.is_some_and(|i| layers.contains(&i)),
             None => true,
         })
     }
@@ -152,11 +168,15 @@ mod tests {
 
     #[test]
     fn layer_index_reads_the_first_numbered_part_as_peft() {
-        assert_eq!(layer_index("model.layers.3.self_attn.q_proj"), Some(3));
-        assert_eq!(layer_index("transformer.h.0.attn.c_attn"), Some(0));
-        assert_eq!(layer_index("encoder.layer.11.attention.self.query"), Some(11));
-        assert_eq!(layer_index("lm_head"), None);
-        assert_eq!(layer_index("0.q"), None);
+        let none: &[String] = &[];
+        assert_eq!(layer_index("model.layers.3.self_attn.q_proj", none).unwrap(), Some(3));
+        assert_eq!(layer_index("transformer.h.0.attn.c_attn", none).unwrap(), Some(0));
+        assert_eq!(layer_index("encoder.layer.11.attention.self.query", none).unwrap(), Some(11));
+        assert_eq!(layer_index("lm_head", none).unwrap(), None);
+        assert_eq!(layer_index("0.q", none).unwrap(), None);
+        let layers = ["layers".to_string()];
+        assert_eq!(layer_index("model.layers.3.experts.1.w", &layers).unwrap(), Some(3));
+        assert_eq!(layer_index("model.blocks.3.q", &layers).unwrap(), None);
     }
 
     #[test]

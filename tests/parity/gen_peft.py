@@ -56,7 +56,7 @@ CASES = [
                                                      rank_pattern={"v_proj": 2, "down_proj": 3}, alpha_pattern={"layers.1.self_attn.q_proj": 3})),
     ("dora_llama", "llama", "LORA", dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], bias="lora_only")),
     ("saved_head_llama", "llama", "LORA", dict(r=2, lora_alpha=4, target_modules=["gate_proj", "up_proj"], modules_to_save=["lm_head"],
-                                               bias="all", layers_to_transform=[1])),
+                                               bias="all", layers_to_transform=[1], layers_pattern="layers")),
     ("regex_tied", "llama_tied", "LORA", dict(r=3, lora_alpha=5, target_modules=r".*\.layers\.0\..*(q|o)_proj", modules_to_save=["lm_head"])),
     ("dora_qwen2", "qwen2", "LORA", dict(r=4, lora_alpha=16, use_dora=True, target_modules="all-linear")),
     ("lora_gpt2", "gpt2", "LORA", dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True)),
