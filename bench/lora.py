@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from models import ROOT, ROUNDS, THREADS, make_llama_100m, run, side_by_side
+from models import ROOT, ROUNDS, THREADS, TIMED_STEPS, make_llama_100m, run, side_by_side
 from report import write_section
 
 MAKE_MODEL = r"""
@@ -31,9 +31,9 @@ print(linear)
 """
 
 PEFT_SIDE = r"""
-import json, os, time, torch, transformers, peft
+import json, os, time, torch, transformers, peft""" + TIMED_STEPS + r"""
 torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
-batch, seq, steps = int(os.environ["BENCH_BATCH"]), int(os.environ["BENCH_SEQ"]), int(os.environ["BENCH_STEPS"])
+batch, seq = int(os.environ["BENCH_BATCH"]), int(os.environ["BENCH_SEQ"])
 model = transformers.AutoModelForCausalLM.from_pretrained(os.environ["BENCH_MODEL"], dtype=torch.float32)
 config = peft.LoraConfig(r=int(os.environ["BENCH_RANK"]), lora_alpha=int(os.environ["BENCH_ALPHA"]), lora_dropout=0.0,
                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -52,12 +52,7 @@ def step():
     opt.zero_grad()
     loss.backward()
     opt.step()
-step()
-t = time.perf_counter()
-for _ in range(steps):
-    step()
-seconds = time.perf_counter() - t
-print(json.dumps({"tokens_per_s": steps * batch * seq / seconds, "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}))
+print(json.dumps({"tokens_per_s": batch * seq / timed(step), "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}))
 """
 
 MATMUL_PEAK = 180e9

@@ -50,6 +50,16 @@ def measure(model, vocab):
     return ids, forward, generate
 """
 
+# Seconds per call of a Python side's `step()`: one warm-up call, then BENCH_STEPS timed ones.
+TIMED_STEPS = r"""
+def timed(step):
+    step()
+    t = time.perf_counter()
+    for _ in range(int(os.environ["BENCH_STEPS"])):
+        step()
+    return (time.perf_counter() - t) / int(os.environ["BENCH_STEPS"])
+"""
+
 TRANSFORMERS_SIDE = MEASURE + r"""
 t0 = time.perf_counter()
 model = transformers.AutoModelForCausalLM.from_pretrained(os.environ["BENCH_MODEL"], dtype=torch.float32).eval()

@@ -13,14 +13,13 @@ Prints a Markdown table and writes it to its section of BENCHMARKS.md.
 import os
 import sys
 
-from models import MEASURE, ROUNDS, THREADS, side_by_side
+from models import MEASURE, ROUNDS, THREADS, TIMED_STEPS, side_by_side
 from report import write_section
 
 
-TRANSFORMERS_SIDE = MEASURE + r"""
+TRANSFORMERS_SIDE = MEASURE + TIMED_STEPS + r"""
 import peft
 path = os.environ["BENCH_MODEL"]
-steps = int(os.environ["BENCH_STEPS"])
 t0 = time.perf_counter()
 model = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
 load_s = time.perf_counter() - t0
@@ -34,11 +33,7 @@ def step():
     opt.zero_grad()
     loss.backward()
     opt.step()
-step()
-t = time.perf_counter()
-for _ in range(steps):
-    step()
-lora_ms = (time.perf_counter() - t) / steps * 1000
+lora_ms = timed(step) * 1000
 print(json.dumps({"load_s": load_s, "forward_tokens_per_s": forward, "generate_tokens_per_s": generate, "lora_step_ms": lora_ms}))
 """
 
