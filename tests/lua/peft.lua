@@ -287,6 +287,26 @@ function tests.a_lua_defined_lora_gives_the_built_in_s_numbers()
   os.remove(dir)
 end
 
+function tests.gradient_accumulation_over_micro_batches_equals_the_whole_batch()
+  -- Backward on each micro-batch's loss over their number adds up the gradients of the whole
+  -- batch's mean loss (every row has the same number of predicted tokens here).
+  local batch = T.tensor{ { 1, 403, 407, 261, 378 }, { 1, 300, 12, 44, 9 }, { 1, 5, 6, 7, 8 }, { 1, 99, 98, 97, 96 } }
+  local whole, parts = stories(), stories()
+  lora(whole, "a", { r = 2 })
+  lora(parts, "a", { r = 2 })
+  parts:load_state_dict(whole:state_dict())
+  whole{ input_ids = batch, labels = batch }.loss:backward()
+  for i = 0, 3, 2 do
+    local micro = batch:narrow(0, i, 2)
+    local loss = parts{ input_ids = micro, labels = micro }.loss / 2
+    loss:backward()
+  end
+  local ours = parts:named_parameters{ trainable = true }
+  for name, p in pairs(whole:named_parameters{ trainable = true }) do
+    assert(differ(p.grad, ours[name].grad) < 1e-5 * (1 + p.grad:abs():max():item()), name)
+  end
+end
+
 function tests.bad_input_is_refused_and_the_model_is_unchanged()
   local model = stories()
   local names = {}
