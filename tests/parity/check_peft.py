@@ -23,6 +23,8 @@ for line in text.splitlines():
         bases[case] = (line.split('["base"] = "')[1].split('"')[0], line.split('["arch"] = "')[1].split('"')[0])
 for case in sorted(cases):
     base, arch = bases[case]
+    if base.startswith("base/"):  # a generated base, in the fixtures folder
+        base = os.path.join(fixtures, base)
     cls = transformers.GPT2LMHeadModel if arch == "gpt2" else transformers.AutoModelForCausalLM
     model = peft.PeftModel.from_pretrained(cls.from_pretrained(base), os.path.join(output, case)).eval()
     ref = load_file(os.path.join(fixtures, case, "expected.safetensors"))

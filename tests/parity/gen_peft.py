@@ -9,7 +9,8 @@ after one backward of the causal-LM loss (keyed as in the adapter file, `grad.` 
 the weights after merge_and_unload (`merged.` before the base name); for prompt and prefix
 tuning, greedy tokens from a prompt instead of merged weights. Init cases hold A, B and the
 base weights PEFT's PiSSA/OLoRA initialisation leaves; combine cases hold the factors of
-add_weighted_adapter. cases.lua lists every case for the Lua side.
+add_weighted_adapter. cases.lua lists every case for the Lua side (a generated base's path is relative to the fixtures
+folder).
 """
 import copy
 import json
@@ -42,8 +43,8 @@ for name, (config_cls, model_cls, kwargs) in bases.items():
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.2)
-    paths[name] = os.path.join(out, "base", name)
-    model.save_pretrained(paths[name], safe_serialization=True)
+    paths[name] = os.path.join("base", name)  # in the fixtures folder (which is renamed once complete)
+    model.save_pretrained(os.path.join(out, paths[name]), safe_serialization=True)
 
 ids = torch.tensor([[5, 17, 33, 8, 61, 12, 40, 3], [9, 44, 27, 70, 0, 0, 0, 0]])
 mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0, 0]])
@@ -77,7 +78,7 @@ PROMPT_METHODS = ("PROMPT_TUNING", "PREFIX_TUNING")
 
 def load(base):
     cls = transformers.GPT2LMHeadModel if base == "gpt2" else transformers.AutoModelForCausalLM
-    return cls.from_pretrained(paths[base]).eval()
+    return cls.from_pretrained(os.path.join(out, paths[base])).eval()
 
 
 def make_config(method, kwargs):
