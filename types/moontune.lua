@@ -1953,7 +1953,8 @@ function mt.nn.init.uniform_fan_in_(t, fan_in) end
 ---`mt.models`: transformer models in Hugging Face's format. Architectures: `LlamaForCausalLM`
 ---(grouped-query attention, `rope_scaling` linear and llama3, tied or untied embeddings,
 ---`attention_bias`, `mlp_bias`, `head_dim`), `MistralForCausalLM`, `Qwen2ForCausalLM`,
----`Qwen3ForCausalLM`, `GPT2LMHeadModel` and `BertModel` (MiniLM too).
+---`Qwen3ForCausalLM`, their `…ForSequenceClassification` heads, `GPT2LMHeadModel` and `BertModel`
+---(MiniLM too).
 ---@class moontune.models
 mt.models = {}
 
@@ -2001,7 +2002,7 @@ function mt.models.mean_pool(hidden, mask) end
 
 ---What `model:forward` returns.
 ---@class moontune.ForwardOutput
----@field logits? moontune.Tensor (B, T, vocab), causal models
+---@field logits? moontune.Tensor (B, T, vocab), causal models; (B, num_labels), sequence classifiers (at each row's last token that is not `pad_token_id`)
 ---@field loss? moontune.Tensor the mean cross entropy, when `labels` were given
 ---@field last_hidden_state? moontune.Tensor (B, T, hidden): encoders; causal models with `output_hidden_states`
 ---@field pooler_output? moontune.Tensor (B, hidden), encoders with a pooler

@@ -324,7 +324,7 @@ pub struct LlamaModel {
 
 impl LlamaModel {
     /// Final hidden states (B, T, hidden) after what `cache` holds.
-    fn forward(&self, ctx: &Ctx, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn forward(&self, ctx: &Ctx, tokens: &Tokens, padding: Option<&Tensor>, positions: Option<&Tensor>, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = tokens.batch_and_length()?;
         if let Some(c) = &cache {
             c.check_layers(self.layers.items.len())?;
@@ -363,6 +363,18 @@ impl Module for LlamaModel {
 }
 
 /// `LlamaForCausalLM` and its siblings.
+impl LlamaModel {
+    /// The decoder under `model.` (embeddings, layers, final norm), as every Llama-family head
+    /// has it.
+    pub fn load(w: &mut Weights, c: &LlamaConfig, device: Device) -> Result<LlamaModel> {
+        let embed_tokens = Embedding::load(w, "model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id)?;
+        let layers = (0..c.num_layers).map(|i| LlamaDecoderLayer::load(w, &format!("model.layers.{i}"), c)).collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
+        let rope = Rope::new(&c.rope, c.head_dim, device)?;
+        Ok(LlamaModel { embed_tokens, layers: ModuleList { items: layers }, norm, invertible_adapters: InvertiblePoint::default(), rope, windows: c.windows.clone() })
+    }
+}
+
 pub struct LlamaForCausalLM {
     pub config: LlamaConfig,
     pub model: LlamaModel,
@@ -373,23 +385,12 @@ pub struct LlamaForCausalLM {
 impl LlamaForCausalLM {
     pub fn load(w: &mut Weights, config: LlamaConfig, device: Device) -> Result<LlamaForCausalLM> {
         let c = &config;
-        let embed_tokens = Embedding::load(w, "model.embed_tokens", c.vocab_size, c.hidden_size, c.pad_token_id)?;
-        let layers = (0..c.num_layers).map(|i| LlamaDecoderLayer::load(w, &format!("model.layers.{i}"), c)).collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
+        let model = LlamaModel::load(w, c, device)?;
         // A tied head shares the embedding (checkpoints may still carry a copy, which is ignored).
         let lm_head = if c.tie_word_embeddings {
-            Linear::tied("lm_head", &embed_tokens.weight)
+            Linear::tied("lm_head", &model.embed_tokens.weight)
         } else {
             Linear::load(w, "lm_head", c.hidden_size, c.vocab_size, false, Layout::OutIn)?
-        };
-        let rope = Rope::new(&c.rope, c.head_dim, device)?;
-        let model = LlamaModel {
-            embed_tokens,
-            layers: ModuleList { items: layers },
-            norm,
-            invertible_adapters: InvertiblePoint::default(),
-            rope,
-            windows: c.windows.clone(),
         };
         Ok(LlamaForCausalLM { model, lm_head, config, prompt_encoder: PromptPoint::default() })
     }

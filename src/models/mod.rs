@@ -5,6 +5,7 @@
 
 pub mod bert;
 pub mod cache;
+pub mod classify;
 pub mod config;
 pub mod generate;
 pub mod gpt2;

@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::bert::{BertConfig, BertModel};
 use super::cache::KvCache;
+use super::classify::{ClassifierConfig, LlamaForSequenceClassification};
 use super::config::HfConfig;
 use super::gpt2::{Gpt2Config, Gpt2LMHeadModel};
 use super::input::Tokens;
@@ -22,6 +23,8 @@ use crate::tensor::guard;
 
 pub enum Family {
     Llama(LlamaForCausalLM),
+    /// A Llama-family decoder with a sequence-classification head.
+    LlamaClassifier(LlamaForSequenceClassification),
     Gpt2(Gpt2LMHeadModel),
     Bert(BertModel),
 }
@@ -80,6 +83,7 @@ pub struct ForwardOutput {
 /// An architecture's parsed config: every key read and every size checked, nothing allocated.
 pub enum ArchConfig {
     Llama(LlamaConfig),
+    LlamaClassifier(LlamaConfig, ClassifierConfig),
     Gpt2(Gpt2Config),
     Bert(BertConfig),
 }
@@ -94,9 +98,13 @@ impl ArchConfig {
             "MistralForCausalLM" => ArchConfig::Llama(LlamaConfig::parse(config, Variant::Mistral)?),
             "Qwen2ForCausalLM" => ArchConfig::Llama(LlamaConfig::parse(config, Variant::Qwen2)?),
             "Qwen3ForCausalLM" => ArchConfig::Llama(LlamaConfig::parse(config, Variant::Qwen3)?),
+            "LlamaForSequenceClassification" => ArchConfig::LlamaClassifier(LlamaConfig::parse(config, Variant::Llama)?, ClassifierConfig::parse(config)?),
+            "MistralForSequenceClassification" => ArchConfig::LlamaClassifier(LlamaConfig::parse(config, Variant::Mistral)?, ClassifierConfig::parse(config)?),
+            "Qwen2ForSequenceClassification" => ArchConfig::LlamaClassifier(LlamaConfig::parse(config, Variant::Qwen2)?, ClassifierConfig::parse(config)?),
+            "Qwen3ForSequenceClassification" => ArchConfig::LlamaClassifier(LlamaConfig::parse(config, Variant::Qwen3)?, ClassifierConfig::parse(config)?),
             "GPT2LMHeadModel" => ArchConfig::Gpt2(Gpt2Config::parse(config)?),
             "BertModel" => ArchConfig::Bert(BertConfig::parse(config)?),
-            other => bail!("architecture '{other}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GPT2LMHeadModel, BertModel)"),
+            other => bail!("architecture '{other}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, their ForSequenceClassification heads, GPT2LMHeadModel, BertModel)"),
         };
         Ok((parsed, arch))
     }
@@ -106,6 +114,7 @@ fn build(config: &HfConfig, weights: &mut Weights, device: Device) -> Result<(Fa
     let (parsed, arch) = ArchConfig::parse(config)?;
     let family = match parsed {
         ArchConfig::Llama(c) => Family::Llama(LlamaForCausalLM::load(weights, c, device)?),
+        ArchConfig::LlamaClassifier(c, head) => Family::LlamaClassifier(LlamaForSequenceClassification::load(weights, c, head, device)?),
         ArchConfig::Gpt2(c) => Family::Gpt2(Gpt2LMHeadModel::load(weights, c)?),
         ArchConfig::Bert(c) => Family::Bert(BertModel::load(weights, c)?),
     };
@@ -163,6 +172,7 @@ impl Model {
     fn ignorable(&self, name: &str) -> bool {
         match &self.family {
             Family::Llama(m) => m.ignorable(name),
+            Family::LlamaClassifier(m) => m.ignorable(name),
             Family::Gpt2(m) => m.ignorable(name),
             Family::Bert(m) => m.ignorable(name),
         }
@@ -172,6 +182,7 @@ impl Model {
     pub fn root(&self) -> &dyn Module {
         match &self.family {
             Family::Llama(m) => m,
+            Family::LlamaClassifier(m) => m,
             Family::Gpt2(m) => m,
             Family::Bert(m) => m,
         }
@@ -180,6 +191,7 @@ impl Model {
     pub fn root_mut(&mut self) -> &mut dyn Module {
         match &mut self.family {
             Family::Llama(m) => m,
+            Family::LlamaClassifier(m) => m,
             Family::Gpt2(m) => m,
             Family::Bert(m) => m,
         }
@@ -195,7 +207,7 @@ impl Model {
     }
 
     pub fn is_causal_lm(&self) -> bool {
-        !matches!(self.family, Family::Bert(_))
+        matches!(self.family, Family::Llama(_) | Family::Gpt2(_))
     }
 
     fn first_parameter(&self) -> Option<Tensor> {
@@ -215,7 +227,7 @@ impl Model {
         match &self.family {
             Family::Llama(m) => Some(KvCache::new(m.num_layers())),
             Family::Gpt2(m) => Some(KvCache::new(m.num_layers())),
-            Family::Bert(_) => None,
+            Family::Bert(_) | Family::LlamaClassifier(_) => None,
         }
     }
 
@@ -238,7 +250,7 @@ impl Model {
         let prompt = match &self.family {
             Family::Llama(m) => m.prompt_encoder.active_one(&ctx),
             Family::Gpt2(m) => m.prompt_encoder.active_one(&ctx),
-            Family::Bert(_) => bail!("{} is an encoder: it has no next-token logits", self.architecture),
+            Family::Bert(_) | Family::LlamaClassifier(_) => bail!("{} has no next-token logits", self.architecture),
         };
         let Some(prompt) = prompt else { return self.family_hidden(&ctx, tokens, padding, positions, cache) };
         let (b, _) = tokens.batch_and_length()?;
@@ -279,7 +291,7 @@ impl Model {
         match &self.family {
             Family::Llama(m) => m.hidden(ctx, tokens, padding, positions, cache),
             Family::Gpt2(m) => m.hidden(ctx, tokens, padding, positions, cache),
-            Family::Bert(_) => bail!("{} is an encoder: it has no next-token logits", self.architecture),
+            Family::Bert(_) | Family::LlamaClassifier(_) => bail!("{} has no next-token logits", self.architecture),
         }
     }
 
@@ -287,6 +299,7 @@ impl Model {
     pub fn embed_ids(&self, ctx: &Ctx, ids: &Tensor) -> Result<Tensor> {
         match &self.family {
             Family::Llama(m) => m.model.embed_tokens.forward(ctx, ids),
+            Family::LlamaClassifier(m) => m.model.embed_tokens.forward(ctx, ids),
             Family::Gpt2(m) => m.transformer.wte.forward(ctx, ids),
             Family::Bert(m) => m.embeddings.word_embeddings.forward(ctx, ids),
         }
@@ -296,6 +309,7 @@ impl Model {
     pub fn hidden_size(&self) -> i64 {
         match &self.family {
             Family::Llama(m) => m.config.hidden_size,
+            Family::LlamaClassifier(m) => m.config.hidden_size,
             Family::Gpt2(m) => m.config.n_embd,
             Family::Bert(m) => m.config.hidden_size,
         }
@@ -305,6 +319,7 @@ impl Model {
     pub fn kv_layout(&self) -> Result<(i64, i64, i64)> {
         match &self.family {
             Family::Llama(m) => Ok((m.config.num_layers, m.config.num_kv_heads, m.config.head_dim)),
+            Family::LlamaClassifier(m) => Ok((m.config.num_layers, m.config.num_kv_heads, m.config.head_dim)),
             Family::Gpt2(m) => Ok((m.config.n_layer, m.config.n_head, m.config.n_embd / m.config.n_head)),
             Family::Bert(_) => bail!("{} is an encoder: it has no key/value cache", self.architecture),
         }
@@ -321,7 +336,7 @@ impl Model {
         match &self.family {
             Family::Llama(m) => m.logits(&ctx, hidden),
             Family::Gpt2(m) => m.logits(&ctx, hidden),
-            Family::Bert(_) => bail!("{} is an encoder: it has no language-modelling head", self.architecture),
+            Family::Bert(_) | Family::LlamaClassifier(_) => bail!("{} has no language-modelling head", self.architecture),
         }
     }
 
@@ -336,6 +351,14 @@ impl Model {
 
     fn forward_unguarded(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ForwardOutput> {
         let tokens = input.tokens()?;
+        if let Family::LlamaClassifier(m) = &self.family {
+            if cache.is_some() || input.token_type_ids.is_some() {
+                bail!("{} takes no cache and no token_type_ids", self.architecture);
+            }
+            let logits = m.logits(&self.ctx(), &tokens, input.attention_mask.as_ref(), input.position_ids.as_ref())?;
+            let loss = input.labels.as_ref().map(|labels| m.loss(&logits, labels)).transpose()?;
+            return Ok(ForwardOutput { logits: Some(logits), loss, ..Default::default() });
+        }
         if let Family::Bert(m) = &self.family {
             if input.labels.is_some() {
                 bail!("{} has no language-modelling head: labels are not accepted", self.architecture);

@@ -223,7 +223,7 @@ fn selection(f: &mut Fields, source: Source, names: &Names, default_targets: Vec
         Some(v) => bail!("layers_pattern must be the name (or names) of the layer list, like \"layers\" or \"h\", got {v}"),
     };
     let modules_to_save = f.strings("modules_to_save")?.unwrap_or_default();
-    Ok(Selection { targets, exclude, layers_to_transform, layers_pattern, modules_to_save })
+    Ok(Selection { targets, exclude, layers_to_transform, layers_pattern, modules_to_save, saved_optional: source == Source::Peft })
 }
 
 /// The field names a source uses for the settings every method shares.

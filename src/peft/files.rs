@@ -82,6 +82,7 @@ fn prompt_file(model: &Model, name: &str, method: &Method, detached: &dyn Fn(&Te
 pub fn query_heads(model: &Model) -> i64 {
     match &model.family {
         Family::Llama(m) => m.config.num_heads,
+        Family::LlamaClassifier(m) => m.config.num_heads,
         Family::Gpt2(m) => m.config.n_head,
         Family::Bert(m) => m.config.num_heads,
     }

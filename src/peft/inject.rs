@@ -75,8 +75,9 @@ pub fn plan(model: &Model, method: &Method) -> Result<Vec<Site>> {
             }
             found.push(name);
         }
-        if let Some(missing) = selection.modules_to_save.iter().find(|s| !found.iter().any(|f| f == *s || f.ends_with(&format!(".{s}")))) {
-            bail!("modules_to_save: the model has no module '{missing}'");
+        let missing: Vec<&String> = selection.modules_to_save.iter().filter(|s| !found.iter().any(|f| f == *s || f.ends_with(&format!(".{s}")))).collect();
+        if !missing.is_empty() && (!selection.saved_optional || found.is_empty()) {
+            bail!("modules_to_save: the model has no module '{}'", missing[0]);
         }
         sites.extend(found.into_iter().map(|layer| Site { layer, kind: SiteKind::Saved }));
     }

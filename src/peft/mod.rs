@@ -119,6 +119,7 @@ impl Registry {
 pub fn output_head(model: &Model) -> &'static str {
     match model.family {
         Family::Bert(_) => "",
+        Family::LlamaClassifier(_) => "score",
         _ => "lm_head",
     }
 }
@@ -126,7 +127,7 @@ pub fn output_head(model: &Model) -> &'static str {
 /// PEFT's default LoRA targets for the architecture (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING).
 pub fn default_lora_targets(model: &Model) -> Vec<String> {
     let names: &[&str] = match model.family {
-        Family::Llama(_) => &["q_proj", "v_proj"],
+        Family::Llama(_) | Family::LlamaClassifier(_) => &["q_proj", "v_proj"],
         Family::Gpt2(_) => &["c_attn"],
         Family::Bert(_) => &["query", "value"],
     };
@@ -136,7 +137,7 @@ pub fn default_lora_targets(model: &Model) -> Vec<String> {
 /// PEFT's default IA3 targets and feed-forward modules for the architecture.
 pub fn default_ia3_targets(model: &Model) -> (Vec<String>, Vec<String>) {
     let (t, f): (&[&str], &[&str]) = match model.family {
-        Family::Llama(_) => (&["k_proj", "v_proj", "down_proj"], &["down_proj"]),
+        Family::Llama(_) | Family::LlamaClassifier(_) => (&["k_proj", "v_proj", "down_proj"], &["down_proj"]),
         Family::Gpt2(_) => (&["c_attn", "mlp.c_proj"], &["mlp.c_proj"]),
         Family::Bert(_) => (&["key", "value", "output.dense"], &["output.dense"]),
     };
@@ -157,10 +158,10 @@ pub fn method_from_options(model: &Model, peft_type: &str, options: Map<String, 
 
 /// `task_type` as adapter_config.json records it.
 pub fn task_type(model: &Model) -> &'static str {
-    if model.is_causal_lm() {
-        "CAUSAL_LM"
-    } else {
-        "FEATURE_EXTRACTION"
+    match model.family {
+        Family::LlamaClassifier(_) => "SEQ_CLS",
+        _ if model.is_causal_lm() => "CAUSAL_LM",
+        _ => "FEATURE_EXTRACTION",
     }
 }
 
@@ -179,7 +180,7 @@ pub fn prompt_point(model: &mut Model) -> Option<&mut PromptPoint> {
     match &mut model.family {
         Family::Llama(m) => Some(&mut m.prompt_encoder),
         Family::Gpt2(m) => Some(&mut m.prompt_encoder),
-        Family::Bert(_) => None,
+        Family::Bert(_) | Family::LlamaClassifier(_) => None,
     }
 }
 

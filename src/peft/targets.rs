@@ -68,6 +68,9 @@ pub struct Selection {
     /// `layers_pattern`); empty: the first numbered part of a name.
     pub layers_pattern: Vec<String>,
     pub modules_to_save: Vec<String>,
+    /// `modules_to_save` names the model may lack (PEFT's files list both `classifier` and
+    /// `score` for any classifier); names given in a recipe must all exist.
+    pub saved_optional: bool,
 }
 
 /// The layer index of a module name as PEFT reads it: the first all-digit part after at least

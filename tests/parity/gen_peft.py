@@ -32,6 +32,7 @@ bases = {
     "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
               dict(common, num_key_value_heads=2, attention_bias=True, mlp_bias=True, tie_word_embeddings=False)),
     "llama_tied": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(common, num_key_value_heads=2, tie_word_embeddings=True)),
+    "llama_seqcls": (transformers.LlamaConfig, transformers.LlamaForSequenceClassification, dict(common, num_key_value_heads=2, num_labels=3)),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, dict(common, num_key_value_heads=2)),
     "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel,
              dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)),
@@ -65,6 +66,7 @@ CASES = [
     ("ia3_llama", "llama", "IA3", dict(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])),
     ("ia3_gpt2", "gpt2", "IA3", dict(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"], fan_in_fan_out=True)),
     ("lora_stories", "stories260K", "LORA", dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])),
+    ("seqcls_llama", "llama_seqcls", "LORA", dict(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])),
     ("prompt_llama", "llama", "PROMPT_TUNING", dict(num_virtual_tokens=3)),
     ("prompt_gpt2", "gpt2", "PROMPT_TUNING", dict(num_virtual_tokens=4)),
     ("prompt_stories", "stories260K", "PROMPT_TUNING", dict(num_virtual_tokens=5)),
@@ -77,13 +79,13 @@ PROMPT_METHODS = ("PROMPT_TUNING", "PREFIX_TUNING")
 
 
 def load(base):
-    cls = transformers.GPT2LMHeadModel if base == "gpt2" else transformers.AutoModelForCausalLM
+    cls = {"gpt2": transformers.GPT2LMHeadModel, "llama_seqcls": transformers.AutoModelForSequenceClassification}.get(base, transformers.AutoModelForCausalLM)
     return cls.from_pretrained(os.path.join(out, paths[base])).eval()
 
 
 def make_config(method, kwargs):
     if method == "LORA":
-        return peft.LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **kwargs)
+        return peft.LoraConfig(**dict(dict(task_type="CAUSAL_LM", lora_dropout=0.0), **kwargs))
     if method == "PROMPT_TUNING":
         return peft.PromptTuningConfig(task_type="CAUSAL_LM", **kwargs)
     if method == "PREFIX_TUNING":
@@ -112,11 +114,13 @@ for i, (case, base, method, kwargs) in enumerate(CASES):
     path = os.path.join(out, case)
     model.save_pretrained(os.path.join(path, "adapter"))
     model.eval()
+    # A classifier's labels are classes, and its logits have no token positions to mask.
+    case_labels = torch.tensor([2, 0]) if base == "llama_seqcls" else labels
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits_bf16 = model(input_ids=ids, attention_mask=mask).logits.float()
-    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    loss = model(input_ids=ids, attention_mask=mask, labels=case_labels).loss
     loss.backward()
     full = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     extra = {}
@@ -140,10 +144,12 @@ for i, (case, base, method, kwargs) in enumerate(CASES):
         extra["prompt"] = prompt
         extra["real"] = real
     else:
+        if base == "llama_seqcls":
+            extra["real"] = torch.ones(2, dtype=mask.dtype)
         grads = {f"grad.{k}": v for k, v in rename(model, full).items()}
         merged = model.merge_and_unload()
         merged = {f"merged.{n}": p.detach().clone() for n, p in merged.state_dict().items()}
-    save_file({"input_ids": ids, "attention_mask": mask, "labels": labels, "logits": logits.contiguous(),
+    save_file({"input_ids": ids, "attention_mask": mask, "labels": case_labels, "logits": logits.contiguous(),
                "logits_bf16": logits_bf16.contiguous(), "loss": loss.detach(), **grads, **merged, **extra}, os.path.join(path, "expected.safetensors"))
     listing.append(dict(case=case, base=paths[base], arch=base, method=method, kind="load"))
 
