@@ -233,11 +233,14 @@ fn summary(lua: &Lua, model: AnyUserData) -> mlua::Result<Table> {
 
 /// Adapter names given as one name or a list.
 fn names_arg(call: &str, v: Value) -> mlua::Result<Vec<String>> {
+    let name = |v: Value, what: &str| match v {
+        Value::String(s) => s.to_str().map(|s| s.to_string()).map_err(|_| misuse(call, format!("{what} is not UTF-8 text"))),
+        other => Err(misuse(call, format!("{what} must be an adapter name (a string), got {}", super::args::describe(&other)))),
+    };
     match v {
-        Value::String(s) => Ok(vec![s.to_str()?.to_string()]),
-        Value::Table(t) => t.sequence_values::<String>().collect::<mlua::Result<Vec<_>>>().map_err(|e| misuse(call, format!("expected adapter names: {e}"))),
         Value::Nil => Ok(Vec::new()),
-        other => Err(misuse(call, format!("expected an adapter name or a list of names, got {}", super::args::describe(&other)))),
+        Value::Table(t) => t.sequence_values::<Value>().enumerate().map(|(i, v)| name(v?, &format!("name {} of the list", i + 1))).collect(),
+        other => name(other, "the adapter name").map(|n| vec![n]),
     }
 }
 
@@ -248,11 +251,14 @@ struct SaveAdapterOptions {
     name: Option<String>,
 }
 
-/// A method that changes the model's adapters, taking adapter names (one, a list, or none),
-/// and returning the model.
-fn changing<M: UserDataMethods<LuaModule>>(methods: &mut M, name: &'static str, f: impl Fn(&mut Model, Vec<String>) -> anyhow::Result<()> + 'static) {
+/// A method that changes the model's adapters, taking adapter names (one, a list, or none) if
+/// `takes_names`, else no argument, and returning the model.
+fn changing<M: UserDataMethods<LuaModule>>(methods: &mut M, name: &'static str, takes_names: bool, f: impl Fn(&mut Model, Vec<String>) -> anyhow::Result<()> + 'static) {
     let call = format!("model.{name}");
     method_ud(methods, name, call.clone(), move |_, ud, names: Value| {
+        if !takes_names && !names.is_nil() {
+            return Err(misuse(&call, format!("takes no arguments, got {}", super::args::describe(&names))));
+        }
         let names = names_arg(&call, names)?;
         {
             let this = ud.borrow::<LuaModule>()?;
@@ -280,15 +286,15 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
             Err(e) => failure(lua, format!("{call}: {e:#}")),
         }
     });
-    changing(methods, "set_adapter", |m, names| peft::set_adapter(m, &names));
-    changing(methods, "train_adapter", |m, names| peft::train_adapter(m, &names));
-    changing(methods, "delete_adapter", |m, names| match names.as_slice() {
+    changing(methods, "set_adapter", true, |m, names| peft::set_adapter(m, &names));
+    changing(methods, "train_adapter", true, |m, names| peft::train_adapter(m, &names));
+    changing(methods, "delete_adapter", true, |m, names| match names.as_slice() {
         [name] => peft::delete_adapter(m, name),
         _ => anyhow::bail!("give one adapter name"),
     });
-    changing(methods, "merge_adapter", |m, names| merge::merge_adapter(m, if names.is_empty() { None } else { Some(names) }));
-    changing(methods, "unmerge_adapter", |m, _| merge::unmerge_adapter(m));
-    changing(methods, "merge_and_unload", |m, _| merge::merge_and_unload(m));
+    changing(methods, "merge_adapter", true, |m, names| merge::merge_adapter(m, if names.is_empty() { None } else { Some(names) }));
+    changing(methods, "unmerge_adapter", false, |m, _| merge::unmerge_adapter(m));
+    changing(methods, "merge_and_unload", false, |m, _| merge::merge_and_unload(m));
     method(methods, "disable_adapters", "model.disable_adapters", |_, this, (f, args): (Function, MultiValue)| {
         let call = "model.disable_adapters";
         this.is_root(call)?;

@@ -2,9 +2,9 @@
 //! every group's lr to its initial lr times the schedule's factor, at creation (step 0) and at
 //! each `step()`.
 
-use mlua::{AnyUserData, Lua, Table, UserData, UserDataFields, UserDataMethods};
+use mlua::{AnyUserData, Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
 
-use super::args::{misuse, options, OrMisuse};
+use super::args::{describe, misuse, options, OrMisuse};
 use super::optim::{group_index, LuaOptimizer};
 use crate::optim::schedule::{Schedule, ScheduleOptions, Scheduler};
 use super::callbacks::{function, method, method_mut};
@@ -71,8 +71,12 @@ impl UserData for LuaSchedule {
         });
         method_mut(methods, "load_state_dict", "schedule.load_state_dict", |_, this, t: Table| {
             let call = "schedule.load_state_dict";
-            let last_step: i64 = t.get("last_step").map_err(|e| misuse(call, format!("bad 'last_step': {e}")))?;
-            let base: Vec<f64> = t.get("base_lrs").map_err(|e| misuse(call, format!("bad 'base_lrs': {e}")))?;
+            let last_step: i64 = match t.get::<Value>("last_step")? {
+                Value::Integer(i) => i,
+                Value::Number(n) if n.fract() == 0.0 => n as i64,
+                other => return Err(misuse(call, format!("the state's 'last_step' must be a whole number (from schedule:state_dict()), got {}", describe(&other)))),
+            };
+            let base: Vec<f64> = t.get("base_lrs").map_err(|_| misuse(call, "the state's 'base_lrs' must be a list of numbers (from schedule:state_dict())"))?;
             this.drive(call, |s, opt| s.load(last_step, base, opt.inner.as_mut()))
         });
     }
