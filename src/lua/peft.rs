@@ -198,9 +198,9 @@ fn loraplus_param_groups(lua: &Lua, (model, opts): (AnyUserData, Option<Table>))
     Ok(groups)
 }
 
-fn summary_table(lua: &Lua, m: &Model, call: &str) -> mlua::Result<Table> {
+fn summary_table(lua: &Lua, summary: &[peft::AdapterSummary]) -> mlua::Result<Table> {
     let rows = lua.create_table()?;
-    for s in peft::summary(m).or_misuse(call)? {
+    for s in summary.iter().cloned() {
         let t = lua.create_table()?;
         t.set("name", s.name)?;
         t.set("method", s.method)?;
@@ -218,15 +218,14 @@ fn summary_table(lua: &Lua, m: &Model, call: &str) -> mlua::Result<Table> {
 fn summary(lua: &Lua, model: AnyUserData) -> mlua::Result<Table> {
     let call = "peft.summary";
     let handle = model_arg(call, &model)?;
-    let m = handle.model(call)?;
-    let rows = summary_table(lua, &m, call)?;
+    let summary = peft::summary(&*handle.model(call)?).or_misuse(call)?;
+    let rows = summary_table(lua, &summary)?;
     let print: Function = lua.globals().get("print")?;
     let mut lines = vec![format!("{:<12} {:<6} {:<7} {:>12} {:>12} {:>10} {:>10}", "adapter", "method", "active", "parameters", "trainable", "norm", "grad norm")];
-    for s in peft::summary(&m).or_misuse(call)? {
+    for s in &summary {
         let grad = s.grad_norm.map(|g| format!("{g:.4}")).unwrap_or_else(|| "-".into());
         lines.push(format!("{:<12} {:<6} {:<7} {:>12} {:>12} {:>10.4} {:>10}", s.name, s.method, if s.active { "yes" } else { "no" }, s.parameters, s.trainable, s.norm, grad));
     }
-    drop(m);
     print.call::<()>(lines.join("\n"))?;
     Ok(rows)
 }
@@ -306,8 +305,8 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
     method(methods, "adapters", "model.adapters", |lua, this, ()| {
         let call = "model.adapters";
         this.is_root(call)?;
-        let m = this.model(call)?;
-        summary_table(lua, &m, call)
+        let summary = peft::summary(&*this.model(call)?).or_misuse(call)?;
+        summary_table(lua, &summary)
     });
     method(methods, "memory_report", "model.memory_report", |lua, this, opts: Option<Table>| {
         let call = "model.memory_report";

@@ -122,6 +122,8 @@ impl Selection {
     pub fn linear_layers(&self, root: &dyn Module, output_head: &str) -> Result<Vec<String>> {
         let mut picked = Vec::new();
         let mut linear_names = Vec::new();
+        // The first module picked that is not a linear layer: an error once every linear layer is listed.
+        let mut not_linear: Option<(String, &'static str)> = None;
         for (name, m) in named_modules(root) {
             if name.contains(".adapters.") || name.ends_with(".adapters") {
                 continue;
@@ -135,10 +137,14 @@ impl Selection {
             }
             if self.picks(&name)? {
                 if !is_linear {
-                    bail!("{} picks '{name}' ({}), which is not a linear layer; the linear layers are: {}", self.targets.describe(), m.class_name(), summarize(&linear_names_of(root)));
+                    not_linear.get_or_insert((name, m.class_name()));
+                    continue;
                 }
                 picked.push(name);
             }
+        }
+        if let Some((name, class)) = not_linear {
+            bail!("{} picks '{name}' ({class}), which is not a linear layer; the linear layers are: {}", self.targets.describe(), summarize(&linear_names));
         }
         if picked.is_empty() {
             bail!("{} matched no linear layer; the model's linear layers are: {}", self.targets.describe(), summarize(&linear_names));
@@ -147,14 +153,9 @@ impl Selection {
     }
 }
 
-fn linear_names_of(root: &dyn Module) -> Vec<String> {
-    named_modules(root).into_iter().filter(|(n, m)| !n.contains(".adapters.") && m.as_any().downcast_ref::<Linear>().is_some()).map(|(n, _)| n).collect()
-}
-
 /// A long list of names shortened for a message: the distinct last parts, then a few full names.
 fn summarize(names: &[String]) -> String {
-    let mut kinds: Vec<&str> = names.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
-    kinds.dedup();
+    let kinds: Vec<&str> = names.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
     let mut unique = Vec::new();
     for k in kinds {
         if !unique.contains(&k) {
