@@ -1953,8 +1953,8 @@ function mt.nn.init.uniform_fan_in_(t, fan_in) end
 ---`mt.models`: transformer models in Hugging Face's format. Architectures: `LlamaForCausalLM`
 ---(grouped-query attention, `rope_scaling` linear and llama3, tied or untied embeddings,
 ---`attention_bias`, `mlp_bias`, `head_dim`), `MistralForCausalLM`, `Qwen2ForCausalLM`,
----`Qwen3ForCausalLM`, their `…ForSequenceClassification` heads, `GPT2LMHeadModel` and `BertModel`
----(MiniLM too).
+---`Qwen3ForCausalLM`, their `…ForSequenceClassification` heads, `GPT2LMHeadModel`, `BertModel`
+---(MiniLM too) and `BertForSequenceClassification`.
 ---@class moontune.models
 mt.models = {}
 

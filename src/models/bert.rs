@@ -278,24 +278,26 @@ pub struct BertModel {
 }
 
 impl BertModel {
-    pub fn load(w: &mut Weights, config: BertConfig) -> Result<BertModel> {
+    /// Loads the trunk from tensors named `{prefix}embeddings…` (prefix "" for a `BertModel`,
+    /// "bert." inside a task model, whose tree names its modules so).
+    pub fn load(w: &mut Weights, config: BertConfig, prefix: &str) -> Result<BertModel> {
         let c = &config;
-        // Task models wrap the trunk as "bert.": load it under BertModel's names.
-        if w.has("bert.embeddings.word_embeddings.weight") {
+        // A task model's checkpoint loaded as a plain BertModel: its trunk is under "bert.".
+        if prefix.is_empty() && w.has("bert.embeddings.word_embeddings.weight") {
             w.rename_prefix("bert.", "", |_| true);
         }
         let h = c.hidden_size;
         let embeddings = BertEmbeddings {
-            name: "embeddings".into(),
-            word_embeddings: Embedding::load(w, "embeddings.word_embeddings", c.vocab_size, h, Some(c.pad_token_id))?,
-            position_embeddings: Embedding::load(w, "embeddings.position_embeddings", c.max_position_embeddings, h, None)?,
-            token_type_embeddings: Embedding::load(w, "embeddings.token_type_embeddings", c.type_vocab_size, h, None)?,
-            layer_norm: LayerNorm::load(w, "embeddings.LayerNorm", h, c.eps)?,
+            name: format!("{prefix}embeddings"),
+            word_embeddings: Embedding::load(w, &format!("{prefix}embeddings.word_embeddings"), c.vocab_size, h, Some(c.pad_token_id))?,
+            position_embeddings: Embedding::load(w, &format!("{prefix}embeddings.position_embeddings"), c.max_position_embeddings, h, None)?,
+            token_type_embeddings: Embedding::load(w, &format!("{prefix}embeddings.token_type_embeddings"), c.type_vocab_size, h, None)?,
+            layer_norm: LayerNorm::load(w, &format!("{prefix}embeddings.LayerNorm"), h, c.eps)?,
             dropout: c.hidden_dropout,
         };
-        let layers = (0..c.num_layers).map(|i| BertLayer::load(w, &format!("encoder.layer.{i}"), c)).collect::<Result<Vec<_>>>()?;
-        let pooler = if w.is_fresh() || w.has("pooler.dense.weight") {
-            Some(BertPooler { dense: Linear::load(w, "pooler.dense", h, h, true, Layout::OutIn)? })
+        let layers = (0..c.num_layers).map(|i| BertLayer::load(w, &format!("{prefix}encoder.layer.{i}"), c)).collect::<Result<Vec<_>>>()?;
+        let pooler = if w.is_fresh() || w.has(&format!("{prefix}pooler.dense.weight")) {
+            Some(BertPooler { dense: Linear::load(w, &format!("{prefix}pooler.dense"), h, h, true, Layout::OutIn)? })
         } else {
             None
         };

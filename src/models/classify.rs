@@ -1,13 +1,15 @@
-//! Sequence classification with a Llama-family decoder, as transformers'
-//! `LlamaForSequenceClassification` (and Mistral's, Qwen2's, Qwen3's): a bias-free `score`
-//! layer (hidden → num_labels) on the hidden state of each row's last token that is not padding
-//! (found from `pad_token_id` in the ids), and the loss its `problem_type` says: mean squared
-//! error for one label (regression), cross-entropy for integer labels, binary cross-entropy with
-//! logits for float multi-labels.
+//! Sequence classification heads, as transformers': `LlamaForSequenceClassification` (and
+//! Mistral's, Qwen2's, Qwen3's), a bias-free `score` layer (hidden → num_labels) on the hidden
+//! state of each row's last token that is not padding (found from `pad_token_id` in the ids);
+//! `BertForSequenceClassification`, dropout and a `classifier` layer on the pooler output of
+//! the `bert` trunk. Both take the loss their `problem_type` says: mean squared error for one
+//! label (regression), cross-entropy for integer labels, binary cross-entropy with logits for
+//! float multi-labels.
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::bert::{BertConfig, BertModel};
 use super::config::HfConfig;
 use super::input::Tokens;
 use super::llama::{LlamaConfig, LlamaModel, Variant};
@@ -30,6 +32,8 @@ pub struct ClassifierConfig {
     pub num_labels: i64,
     /// From config.json's `problem_type`; None: decided by the labels, as transformers does.
     pub problem: Option<Problem>,
+    /// `classifier_dropout` (BERT's head; None: its `hidden_dropout_prob`).
+    pub dropout: Option<f64>,
 }
 
 impl ClassifierConfig {
@@ -50,7 +54,38 @@ impl ClassifierConfig {
             "multi_label_classification" => Some(Problem::MultiLabel),
             other => bail!("problem_type '{other}' is not one of regression, single_label_classification, multi_label_classification"),
         };
-        Ok(ClassifierConfig { num_labels, problem })
+        let dropout = match cfg.float_or("classifier_dropout", -1.0)? {
+            p if p < 0.0 => None,
+            p if p < 1.0 => Some(p),
+            p => bail!("classifier_dropout must be below 1, got {p}"),
+        };
+        Ok(ClassifierConfig { num_labels, problem, dropout })
+    }
+
+    /// The loss of `logits` (B, num_labels) for `labels`, as transformers' `problem_type`.
+    pub fn loss(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let n = self.num_labels;
+        let problem = self.problem.unwrap_or(if n == 1 {
+            Problem::Regression
+        } else if matches!(labels.kind(), Kind::Int64 | Kind::Int) {
+            Problem::SingleLabel
+        } else {
+            Problem::MultiLabel
+        });
+        let logits = logits.f_to_kind(Kind::Float)?;
+        Ok(match problem {
+            Problem::Regression => {
+                let (x, y) = if n == 1 { (logits.f_squeeze()?, labels.f_squeeze()?) } else { (logits, labels.shallow_clone()) };
+                x.f_mse_loss(&y.f_to_kind(Kind::Float)?, tch::Reduction::Mean)?
+            }
+            Problem::SingleLabel => {
+                if !matches!(labels.kind(), Kind::Int64 | Kind::Int) {
+                    bail!("single-label classification takes integer labels (class numbers), got {}", crate::tensor::dtype_name(labels.kind()));
+                }
+                logits.f_view([-1, n])?.f_cross_entropy_loss(&labels.f_view([-1])?.f_to_kind(Kind::Int64)?, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?
+            }
+            Problem::MultiLabel => logits.f_binary_cross_entropy_with_logits(&labels.f_to_kind(Kind::Float)?, None::<Tensor>, None::<Tensor>, tch::Reduction::Mean)?,
+        })
     }
 }
 
@@ -88,32 +123,6 @@ impl LlamaForSequenceClassification {
         };
         Ok(all.f_index(&[Some(Tensor::f_arange(b, (Kind::Int64, device))?), Some(last)])?)
     }
-
-    /// The loss of `logits` (B, num_labels) for `labels`, as transformers' `problem_type`.
-    pub fn loss(&self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        let n = self.head.num_labels;
-        let problem = self.head.problem.unwrap_or(if n == 1 {
-            Problem::Regression
-        } else if matches!(labels.kind(), Kind::Int64 | Kind::Int) {
-            Problem::SingleLabel
-        } else {
-            Problem::MultiLabel
-        });
-        let logits = logits.f_to_kind(Kind::Float)?;
-        Ok(match problem {
-            Problem::Regression => {
-                let (x, y) = if n == 1 { (logits.f_squeeze()?, labels.f_squeeze()?) } else { (logits, labels.shallow_clone()) };
-                x.f_mse_loss(&y.f_to_kind(Kind::Float)?, tch::Reduction::Mean)?
-            }
-            Problem::SingleLabel => {
-                if !matches!(labels.kind(), Kind::Int64 | Kind::Int) {
-                    bail!("single-label classification takes integer labels (class numbers), got {}", crate::tensor::dtype_name(labels.kind()));
-                }
-                logits.f_view([-1, n])?.f_cross_entropy_loss(&labels.f_view([-1])?.f_to_kind(Kind::Int64)?, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?
-            }
-            Problem::MultiLabel => logits.f_binary_cross_entropy_with_logits(&labels.f_to_kind(Kind::Float)?, None::<Tensor>, None::<Tensor>, tch::Reduction::Mean)?,
-        })
-    }
 }
 
 impl Module for LlamaForSequenceClassification {
@@ -126,4 +135,41 @@ impl Module for LlamaForSequenceClassification {
         }
     }
     module_children!("model" => model, "score" => score);
+}
+
+pub struct BertForSequenceClassification {
+    pub head: ClassifierConfig,
+    pub bert: BertModel,
+    pub classifier: Linear,
+    dropout: f64,
+}
+
+impl BertForSequenceClassification {
+    pub fn load(w: &mut Weights, config: BertConfig, head: ClassifierConfig) -> Result<Self> {
+        let (hidden, dropout) = (config.hidden_size, head.dropout.unwrap_or(config.hidden_dropout));
+        let bert = BertModel::load(w, config, "bert.")?;
+        if bert.pooler.is_none() {
+            bail!("the checkpoint has no bert.pooler.dense weights, which the classifier reads");
+        }
+        let classifier = Linear::load(w, "classifier", hidden, head.num_labels, true, Layout::OutIn)?;
+        Ok(BertForSequenceClassification { head, bert, classifier, dropout })
+    }
+
+    pub fn ignorable(&self, name: &str) -> bool {
+        self.bert.ignorable(name)
+    }
+
+    /// Logits (B, num_labels) from the pooler output ([CLS] through `pooler.dense` and tanh).
+    pub fn logits(&self, ctx: &Ctx, tokens: &Tokens, attention_mask: Option<&Tensor>, token_type_ids: Option<&Tensor>, position_ids: Option<&Tensor>) -> Result<Tensor> {
+        let (_, pooled) = self.bert.forward(ctx, tokens, attention_mask, token_type_ids, position_ids)?;
+        let pooled = pooled.ok_or_else(|| anyhow::anyhow!("BertForSequenceClassification needs the pooler"))?;
+        self.classifier.forward(ctx, &pooled.f_dropout(self.dropout, ctx.training)?)
+    }
+}
+
+impl Module for BertForSequenceClassification {
+    fn class_name(&self) -> &'static str {
+        "BertForSequenceClassification"
+    }
+    module_children!("bert" => bert, "classifier" => classifier);
 }

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::bert::{BertConfig, BertModel};
 use super::cache::KvCache;
-use super::classify::{ClassifierConfig, LlamaForSequenceClassification};
+use super::classify::{BertForSequenceClassification, ClassifierConfig, LlamaForSequenceClassification};
 use super::config::HfConfig;
 use super::gpt2::{Gpt2Config, Gpt2LMHeadModel};
 use super::input::Tokens;
@@ -27,6 +27,8 @@ pub enum Family {
     LlamaClassifier(LlamaForSequenceClassification),
     Gpt2(Gpt2LMHeadModel),
     Bert(BertModel),
+    /// A BERT encoder with a sequence-classification head.
+    BertClassifier(BertForSequenceClassification),
 }
 
 pub struct Model {
@@ -86,6 +88,7 @@ pub enum ArchConfig {
     LlamaClassifier(LlamaConfig, ClassifierConfig),
     Gpt2(Gpt2Config),
     Bert(BertConfig),
+    BertClassifier(BertConfig, ClassifierConfig),
 }
 
 impl ArchConfig {
@@ -104,7 +107,8 @@ impl ArchConfig {
             "Qwen3ForSequenceClassification" => ArchConfig::LlamaClassifier(LlamaConfig::parse(config, Variant::Qwen3)?, ClassifierConfig::parse(config)?),
             "GPT2LMHeadModel" => ArchConfig::Gpt2(Gpt2Config::parse(config)?),
             "BertModel" => ArchConfig::Bert(BertConfig::parse(config)?),
-            other => bail!("architecture '{other}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, their ForSequenceClassification heads, GPT2LMHeadModel, BertModel)"),
+            "BertForSequenceClassification" => ArchConfig::BertClassifier(BertConfig::parse(config)?, ClassifierConfig::parse(config)?),
+            other => bail!("architecture '{other}' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, their ForSequenceClassification heads, GPT2LMHeadModel, BertModel, BertForSequenceClassification)"),
         };
         Ok((parsed, arch))
     }
@@ -116,7 +120,8 @@ fn build(config: &HfConfig, weights: &mut Weights, device: Device) -> Result<(Fa
         ArchConfig::Llama(c) => Family::Llama(LlamaForCausalLM::load(weights, c, device)?),
         ArchConfig::LlamaClassifier(c, head) => Family::LlamaClassifier(LlamaForSequenceClassification::load(weights, c, head, device)?),
         ArchConfig::Gpt2(c) => Family::Gpt2(Gpt2LMHeadModel::load(weights, c)?),
-        ArchConfig::Bert(c) => Family::Bert(BertModel::load(weights, c)?),
+        ArchConfig::Bert(c) => Family::Bert(BertModel::load(weights, c, "")?),
+        ArchConfig::BertClassifier(c, head) => Family::BertClassifier(BertForSequenceClassification::load(weights, c, head)?),
     };
     Ok((family, arch))
 }
@@ -175,6 +180,7 @@ impl Model {
             Family::LlamaClassifier(m) => m.ignorable(name),
             Family::Gpt2(m) => m.ignorable(name),
             Family::Bert(m) => m.ignorable(name),
+            Family::BertClassifier(m) => m.ignorable(name),
         }
     }
 
@@ -185,6 +191,7 @@ impl Model {
             Family::LlamaClassifier(m) => m,
             Family::Gpt2(m) => m,
             Family::Bert(m) => m,
+            Family::BertClassifier(m) => m,
         }
     }
 
@@ -194,6 +201,7 @@ impl Model {
             Family::LlamaClassifier(m) => m,
             Family::Gpt2(m) => m,
             Family::Bert(m) => m,
+            Family::BertClassifier(m) => m,
         }
     }
 
@@ -227,7 +235,7 @@ impl Model {
         match &self.family {
             Family::Llama(m) => Some(KvCache::new(m.num_layers())),
             Family::Gpt2(m) => Some(KvCache::new(m.num_layers())),
-            Family::Bert(_) | Family::LlamaClassifier(_) => None,
+            Family::Bert(_) | Family::BertClassifier(_) | Family::LlamaClassifier(_) => None,
         }
     }
 
@@ -250,7 +258,7 @@ impl Model {
         let prompt = match &self.family {
             Family::Llama(m) => m.prompt_encoder.active_one(&ctx),
             Family::Gpt2(m) => m.prompt_encoder.active_one(&ctx),
-            Family::Bert(_) | Family::LlamaClassifier(_) => bail!("{} has no next-token logits", self.architecture),
+            Family::Bert(_) | Family::BertClassifier(_) | Family::LlamaClassifier(_) => bail!("{} has no next-token logits", self.architecture),
         };
         let Some(prompt) = prompt else { return self.family_hidden(&ctx, tokens, padding, positions, cache) };
         let (b, _) = tokens.batch_and_length()?;
@@ -291,7 +299,7 @@ impl Model {
         match &self.family {
             Family::Llama(m) => m.hidden(ctx, tokens, padding, positions, cache),
             Family::Gpt2(m) => m.hidden(ctx, tokens, padding, positions, cache),
-            Family::Bert(_) | Family::LlamaClassifier(_) => bail!("{} has no next-token logits", self.architecture),
+            Family::Bert(_) | Family::BertClassifier(_) | Family::LlamaClassifier(_) => bail!("{} has no next-token logits", self.architecture),
         }
     }
 
@@ -302,6 +310,7 @@ impl Model {
             Family::LlamaClassifier(m) => m.model.embed_tokens.forward(ctx, ids),
             Family::Gpt2(m) => m.transformer.wte.forward(ctx, ids),
             Family::Bert(m) => m.embeddings.word_embeddings.forward(ctx, ids),
+            Family::BertClassifier(m) => m.bert.embeddings.word_embeddings.forward(ctx, ids),
         }
     }
 
@@ -312,6 +321,7 @@ impl Model {
             Family::LlamaClassifier(m) => m.config.hidden_size,
             Family::Gpt2(m) => m.config.n_embd,
             Family::Bert(m) => m.config.hidden_size,
+            Family::BertClassifier(m) => m.bert.config.hidden_size,
         }
     }
 
@@ -321,7 +331,7 @@ impl Model {
             Family::Llama(m) => Ok((m.config.num_layers, m.config.num_kv_heads, m.config.head_dim)),
             Family::LlamaClassifier(m) => Ok((m.config.num_layers, m.config.num_kv_heads, m.config.head_dim)),
             Family::Gpt2(m) => Ok((m.config.n_layer, m.config.n_head, m.config.n_embd / m.config.n_head)),
-            Family::Bert(_) => bail!("{} is an encoder: it has no key/value cache", self.architecture),
+            Family::Bert(_) | Family::BertClassifier(_) => bail!("{} is an encoder: it has no key/value cache", self.architecture),
         }
     }
 
@@ -336,7 +346,7 @@ impl Model {
         match &self.family {
             Family::Llama(m) => m.logits(&ctx, hidden),
             Family::Gpt2(m) => m.logits(&ctx, hidden),
-            Family::Bert(_) | Family::LlamaClassifier(_) => bail!("{} has no language-modelling head", self.architecture),
+            Family::Bert(_) | Family::BertClassifier(_) | Family::LlamaClassifier(_) => bail!("{} has no language-modelling head", self.architecture),
         }
     }
 
@@ -356,7 +366,15 @@ impl Model {
                 bail!("{} takes no cache and no token_type_ids", self.architecture);
             }
             let logits = m.logits(&self.ctx(), &tokens, input.attention_mask.as_ref(), input.position_ids.as_ref())?;
-            let loss = input.labels.as_ref().map(|labels| m.loss(&logits, labels)).transpose()?;
+            let loss = input.labels.as_ref().map(|labels| m.head.loss(&logits, labels)).transpose()?;
+            return Ok(ForwardOutput { logits: Some(logits), loss, ..Default::default() });
+        }
+        if let Family::BertClassifier(m) = &self.family {
+            if cache.is_some() {
+                bail!("{} is an encoder: it takes no cache", self.architecture);
+            }
+            let logits = m.logits(&self.ctx(), &tokens, input.attention_mask.as_ref(), input.token_type_ids.as_ref(), input.position_ids.as_ref())?;
+            let loss = input.labels.as_ref().map(|labels| m.head.loss(&logits, labels)).transpose()?;
             return Ok(ForwardOutput { logits: Some(logits), loss, ..Default::default() });
         }
         if let Family::Bert(m) = &self.family {

@@ -85,6 +85,7 @@ pub fn query_heads(model: &Model) -> i64 {
         Family::LlamaClassifier(m) => m.config.num_heads,
         Family::Gpt2(m) => m.config.n_head,
         Family::Bert(m) => m.config.num_heads,
+        Family::BertClassifier(m) => m.bert.config.num_heads,
     }
 }
 

@@ -120,6 +120,7 @@ pub fn output_head(model: &Model) -> &'static str {
     match model.family {
         Family::Bert(_) => "",
         Family::LlamaClassifier(_) => "score",
+        Family::BertClassifier(_) => "classifier",
         _ => "lm_head",
     }
 }
@@ -129,7 +130,7 @@ pub fn default_lora_targets(model: &Model) -> Vec<String> {
     let names: &[&str] = match model.family {
         Family::Llama(_) | Family::LlamaClassifier(_) => &["q_proj", "v_proj"],
         Family::Gpt2(_) => &["c_attn"],
-        Family::Bert(_) => &["query", "value"],
+        Family::Bert(_) | Family::BertClassifier(_) => &["query", "value"],
     };
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -139,7 +140,7 @@ pub fn default_ia3_targets(model: &Model) -> (Vec<String>, Vec<String>) {
     let (t, f): (&[&str], &[&str]) = match model.family {
         Family::Llama(_) | Family::LlamaClassifier(_) => (&["k_proj", "v_proj", "down_proj"], &["down_proj"]),
         Family::Gpt2(_) => (&["c_attn", "mlp.c_proj"], &["mlp.c_proj"]),
-        Family::Bert(_) => (&["key", "value", "output.dense"], &["output.dense"]),
+        Family::Bert(_) | Family::BertClassifier(_) => (&["key", "value", "output.dense"], &["output.dense"]),
     };
     let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
     (v(t), v(f))
@@ -159,7 +160,7 @@ pub fn method_from_options(model: &Model, peft_type: &str, options: Map<String, 
 /// `task_type` as adapter_config.json records it.
 pub fn task_type(model: &Model) -> &'static str {
     match model.family {
-        Family::LlamaClassifier(_) => "SEQ_CLS",
+        Family::LlamaClassifier(_) | Family::BertClassifier(_) => "SEQ_CLS",
         _ if model.is_causal_lm() => "CAUSAL_LM",
         _ => "FEATURE_EXTRACTION",
     }
@@ -180,7 +181,7 @@ pub fn prompt_point(model: &mut Model) -> Option<&mut PromptPoint> {
     match &mut model.family {
         Family::Llama(m) => Some(&mut m.prompt_encoder),
         Family::Gpt2(m) => Some(&mut m.prompt_encoder),
-        Family::Bert(_) | Family::LlamaClassifier(_) => None,
+        Family::Bert(_) | Family::BertClassifier(_) | Family::LlamaClassifier(_) => None,
     }
 }
 

@@ -70,6 +70,37 @@ function tests.gpt2_and_bert_keep_their_checkpoint_names()
   assert(bert:get_submodule("encoder.layer.0.attention.self"):name() == "encoder.layer.0.attention.self")
 end
 
+function tests.bert_classifier_nests_the_trunk_under_bert()
+  local model = mt.models.new("BertForSequenceClassification", bert_config)
+  local sd = model:state_dict()
+  for _, name in ipairs({ "bert.embeddings.word_embeddings.weight", "bert.encoder.layer.1.attention.self.query.weight",
+                          "bert.pooler.dense.weight", "classifier.weight", "classifier.bias" }) do
+    assert(sd[name] ~= nil, "no parameter " .. name)
+  end
+  assert(sd["classifier.weight"]:size()[1] == 2, "two labels unless config.json says otherwise")
+  -- Hooks and adapters find the trunk's modules under their tree names.
+  local seen = {}
+  model:register_forward_hook({ "attention.self" }, function(_, _, _, name) seen[#seen + 1] = name end)
+  model:eval()
+  local ids = T.tensor({ { 5, 7, 9, 0 }, { 3, 4, 0, 0 } }):long()
+  local out = model{ input_ids = ids, attention_mask = T.tensor({ { 1, 1, 1, 0 }, { 1, 1, 0, 0 } }):long(), labels = T.tensor({ 1, 0 }):long() }
+  assert(table.concat(out.logits:size(), "x") == "2x2")
+  assert(table.concat(seen, ",") == "bert.encoder.layer.0.attention.self,bert.encoder.layer.1.attention.self", table.concat(seen, ","))
+  -- Integer labels: cross-entropy over the classes.
+  local expected = F.cross_entropy(out.logits, T.tensor({ 1, 0 }):long())
+  assert((out.loss - expected):abs():item() < 1e-6)
+  mt.peft.lora(model, { r = 2 })
+  assert(model:num_parameters{ trainable = true } == 2 * 2 * (2 * 16 + 16 * 2), "default targets query and value")
+  local dir = os.tmpname(); os.remove(dir)
+  model:merge_and_unload()
+  assert(model:save(dir))
+  local again = assert(mt.models.load(dir))
+  again:eval()
+  local out2 = mt.no_grad(function() return again{ input_ids = ids } end)
+  local out1 = mt.no_grad(function() return model{ input_ids = ids } end)
+  assert((out2.logits - out1.logits):abs():max():item() < 1e-6, "a saved classifier loads with the same logits")
+end
+
 function tests.freeze_by_pattern_picks_exactly_the_named_parameters()
   local model = mt.models.new("LlamaForCausalLM", llama_config)
   model:freeze()

@@ -25,7 +25,7 @@ for case in sorted(cases):
     base, arch = bases[case]
     if base.startswith("base/"):  # a generated base, in the fixtures folder
         base = os.path.join(fixtures, base)
-    cls = {"gpt2": transformers.GPT2LMHeadModel, "llama_seqcls": transformers.AutoModelForSequenceClassification}.get(arch, transformers.AutoModelForCausalLM)
+    cls = transformers.AutoModelForSequenceClassification if arch.endswith("_seqcls") else {"gpt2": transformers.GPT2LMHeadModel}.get(arch, transformers.AutoModelForCausalLM)
     model = peft.PeftModel.from_pretrained(cls.from_pretrained(base), os.path.join(output, case)).eval()
     ref = load_file(os.path.join(fixtures, case, "expected.safetensors"))
     ours = load_file(os.path.join(output, case, "logits.safetensors"))["logits"]

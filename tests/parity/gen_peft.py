@@ -34,6 +34,9 @@ bases = {
     "llama_tied": (transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(common, num_key_value_heads=2, tie_word_embeddings=True)),
     "llama_seqcls": (transformers.LlamaConfig, transformers.LlamaForSequenceClassification, dict(common, num_key_value_heads=2, num_labels=3)),
     "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, dict(common, num_key_value_heads=2)),
+    "bert_seqcls": (transformers.BertConfig, transformers.BertForSequenceClassification,
+                    dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         max_position_embeddings=64, pad_token_id=0, num_labels=3)),
     "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel,
              dict(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)),
 }
@@ -67,6 +70,8 @@ CASES = [
     ("ia3_gpt2", "gpt2", "IA3", dict(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"], fan_in_fan_out=True)),
     ("lora_stories", "stories260K", "LORA", dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])),
     ("seqcls_llama", "llama_seqcls", "LORA", dict(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])),
+    ("seqcls_bert", "bert_seqcls", "LORA", dict(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value", "intermediate.dense"])),
+    ("ia3_seqcls_bert", "bert_seqcls", "IA3", dict(task_type="SEQ_CLS", target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])),
     ("prompt_llama", "llama", "PROMPT_TUNING", dict(num_virtual_tokens=3)),
     ("prompt_gpt2", "gpt2", "PROMPT_TUNING", dict(num_virtual_tokens=4)),
     ("prompt_stories", "stories260K", "PROMPT_TUNING", dict(num_virtual_tokens=5)),
@@ -79,7 +84,7 @@ PROMPT_METHODS = ("PROMPT_TUNING", "PREFIX_TUNING")
 
 
 def load(base):
-    cls = {"gpt2": transformers.GPT2LMHeadModel, "llama_seqcls": transformers.AutoModelForSequenceClassification}.get(base, transformers.AutoModelForCausalLM)
+    cls = transformers.AutoModelForSequenceClassification if base.endswith("_seqcls") else {"gpt2": transformers.GPT2LMHeadModel}.get(base, transformers.AutoModelForCausalLM)
     return cls.from_pretrained(os.path.join(out, paths[base])).eval()
 
 
@@ -90,7 +95,7 @@ def make_config(method, kwargs):
         return peft.PromptTuningConfig(task_type="CAUSAL_LM", **kwargs)
     if method == "PREFIX_TUNING":
         return peft.PrefixTuningConfig(task_type="CAUSAL_LM", **kwargs)
-    return peft.IA3Config(task_type="CAUSAL_LM", **kwargs)
+    return peft.IA3Config(**dict(dict(task_type="CAUSAL_LM"), **kwargs))
 
 
 def perturb(model, seed):
@@ -115,7 +120,7 @@ for i, (case, base, method, kwargs) in enumerate(CASES):
     model.save_pretrained(os.path.join(path, "adapter"))
     model.eval()
     # A classifier's labels are classes, and its logits have no token positions to mask.
-    case_labels = torch.tensor([2, 0]) if base == "llama_seqcls" else labels
+    case_labels = torch.tensor([2, 0]) if base.endswith("_seqcls") else labels
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -144,7 +149,7 @@ for i, (case, base, method, kwargs) in enumerate(CASES):
         extra["prompt"] = prompt
         extra["real"] = real
     else:
-        if base == "llama_seqcls":
+        if base.endswith("_seqcls"):
             extra["real"] = torch.ones(2, dtype=mask.dtype)
         grads = {f"grad.{k}": v for k, v in rename(model, full).items()}
         merged = model.merge_and_unload()
