@@ -7,7 +7,7 @@
 //! It also lists the Lua standard library (stdlib/) for release builds to embed, and compiles
 //! C++ shims against libtorch's headers: shim.cpp (what tch does not bind: foreach and fused
 //! optimizer kernels, tensor identity, generators), linear4bit.cpp (the autograd function of a
-//! 4-bit linear layer) and, where libtorch has CUDA, the one that reads the CUDA caching
+//! 4-bit linear layer), checkpoint.cpp (gradient checkpointing's autograd function) and, where libtorch has CUDA, the one that reads the CUDA caching
 //! allocator's statistics.
 
 use std::path::{Path, PathBuf};
@@ -84,6 +84,7 @@ fn libtorch_cpp(lib_dir: &Path, source: &str) -> cc::Build {
 fn build_shim(lib_dir: &Path) {
     libtorch_cpp(lib_dir, "src/tensor/shim.cpp").compile("moontune_shim");
     libtorch_cpp(lib_dir, "src/tensor/linear4bit.cpp").compile("moontune_linear4bit");
+    libtorch_cpp(lib_dir, "src/tensor/checkpoint.cpp").compile("moontune_checkpoint");
 }
 
 /// Compiles the CUDA memory shim, also against the CUDA headers of the nvidia wheels beside

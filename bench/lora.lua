@@ -3,7 +3,8 @@
 -- and prints one JSON line: tokens/s over the timed steps and the trainable parameters. With
 -- BENCH_QLORA=1 the base is first stored in 4 bits (NF4, double quantisation): QLoRA; with
 -- BENCH_METHOD=lua the LoRA is written in Lua (mt.peft.register) instead of the built-in; with
--- BENCH_AUTOCAST=bf16 the forward runs under mt.autocast.
+-- BENCH_AUTOCAST=bf16 the forward runs under mt.autocast; with BENCH_CHECKPOINT=1 every layer is
+-- checkpointed (model:gradient_checkpointing).
 local mt = require "moontune"
 local T = mt.tensor
 
@@ -33,6 +34,7 @@ if os.getenv("BENCH_METHOD") == "lua" then
 else
   mt.peft.lora(model, { r = rank, alpha = alpha, targets = targets })
 end
+if os.getenv("BENCH_CHECKPOINT") == "1" then model:gradient_checkpointing(true) end
 local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 1e-4 })
 mt.manual_seed(0)
 local ids = T.randint(3, model:config().vocab_size, { batch, seq })

@@ -5,7 +5,8 @@ Run with `./dev bench` (which builds moontune in release mode first; BENCH_ROUND
 BENCH_THREADS adjust it). A tiny Llama as the PEFT issue sets it (hidden 256, 4 layers, 8 heads,
 4 KV heads, intermediate 688, vocab 8000), randomly initialised and saved here; LoRA r 8, α 16
 on q/k/v/o_proj, AdamW, causal-LM loss on a batch of 8 × 128 tokens; tokens/s over the timed
-steps after one warm-up, and each child's peak RSS. The fraction of the matmul peak counts
+steps after one warm-up, and each child's peak RSS. Also QLoRA against LoRA, and gradient
+checkpointing against none and against transformers', on a ~100M-parameter Llama. The fraction of the matmul peak counts
 4·P·tokens FLOPs per step (P the linear weights, the head included: the forward, and the
 backward's input gradients; frozen weights get no weight gradients) against 180 GFLOP/s, the
 float32 matmul peak the issue measured for this kind of machine. Prints a Markdown table and
@@ -35,6 +36,8 @@ import json, os, time, torch, transformers, peft""" + TIMED_STEPS + r"""
 torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 batch, seq = int(os.environ["BENCH_BATCH"]), int(os.environ["BENCH_SEQ"])
 model = transformers.AutoModelForCausalLM.from_pretrained(os.environ["BENCH_MODEL"], dtype=torch.float32)
+if os.environ.get("BENCH_CHECKPOINT") == "1":
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 config = peft.LoraConfig(r=int(os.environ["BENCH_RANK"]), lora_alpha=int(os.environ["BENCH_ALPHA"]), lora_dropout=0.0,
                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 model = peft.get_peft_model(model, config)
@@ -108,6 +111,7 @@ def main():
         "dtype=torch.bfloat16)` there; its matmul peak is taken as 420 GFLOP/s.",
     ]
     lines += qlora_against_lora()
+    lines += checkpointing()
     text = "\n".join(lines) + "\n"
     print(text)
     write_section("lora", text)
@@ -137,6 +141,32 @@ def qlora_against_lora():
         "|---|---|---|---|",
         f"| peak RSS, MiB | {l_rss:.0f} | {q_rss:.0f} | {q_rss / l_rss:.2f}× |",
         f"| tokens/s | {l_tps:.0f} | {q_tps:.0f} | {q_tps / l_tps:.2f}× |",
+    ]
+
+
+def checkpointing():
+    """Peak RSS and tokens/s of LoRA with every layer checkpointed, moontune against transformers'
+    gradient_checkpointing_enable (non-reentrant) + PEFT, and moontune without it, on the ~100M Llama."""
+    settings = dict(BENCH_BATCH="4", BENCH_SEQ="256", BENCH_STEPS="2", BENCH_RANK="8", BENCH_ALPHA="16")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "llama-100m")
+        make_llama_100m(path)
+        ours, theirs = side_by_side("bench/lora.lua", PEFT_SIDE, path, dict(settings, BENCH_CHECKPOINT="1"),
+                                    lambda o, t: f"checkpointed: moontune {o['tokens_per_s']:.0f} tokens/s, PEFT {t['tokens_per_s']:.0f} tokens/s")
+        cmd = [os.path.join(ROOT, "target/release/moontune"), "run", os.path.join(ROOT, "bench/lora.lua")]
+        env = dict(os.environ, BENCH_MODEL=path, BENCH_THREADS=str(THREADS), OMP_NUM_THREADS=str(THREADS), **settings)
+        plain = [run(cmd, env) for _ in range(ROUNDS)]
+    o_rss, t_rss, p_rss = min(r for _, r in ours), min(r for _, r in theirs), min(r for _, r in plain)
+    o_tps, t_tps, p_tps = (max(r["tokens_per_s"] for r, _ in runs) for runs in (ours, theirs, plain))
+    return [
+        "",
+        f"Gradient checkpointing (`model:gradient_checkpointing(true)`; transformers' `gradient_checkpointing_enable`,",
+        f"non-reentrant, on the PEFT side), the same ~100M Llama, LoRA r 8 on q/k/v/o_proj, {settings['BENCH_BATCH']}×{settings['BENCH_SEQ']} tokens, float32:",
+        "",
+        "| | moontune, checkpointed | transformers + PEFT, checkpointed | moontune, not checkpointed |",
+        "|---|---|---|---|",
+        f"| peak RSS, MiB | {o_rss:.0f} | {t_rss:.0f} | {p_rss:.0f} |",
+        f"| tokens/s | {o_tps:.0f} | {t_tps:.0f} | {p_tps:.0f} |",
     ]
 
 

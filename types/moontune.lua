@@ -2034,7 +2034,7 @@ function mt.models.mean_pool(hidden, mask) end
 ---PyTorch (`__index`): `m.lm_head.weight` is a parameter, `m.model.layers[0]` a child (0-based),
 ---`m.training` the mode. `tostring(m)` (`__tostring`) prints the tree. Calling it (`m(x)`) is
 ---`forward`. The root model adds `generate`, `new_cache`, `save`, `save_gguf`, `config`, `architecture`,
----`dtype` and `device`, and the adapter methods of [`mt.peft`](#moontune-peft): `save_adapter`,
+---`dtype`, `device`, `gradient_checkpointing` and `is_gradient_checkpointing`, and the adapter methods of [`mt.peft`](#moontune-peft): `save_adapter`,
 ---`set_adapter`, `train_adapter`, `disable_adapters`, `delete_adapter`, `merge_adapter`,
 ---`unmerge_adapter`, `merge_and_unload`, `adapters`, `active_adapters` and `memory_report`.
 ---@class moontune.Module: moontune.AnyModule
@@ -2177,6 +2177,21 @@ function Module:dtype() end
 ---The device the weights are on.
 ---@return string
 function Module:device() end
+
+---Gradient checkpointing of every decoder (or encoder) layer, as transformers'
+---`gradient_checkpointing_enable` and torch.utils.checkpoint: in training mode with gradients on,
+---a layer's forward keeps only its input, and backward runs the layer again (with the forward's
+---dropout masks and autocast) to back-propagate through it. Activation memory drops to about one
+---hidden state per layer, for one more forward per step. Forward hooks run again in the
+---recomputation. Layers run with a key/value cache (generation, prefix tuning) are not
+---checkpointed. Backward after the model is freed is an error. `on` defaults to true.
+---@param on? boolean
+---@return moontune.Module self
+function Module:gradient_checkpointing(on) end
+
+---Whether gradient checkpointing is on.
+---@return boolean
+function Module:is_gradient_checkpointing() end
 
 ---A key/value cache (`model:new_cache()`), extended by each `forward` it is given.
 ---@class moontune.Cache

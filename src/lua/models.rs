@@ -557,6 +557,16 @@ impl UserData for LuaModule {
         method(methods, "save_gguf", "model.save_gguf", |lua, this, (path, opts): (String, Option<Table>)| save_gguf(lua, this, path, opts));
         method(methods, "config", "model.config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.model("model.config")?.config.json.clone())));
         method(methods, "architecture", "model.architecture", |_, this, ()| Ok(this.model("model.architecture")?.architecture.clone()));
+        method_ud(methods, "gradient_checkpointing", "model.gradient_checkpointing", |_, ud, on: Option<bool>| {
+            let call = "model.gradient_checkpointing";
+            let this = ud.borrow::<LuaModule>()?;
+            this.is_root(call)?;
+            let shared = on.unwrap_or(true).then(|| Rc::downgrade(&this.model));
+            this.model_mut(call)?.set_gradient_checkpointing(shared);
+            drop(this);
+            Ok(ud)
+        });
+        method(methods, "is_gradient_checkpointing", "model.is_gradient_checkpointing", |_, this, ()| Ok(this.model("model.is_gradient_checkpointing")?.is_gradient_checkpointing()));
         method(methods, "dtype", "model.dtype", |_, this, ()| Ok(crate::tensor::dtype_name(this.model("model.dtype")?.dtype())));
         method(methods, "device", "model.device", |_, this, ()| Ok(crate::tensor::device_name(this.model("model.device")?.device())));
         methods.add_meta_method(mlua::MetaMethod::ToString, |_, this, ()| this.with_module("module.__tostring", |m| Ok(module::format_tree(m))));

@@ -15,6 +15,7 @@ use tch::{Kind, Tensor};
 use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use crate::module_children;
+use crate::nn::checkpoint;
 use crate::nn::attach::{InvertiblePoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
@@ -332,7 +333,13 @@ impl BertModel {
             None => None,
         };
         for layer in &self.encoder.layer.items {
-            h = layer.forward(ctx, &h, mask.as_ref())?;
+            h = match ctx.checkpoint {
+                Some(reach) => {
+                    let mask = mask.as_ref().map(|m| m.shallow_clone());
+                    checkpoint::layer(reach, ctx, layer, &layer.name, &h, move |l: &BertLayer, ctx, x| l.forward(ctx, x, mask.as_ref()))?
+                }
+                None => layer.forward(ctx, &h, mask.as_ref())?,
+            };
         }
         let pooled = match &self.pooler {
             Some(p) => Some(p.dense.forward(ctx, &h.f_select(1, 0)?)?.f_tanh()?),

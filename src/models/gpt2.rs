@@ -15,6 +15,7 @@ use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use super::mask::{self, Attend};
 use crate::module_children;
+use crate::nn::checkpoint;
 use crate::nn::attach::{InvertiblePoint, PromptPoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
@@ -243,7 +244,13 @@ impl Gpt2Model {
         let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
         let attend = mask::attend(b, t, past, padding, None, device)?;
         for (i, block) in self.h.items.iter().enumerate() {
-            h = block.forward(ctx, &h, &attend, cache.as_deref_mut().map(|c| (c, i)))?;
+            h = match (ctx.checkpoint, cache.as_deref_mut()) {
+                (Some(reach), None) => {
+                    let attend = attend.shallow_clone();
+                    checkpoint::layer(reach, ctx, block, &block.name, &h, move |b: &Gpt2Block, ctx, x| b.forward(ctx, x, &attend, None))?
+                }
+                (_, cache) => block.forward(ctx, &h, &attend, cache.map(|c| (c, i)))?,
+            };
         }
         self.ln_f.forward(ctx, &h)
     }

@@ -18,6 +18,7 @@ use super::input::Tokens;
 use super::mask::{self, Attend};
 use super::rope::{self, Rope, RopeConfig};
 use crate::module_children;
+use crate::nn::checkpoint;
 use crate::nn::attach::{InvertiblePoint, PromptPoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
@@ -348,8 +349,15 @@ impl LlamaModel {
                 None => &full,
                 Some(w) => windowed.get_or_insert(mask::attend(b, t, past, padding, Some(w), device)?),
             };
-            let cache_slot = cache.as_deref_mut().map(|c| (c, i));
-            h = layer.forward(ctx, &h, &LayerInputs { cos: &cos, sin: &sin, attend }, cache_slot)?;
+            h = match (ctx.checkpoint, cache.as_deref_mut()) {
+                (Some(reach), None) => {
+                    let (cos, sin, attend) = (cos.shallow_clone(), sin.shallow_clone(), attend.shallow_clone());
+                    checkpoint::layer(reach, ctx, layer, &layer.name, &h, move |l: &LlamaDecoderLayer, ctx, x| {
+                        l.forward(ctx, x, &LayerInputs { cos: &cos, sin: &sin, attend: &attend }, None)
+                    })?
+                }
+                (_, cache) => layer.forward(ctx, &h, &LayerInputs { cos: &cos, sin: &sin, attend }, cache.map(|c| (c, i)))?,
+            };
         }
         self.norm.forward(ctx, &h)
     }

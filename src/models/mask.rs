@@ -24,6 +24,15 @@ impl Attend {
             Attend::All => (None, false),
         }
     }
+
+    /// The same restriction, sharing the mask tensor.
+    pub fn shallow_clone(&self) -> Attend {
+        match self {
+            Attend::Mask(m) => Attend::Mask(m.shallow_clone()),
+            Attend::Causal => Attend::Causal,
+            Attend::All => Attend::All,
+        }
+    }
 }
 
 /// The cheapest `Attend` that gives the same result as `causal(...)`: like transformers, the mask

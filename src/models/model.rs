@@ -2,7 +2,9 @@
 //! (named modules and parameters, through `root`), the forward pass with an optional causal-LM
 //! loss, forward hooks, and saving a directory that transformers loads.
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::rc::{Rc, Weak};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -16,6 +18,7 @@ use super::gpt2::{Gpt2Config, Gpt2LMHeadModel};
 use super::input::Tokens;
 use super::llama::{LlamaConfig, LlamaForCausalLM, Variant};
 use crate::io::{save_safetensors, write_atomic};
+use crate::nn::checkpoint::Reach;
 use crate::nn::hooks::{Ctx, Hooks};
 use crate::nn::module::{self, Module, NamedParam};
 use crate::nn::weights::Weights;
@@ -43,6 +46,8 @@ pub struct Model {
     pub hooks: Hooks,
     /// The adapters added by name (their configs; their parameters live in the tree).
     pub adapters: crate::peft::Registry,
+    /// With gradient checkpointing on: how a layer's recomputation in backward reaches the model.
+    checkpointing: Option<Reach>,
 }
 
 /// What `forward` takes: token ids (B, T) int64, or `inputs_embeds` (B, T, hidden) instead.
@@ -154,7 +159,7 @@ impl Model {
     /// one of which it must use.
     pub fn from_weights(config: HfConfig, generation: Option<HfConfig>, weights: &mut Weights, device: Device, source: &Path) -> Result<Model> {
         let (family, architecture) = guard::catch(|| build(&config, weights, device)).with_context(|| format!("loading {}", source.display()))?;
-        let model = Model { family, architecture, config, generation, training: false, hooks: Hooks::default(), adapters: Default::default() };
+        let model = Model { family, architecture, config, generation, training: false, hooks: Hooks::default(), adapters: Default::default(), checkpointing: None };
         let extra = weights.untaken(|n| model.ignorable(n));
         if !extra.is_empty() {
             bail!("{}: the checkpoint has tensors this architecture does not use: {}", source.display(), extra.join(", "));
@@ -171,7 +176,7 @@ impl Model {
         let config = HfConfig { json: config };
         let mut weights = Weights::fresh(kind, device, std);
         let (family, architecture) = guard::catch(|| build(&config, &mut weights, device))?;
-        Ok(Model { family, architecture, config, generation: None, training: true, hooks: Hooks::default(), adapters: Default::default() })
+        Ok(Model { family, architecture, config, generation: None, training: true, hooks: Hooks::default(), adapters: Default::default(), checkpointing: None })
     }
 
     fn ignorable(&self, name: &str) -> bool {
@@ -211,7 +216,26 @@ impl Model {
     }
 
     fn ctx(&self) -> Ctx<'_> {
-        Ctx { training: self.training, hooks: &self.hooks, adapters_off: self.adapters.disabled }
+        // As transformers: layers are checkpointed in training mode only.
+        let checkpoint = if self.training { self.checkpointing.as_ref() } else { None };
+        Ctx { training: self.training, hooks: &self.hooks, adapters_off: self.adapters.disabled, checkpoint }
+    }
+
+    /// Switches gradient checkpointing of every decoder or encoder layer on (given the shared
+    /// model it is, which backward recomputes layers through) or off (None). Layers run with a
+    /// key/value cache (generation, prefix tuning) are never checkpointed.
+    pub fn set_gradient_checkpointing(&mut self, shared: Option<Weak<RefCell<Model>>>) {
+        self.checkpointing = shared.map(|weak| -> Reach {
+            Rc::new(move |f| {
+                let model = weak.upgrade().ok_or_else(|| anyhow::anyhow!("backward through a checkpointed layer: the model was freed after the forward pass"))?;
+                let model = model.try_borrow().map_err(|_| anyhow::anyhow!("backward through a checkpointed layer: the model is being changed right now"))?;
+                f(model.root(), &model.hooks)
+            })
+        });
+    }
+
+    pub fn is_gradient_checkpointing(&self) -> bool {
+        self.checkpointing.is_some()
     }
 
     pub fn is_causal_lm(&self) -> bool {

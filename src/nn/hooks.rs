@@ -62,13 +62,15 @@ impl Hooks {
     }
 }
 
-/// What every forward pass carries down the tree: training mode (dropout), the hooks, and
-/// whether adapters are switched off (`model:disable_adapters(fn)`).
+/// What every forward pass carries down the tree: training mode (dropout), the hooks, whether
+/// adapters are switched off (`model:disable_adapters(fn)`), and the way back to the model when
+/// layers are checkpointed (`model:gradient_checkpointing(true)`, in training mode).
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub training: bool,
     pub hooks: &'a Hooks,
     pub adapters_off: bool,
+    pub checkpoint: Option<&'a super::checkpoint::Reach>,
 }
 
 impl Ctx<'_> {
