@@ -2,13 +2,15 @@
 //!
 //! torch-sys (which links libtorch) publishes the libtorch directory it found as
 //! `DEP_TCH_LIBTORCH_LIB`; we embed it as an rpath so that the binary runs without
-//! LD_LIBRARY_PATH, and link `libtorch_cuda.so` with `--no-as-needed` so that the linker does
-//! not drop it (nothing references it by symbol, yet without it CUDA reads as unavailable).
+//! LD_LIBRARY_PATH, and as MOONTUNE_LIBTORCH_DIR. `libtorch_cuda.so` is not linked (the linker
+//! drops it: nothing references it by symbol); src/tensor/cuda_runtime.rs loads it at start-up
+//! on machines with an NVIDIA driver, which spares CPU-only runs its ~235 MB of resident memory.
 //! It also lists the Lua standard library (stdlib/) for release builds to embed, and compiles
 //! C++ shims against libtorch's headers: shim.cpp (what tch does not bind: foreach and fused
 //! optimizer kernels, tensor identity, generators), linear4bit.cpp (the autograd function of a
-//! 4-bit linear layer), checkpoint.cpp (gradient checkpointing's autograd function) and, where libtorch has CUDA, the one that reads the CUDA caching
-//! allocator's statistics.
+//! 4-bit linear layer), checkpoint.cpp (gradient checkpointing's autograd function),
+//! linear_cross_entropy.cpp (the output head fused with the loss) and, where libtorch has CUDA,
+//! the one that reads the CUDA caching allocator's statistics.
 
 use std::path::{Path, PathBuf};
 
@@ -55,10 +57,7 @@ fn link_libtorch() {
     println!("cargo:rustc-env=MOONTUNE_LIBTORCH_DIR={lib_dir}");
     build_shim(Path::new(&lib_dir));
     if Path::new(&lib_dir).join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-L{lib_dir}");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        println!("cargo:rustc-env=MOONTUNE_LIBTORCH_CUDA=1");
         build_cuda_memory(Path::new(&lib_dir));
     }
 }
@@ -85,6 +84,7 @@ fn build_shim(lib_dir: &Path) {
     libtorch_cpp(lib_dir, "src/tensor/shim.cpp").compile("moontune_shim");
     libtorch_cpp(lib_dir, "src/tensor/linear4bit.cpp").compile("moontune_linear4bit");
     libtorch_cpp(lib_dir, "src/tensor/checkpoint.cpp").compile("moontune_checkpoint");
+    libtorch_cpp(lib_dir, "src/tensor/linear_cross_entropy.cpp").compile("moontune_linear_cross_entropy");
 }
 
 /// Compiles the CUDA memory shim, also against the CUDA headers of the nvidia wheels beside

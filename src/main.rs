@@ -161,6 +161,9 @@ fn write_types(dir: Option<PathBuf>, markdown: Option<PathBuf>) -> Result<u8> {
 
 fn main() {
     moontune::tensor::allocator::tune_heap();
+    if let Some(warning) = moontune::tensor::cuda_runtime::load() {
+        eprintln!("moontune: {warning}");
+    }
     // No panic is meant to be reachable from a script; should one happen inside a Lua call it is
     // turned into a Lua error, so say it in one line instead of a Rust backtrace.
     std::panic::set_hook(Box::new(|info| {

@@ -46,8 +46,12 @@ fn doctor_reports_libtorch_and_lua() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("libtorch   2.11.0"), "{t}");
     assert!(t.contains("Lua 5.4") && t.contains("threads") && t.contains("cuda"), "{t}");
-    // The CUDA library is linked in even on this CPU-only machine, so a GPU would be found.
-    assert!(t.contains("libtorch_cuda.so loaded"), "{t}");
+    // The CUDA library is loaded where there is an NVIDIA driver, and only there.
+    if std::path::Path::new("/dev/nvidiactl").exists() || std::path::Path::new("/proc/driver/nvidia/version").exists() {
+        assert!(t.contains("libtorch_cuda.so loaded"), "{t}");
+    } else {
+        assert!(t.contains("libtorch_cuda.so not loaded: no NVIDIA driver"), "{t}");
+    }
 }
 
 #[test]

@@ -2002,7 +2002,7 @@ function mt.models.mean_pool(hidden, mask) end
 
 ---What `model:forward` returns.
 ---@class moontune.ForwardOutput
----@field logits? moontune.Tensor (B, T, vocab), causal models; (B, num_labels), sequence classifiers (at each row's last token that is not `pad_token_id`)
+---@field logits? moontune.Tensor (B, T, vocab), causal models; (B, num_labels), sequence classifiers (at each row's last token that is not `pad_token_id`). With `labels`, gradients on and a bare head (no adapter or hook on it), a causal model fuses the head with the loss and makes `logits` only when it is read
 ---@field loss? moontune.Tensor the mean cross entropy, when `labels` were given
 ---@field last_hidden_state? moontune.Tensor (B, T, hidden): encoders; causal models with `output_hidden_states`
 ---@field pooler_output? moontune.Tensor (B, hidden), encoders with a pooler

@@ -103,8 +103,14 @@ pub fn report() -> Result<Vec<String>> {
     } else {
         lines.push("cuda       not available (CPU only)".into());
     }
-    // Without libtorch_cuda.so in the process CUDA reads as unavailable even on a GPU machine.
+    // Without libtorch_cuda.so in the process CUDA reads as unavailable even on a GPU machine;
+    // it is loaded at start-up only where there is an NVIDIA driver (src/tensor/cuda_runtime.rs).
     let cuda_lib = loaded_library("libtorch_cuda.so").map(|p| p.display().to_string());
-    lines.push(format!("           libtorch_cuda.so {}", cuda_lib.map(|p| format!("loaded ({p})")).unwrap_or_else(|| "NOT loaded: CUDA cannot work".into())));
+    let state = match cuda_lib {
+        Some(p) => format!("loaded ({p})"),
+        None if !crate::tensor::cuda_runtime::has_nvidia_driver() => "not loaded: no NVIDIA driver on this machine (loaded at start-up where there is one)".into(),
+        None => "NOT loaded: CUDA cannot work".into(),
+    };
+    lines.push(format!("           libtorch_cuda.so {state}"));
     Ok(lines)
 }

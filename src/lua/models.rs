@@ -342,6 +342,7 @@ fn optional_tensor(call: &str, table: &Table, key: &str) -> mlua::Result<Option<
 
 fn forward(lua: &Lua, this: &LuaModule, args: Value) -> mlua::Result<Value> {
     let call = "model.forward";
+    super::memory::collect_before_forward(lua)?;
     let args = match args {
         Value::Table(t) if this.path.is_empty() => t,
         Value::Table(_) => return Err(misuse(call, format!("'{}' takes a tensor; the table of inputs is for the whole model", this.path))),
@@ -390,6 +391,22 @@ fn forward(lua: &Lua, this: &LuaModule, args: Value) -> mlua::Result<Value> {
         if let Some(v) = value {
             t.set(name, wrap(lua, v)?)?;
         }
+    }
+    if let Some(hidden) = out.head_input {
+        // The loss was fused with the head: `logits` is made from the hidden states when read.
+        let model = Rc::downgrade(&this.model);
+        let meta = lua.create_table()?;
+        meta.set("__index", lua.create_function(move |lua, (t, key): (Table, Value)| {
+            if !matches!(&key, Value::String(k) if k.as_bytes() == b"logits".as_slice()) {
+                return Ok(Value::Nil);
+            }
+            let model = model.upgrade().ok_or_else(|| misuse(call, "the model was freed; its logits cannot be made"))?;
+            let logits = model.try_borrow().map_err(|_| misuse(call, "the model is being changed"))?.lm_head(&hidden).or_misuse(call)?;
+            let logits = Value::UserData(lua.create_userdata(wrap(lua, logits)?)?);
+            t.raw_set("logits", logits.clone())?;
+            Ok(logits)
+        })?)?;
+        t.set_metatable(Some(meta))?;
     }
     Ok(Value::Table(t))
 }

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod gpt2;
 pub mod input;
 pub mod llama;
+pub mod loss;
 pub mod mask;
 pub mod model;
 pub mod rope;

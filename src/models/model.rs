@@ -16,6 +16,7 @@ use super::classify::{BertForSequenceClassification, ClassifierConfig, LlamaForS
 use super::config::HfConfig;
 use super::gpt2::{Gpt2Config, Gpt2LMHeadModel};
 use super::input::Tokens;
+use super::loss::{causal_lm_loss, causal_lm_loss_fused};
 use super::llama::{LlamaConfig, LlamaForCausalLM, Variant};
 use crate::io::{save_safetensors, write_atomic};
 use crate::nn::checkpoint::Reach;
@@ -85,6 +86,9 @@ pub struct ForwardOutput {
     pub loss: Option<Tensor>,
     pub last_hidden_state: Option<Tensor>,
     pub pooler_output: Option<Tensor>,
+    /// When the loss was fused with the head (training): the final hidden states, whose logits
+    /// (`lm_head`) were not made; a caller that wants them computes them from these.
+    pub head_input: Option<Tensor>,
 }
 
 /// An architecture's parsed config: every key read and every size checked, nothing allocated.
@@ -415,22 +419,39 @@ impl Model {
             bail!("{} takes no token_type_ids", self.architecture);
         }
         let hidden = self.causal_hidden(&tokens, input.attention_mask.as_ref(), input.position_ids.as_ref(), cache)?;
-        let logits = self.lm_head(&hidden)?;
-        let loss = match &input.labels {
-            Some(labels) => {
-                // Virtual tokens before the input (prompt tuning) are not predicted: -100 there.
-                let virtual_tokens = logits.size()[1] - tokens.batch_and_length()?.1;
-                if virtual_tokens > 0 && labels.dim() == 2 {
-                    let ignored = Tensor::f_full([labels.size()[0], virtual_tokens], -100, (labels.kind(), labels.device()))?;
-                    Some(causal_lm_loss(&logits, &Tensor::f_cat(&[&ignored, labels], 1)?)?)
-                } else {
-                    Some(causal_lm_loss(&logits, labels)?)
-                }
-            }
-            None => None,
+        let last_hidden_state = input.output_hidden_states.then(|| hidden.shallow_clone());
+        let Some(labels) = &input.labels else {
+            return Ok(ForwardOutput { logits: Some(self.lm_head(&hidden)?), last_hidden_state, ..Default::default() });
         };
-        let last_hidden_state = input.output_hidden_states.then_some(hidden);
-        Ok(ForwardOutput { logits: Some(logits), loss, last_hidden_state, ..Default::default() })
+        // Virtual tokens before the input (prompt tuning) are not predicted: -100 there.
+        let virtual_tokens = hidden.size()[1] - tokens.batch_and_length()?.1;
+        let labels = if virtual_tokens > 0 && labels.dim() == 2 {
+            let ignored = Tensor::f_full([labels.size()[0], virtual_tokens], -100, (labels.kind(), labels.device()))?;
+            Tensor::f_cat(&[&ignored, labels], 1)?
+        } else {
+            labels.shallow_clone()
+        };
+        // Training (gradients on) with a bare head: the head and the loss fused, no logits made.
+        if crate::tensor::shim::grad_enabled() {
+            if let Some(weight) = self.bare_head() {
+                let loss = causal_lm_loss_fused(&hidden, &weight, &labels)?;
+                return Ok(ForwardOutput { loss: Some(loss), last_hidden_state, head_input: Some(hidden), ..Default::default() });
+            }
+        }
+        let logits = self.lm_head(&hidden)?;
+        let loss = causal_lm_loss(&logits, &labels)?;
+        Ok(ForwardOutput { logits: Some(logits), loss: Some(loss), last_hidden_state, ..Default::default() })
+    }
+
+    /// A causal LM's head weight (vocab, hidden) when the head is that weight alone for this
+    /// pass (no adapter, hook or invertible adapter before it, a plain float layout).
+    fn bare_head(&self) -> Option<Tensor> {
+        let ctx = self.ctx();
+        match &self.family {
+            Family::Llama(m) if m.model.invertible_adapters.is_empty() => m.lm_head.bare_weight(&ctx).map(|w| w.shallow_clone()),
+            Family::Gpt2(m) if m.transformer.invertible_adapters.is_empty() => m.lm_head.bare_weight(&ctx).map(|w| w.shallow_clone()),
+            _ => None,
+        }
     }
 
     /// The base model's parameters by name (tied weights once), weights kept quantised
@@ -465,24 +486,6 @@ impl Model {
         }
         Ok(())
     }
-}
-
-/// transformers' causal-LM loss (`ForCausalLMLoss`): logits at t predict labels at t+1; -100 is
-/// ignored; float32. As there, the labels are shifted (padded with -100 at the end) rather than
-/// the logits, so that the logits are not copied.
-pub fn causal_lm_loss(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let (lsize, ysize) = (logits.size(), labels.size());
-    if lsize.len() != 3 || ysize != lsize[..2] {
-        bail!("labels have shape {ysize:?}, expected {:?} (batch, seq)", &lsize[..lsize.len().min(2)]);
-    }
-    if labels.kind() != Kind::Int64 {
-        bail!("labels must be int64, got {}", crate::tensor::dtype_name(labels.kind()));
-    }
-    let (b, t, vocab) = (lsize[0], lsize[1], lsize[2]);
-    let ignored = Tensor::f_full([b, 1], -100, (Kind::Int64, labels.device()))?;
-    let shifted = Tensor::f_cat(&[&labels.f_narrow(1, 1, t - 1)?, &ignored], 1)?.f_reshape([-1])?;
-    let logits = logits.f_to_kind(Kind::Float)?.f_reshape([-1, vocab])?;
-    Ok(logits.f_cross_entropy_loss(&shifted, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?)
 }
 
 #[cfg(test)]

@@ -49,6 +49,11 @@ impl Hooks {
         found
     }
 
+    /// Whether `module` has a hook.
+    pub fn has(&self, module: &str) -> bool {
+        self.by_module.contains_key(module)
+    }
+
     /// Runs the hooks of `module` in registration order, each seeing the previous one's output.
     pub fn run(&self, module: &str, input: &Tensor, mut output: Tensor) -> Result<Tensor> {
         if let Some(hooks) = self.by_module.get(module) {

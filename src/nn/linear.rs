@@ -127,6 +127,13 @@ impl Linear {
         })
     }
 
+    /// The (out, in) weight when the layer is that weight alone for this pass: a plain float
+    /// layout, no bias, no active adapter, no hook on it. What the fused head-and-loss takes.
+    pub fn bare_weight(&self, ctx: &Ctx) -> Option<&Tensor> {
+        let plain = matches!(self.layout, Layout::OutIn) && self.bias.is_none() && self.adapters.is_idle(ctx) && !ctx.hooks.has(&self.name);
+        plain.then_some(&self.weight)
+    }
+
     /// x (…, in) → (…, out), with the active adapters and hooks.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
         let out = if self.adapters.is_idle(ctx) {

@@ -7,6 +7,7 @@ pub mod allocator;
 pub mod autograd;
 pub mod create;
 pub mod cuda_memory;
+pub mod cuda_runtime;
 pub mod device;
 pub mod dtype;
 pub mod format;

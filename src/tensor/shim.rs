@@ -1,6 +1,7 @@
 //! Safe Rust over shim.cpp: libtorch calls that tch does not bind. A tensor's identity (its
 //! TensorImpl, shared by every shallow copy) and its storage; unsetting a gradient; the
-//! `_foreach_*` list ops and the fused Adam/AdamW/SGD kernels the optimizers run on; numbers as
+//! `_foreach_*` list ops and the fused Adam/AdamW/SGD kernels the optimizers run on; the output
+//! head fused with the cross-entropy loss; whether gradients are on; numbers as
 //! libtorch's wrapped scalars; inference mode; and generators of their own, so that seeded sampling does not touch the global random stream.
 //! Every call returns libtorch's error as an `anyhow` error; no C++ exception crosses over.
 
@@ -67,6 +68,8 @@ extern "C" {
     fn moontune_linear_4bit(x: Handle, bias: Handle, packed: Handle, absmax: Handle, code: Handle, out: i64, n_in: i64, block: i64, compute: c_int, result: *mut Handle) -> *mut c_char;
     fn moontune_autocast_enter(dtype: c_int, was_cpu: *mut bool, was_cpu_dtype: *mut c_int, was_cuda: *mut bool, was_cuda_dtype: *mut c_int) -> *mut c_char;
     fn moontune_autocast_exit(was_cpu: bool, was_cpu_dtype: c_int, was_cuda: bool, was_cuda_dtype: c_int) -> *mut c_char;
+    fn moontune_linear_cross_entropy(hidden: Handle, weight: Handle, labels: Handle, chunk: i64, result: *mut Handle) -> *mut c_char;
+    fn moontune_grad_enabled() -> bool;
     fn moontune_multinomial(probs: Handle, samples: i64, generator: *mut c_void, out: *mut Handle) -> *mut c_char;
 }
 
@@ -414,6 +417,21 @@ pub fn linear_4bit(x: &Tensor, bias: Option<&Tensor>, packed: &Tensor, absmax: &
     let bias = bias.map(|b| b.as_ptr() as Handle).unwrap_or(std::ptr::null_mut());
     check(unsafe { moontune_linear_4bit(x.as_ptr() as Handle, bias, packed.as_ptr() as Handle, absmax.as_ptr() as Handle, code.as_ptr() as Handle, shape[0], shape[1], block, compute, &mut out) })?;
     Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// The mean cross-entropy of `hidden` (N, H) · `weight`ᵀ against `labels` (N, int64, -100
+/// ignored), `chunk` rows at a time, without making the (N, vocabulary) logits
+/// (linear_cross_entropy.cpp); gradients reach `hidden` and, if it requires them, `weight`.
+pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, labels: &Tensor, chunk: i64) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    check(unsafe { moontune_linear_cross_entropy(hidden.as_ptr() as Handle, weight.as_ptr() as Handle, labels.as_ptr() as Handle, chunk, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Whether autograd records operations on this thread (`torch.is_grad_enabled()`).
+pub fn grad_enabled() -> bool {
+    // SAFETY: reads a thread-local flag.
+    unsafe { moontune_grad_enabled() }
 }
 
 /// c10::ScalarType's value of a floating-point kind.

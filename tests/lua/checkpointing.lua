@@ -1,6 +1,8 @@
 -- Gradient checkpointing (model:gradient_checkpointing): the same loss and the same gradients
 -- as without it — with dropout on (the recomputation draws the forward's masks), under autocast,
 -- with LoRA, on Llama, GPT-2 and a BERT classifier — and clear errors when the model is gone.
+-- Float32 gradients agree to 1e-6; under bf16 autocast to 1e-5 (relative to the largest), as the
+-- float32 sums of a layer input's gradients from its several uses may be added in another order.
 local mt = require "moontune"
 local T = mt.tensor
 local expect = require "support.expect"
@@ -14,6 +16,8 @@ local configs = {
   BertForSequenceClassification = { vocab_size = 64, hidden_size = 32, num_hidden_layers = 3, num_attention_heads = 4,
                                      intermediate_size = 48, max_position_embeddings = 32, num_labels = 3 },
 }
+
+local archs = { "BertForSequenceClassification", "GPT2LMHeadModel", "LlamaForCausalLM" }
 
 local function batch(arch)
   mt.manual_seed(11)
@@ -50,7 +54,7 @@ local function same_step(model, inputs, autocast, tolerance)
   local n = 0
   for name, g in pairs(plain) do
     assert(grads[name], name .. ": no gradient with checkpointing")
-    local d = (grads[name] - g):abs():max():item()
+    local d = (grads[name] - g):abs():max():item() / math.max(1, g:abs():max():item())
     assert(d <= tolerance, string.format("%s: gradients differ by %g with checkpointing", name, d))
     n = n + 1
   end
@@ -59,8 +63,8 @@ local function same_step(model, inputs, autocast, tolerance)
 end
 
 function tests.full_fine_tuning_gets_the_same_gradients_with_dropout_on()
-  for arch, config in pairs(configs) do
-    local model = mt.models.new(arch, config)
+  for _, arch in ipairs(archs) do
+    local model = mt.models.new(arch, configs[arch])
     model:train()
     local n = same_step(model, batch(arch), nil, 1e-6)
     assert(n == #model:parameters(), arch .. ": every parameter has its gradient")
@@ -68,12 +72,12 @@ function tests.full_fine_tuning_gets_the_same_gradients_with_dropout_on()
 end
 
 function tests.lora_gets_the_same_gradients_also_under_autocast()
-  for arch, config in pairs(configs) do
-    local model = mt.models.new(arch, config)
+  for _, arch in ipairs(archs) do
+    local model = mt.models.new(arch, configs[arch])
     mt.peft.lora(model, { r = 4, alpha = 8, targets = "all-linear", dropout = 0.1 })
     model:train()
     same_step(model, batch(arch), nil, 1e-6)
-    same_step(model, batch(arch), "bf16", 1e-6)
+    same_step(model, batch(arch), "bf16", 1e-5)
   end
 end
 

@@ -1,0 +1,107 @@
+// linear_cross_entropy.cpp — the output head and the cross-entropy loss in one autograd function,
+// over chunks of rows: for each chunk the logits are made, turned into the loss and, when
+// gradients are wanted, at once into the gradients of the hidden states and of the head's
+// weight, then dropped. The full (tokens × vocabulary) logits, their log-softmax and their
+// gradient never exist, which is most of a small model's activation memory and a good part of
+// its step time (the softmax passes run on chunks that stay in cache). Backward only scales the
+// gradients kept from the forward by the incoming one. Numerically it is `cross_entropy(hidden ·
+// weightᵀ, labels)` with mean reduction over the labels that are not -100; under autocast the
+// two matrix products run in autocast's dtype, as the unfused head would, and the softmax in
+// float32, as the unfused loss does.
+//
+// As shim.cpp: every exported function catches every C++ exception and returns nullptr on
+// success, else a malloc'ed message freed with moontune_free_error.
+
+#include <torch/csrc/autograd/custom_function.h>
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+#include <cstdlib>
+#include <cstring>
+
+typedef at::Tensor* tensor;
+
+namespace {
+
+constexpr int64_t IGNORE = -100;
+
+struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
+  // hidden (N, H), weight (V, H), labels (N) int64; compute: the dtype of the products.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                            const at::Tensor& labels, int64_t chunk, int64_t compute) {
+    // Casts are explicit below; autocast must not cast again inside.
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    auto kind = static_cast<at::ScalarType>(compute);
+    bool want_hidden = hidden.requires_grad();
+    bool want_weight = weight.requires_grad();
+    auto w = weight.to(kind);
+    auto valid = labels.ne(IGNORE);
+    auto count = valid.sum().to(at::kFloat);
+    auto targets = labels.masked_fill(valid.logical_not(), 0);
+    at::Tensor grad_hidden = want_hidden ? at::empty_like(hidden) : at::Tensor();
+    at::Tensor grad_weight = want_weight ? at::zeros(weight.sizes(), weight.options().dtype(at::kFloat)) : at::Tensor();
+    auto total = at::zeros({}, hidden.options().dtype(at::kFloat));
+    int64_t n = hidden.size(0);
+    for (int64_t start = 0; start < n; start += chunk) {
+      int64_t rows = std::min(chunk, n - start);
+      auto h = hidden.narrow(0, start, rows).to(kind);
+      auto t = targets.narrow(0, start, rows).unsqueeze(1);
+      auto ok = valid.narrow(0, start, rows);
+      auto logits = at::mm(h, w.t()).to(at::kFloat);
+      auto lse = at::logsumexp(logits, {1});
+      auto picked = logits.gather(1, t).squeeze(1);
+      total.add_((lse - picked).masked_fill_(ok.logical_not(), 0).sum());
+      if (!want_hidden && !want_weight) continue;
+      // d loss / d logits = (softmax − one-hot) / count on rows with a label, 0 elsewhere.
+      auto probs = logits.sub_(lse.unsqueeze(1)).exp_();
+      probs.scatter_add_(1, t, at::full({rows, 1}, -1.0, probs.options()));
+      probs.mul_(ok.to(at::kFloat).unsqueeze(1) / count);
+      auto g = probs.to(kind);
+      if (want_hidden) grad_hidden.narrow(0, start, rows).copy_(at::mm(g, w));
+      if (want_weight) grad_weight.add_(at::mm(g.t(), h).to(at::kFloat));
+    }
+    ctx->saved_data["weight_kind"] = static_cast<int64_t>(weight.scalar_type());
+    ctx->save_for_backward({grad_hidden, grad_weight});
+    return total.div_(count);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto g = grads[0];
+    at::Tensor grad_hidden, grad_weight;
+    if (saved[0].defined()) grad_hidden = saved[0] * g.to(saved[0].scalar_type());
+    if (saved[1].defined()) grad_weight = (saved[1] * g).to(static_cast<at::ScalarType>(ctx->saved_data["weight_kind"].toInt()));
+    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+char* copy_message(const char* what) {
+  char* out = static_cast<char*>(std::malloc(std::strlen(what) + 1));
+  if (out != nullptr) std::strcpy(out, what);
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+// The mean cross-entropy of hidden (N, H) · weightᵀ against labels (N) (-100 ignored), `chunk`
+// rows at a time; the products in autocast's dtype where autocast is on for hidden's device.
+char* moontune_linear_cross_entropy(tensor hidden, tensor weight, tensor labels, int64_t chunk, tensor* result) {
+  try {
+    auto device = hidden->device().type();
+    auto kind = at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device) : weight->scalar_type();
+    *result = new at::Tensor(LinearCrossEntropy::apply(*hidden, *weight, *labels, chunk, static_cast<int64_t>(kind)));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return copy_message(e.what());
+  } catch (...) {
+    return copy_message("unknown C++ exception");
+  }
+}
+
+// Whether autograd records operations on this thread (torch.is_grad_enabled()).
+bool moontune_grad_enabled() { return at::GradMode::is_enabled(); }
+
+}  // extern "C"
