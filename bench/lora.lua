@@ -1,6 +1,7 @@
 -- bench/lora.lua — moontune's side of the LoRA training benchmark (run by bench/lora.py, which
 -- runs transformers + PEFT the same way and compares). Reads its settings from the environment
--- and prints one JSON line: tokens/s over the timed steps and the trainable parameters. With
+-- and prints one JSON line: tokens/s over the timed steps, the trainable parameters and the peak
+-- RSS of the steps alone (the high-water mark reset after loading). With
 -- BENCH_QLORA=1 the base is first stored in 4 bits (NF4, double quantisation): QLoRA; with
 -- BENCH_METHOD=lua the LoRA is written in Lua (mt.peft.register) instead of the built-in; with
 -- BENCH_AUTOCAST=bf16 the forward runs under mt.autocast; with BENCH_CHECKPOINT=1 every layer is
@@ -52,8 +53,22 @@ local function step()
   loss:backward()
   opt:step()
 end
+-- The steps' own peak RSS: the kernel's high-water mark reset once the model is ready
+-- (/proc/self/clear_refs), read after the last step.
+local function reset_peak()
+  local f = io.open("/proc/self/clear_refs", "w")
+  if f then f:write("5"); f:close() end
+end
+local function peak_kib()
+  for line in io.lines("/proc/self/status") do
+    local kib = line:match("^VmHWM:%s+(%d+)")
+    if kib then return tonumber(kib) end
+  end
+end
+reset_peak()
 step()                                                   -- warm-up
 local t = mt.clock()
 for _ = 1, steps do step() end
 local seconds = mt.clock() - t
-print(string.format('{"tokens_per_s": %.1f, "trainable": %d}', steps * batch * seq / seconds, model:num_parameters{ trainable = true }))
+print(string.format('{"tokens_per_s": %.1f, "trainable": %d, "step_peak_mib": %.1f}', steps * batch * seq / seconds,
+                    model:num_parameters{ trainable = true }, peak_kib() / 1024))

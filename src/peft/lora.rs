@@ -157,9 +157,12 @@ impl LinearAdapter for LoraLayer {
         let x = if x.kind() != self.lora_a.kind() { x.f_to_kind(self.lora_a.kind())? } else { x.shallow_clone() };
         let dropped = ctx.training && self.dropout > 0.0;
         let xd = if dropped { x.f_dropout(self.dropout, true)? } else { x.shallow_clone() };
-        let lora = xd.f_linear(&self.lora_a, None::<Tensor>)?.f_linear(&self.lora_b, None::<Tensor>)?;
+        // The scaling is applied to the rank-r intermediate, not to the (…, out) product: the
+        // same number up to rounding, and an elementwise pass over r columns instead of out in
+        // the forward and again in the backward.
+        let lora = xd.f_linear(&self.lora_a, None::<Tensor>)?.f_mul_scalar(self.scaling)?.f_linear(&self.lora_b, None::<Tensor>)?;
         let delta = match &self.magnitude {
-            None => lora.f_mul_scalar(self.scaling)?,
+            None => lora,
             Some(m) => {
                 let w = base.weight_out_in()?.f_to_kind(self.lora_a.kind())?;
                 let norm = {
@@ -178,7 +181,7 @@ impl LinearAdapter for LoraLayer {
                         None => plain,
                     }
                 };
-                scale.f_sub_scalar(1.0)?.f_mul(&base_plain)?.f_add(&scale.f_mul(&lora)?.f_mul_scalar(self.scaling)?)?
+                scale.f_sub_scalar(1.0)?.f_mul(&base_plain)?.f_add(&scale.f_mul(&lora)?)?
             }
         };
         Ok(base_out.f_add(&delta.f_to_kind(out_kind)?)?)

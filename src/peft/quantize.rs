@@ -60,6 +60,8 @@ pub fn quantize(model: &mut Model, o: &QuantizeOptions) -> Result<usize> {
         let l = linear_mut(model, name)?;
         l.store_four_bit(q);
     }
+    // The float weights just freed would otherwise stay resident.
+    crate::tensor::allocator::release_free_memory();
     Ok(names.len())
 }
 

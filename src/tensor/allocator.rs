@@ -4,7 +4,8 @@
 //! took 8% of a 95M-parameter Llama's forward pass here (perf: clear_page_erms). Keeping freed
 //! memory for reuse (up to `TRIM_BYTES` at the top of the heap, allocations below `MMAP_BYTES`
 //! from the heap) removes that cost; the resident set stays near its peak instead of shrinking
-//! between steps. A user who sets glibc's own MALLOC_* variables keeps them.
+//! between steps. A user who sets glibc's own MALLOC_* variables keeps them. After a large
+//! one-off release, `release_free_memory` returns what is free.
 
 /// Allocations at least this large are mapped and unmapped on their own (glibc's own ceiling
 /// for its adaptive threshold).
@@ -26,5 +27,16 @@ pub fn tune_heap() {
                 libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_BYTES);
             }
         }
+    }
+}
+
+/// Hands the heap's free memory back to the kernel (glibc's malloc_trim): after a large one-off
+/// release, such as a model's float weights replaced by their 4-bit codes, which would otherwise
+/// stay resident below `TRIM_BYTES` of heap top or between live blocks.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused pages; it takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
