@@ -67,13 +67,14 @@ fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
 }
 
 /// The folder holding what `scripts` generate, made by running them only if no complete folder
-/// exists for this version of the scripts, of requirements.txt and of the test data's path.
+/// exists for this version of the scripts, of the requirements and of the test data's path.
 fn fixtures(scripts: &[&str]) -> PathBuf {
     let mut key = 0xcbf29ce484222325u64;
     for script in scripts {
         key = fnv1a(&std::fs::read(root().join("tests/parity").join(script)).unwrap(), key);
     }
     key = fnv1a(&std::fs::read(root().join("requirements.txt")).unwrap(), key);
+    key = fnv1a(&std::fs::read(root().join("requirements-reference.txt")).unwrap(), key);
     key = fnv1a(std::env::var("MOONTUNE_TEST_DATA").unwrap_or_default().as_bytes(), key);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("parity-{key:016x}"));
     if dir.exists() {
@@ -152,4 +153,13 @@ fn peft_matches_peft() {
     let output = tempfile::tempdir().unwrap();
     run_lua_tests(&[Path::new("tests/parity/peft.lua")], Some(&fixtures), Some(output.path()));
     run_python("check_peft.py", &[&fixtures, output.path()]);
+}
+
+#[test]
+fn metrics_match_sacrebleu_and_scikit_learn() {
+    if test_data("metrics_match_sacrebleu_and_scikit_learn").is_none() {
+        return;
+    }
+    let fixtures = fixtures(&["gen_metrics.py"]);
+    run_lua_tests(&[Path::new("tests/parity/metrics.lua")], Some(&fixtures), None);
 }

@@ -2560,6 +2560,147 @@ function mt.json.read(path) end
 ---@return string
 function mt.json.encode(value) end
 
+---`mt.metrics`: evaluation metrics equal to the references users compare with — BLEU and
+---chrF as sacrebleu 2.x, classification metrics as scikit-learn — computed in Rust. Every metric
+---takes predictions first and references second (as sacrebleu; the reverse of scikit-learn's
+---`y_true, y_pred`). Text metrics take references as streams: `refs[k][i]` is the k-th reference
+---of hypothesis i (`{ refs }` for one reference each). Labels are integers or strings.
+---@class moontune.metrics
+mt.metrics = {}
+
+---Options of `bleu` and `sentence_bleu`, as sacrebleu's.
+---@class moontune.BleuOptions
+---@field tokenize? "13a"|"intl"|"char"|"none" default "13a" (mteval-v13a); "intl" splits Unicode punctuation and symbols
+---@field smooth_method? "exp"|"floor"|"add-k"|"none" default "exp"
+---@field smooth_value? number for floor (default 0.1) and add-k (default 1)
+---@field lowercase? boolean default false
+---@field use_effective_order? boolean leave out n-gram orders the hypothesis lacks (default false; true for sentence_bleu)
+
+---What `bleu` and `sentence_bleu` return.
+---@class moontune.BleuScore
+---@field score number 0 to 100
+---@field counts number[] matched n-grams of orders 1 to 4
+---@field totals number[] hypothesis n-grams of orders 1 to 4
+---@field precisions number[] percent precision of each order
+---@field bp number brevity penalty
+---@field sys_len integer hypothesis tokens
+---@field ref_len integer reference tokens (the closest reference of each segment)
+
+---Corpus BLEU, as `sacrebleu.corpus_bleu`.
+---@param hyps string[]
+---@param refs string[][] reference streams, each with one reference per hypothesis
+---@param opts? moontune.BleuOptions
+---@return moontune.BleuScore
+function mt.metrics.bleu(hyps, refs, opts) end
+
+---Sentence BLEU of one hypothesis, as `sacrebleu.sentence_bleu` (effective order on).
+---@param hyp string
+---@param refs string[] its references
+---@param opts? moontune.BleuOptions
+---@return moontune.BleuScore
+function mt.metrics.sentence_bleu(hyp, refs, opts) end
+
+---Options of `chrf` and `sentence_chrf`, as sacrebleu's CHRF.
+---@class moontune.ChrfOptions
+---@field char_order? integer default 6
+---@field word_order? integer default 0; 2 is chrF++
+---@field beta? number default 2
+---@field lowercase? boolean default false
+---@field whitespace? boolean keep whitespace in character n-grams (default false)
+---@field eps_smoothing? boolean chrF++.py's smoothing instead of sacrebleu's effective order (default false)
+
+---Corpus chrF (chrF++ with `word_order = 2`), as `sacrebleu.corpus_chrf`.
+---@param hyps string[]
+---@param refs string[][] reference streams
+---@param opts? moontune.ChrfOptions
+---@return { score: number, name: string } score 0 to 100; name as sacrebleu's ("chrF2", "chrF2++")
+function mt.metrics.chrf(hyps, refs, opts) end
+
+---Sentence chrF, as `sacrebleu.sentence_chrf` (with several references, the best one counts).
+---@param hyp string
+---@param refs string[]
+---@param opts? moontune.ChrfOptions
+---@return { score: number, name: string }
+function mt.metrics.sentence_chrf(hyp, refs, opts) end
+
+---The fraction of predictions equal to their reference.
+---@param preds (integer|string)[]
+---@param refs (integer|string)[]
+---@return number
+function mt.metrics.accuracy(preds, refs) end
+
+---The fraction of predicted strings equal to their reference string.
+---@param preds string[]
+---@param refs string[]
+---@return number
+function mt.metrics.exact_match(preds, refs) end
+
+---Options of `precision`, `recall` and `f1`, as scikit-learn's (a zero denominator gives 0).
+---@class moontune.ClassificationOptions
+---@field average? "binary"|"micro"|"macro"|"weighted"|"none" default "binary"; "none" gives a value per label
+---@field pos_label? integer|string the positive class of "binary" (default 1)
+---@field labels? (integer|string)[] the labels to count, in order (default: every label present, sorted)
+---@field beta? number F-β's β (f1 only; default 1)
+
+---Precision, as `sklearn.metrics.precision_score(refs, preds)`.
+---@param preds (integer|string)[]
+---@param refs (integer|string)[]
+---@param opts? moontune.ClassificationOptions
+---@return number|table<integer|string, number> one number, or one per label with average "none"
+function mt.metrics.precision(preds, refs, opts) end
+
+---Recall, as `sklearn.metrics.recall_score(refs, preds)`.
+---@param preds (integer|string)[]
+---@param refs (integer|string)[]
+---@param opts? moontune.ClassificationOptions
+---@return number|table<integer|string, number>
+function mt.metrics.recall(preds, refs, opts) end
+
+---F1 (F-β with `beta`), as `sklearn.metrics.f1_score` / `fbeta_score(refs, preds)`.
+---@param preds (integer|string)[]
+---@param refs (integer|string)[]
+---@param opts? moontune.ClassificationOptions
+---@return number|table<integer|string, number>
+function mt.metrics.f1(preds, refs, opts) end
+
+---The confusion matrix, as `sklearn.metrics.confusion_matrix(refs, preds)`: `matrix[i][j]`
+---counts references of label i predicted as label j. `labels` picks and orders the labels; for
+---integer labels, a list of strings instead names the classes 0, 1, … (`{ "neg", "pos" }`).
+---@param preds (integer|string)[]
+---@param refs (integer|string)[]
+---@param opts? { labels?: (integer|string)[] }
+---@return { matrix: integer[][], labels: (integer|string)[] }
+function mt.metrics.confusion_matrix(preds, refs, opts) end
+
+---A metric computed over batches: `m:add(preds, refs)` for each batch (for BLEU and chrF, refs
+---as streams), then `m:compute()` gives what the metric's function gives on everything added.
+---`name` is "bleu", "chrf", "accuracy", "exact_match", "precision", "recall", "f1" or
+---"confusion_matrix"; `opts` are that function's.
+---@param name string
+---@param opts? table
+---@return moontune.MetricStream
+function mt.metrics.stream(name, opts) end
+
+---A metric over batches (`mt.metrics.stream`).
+---@class moontune.MetricStream
+local MetricStream = {}
+
+---Adds a batch of predictions and references.
+---@param preds any[]
+---@param refs any[]
+function MetricStream:add(preds, refs) end
+
+---The metric over every batch added.
+---@return any
+function MetricStream:compute() end
+
+---Forgets the batches added.
+function MetricStream:reset() end
+
+---How many predictions were added.
+---@return integer
+function MetricStream:count() end
+
 ---`mt.gguf`: looking inside llama.cpp's GGUF files. Loading a model or tokenizer from one is
 ---`mt.models.load` and `mt.tokenizer.load`; writing one is `model:save_gguf`; converting from
 ---the command line is `moontune convert IN OUT`.

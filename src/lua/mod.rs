@@ -5,6 +5,7 @@ pub mod args;
 pub mod callbacks;
 pub mod gguf;
 pub mod json;
+pub mod metrics;
 pub mod memory;
 pub mod models;
 pub mod module;

@@ -1,0 +1,374 @@
+//! `mt.metrics`: BLEU, chrF, accuracy, precision/recall/F1, the confusion matrix and exact match
+//! (src/metrics), predictions first; and `mt.metrics.stream(name, opts)`, which adds batches with
+//! `m:add(preds, refs)` and computes over all of them with `m:compute()`.
+
+use mlua::{Lua, Table, UserData, UserDataMethods, Value};
+use serde::Deserialize;
+
+use super::args::{describe, misuse, options, text, OrMisuse};
+use super::callbacks::function;
+use crate::metrics::bleu::{self, BleuOptions, BleuScore, Smooth, Tokenize};
+use crate::metrics::chrf::{self, ChrfOptions};
+use crate::metrics::classification::{self, Average, Label};
+
+/// A list of strings (`what` names it in errors).
+fn strings(call: &str, what: &str, v: &Value) -> mlua::Result<Vec<String>> {
+    let Value::Table(t) = v else { return Err(misuse(call, format!("{what} must be a list of strings, got {}", describe(v)))) };
+    let mut out = Vec::with_capacity(t.raw_len());
+    for i in 1..=t.raw_len() {
+        match t.raw_get::<Value>(i)? {
+            Value::String(s) => out.push(text(call, what, &s)?),
+            other => return Err(misuse(call, format!("{what}[{i}] must be a string, got {}", describe(&other)))),
+        }
+    }
+    Ok(out)
+}
+
+/// Reference streams: a list of lists of strings (`refs[k][i]`, the k-th reference of item i).
+fn streams(call: &str, v: &Value) -> mlua::Result<Vec<Vec<String>>> {
+    let Value::Table(t) = v else { return Err(misuse(call, format!("references must be a list of reference streams (lists of strings), got {}", describe(v)))) };
+    if matches!(t.raw_get::<Value>(1)?, Value::String(_)) {
+        return Err(misuse(call, "references must be a list of reference streams, each a list of strings with one per hypothesis: wrap a single stream as { refs }"));
+    }
+    (1..=t.raw_len()).map(|k| strings(call, &format!("references[{k}]"), &t.raw_get::<Value>(k)?)).collect()
+}
+
+fn labels(call: &str, what: &str, v: &Value) -> mlua::Result<Vec<Label>> {
+    let Value::Table(t) = v else { return Err(misuse(call, format!("{what} must be a list of labels, got {}", describe(v)))) };
+    (1..=t.raw_len())
+        .map(|i| match t.raw_get::<Value>(i)? {
+            Value::Integer(n) => Ok(Label::Int(n)),
+            Value::Number(x) if x.fract() == 0.0 && x.abs() < 9e15 => Ok(Label::Int(x as i64)),
+            Value::String(s) => Ok(Label::Str(text(call, what, &s)?)),
+            other => Err(misuse(call, format!("{what}[{i}] must be an integer or a string, got {}", describe(&other)))),
+        })
+        .collect()
+}
+
+fn label_value(lua: &Lua, l: &Label) -> mlua::Result<Value> {
+    Ok(match l {
+        Label::Int(i) => Value::Integer(*i),
+        Label::Str(s) => Value::String(lua.create_string(s)?),
+    })
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct BleuArgs {
+    /// "13a" (default), "intl", "char" or "none".
+    tokenize: Option<String>,
+    /// "exp" (default), "floor", "add-k" or "none".
+    smooth_method: Option<String>,
+    smooth_value: Option<f64>,
+    lowercase: Option<bool>,
+    /// Default false for corpus BLEU, true for sentence BLEU (as sacrebleu).
+    use_effective_order: Option<bool>,
+}
+
+impl BleuArgs {
+    fn resolve(&self, call: &str, effective_default: bool) -> mlua::Result<BleuOptions> {
+        Ok(BleuOptions {
+            tokenize: Tokenize::parse(self.tokenize.as_deref().unwrap_or("13a")).or_misuse(call)?,
+            smooth: Smooth::parse(self.smooth_method.as_deref().unwrap_or("exp"), self.smooth_value).or_misuse(call)?,
+            lowercase: self.lowercase.unwrap_or(false),
+            effective_order: self.use_effective_order.unwrap_or(effective_default),
+        })
+    }
+}
+
+fn bleu_table(lua: &Lua, s: BleuScore) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("score", s.score)?;
+    t.set("counts", s.counts)?;
+    t.set("totals", s.totals)?;
+    t.set("precisions", s.precisions)?;
+    t.set("bp", s.bp)?;
+    t.set("sys_len", s.sys_len)?;
+    t.set("ref_len", s.ref_len)?;
+    Ok(t)
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct ChrfArgs {
+    char_order: Option<usize>,
+    /// 0 for chrF (default), 2 for chrF++.
+    word_order: Option<usize>,
+    beta: Option<f64>,
+    lowercase: Option<bool>,
+    whitespace: Option<bool>,
+    eps_smoothing: Option<bool>,
+}
+
+impl ChrfArgs {
+    fn resolve(&self) -> ChrfOptions {
+        let d = ChrfOptions::default();
+        ChrfOptions {
+            char_order: self.char_order.unwrap_or(d.char_order),
+            word_order: self.word_order.unwrap_or(d.word_order),
+            beta: self.beta.unwrap_or(d.beta),
+            lowercase: self.lowercase.unwrap_or(false),
+            whitespace: self.whitespace.unwrap_or(false),
+            eps_smoothing: self.eps_smoothing.unwrap_or(false),
+        }
+    }
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct ClassArgs {
+    /// "binary" (default for precision/recall/f1), "micro", "macro", "weighted" or "none".
+    average: Option<String>,
+    /// The positive class for "binary" (default 1).
+    pos_label: Option<serde_json::Value>,
+    /// The labels to count, in order (default: every label present, sorted).
+    labels: Option<Vec<serde_json::Value>>,
+    /// F-β's β (f1: 1).
+    beta: Option<f64>,
+}
+
+fn json_label(call: &str, v: &serde_json::Value) -> mlua::Result<Label> {
+    match v {
+        serde_json::Value::Number(n) if n.as_i64().is_some() => Ok(Label::Int(n.as_i64().unwrap_or_default())),
+        serde_json::Value::Number(n) if n.as_f64().is_some_and(|x| x.fract() == 0.0) => Ok(Label::Int(n.as_f64().unwrap_or_default() as i64)),
+        serde_json::Value::String(s) => Ok(Label::Str(s.clone())),
+        other => Err(misuse(call, format!("a label must be an integer or a string, got {other}"))),
+    }
+}
+
+impl ClassArgs {
+    fn average(&self, call: &str) -> mlua::Result<Average> {
+        let pos = self.pos_label.as_ref().map(|v| json_label(call, v)).transpose()?.unwrap_or(Label::Int(1));
+        Ok(match self.average.as_deref().unwrap_or("binary") {
+            "binary" => Average::Binary(pos),
+            "micro" => Average::Micro,
+            "macro" => Average::Macro,
+            "weighted" => Average::Weighted,
+            "none" => Average::PerClass,
+            other => return Err(misuse(call, format!("average '{other}' is not one of binary, micro, macro, weighted, none"))),
+        })
+    }
+
+    fn labels(&self, call: &str) -> mlua::Result<Option<Vec<Label>>> {
+        self.labels.as_ref().map(|ls| ls.iter().map(|v| json_label(call, v)).collect()).transpose()
+    }
+}
+
+/// Which of precision, recall and F a call returns.
+#[derive(Clone, Copy)]
+enum Pick {
+    Precision,
+    Recall,
+    F,
+}
+
+fn prf(lua: &Lua, call: &str, preds: &[Label], refs: &[Label], o: &ClassArgs, pick: Pick, beta: f64) -> mlua::Result<Value> {
+    let average = o.average(call)?;
+    let given = o.labels(call)?;
+    let r = classification::precision_recall_f(preds, refs, &average, given.as_deref(), beta).or_misuse(call)?;
+    let values = match pick {
+        Pick::Precision => r.precision,
+        Pick::Recall => r.recall,
+        Pick::F => r.f,
+    };
+    if average != Average::PerClass {
+        return Ok(Value::Number(values[0]));
+    }
+    // Per class: a table keyed by label.
+    let t = lua.create_table()?;
+    for (l, v) in r.labels.iter().zip(values) {
+        t.set(label_value(lua, l)?, v)?;
+    }
+    Ok(Value::Table(t))
+}
+
+fn confusion(lua: &Lua, call: &str, preds: &[Label], refs: &[Label], given: Option<Vec<Label>>) -> mlua::Result<Table> {
+    // Names for integer classes 0..k-1 (`labels = { "neg", "pos" }` with labels 0 and 1), or
+    // the labels to count, in order.
+    let all_int = preds.iter().chain(refs).all(|l| matches!(l, Label::Int(_)));
+    let (order, names) = match given {
+        Some(g) if all_int && g.iter().all(|l| matches!(l, Label::Str(_))) => ((0..g.len() as i64).map(Label::Int).collect(), Some(g)),
+        Some(g) => (g, None),
+        None => (Vec::new(), None),
+    };
+    let (labels, m) = classification::confusion_matrix(preds, refs, if order.is_empty() { None } else { Some(&order) }).or_misuse(call)?;
+    let t = lua.create_table()?;
+    t.set("matrix", m)?;
+    let shown = names.unwrap_or(labels);
+    t.set("labels", shown.iter().map(|l| label_value(lua, l)).collect::<mlua::Result<Vec<_>>>()?)?;
+    Ok(t)
+}
+
+/// What a stream computes, with its options.
+#[derive(Clone)]
+enum StreamKind {
+    Bleu(BleuArgs),
+    Chrf(ChrfArgs),
+    Accuracy,
+    ExactMatch,
+    Class(Pick, ClassArgs),
+    Confusion(ClassArgs),
+}
+
+/// `mt.metrics.stream(name, opts)`: predictions and references added batch by batch.
+struct Stream {
+    kind: StreamKind,
+    preds: Vec<Value>,
+    refs: Vec<Value>,
+}
+
+impl Stream {
+    fn add(&mut self, preds: Value, refs: Value) -> mlua::Result<()> {
+        let call = "stream.add";
+        let (Value::Table(p), Value::Table(r)) = (&preds, &refs) else {
+            return Err(misuse(call, format!("expected two lists (predictions, references), got {} and {}", describe(&preds), describe(&refs))));
+        };
+        if matches!(self.kind, StreamKind::Bleu(_) | StreamKind::Chrf(_)) {
+            // References as streams: item i's references are refs[k][i].
+            let streams = streams(call, &refs)?;
+            let hyps = strings(call, "predictions", &preds)?;
+            bleu::check_streams(hyps.len(), &streams).or_misuse(call)?;
+            self.preds.extend(p.sequence_values::<Value>().collect::<mlua::Result<Vec<_>>>()?);
+            self.refs.push(refs);
+            return Ok(());
+        }
+        if p.raw_len() != r.raw_len() {
+            return Err(misuse(call, format!("{} predictions for {} references", p.raw_len(), r.raw_len())));
+        }
+        self.preds.extend(p.sequence_values::<Value>().collect::<mlua::Result<Vec<_>>>()?);
+        self.refs.extend(r.sequence_values::<Value>().collect::<mlua::Result<Vec<_>>>()?);
+        Ok(())
+    }
+
+    fn compute(&self, lua: &Lua) -> mlua::Result<Value> {
+        let call = "stream.compute";
+        let preds = Value::Table(lua.create_sequence_from(self.preds.clone())?);
+        if let StreamKind::Bleu(_) | StreamKind::Chrf(_) = &self.kind {
+            // Join the batches' reference streams stream by stream.
+            let mut joined: Vec<Vec<String>> = Vec::new();
+            for batch in &self.refs {
+                let s = streams(call, batch)?;
+                if joined.is_empty() {
+                    joined = s;
+                } else if s.len() != joined.len() {
+                    return Err(misuse(call, format!("a batch has {} reference streams, an earlier one {}", s.len(), joined.len())));
+                } else {
+                    for (j, b) in joined.iter_mut().zip(s) {
+                        j.extend(b);
+                    }
+                }
+            }
+            let hyps = strings(call, "predictions", &preds)?;
+            return match &self.kind {
+                StreamKind::Bleu(o) => Ok(Value::Table(bleu_table(lua, bleu::corpus_bleu(&hyps, &joined, &o.resolve(call, false)?).or_misuse(call)?)?)),
+                StreamKind::Chrf(o) => chrf_value(lua, chrf::corpus_chrf(&hyps, &joined, &o.resolve()).or_misuse(call)?, &o.resolve()),
+                _ => unreachable!("matched above"),
+            };
+        }
+        let refs = Value::Table(lua.create_sequence_from(self.refs.clone())?);
+        match &self.kind {
+            StreamKind::ExactMatch => Ok(Value::Number(classification::exact_match(&strings(call, "predictions", &preds)?, &strings(call, "references", &refs)?).or_misuse(call)?)),
+            StreamKind::Accuracy => Ok(Value::Number(classification::accuracy(&labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?).or_misuse(call)?)),
+            StreamKind::Class(pick, o) => prf(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o, *pick, o.beta.unwrap_or(1.0)),
+            StreamKind::Confusion(o) => Ok(Value::Table(confusion(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o.labels(call)?)?)),
+            StreamKind::Bleu(_) | StreamKind::Chrf(_) => unreachable!("handled above"),
+        }
+    }
+}
+
+fn chrf_value(lua: &Lua, score: f64, o: &ChrfOptions) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.set("score", score)?;
+    t.set("name", format!("chrF{}{}", o.beta, "+".repeat(o.word_order)))?;
+    Ok(Value::Table(t))
+}
+
+impl UserData for Stream {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method_mut("add", |_, this, (preds, refs): (Value, Value)| this.add(preds, refs));
+        methods.add_method("compute", |lua, this, ()| this.compute(lua));
+        methods.add_method_mut("reset", |_, this, ()| {
+            this.preds.clear();
+            this.refs.clear();
+            Ok(())
+        });
+        methods.add_method("count", |_, this, ()| Ok(this.preds.len()));
+    }
+}
+
+fn stream(lua: &Lua, (name, opts): (String, Option<Table>)) -> mlua::Result<Stream> {
+    let call = "metrics.stream";
+    let kind = match name.as_str() {
+        "bleu" => StreamKind::Bleu(options(lua, call, opts)?),
+        "chrf" => StreamKind::Chrf(options(lua, call, opts)?),
+        "accuracy" | "exact_match" => {
+            if opts.is_some() {
+                return Err(misuse(call, format!("{name} takes no options")));
+            }
+            if name == "accuracy" { StreamKind::Accuracy } else { StreamKind::ExactMatch }
+        }
+        "precision" => StreamKind::Class(Pick::Precision, options(lua, call, opts)?),
+        "recall" => StreamKind::Class(Pick::Recall, options(lua, call, opts)?),
+        "f1" => StreamKind::Class(Pick::F, options(lua, call, opts)?),
+        "confusion_matrix" => StreamKind::Confusion(options(lua, call, opts)?),
+        other => return Err(misuse(call, format!("unknown metric '{other}' (bleu, chrf, accuracy, exact_match, precision, recall, f1, confusion_matrix)"))),
+    };
+    Ok(Stream { kind, preds: Vec::new(), refs: Vec::new() })
+}
+
+pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("bleu", function(lua, "metrics.bleu", |lua, (hyps, refs, opts): (Value, Value, Option<Table>)| {
+        let call = "metrics.bleu";
+        let o: BleuArgs = options(lua, call, opts)?;
+        let score = bleu::corpus_bleu(&strings(call, "hypotheses", &hyps)?, &streams(call, &refs)?, &o.resolve(call, false)?).or_misuse(call)?;
+        bleu_table(lua, score)
+    })?)?;
+    t.set("sentence_bleu", function(lua, "metrics.sentence_bleu", |lua, (hyp, refs, opts): (String, Value, Option<Table>)| {
+        let call = "metrics.sentence_bleu";
+        let o: BleuArgs = options(lua, call, opts)?;
+        bleu_table(lua, bleu::sentence_bleu(&hyp, &strings(call, "references", &refs)?, &o.resolve(call, true)?).or_misuse(call)?)
+    })?)?;
+    t.set("chrf", function(lua, "metrics.chrf", |lua, (hyps, refs, opts): (Value, Value, Option<Table>)| {
+        let call = "metrics.chrf";
+        let o = options::<ChrfArgs>(lua, call, opts)?.resolve();
+        chrf_value(lua, chrf::corpus_chrf(&strings(call, "hypotheses", &hyps)?, &streams(call, &refs)?, &o).or_misuse(call)?, &o)
+    })?)?;
+    t.set("sentence_chrf", function(lua, "metrics.sentence_chrf", |lua, (hyp, refs, opts): (String, Value, Option<Table>)| {
+        let call = "metrics.sentence_chrf";
+        let o = options::<ChrfArgs>(lua, call, opts)?.resolve();
+        chrf_value(lua, chrf::sentence_chrf(&hyp, &strings(call, "references", &refs)?, &o).or_misuse(call)?, &o)
+    })?)?;
+    t.set("accuracy", function(lua, "metrics.accuracy", |_, (preds, refs): (Value, Value)| {
+        let call = "metrics.accuracy";
+        classification::accuracy(&labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?).or_misuse(call)
+    })?)?;
+    t.set("exact_match", function(lua, "metrics.exact_match", |_, (preds, refs): (Value, Value)| {
+        let call = "metrics.exact_match";
+        classification::exact_match(&strings(call, "predictions", &preds)?, &strings(call, "references", &refs)?).or_misuse(call)
+    })?)?;
+    for (name, pick) in [("precision", Pick::Precision), ("recall", Pick::Recall), ("f1", Pick::F)] {
+        let call: &'static str = match pick {
+            Pick::Precision => "metrics.precision",
+            Pick::Recall => "metrics.recall",
+            Pick::F => "metrics.f1",
+        };
+        t.set(name, function(lua, call, move |lua, (preds, refs, opts): (Value, Value, Option<Table>)| {
+            let o: ClassArgs = options(lua, call, opts)?;
+            if o.beta.is_some() && !matches!(pick, Pick::F) {
+                return Err(misuse(call, "beta is an option of f1"));
+            }
+            prf(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, &o, pick, o.beta.unwrap_or(1.0))
+        })?)?;
+    }
+    t.set("confusion_matrix", function(lua, "metrics.confusion_matrix", |lua, (preds, refs, opts): (Value, Value, Option<Table>)| {
+        let call = "metrics.confusion_matrix";
+        let o: ClassArgs = options(lua, call, opts)?;
+        if o.average.is_some() || o.pos_label.is_some() || o.beta.is_some() {
+            return Err(misuse(call, "confusion_matrix takes only the labels option"));
+        }
+        confusion(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o.labels(call)?)
+    })?)?;
+    t.set("stream", function(lua, "metrics.stream", stream)?)?;
+    Ok(t)
+}

@@ -1,0 +1,9 @@
+//! Evaluation metrics, equal to the reference implementations users compare with: BLEU and chrF
+//! as sacrebleu computes them, classification metrics as scikit-learn's. Each takes predictions
+//! first and references second (as sacrebleu), and has a streaming form that adds batches and
+//! computes at the end over everything added.
+
+pub mod bleu;
+pub mod chrf;
+pub mod classification;
+pub mod text;

@@ -1,0 +1,49 @@
+-- mt.metrics: the results' shape and the clear errors of misuse (the numbers are checked against
+-- sacrebleu and scikit-learn in tests/parity/metrics.lua).
+local mt = require "moontune"
+local M = mt.metrics
+local raises = require("support.expect").raises
+
+local tests = {}
+
+function tests.bleu_reports_its_statistics()
+  local b = M.bleu({ "the cat sat on the mat" }, { { "the cat sat on the mat" } })
+  assert(math.abs(b.score - 100) < 1e-9 and b.bp == 1 and b.sys_len == 6 and b.ref_len == 6)
+  assert(#b.counts == 4 and #b.totals == 4 and #b.precisions == 4)
+  local s = M.sentence_bleu("the cat", { "the cat sat on the mat" })
+  assert(s.score > 0 and s.bp < 1, "effective order and the brevity penalty")
+  assert(M.bleu({ "" }, { { "a b c" } }).score == 0)
+  assert(M.chrf({ "abc" }, { { "abc" } }).name == "chrF2")
+  assert(M.chrf({ "abc" }, { { "abc" } }, { word_order = 2 }).name == "chrF2++")
+end
+
+function tests.classification_results()
+  assert(M.accuracy({ 1, 0, 1 }, { 1, 1, 1 }) == 2 / 3)
+  local per = M.precision({ "a", "b", "a" }, { "a", "b", "b" }, { average = "none" })
+  assert(per.a == 0.5 and per.b == 1)
+  local cm = M.confusion_matrix({ 1, 0, 1, 1 }, { 1, 0, 0, 1 }, { labels = { "neg", "pos" } })
+  assert(mt.json.encode(cm) == '{"labels":["neg","pos"],"matrix":[[1,1],[0,2]]}', mt.json.encode(cm))
+  assert(M.exact_match({ "Paris", "rome" }, { "Paris", "Rome" }) == 0.5)
+end
+
+function tests.misuse_is_a_clear_error()
+  raises(function() M.bleu({ "a" }, { "a" }) end, "wrap a single stream as { refs }")
+  raises(function() M.bleu({ "a", "b" }, { { "a" } }) end, "reference stream 1 has 1 lines for 2 hypotheses")
+  raises(function() M.bleu({ "a" }, { { "a" } }, { tokenize = "moses" }) end, "tokenize 'moses' is not one of 13a, intl, char, none")
+  raises(function() M.bleu({ "a" }, { { "a" } }, { smooth = "exp" }) end, "unknown option 'smooth'")
+  raises(function() M.bleu({ 1 }, { { "a" } }) end, "hypotheses[1] must be a string")
+  raises(function() M.chrf({ "a" }, { { "a" } }, { char_order = 0 }) end, "char_order and word_order cannot both be 0")
+  raises(function() M.f1({ 0, 1, 2 }, { 0, 1, 1 }) end, "average 'binary' needs two classes")
+  raises(function() M.f1({ 0, 2 }, { 0, 2 }) end, "pos_label 1 is not one of the labels (0, 2)")
+  raises(function() M.f1({ 0, 1 }, { 0, 1 }, { average = "samples" }) end, "average 'samples' is not one of")
+  raises(function() M.accuracy({ 0, 1 }, { 0 }) end, "2 predictions for 1 references")
+  raises(function() M.accuracy({ 0, "a" }, { 0, 1 }) end, "labels mix numbers and strings")
+  raises(function() M.accuracy({}, {}) end, "no predictions")
+  raises(function() M.accuracy({ 0.5 }, { 1 }) end, "must be an integer or a string")
+  raises(function() M.precision({ 0, 1 }, { 0, 1 }, { beta = 2 }) end, "beta is an option of f1")
+  raises(function() M.stream("bertscore") end, "unknown metric 'bertscore'")
+  local s = M.stream("accuracy")
+  raises(function() s:add({ 1, 2 }, { 1 }) end, "2 predictions for 1 references")
+end
+
+return tests
