@@ -2561,7 +2561,8 @@ function mt.json.read(path) end
 function mt.json.encode(value) end
 
 ---`mt.metrics`: evaluation metrics equal to the references users compare with — BLEU and
----chrF as sacrebleu 2.x, classification metrics as scikit-learn — computed in Rust. Every metric
+---chrF as sacrebleu 2.x, ROUGE as rouge-score, classification metrics as scikit-learn — computed
+---in Rust. Every metric
 ---takes predictions first and references second (as sacrebleu; the reverse of scikit-learn's
 ---`y_true, y_pred`). Text metrics take references as streams: `refs[k][i]` is the k-th reference
 ---of hypothesis i (`{ refs }` for one reference each). Labels are integers or strings.
@@ -2623,6 +2624,15 @@ function mt.metrics.chrf(hyps, refs, opts) end
 ---@return { score: number, name: string }
 function mt.metrics.sentence_chrf(hyp, refs, opts) end
 
+---ROUGE as Google's rouge-score (`RougeScorer(rouge_types, use_stemmer)`): per type, the mean
+---over the items of precision, recall and F-measure; an item with several references takes the
+---one with the best F-measure, as `score_multi`. rougeLsum splits sentences at newlines.
+---@param preds string[]
+---@param refs (string|string[])[] each prediction's reference, or its references
+---@param opts? { rouge_types?: string[], use_stemmer?: boolean } types among "rouge1" … "rouge9", "rougeL", "rougeLsum" (default rouge1, rouge2, rougeL, rougeLsum); the Porter stemmer (NLTK's) off by default
+---@return table<string, { precision: number, recall: number, fmeasure: number }>
+function mt.metrics.rouge(preds, refs, opts) end
+
 ---The fraction of predictions equal to their reference.
 ---@param preds (integer|string)[]
 ---@param refs (integer|string)[]
@@ -2674,7 +2684,7 @@ function mt.metrics.confusion_matrix(preds, refs, opts) end
 
 ---A metric computed over batches: `m:add(preds, refs)` for each batch (for BLEU and chrF, refs
 ---as streams), then `m:compute()` gives what the metric's function gives on everything added.
----`name` is "bleu", "chrf", "accuracy", "exact_match", "precision", "recall", "f1" or
+---`name` is "bleu", "chrf", "rouge", "accuracy", "exact_match", "precision", "recall", "f1" or
 ---"confusion_matrix"; `opts` are that function's.
 ---@param name string
 ---@param opts? table

@@ -1,4 +1,4 @@
-//! `mt.metrics`: BLEU, chrF, accuracy, precision/recall/F1, the confusion matrix and exact match
+//! `mt.metrics`: BLEU, chrF, ROUGE, accuracy, precision/recall/F1, the confusion matrix and exact match
 //! (src/metrics), predictions first; and `mt.metrics.stream(name, opts)`, which adds batches with
 //! `m:add(preds, refs)` and computes over all of them with `m:compute()`.
 
@@ -10,6 +10,7 @@ use super::callbacks::function;
 use crate::metrics::bleu::{self, BleuOptions, BleuScore, Smooth, Tokenize};
 use crate::metrics::chrf::{self, ChrfOptions};
 use crate::metrics::classification::{self, Average, Label};
+use crate::metrics::rouge::{self, RougeType};
 
 /// A list of strings (`what` names it in errors).
 fn strings(call: &str, what: &str, v: &Value) -> mlua::Result<Vec<String>> {
@@ -154,6 +155,56 @@ impl ClassArgs {
     }
 }
 
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RougeArgs {
+    /// Default { "rouge1", "rouge2", "rougeL", "rougeLsum" }.
+    rouge_types: Option<Vec<String>>,
+    use_stemmer: Option<bool>,
+}
+
+/// Each item's references: a string, or a list of strings.
+fn item_references(call: &str, v: &Value) -> mlua::Result<Vec<Vec<String>>> {
+    let Value::Table(t) = v else { return Err(misuse(call, format!("references must be a list (a string or a list of strings per prediction), got {}", describe(v)))) };
+    (1..=t.raw_len())
+        .map(|i| match t.raw_get::<Value>(i)? {
+            Value::String(s) => Ok(vec![text(call, "a reference", &s)?]),
+            list @ Value::Table(_) => strings(call, &format!("references[{i}]"), &list),
+            other => Err(misuse(call, format!("references[{i}] must be a string or a list of strings, got {}", describe(&other)))),
+        })
+        .collect()
+}
+
+/// Per type, the mean precision, recall and F-measure over the items.
+fn rouge_value(lua: &Lua, call: &str, preds: &Value, refs: &Value, o: &RougeArgs) -> mlua::Result<Value> {
+    let preds = strings(call, "predictions", preds)?;
+    let refs = item_references(call, refs)?;
+    if preds.len() != refs.len() {
+        return Err(misuse(call, format!("{} predictions for {} references", preds.len(), refs.len())));
+    }
+    if preds.is_empty() {
+        return Err(misuse(call, "no predictions"));
+    }
+    let names = o.rouge_types.clone().unwrap_or_else(|| ["rouge1", "rouge2", "rougeL", "rougeLsum"].map(String::from).to_vec());
+    let stem = o.use_stemmer.unwrap_or(false);
+    let t = lua.create_table()?;
+    for name in names {
+        let kind = RougeType::parse(&name).or_misuse(call)?;
+        let (mut p, mut r, mut f) = (0.0, 0.0, 0.0);
+        for (pred, targets) in preds.iter().zip(&refs) {
+            let s = rouge::score_multi(kind, &targets.iter().map(String::as_str).collect::<Vec<_>>(), pred, stem).or_misuse(call)?;
+            (p, r, f) = (p + s.precision, r + s.recall, f + s.fmeasure);
+        }
+        let n = preds.len() as f64;
+        let entry = lua.create_table()?;
+        entry.set("precision", p / n)?;
+        entry.set("recall", r / n)?;
+        entry.set("fmeasure", f / n)?;
+        t.set(name, entry)?;
+    }
+    Ok(Value::Table(t))
+}
+
 /// Which of precision, recall and F a call returns.
 #[derive(Clone, Copy)]
 enum Pick {
@@ -204,6 +255,7 @@ fn confusion(lua: &Lua, call: &str, preds: &[Label], refs: &[Label], given: Opti
 enum StreamKind {
     Bleu(BleuArgs),
     Chrf(ChrfArgs),
+    Rouge(RougeArgs),
     Accuracy,
     ExactMatch,
     Class(Pick, ClassArgs),
@@ -267,6 +319,7 @@ impl Stream {
         }
         let refs = Value::Table(lua.create_sequence_from(self.refs.clone())?);
         match &self.kind {
+            StreamKind::Rouge(o) => rouge_value(lua, call, &preds, &refs, o),
             StreamKind::ExactMatch => Ok(Value::Number(classification::exact_match(&strings(call, "predictions", &preds)?, &strings(call, "references", &refs)?).or_misuse(call)?)),
             StreamKind::Accuracy => Ok(Value::Number(classification::accuracy(&labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?).or_misuse(call)?)),
             StreamKind::Class(pick, o) => prf(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o, *pick, o.beta.unwrap_or(1.0)),
@@ -301,6 +354,7 @@ fn stream(lua: &Lua, (name, opts): (String, Option<Table>)) -> mlua::Result<Stre
     let kind = match name.as_str() {
         "bleu" => StreamKind::Bleu(options(lua, call, opts)?),
         "chrf" => StreamKind::Chrf(options(lua, call, opts)?),
+        "rouge" => StreamKind::Rouge(options(lua, call, opts)?),
         "accuracy" | "exact_match" => {
             if opts.is_some() {
                 return Err(misuse(call, format!("{name} takes no options")));
@@ -311,7 +365,7 @@ fn stream(lua: &Lua, (name, opts): (String, Option<Table>)) -> mlua::Result<Stre
         "recall" => StreamKind::Class(Pick::Recall, options(lua, call, opts)?),
         "f1" => StreamKind::Class(Pick::F, options(lua, call, opts)?),
         "confusion_matrix" => StreamKind::Confusion(options(lua, call, opts)?),
-        other => return Err(misuse(call, format!("unknown metric '{other}' (bleu, chrf, accuracy, exact_match, precision, recall, f1, confusion_matrix)"))),
+        other => return Err(misuse(call, format!("unknown metric '{other}' (bleu, chrf, rouge, accuracy, exact_match, precision, recall, f1, confusion_matrix)"))),
     };
     Ok(Stream { kind, preds: Vec::new(), refs: Vec::new() })
 }
@@ -338,6 +392,11 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
         let call = "metrics.sentence_chrf";
         let o = options::<ChrfArgs>(lua, call, opts)?.resolve();
         chrf_value(lua, chrf::sentence_chrf(&hyp, &strings(call, "references", &refs)?, &o).or_misuse(call)?, &o)
+    })?)?;
+    t.set("rouge", function(lua, "metrics.rouge", |lua, (preds, refs, opts): (Value, Value, Option<Table>)| {
+        let call = "metrics.rouge";
+        let o: RougeArgs = options(lua, call, opts)?;
+        rouge_value(lua, call, &preds, &refs, &o)
     })?)?;
     t.set("accuracy", function(lua, "metrics.accuracy", |_, (preds, refs): (Value, Value)| {
         let call = "metrics.accuracy";

@@ -26,6 +26,23 @@ function tests.classification_results()
   assert(M.exact_match({ "Paris", "rome" }, { "Paris", "Rome" }) == 0.5)
 end
 
+-- The data issue's contract example, verbatim, then its numbers.
+function tests.contract_example()
+  local mt = require "moontune"
+  local b = mt.metrics.bleu({ "The dog bit the man.", "It wasn't surprising.", "The man had just bitten him." },
+    { { "The dog bit the man.", "It was not unexpected.", "The man bit him first." },
+      { "The dog had bit the man.", "No one was surprised.", "The man had bitten the dog." } })
+  print(b.score)                                                            -- 48.530827…
+  local r = mt.metrics.rouge({ "the cat sat on the mat" }, { "the cat lay on the mat" })
+  print(r.rouge1.fmeasure, r.rougeL.fmeasure)
+  local f = mt.metrics.f1({ 1, 0, 1, 1 }, { 1, 0, 0, 1 }, { average = "macro" })
+  local cm = mt.metrics.confusion_matrix({ 1, 0, 1, 1 }, { 1, 0, 0, 1 }, { labels = { "neg", "pos" } })
+  assert(math.abs(b.score - 48.530827) < 1e-6)
+  assert(math.abs(r.rouge1.fmeasure - 5 / 6) < 1e-12 and math.abs(r.rougeL.fmeasure - 5 / 6) < 1e-12)
+  assert(math.abs(f - 0.7333333333333334) < 1e-12)
+  assert(cm.labels[1] == "neg" and cm.matrix[2][2] == 2)
+end
+
 function tests.misuse_is_a_clear_error()
   raises(function() M.bleu({ "a" }, { "a" }) end, "wrap a single stream as { refs }")
   raises(function() M.bleu({ "a", "b" }, { { "a" } }) end, "reference stream 1 has 1 lines for 2 hypotheses")
@@ -42,6 +59,9 @@ function tests.misuse_is_a_clear_error()
   raises(function() M.accuracy({ 0.5 }, { 1 }) end, "must be an integer or a string")
   raises(function() M.precision({ 0, 1 }, { 0, 1 }, { beta = 2 }) end, "beta is an option of f1")
   raises(function() M.stream("bertscore") end, "unknown metric 'bertscore'")
+  raises(function() M.rouge({ "a" }, { "a" }, { rouge_types = { "rougeW" } }) end, "rouge type 'rougeW' is not one of")
+  raises(function() M.rouge({ "a", "b" }, { "a" }) end, "2 predictions for 1 references")
+  raises(function() M.rouge({ "a" }, { 3 }) end, "references[1] must be a string or a list of strings")
   local s = M.stream("accuracy")
   raises(function() s:add({ 1, 2 }, { 1 }) end, "2 predictions for 1 references")
 end

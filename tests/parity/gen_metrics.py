@@ -1,5 +1,5 @@
-"""References for tests/parity/metrics.lua: BLEU and chrF by sacrebleu 2.6, classification metrics
-by scikit-learn 1.9, written to <out>/metrics.json.
+"""References for tests/parity/metrics.lua: BLEU and chrF by sacrebleu 2.6, ROUGE by rouge-score
+0.1.2, classification metrics by scikit-learn 1.9, written to <out>/metrics.json.
 
 Text: sacrebleu's own test vectors (../shared/data/reference/bleu), and Multi30k's 2016 test set
 (English and German, ../shared/data/translation/multi30k) as references with hypotheses made by
@@ -94,6 +94,39 @@ for h in edges:
                                    bleu_floor=sacrebleu.sentence_bleu(h, [r], smooth_method="floor").score,
                                    chrf=sacrebleu.sentence_chrf(h, [r]).score, chrf_pp=sacrebleu.sentence_chrf(h, [r], word_order=2).score))
 
+# ROUGE: rouge-score's own test data, pltrdy's CNN-style pairs, XSum summaries against the
+# first sentences of their documents (newline-separated, for rougeLsum) and 200 generated pairs
+# (perturbed Multi30k sentences), stemmed and not, one or two references.
+from rouge_score import rouge_scorer
+
+ROUGE_TYPES = ["rouge1", "rouge2", "rouge3", "rougeL", "rougeLsum"]
+rouge_pairs = []
+ref_dir = os.path.join(data, "reference/rouge")
+with open(os.path.join(ref_dir, "rouge_score_testdata_prediction.txt"), encoding="utf-8") as f:
+    rouge_preds = [line.rstrip("\n") for line in f]
+with open(os.path.join(ref_dir, "rouge_score_testdata_target.txt"), encoding="utf-8") as f:
+    rouge_targets = [line.rstrip("\n") for line in f]
+rouge_pairs += [(p, [t]) for p, t in zip(rouge_preds, rouge_targets)]
+rouge_pairs += [(d["hyp"], [d["ref"]]) for d in json.load(open(os.path.join(ref_dir, "pltrdy_rouge_data.json")))]
+for line in open(os.path.join(data, "summarization/xsum_sample.jsonl"), encoding="utf-8"):
+    d = json.loads(line)
+    lead = "\n".join(d["document"].split("\n")[:3])
+    rouge_pairs.append((lead, [d["summary"]]))
+    rouge_pairs.append((d["summary"], [lead, perturb(d["summary"], "drop")]))
+english = lines("test_2016_flickr.en")
+for i in range(200):
+    r = english[i]
+    h = perturb(perturb(r, rng.choice(PERTURBATIONS)), rng.choice(PERTURBATIONS))
+    rouge_pairs.append((h, [r] if i % 3 else [r, english[i + 1]]))
+rouge_cases = []
+for stem in [False, True]:
+    scorer = rouge_scorer.RougeScorer(ROUGE_TYPES, use_stemmer=stem)
+    for pred, refs in rouge_pairs:
+        scores = scorer.score_multi(refs, pred)
+        rouge_cases.append(dict(pred=pred, refs=refs, stem=stem,
+                                scores={k: [v.precision, v.recall, v.fmeasure] for k, v in scores.items()}))
+expected_rouge = json.load(open(os.path.join(ref_dir, "expected.json")))
+
 class_cases = []
 nprng = np.random.default_rng(0)
 for kind, values in [("binary", [0, 1]), ("multi", [0, 1, 2, 3, 4]), ("strings", ["cat", "dog", "eel"]), ("unseen", [0, 1, 2, 3])]:
@@ -119,5 +152,5 @@ for kind, values in [("binary", [0, 1]), ("multi", [0, 1, 2, 3, 4]), ("strings",
 
 with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
     json.dump(dict(texts=texts, bleu=bleu_cases, chrf=chrf_cases, sentences=sentence_cases, classification=class_cases,
-                   vectors=vectors), f, ensure_ascii=False)
-print(f"{len(bleu_cases)} BLEU, {len(chrf_cases)} chrF, {len(sentence_cases)} sentence and {len(class_cases)} classification cases")
+                   vectors=vectors, rouge=rouge_cases, rouge_expected=expected_rouge, rouge_files=[rouge_preds, rouge_targets]), f, ensure_ascii=False)
+print(f"{len(bleu_cases)} BLEU, {len(chrf_cases)} chrF, {len(sentence_cases)} sentence, {len(rouge_cases)} ROUGE and {len(class_cases)} classification cases")

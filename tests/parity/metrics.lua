@@ -1,7 +1,8 @@
 -- Metrics parity (references from gen_metrics.py): BLEU and chrF equal sacrebleu 2.6's on its own
 -- test vectors and on Multi30k (English and German) with perturbed hypotheses, every tokeniser,
 -- smoothing method, case setting and one or two reference streams, corpus and sentence level
--- (1e-6); precision, recall, F-β, accuracy and confusion matrices equal scikit-learn 1.9's on
+-- (1e-6); ROUGE-1/2/3/L/Lsum equal rouge-score's, stemmed and not, on its test data, CNN and
+-- XSum summaries and 200 generated pairs (1e-9); precision, recall, F-β, accuracy and confusion matrices equal scikit-learn 1.9's on
 -- random labels (1e-12). The streaming form gives the corpus figures from batches.
 local mt = require "moontune"
 local M = mt.metrics
@@ -64,6 +65,31 @@ function tests.sentence_scores_equal_sacrebleu()
     worst = math.max(worst, near(what .. " chrF++", M.sentence_chrf(c.hyp, { c.refs[1] }, { word_order = 2 }).score, c.chrf_pp, 1e-6))
   end
   print(string.format("%d sentences: BLEU and chrF equal sacrebleu's (largest difference %.2e)", #ref.sentences, worst))
+end
+
+function tests.rouge_equals_rouge_score()
+  local worst, n = 0, 0
+  local types = { "rouge1", "rouge2", "rouge3", "rougeL", "rougeLsum" }
+  for i, c in ipairs(ref.rouge) do
+    local got = M.rouge({ c.pred }, { c.refs }, { rouge_types = types, use_stemmer = c.stem })
+    for _, t in ipairs(types) do
+      local want = c.scores[t]
+      local what = string.format("ROUGE case %d (%s, stemmed %s)", i, t, tostring(c.stem))
+      worst = math.max(worst, near(what .. " precision", got[t].precision, want[1], 1e-9))
+      worst = math.max(worst, near(what .. " recall", got[t].recall, want[2], 1e-9))
+      worst = math.max(worst, near(what .. " F", got[t].fmeasure, want[3], 1e-9))
+      n = n + 1
+    end
+  end
+  -- The values rouge-score's tests hold (checked there against ROUGE-1.5.5), to their 5 digits.
+  local files = ref.rouge_files
+  for _, e in ipairs(ref.rouge_expected.rouge1_no_stemming) do
+    local got = M.rouge({ files[1][e.line + 1] }, { files[2][e.line + 1] }, { rouge_types = { "rouge1" } }).rouge1
+    near("ROUGE-1.5.5 recall", got.recall, e.recall, 5e-6)
+    near("ROUGE-1.5.5 precision", got.precision, e.precision, 5e-6)
+    near("ROUGE-1.5.5 F", got.fmeasure, e.fmeasure, 5e-6)
+  end
+  print(string.format("%d ROUGE scores equal rouge-score's (largest difference %.2e)", n, worst))
 end
 
 function tests.classification_equals_scikit_learn()
