@@ -2682,10 +2682,19 @@ function mt.metrics.f1(preds, refs, opts) end
 ---@return { matrix: integer[][], labels: (integer|string)[] }
 function mt.metrics.confusion_matrix(preds, refs, opts) end
 
+---Token-weighted perplexity: exp(Σ loss·tokens / Σ tokens) over batches given as their mean
+---loss per token (a causal LM's `loss`) and the number of tokens each averaged over (the labels
+---that are not -100 after the shift) — not the mean of per-batch perplexities.
+---@param losses (number|moontune.Tensor)[]
+---@param tokens number[]
+---@return number
+function mt.metrics.perplexity(losses, tokens) end
+
 ---A metric computed over batches: `m:add(preds, refs)` for each batch (for BLEU and chrF, refs
 ---as streams), then `m:compute()` gives what the metric's function gives on everything added.
----`name` is "bleu", "chrf", "rouge", "accuracy", "exact_match", "precision", "recall", "f1" or
----"confusion_matrix"; `opts` are that function's.
+---`name` is "bleu", "chrf", "rouge", "accuracy", "exact_match", "precision", "recall", "f1",
+---"confusion_matrix" or "perplexity" (whose `add` takes a batch's mean loss and its token count);
+---`opts` are that function's.
 ---@param name string
 ---@param opts? table
 ---@return moontune.MetricStream
@@ -2707,8 +2716,8 @@ function MetricStream:compute() end
 ---Forgets the batches added.
 function MetricStream:reset() end
 
----How many predictions were added.
----@return integer
+---How many predictions were added (for perplexity, tokens).
+---@return number
 function MetricStream:count() end
 
 ---`mt.gguf`: looking inside llama.cpp's GGUF files. Loading a model or tokenizer from one is

@@ -10,6 +10,7 @@ use super::callbacks::function;
 use crate::metrics::bleu::{self, BleuOptions, BleuScore, Smooth, Tokenize};
 use crate::metrics::chrf::{self, ChrfOptions};
 use crate::metrics::classification::{self, Average, Label};
+use crate::metrics::perplexity::{self, Perplexity};
 use crate::metrics::rouge::{self, RougeType};
 
 /// A list of strings (`what` names it in errors).
@@ -23,6 +24,23 @@ fn strings(call: &str, what: &str, v: &Value) -> mlua::Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// A number, or a one-element tensor (a loss).
+fn number(call: &str, what: &str, v: &Value) -> mlua::Result<f64> {
+    match v {
+        Value::Integer(i) => Ok(*i as f64),
+        Value::Number(x) => Ok(*x),
+        other => match super::tensor::as_tensor(other) {
+            Some(t) if t.numel() == 1 => t.f_double_value(&[]).or_misuse(call),
+            _ => Err(misuse(call, format!("{what} must be a number or a one-element tensor, got {}", describe(other)))),
+        },
+    }
+}
+
+fn numbers(call: &str, what: &str, v: &Value) -> mlua::Result<Vec<f64>> {
+    let Value::Table(t) = v else { return Err(misuse(call, format!("{what} must be a list of numbers, got {}", describe(v)))) };
+    (1..=t.raw_len()).map(|i| number(call, &format!("{what}[{i}]"), &t.raw_get::<Value>(i)?)).collect()
 }
 
 /// Reference streams: a list of lists of strings (`refs[k][i]`, the k-th reference of item i).
@@ -260,6 +278,7 @@ enum StreamKind {
     ExactMatch,
     Class(Pick, ClassArgs),
     Confusion(ClassArgs),
+    Perplexity(Perplexity),
 }
 
 /// `mt.metrics.stream(name, opts)`: predictions and references added batch by batch.
@@ -272,6 +291,12 @@ struct Stream {
 impl Stream {
     fn add(&mut self, preds: Value, refs: Value) -> mlua::Result<()> {
         let call = "stream.add";
+        if let StreamKind::Perplexity(p) = &mut self.kind {
+            // (a batch's mean loss, its token count)
+            let loss = number(call, "the loss", &preds)?;
+            let tokens = number(call, "the token count", &refs)?;
+            return p.add(loss, tokens).or_misuse(call);
+        }
         let (Value::Table(p), Value::Table(r)) = (&preds, &refs) else {
             return Err(misuse(call, format!("expected two lists (predictions, references), got {} and {}", describe(&preds), describe(&refs))));
         };
@@ -294,6 +319,9 @@ impl Stream {
 
     fn compute(&self, lua: &Lua) -> mlua::Result<Value> {
         let call = "stream.compute";
+        if let StreamKind::Perplexity(p) = &self.kind {
+            return Ok(Value::Number(p.compute().or_misuse(call)?));
+        }
         let preds = Value::Table(lua.create_sequence_from(self.preds.clone())?);
         if let StreamKind::Bleu(_) | StreamKind::Chrf(_) = &self.kind {
             // Join the batches' reference streams stream by stream.
@@ -324,7 +352,7 @@ impl Stream {
             StreamKind::Accuracy => Ok(Value::Number(classification::accuracy(&labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?).or_misuse(call)?)),
             StreamKind::Class(pick, o) => prf(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o, *pick, o.beta.unwrap_or(1.0)),
             StreamKind::Confusion(o) => Ok(Value::Table(confusion(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o.labels(call)?)?)),
-            StreamKind::Bleu(_) | StreamKind::Chrf(_) => unreachable!("handled above"),
+            StreamKind::Bleu(_) | StreamKind::Chrf(_) | StreamKind::Perplexity(_) => unreachable!("handled above"),
         }
     }
 }
@@ -343,9 +371,17 @@ impl UserData for Stream {
         methods.add_method_mut("reset", |_, this, ()| {
             this.preds.clear();
             this.refs.clear();
+            if let StreamKind::Perplexity(p) = &mut this.kind {
+                *p = Perplexity::default();
+            }
             Ok(())
         });
-        methods.add_method("count", |_, this, ()| Ok(this.preds.len()));
+        methods.add_method("count", |_, this, ()| {
+            Ok(match &this.kind {
+                StreamKind::Perplexity(p) => p.tokens(),
+                _ => this.preds.len() as f64,
+            })
+        });
     }
 }
 
@@ -365,7 +401,13 @@ fn stream(lua: &Lua, (name, opts): (String, Option<Table>)) -> mlua::Result<Stre
         "recall" => StreamKind::Class(Pick::Recall, options(lua, call, opts)?),
         "f1" => StreamKind::Class(Pick::F, options(lua, call, opts)?),
         "confusion_matrix" => StreamKind::Confusion(options(lua, call, opts)?),
-        other => return Err(misuse(call, format!("unknown metric '{other}' (bleu, chrf, rouge, accuracy, exact_match, precision, recall, f1, confusion_matrix)"))),
+        "perplexity" => {
+            if opts.is_some() {
+                return Err(misuse(call, "perplexity takes no options"));
+            }
+            StreamKind::Perplexity(Perplexity::default())
+        }
+        other => return Err(misuse(call, format!("unknown metric '{other}' (bleu, chrf, rouge, accuracy, exact_match, precision, recall, f1, confusion_matrix, perplexity)"))),
     };
     Ok(Stream { kind, preds: Vec::new(), refs: Vec::new() })
 }
@@ -427,6 +469,10 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
             return Err(misuse(call, "confusion_matrix takes only the labels option"));
         }
         confusion(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o.labels(call)?)
+    })?)?;
+    t.set("perplexity", function(lua, "metrics.perplexity", |_, (losses, tokens): (Value, Value)| {
+        let call = "metrics.perplexity";
+        perplexity::perplexity(&numbers(call, "losses", &losses)?, &numbers(call, "token counts", &tokens)?).or_misuse(call)
     })?)?;
     t.set("stream", function(lua, "metrics.stream", stream)?)?;
     Ok(t)

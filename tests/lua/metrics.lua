@@ -43,6 +43,18 @@ function tests.contract_example()
   assert(cm.labels[1] == "neg" and cm.matrix[2][2] == 2)
 end
 
+function tests.perplexity_weights_batches_by_their_tokens()
+  local want = math.exp((1.0 * 10 + 2.0 * 30) / 40)
+  assert(math.abs(M.perplexity({ 1.0, mt.tensor.tensor(2.0) }, { 10, 30 }) - want) < 1e-9)
+  local m = M.stream("perplexity")
+  m:add(1.0, 10)
+  m:add(mt.tensor.tensor({ 2.0 }), 30)
+  assert(m:count() == 40 and math.abs(m:compute() - want) < 1e-9)
+  raises(function() M.perplexity({ 1 }, { 0 }) end, "no tokens added")
+  raises(function() M.perplexity({ 0 / 0 }, { 3 }) end, "a loss must be a finite non-negative number")
+  raises(function() m:add("x", 3) end, "the loss must be a number or a one-element tensor")
+end
+
 function tests.misuse_is_a_clear_error()
   raises(function() M.bleu({ "a" }, { "a" }) end, "wrap a single stream as { refs }")
   raises(function() M.bleu({ "a", "b" }, { { "a" } }) end, "reference stream 1 has 1 lines for 2 hypotheses")
