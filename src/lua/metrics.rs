@@ -197,28 +197,16 @@ fn item_references(call: &str, v: &Value) -> mlua::Result<Vec<Vec<String>>> {
 fn rouge_value(lua: &Lua, call: &str, preds: &Value, refs: &Value, o: &RougeArgs) -> mlua::Result<Value> {
     let preds = strings(call, "predictions", preds)?;
     let refs = item_references(call, refs)?;
-    if preds.len() != refs.len() {
-        return Err(misuse(call, format!("{} predictions for {} references", preds.len(), refs.len())));
-    }
-    if preds.is_empty() {
-        return Err(misuse(call, "no predictions"));
-    }
     let names = o.rouge_types.clone().unwrap_or_else(|| ["rouge1", "rouge2", "rougeL", "rougeLsum"].map(String::from).to_vec());
-    let stem = o.use_stemmer.unwrap_or(false);
+    let kinds = names.iter().map(|n| RougeType::parse(n)).collect::<anyhow::Result<Vec<_>>>().or_misuse(call)?;
+    let scores = rouge::corpus(&preds, &refs, &kinds, o.use_stemmer.unwrap_or(false)).or_misuse(call)?;
     let t = lua.create_table()?;
-    for name in names {
-        let kind = RougeType::parse(&name).or_misuse(call)?;
-        let (mut p, mut r, mut f) = (0.0, 0.0, 0.0);
-        for (pred, targets) in preds.iter().zip(&refs) {
-            let s = rouge::score_multi(kind, &targets.iter().map(String::as_str).collect::<Vec<_>>(), pred, stem).or_misuse(call)?;
-            (p, r, f) = (p + s.precision, r + s.recall, f + s.fmeasure);
-        }
-        let n = preds.len() as f64;
+    for (name, s) in names.iter().zip(scores) {
         let entry = lua.create_table()?;
-        entry.set("precision", p / n)?;
-        entry.set("recall", r / n)?;
-        entry.set("fmeasure", f / n)?;
-        t.set(name, entry)?;
+        entry.set("precision", s.precision)?;
+        entry.set("recall", s.recall)?;
+        entry.set("fmeasure", s.fmeasure)?;
+        t.set(name.as_str(), entry)?;
     }
     Ok(Value::Table(t))
 }

@@ -165,3 +165,26 @@ pub fn score_multi(kind: RougeType, targets: &[&str], prediction: &str, stem: bo
     }
     Ok(best.unwrap_or_default())
 }
+
+/// Per type in `kinds`, the mean over the items of their scores (each prediction against its
+/// references, `score_multi`): what `mt.metrics.rouge` reports.
+pub fn corpus(preds: &[String], refs: &[Vec<String>], kinds: &[RougeType], stem: bool) -> Result<Vec<Score>> {
+    if preds.len() != refs.len() {
+        bail!("{} predictions for {} references", preds.len(), refs.len());
+    }
+    if preds.is_empty() {
+        bail!("no predictions");
+    }
+    let n = preds.len() as f64;
+    kinds
+        .iter()
+        .map(|&kind| {
+            let mut sum = Score::default();
+            for (pred, targets) in preds.iter().zip(refs) {
+                let s = score_multi(kind, &targets.iter().map(String::as_str).collect::<Vec<_>>(), pred, stem)?;
+                sum = Score { precision: sum.precision + s.precision, recall: sum.recall + s.recall, fmeasure: sum.fmeasure + s.fmeasure };
+            }
+            Ok(Score { precision: sum.precision / n, recall: sum.recall / n, fmeasure: sum.fmeasure / n })
+        })
+        .collect()
+}

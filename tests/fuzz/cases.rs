@@ -74,6 +74,7 @@ local opt = mt.optim.adamw(model:parameters(), { lr = 1e-3 })
 local sched = mt.sched.cosine(opt, { warmup = 1, total = 10 })
 local cache = model:new_cache()
 local hook = model:register_forward_hook({ "mlp" }, function() end)
+local ms = mt.metrics.stream("f1", { average = "macro" })
 local corpus = assert(io.open("corpus.txt", "w")); corpus:write("hello world\nhi there\n"); corpus:close()
 local tok = mt.tokenizer.train_bpe{ files = { "corpus.txt" }, vocab_size = 40 }
 local cyc = {}; cyc[1] = cyc; cyc.self = cyc
@@ -108,6 +109,8 @@ fn receiver(class: &str) -> Option<&'static str> {
         "moontune.Schedule" => "sched",
         "moontune.tokenizer" => "mt.tokenizer",
         "moontune.Tokenizer" => "tok",
+        "moontune.metrics" => "mt.metrics",
+        "moontune.MetricStream" => "ms",
         _ => return None,
     })
 }
@@ -116,6 +119,13 @@ fn receiver(class: &str) -> Option<&'static str> {
 fn plausible(name: &str, ty: &str, optional: bool) -> &'static str {
     if optional {
         return "nil";
+    }
+    match ty.trim() {
+        "(integer|string)[]" | "any[]" => return "{ 1, 0 }",
+        "(string|string[])[]" => return "{ 'a b', 'c' }",
+        "(number|moontune.Tensor)[]" | "number[]" => return "{ 1.5, 2 }",
+        "string[][]" => return "{ { 'a b', 'c' } }",
+        _ => {}
     }
     let first = ty.split('|').next().unwrap_or(ty).trim();
     match name {
