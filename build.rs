@@ -66,6 +66,7 @@ fn link_libtorch() {
 fn libtorch_cpp(lib_dir: &Path, source: &str) -> cc::Build {
     let include = lib_dir.parent().expect("torch/lib has a parent").join("include");
     println!("cargo:rerun-if-changed={source}");
+    println!("cargo:rerun-if-changed=src/tensor/guarded.h");
     let mut build = cc::Build::new();
     build
         .cpp(true)

@@ -6,8 +6,7 @@
 // does, the recomputation sees the random-number state (dropout masks) and the autocast state
 // the forward saw.
 //
-// As shim.cpp: every exported function catches every C++ exception and returns nullptr on
-// success, else a malloc'ed message freed with moontune_free_error.
+// Errors reach Rust as shim.cpp's do (guarded.h).
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -15,8 +14,9 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/Context.h>
 
+#include "guarded.h"
+
 #include <cstdlib>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -180,12 +180,6 @@ struct Checkpoint : public torch::autograd::Function<Checkpoint> {
   }
 };
 
-char* copy_message(const char* what) {
-  char* out = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (out != nullptr) std::strcpy(out, what);
-  return out;
-}
-
 }  // namespace
 
 extern "C" {
@@ -202,7 +196,7 @@ char* moontune_checkpoint(tensor input, const tensor* params, int64_t n_params, 
       if (state != nullptr) drop(state);
     }
   } owner{drop, state};
-  try {
+  return moontune::guarded([&] {
     bool needs_grad = input->requires_grad();
     torch::autograd::variable_list inputs{*input};
     for (int64_t i = 0; i < n_params; i++) {
@@ -211,19 +205,14 @@ char* moontune_checkpoint(tensor input, const tensor* params, int64_t n_params, 
     }
     if (!torch::autograd::GradMode::is_enabled() || !needs_grad) {
       *result = new at::Tensor(run_piece(run, state, *input));
-      return nullptr;
+      return;
     }
     // A one-byte tensor whose deleter drops the state: the graph node keeps it while it lives.
     auto holder = at::from_blob(
         state, {1}, [drop](void* s) { drop(s); }, at::TensorOptions().dtype(at::kByte));
     owner.state = nullptr;
     *result = new at::Tensor(Checkpoint::apply(holder, at::TensorList(inputs), reinterpret_cast<int64_t>(run), reinterpret_cast<int64_t>(state)));
-    return nullptr;
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception");
-  }
+  });
 }
 
 }  // extern "C"

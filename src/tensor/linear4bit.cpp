@@ -4,14 +4,12 @@
 // (what makes QLoRA's memory small). The weight is frozen; gradients flow to the input and, if
 // it requires them, to the bias.
 //
-// As shim.cpp: every function catches every C++ exception and returns nullptr on success, else
-// a malloc'ed message freed with moontune_free_error.
+// Errors reach Rust as shim.cpp's do (guarded.h).
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <ATen/ATen.h>
 
-#include <cstdlib>
-#include <cstring>
+#include "guarded.h"
 
 typedef at::Tensor* tensor;
 
@@ -62,12 +60,6 @@ struct Linear4bit : public torch::autograd::Function<Linear4bit> {
   }
 };
 
-char* copy_message(const char* what) {
-  char* out = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (out != nullptr) std::strcpy(out, what);
-  return out;
-}
-
 }  // namespace
 
 extern "C" {
@@ -75,16 +67,11 @@ extern "C" {
 // y = x Wᵀ + b with W de-quantised from 4 bits; `bias` may be null (no bias).
 char* moontune_linear_4bit(tensor x, tensor bias, tensor packed, tensor absmax, tensor code, int64_t out, int64_t in,
                            int64_t block, int compute, tensor* result) {
-  try {
+  return moontune::guarded([&] {
     // No bias is a zero one (an undefined tensor cannot enter an autograd function).
     at::Tensor b = bias != nullptr ? *bias : at::zeros({out}, x->options());
     *result = new at::Tensor(Linear4bit::apply(*x, b, *packed, *absmax, *code, out, in, block, static_cast<int64_t>(compute)));
-    return nullptr;
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception");
-  }
+  });
 }
 
 }  // extern "C"

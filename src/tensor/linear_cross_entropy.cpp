@@ -9,16 +9,14 @@
 // two matrix products run in autocast's dtype, as the unfused head would, and the softmax in
 // float32, as the unfused loss does.
 //
-// As shim.cpp: every exported function catches every C++ exception and returns nullptr on
-// success, else a malloc'ed message freed with moontune_free_error.
+// Errors reach Rust as shim.cpp's do (guarded.h).
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
-#include <cstdlib>
-#include <cstring>
+#include "guarded.h"
 
 typedef at::Tensor* tensor;
 
@@ -76,12 +74,6 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
   }
 };
 
-char* copy_message(const char* what) {
-  char* out = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (out != nullptr) std::strcpy(out, what);
-  return out;
-}
-
 }  // namespace
 
 extern "C" {
@@ -89,16 +81,11 @@ extern "C" {
 // The mean cross-entropy of hidden (N, H) · weightᵀ against labels (N) (-100 ignored), `chunk`
 // rows at a time; the products in autocast's dtype where autocast is on for hidden's device.
 char* moontune_linear_cross_entropy(tensor hidden, tensor weight, tensor labels, int64_t chunk, tensor* result) {
-  try {
+  return moontune::guarded([&] {
     auto device = hidden->device().type();
     auto kind = at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device) : weight->scalar_type();
     *result = new at::Tensor(LinearCrossEntropy::apply(*hidden, *weight, *labels, chunk, static_cast<int64_t>(kind)));
-    return nullptr;
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception");
-  }
+  });
 }
 
 // Whether autograd records operations on this thread (torch.is_grad_enabled()).

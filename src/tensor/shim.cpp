@@ -33,25 +33,11 @@
 
 typedef at::Tensor* tensor;
 
+#include "guarded.h"
+
 namespace {
 
-char* copy_message(const char* what) {
-  char* out = static_cast<char*>(std::malloc(std::strlen(what) + 1));
-  if (out != nullptr) std::strcpy(out, what);
-  return out;
-}
-
-template <typename F>
-char* guarded(F body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const std::exception& e) {
-    return copy_message(e.what());
-  } catch (...) {
-    return copy_message("unknown C++ exception");
-  }
-}
+using moontune::guarded;
 
 std::vector<at::Tensor> list(const tensor* ts, int64_t n) {
   std::vector<at::Tensor> out;
