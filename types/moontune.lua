@@ -2692,6 +2692,8 @@ function mt.metrics.perplexity(losses, tokens) end
 
 ---A metric computed over batches: `m:add(preds, refs)` for each batch (for BLEU and chrF, refs
 ---as streams), then `m:compute()` gives what the metric's function gives on everything added.
+---A batch is read when it is added (BLEU, chrF, ROUGE and perplexity keep running sums), so its
+---tables can be reused for the next one; options are checked when the stream is made.
 ---`name` is "bleu", "chrf", "rouge", "accuracy", "exact_match", "precision", "recall", "f1",
 ---"confusion_matrix" or "perplexity" (whose `add` takes a batch's mean loss and its token count);
 ---`opts` are that function's.

@@ -1,17 +1,18 @@
 //! `mt.metrics`: BLEU, chrF, ROUGE, accuracy, precision/recall/F1, the confusion matrix and exact match
 //! (src/metrics), predictions first; and `mt.metrics.stream(name, opts)`, which adds batches with
-//! `m:add(preds, refs)` and computes over all of them with `m:compute()`.
+//! `m:add(preds, refs)` (converted at once: running statistics, or the labels themselves) and
+//! computes over all of them with `m:compute()`.
 
 use mlua::{Lua, Table, UserData, UserDataMethods, Value};
 use serde::Deserialize;
 
 use super::args::{describe, misuse, options, text, OrMisuse};
 use super::callbacks::function;
-use crate::metrics::bleu::{self, BleuOptions, BleuScore, Smooth, Tokenize};
-use crate::metrics::chrf::{self, ChrfOptions};
+use crate::metrics::bleu::{self, BleuOptions, BleuScore, BleuStats, Smooth, Tokenize};
+use crate::metrics::chrf::{self, ChrfOptions, ChrfStats};
 use crate::metrics::classification::{self, Average, Label};
 use crate::metrics::perplexity::{self, Perplexity};
-use crate::metrics::rouge::{self, RougeType};
+use crate::metrics::rouge::{RougeMean, RougeType};
 
 /// A list of strings (`what` names it in errors).
 fn strings(call: &str, what: &str, v: &Value) -> mlua::Result<Vec<String>> {
@@ -193,15 +194,19 @@ fn item_references(call: &str, v: &Value) -> mlua::Result<Vec<Vec<String>>> {
         .collect()
 }
 
+impl RougeArgs {
+    /// The types' names and an empty mean over them.
+    fn resolve(&self, call: &str) -> mlua::Result<(Vec<String>, RougeMean)> {
+        let names = self.rouge_types.clone().unwrap_or_else(|| ["rouge1", "rouge2", "rougeL", "rougeLsum"].map(String::from).to_vec());
+        let kinds = names.iter().map(|n| RougeType::parse(n)).collect::<anyhow::Result<Vec<_>>>().or_misuse(call)?;
+        Ok((names, RougeMean::new(kinds, self.use_stemmer.unwrap_or(false))))
+    }
+}
+
 /// Per type, the mean precision, recall and F-measure over the items.
-fn rouge_value(lua: &Lua, call: &str, preds: &Value, refs: &Value, o: &RougeArgs) -> mlua::Result<Value> {
-    let preds = strings(call, "predictions", preds)?;
-    let refs = item_references(call, refs)?;
-    let names = o.rouge_types.clone().unwrap_or_else(|| ["rouge1", "rouge2", "rougeL", "rougeLsum"].map(String::from).to_vec());
-    let kinds = names.iter().map(|n| RougeType::parse(n)).collect::<anyhow::Result<Vec<_>>>().or_misuse(call)?;
-    let scores = rouge::corpus(&preds, &refs, &kinds, o.use_stemmer.unwrap_or(false)).or_misuse(call)?;
+fn rouge_table(lua: &Lua, call: &str, names: &[String], mean: &RougeMean) -> mlua::Result<Value> {
     let t = lua.create_table()?;
-    for (name, s) in names.iter().zip(scores) {
+    for (name, s) in names.iter().zip(mean.mean().or_misuse(call)?) {
         let entry = lua.create_table()?;
         entry.set("precision", s.precision)?;
         entry.set("recall", s.recall)?;
@@ -256,91 +261,95 @@ fn confusion(lua: &Lua, call: &str, preds: &[Label], refs: &[Label], given: Opti
     Ok(t)
 }
 
-/// What a stream computes, with its options.
+/// What a stream has gathered: running statistics where the metric sums (BLEU, chrF, ROUGE,
+/// perplexity), the items themselves where it needs them all (classification, exact match).
+/// Batches are converted when added, so a table the caller reuses does not change them.
 #[derive(Clone)]
-enum StreamKind {
-    Bleu(BleuArgs),
-    Chrf(ChrfArgs),
-    Rouge(RougeArgs),
+enum Gathered {
+    Bleu(BleuOptions, BleuStats, usize),
+    Chrf(ChrfOptions, ChrfStats, usize),
+    Rouge(Vec<String>, RougeMean),
+    Labels(LabelMetric, Vec<Label>, Vec<Label>),
+    Texts(Vec<String>, Vec<String>),
+    Perplexity(Perplexity),
+}
+
+/// The classification metric a stream of labels computes.
+#[derive(Clone)]
+enum LabelMetric {
     Accuracy,
-    ExactMatch,
     Class(Pick, ClassArgs),
     Confusion(ClassArgs),
-    Perplexity(Perplexity),
 }
 
 /// `mt.metrics.stream(name, opts)`: predictions and references added batch by batch.
 struct Stream {
-    kind: StreamKind,
-    preds: Vec<Value>,
-    refs: Vec<Value>,
+    gathered: Gathered,
+    /// As made, for `reset`.
+    empty: Gathered,
 }
 
 impl Stream {
     fn add(&mut self, preds: Value, refs: Value) -> mlua::Result<()> {
         let call = "stream.add";
-        if let StreamKind::Perplexity(p) = &mut self.kind {
-            // (a batch's mean loss, its token count)
-            let loss = number(call, "the loss", &preds)?;
-            let tokens = number(call, "the token count", &refs)?;
-            return p.add(loss, tokens).or_misuse(call);
+        match &mut self.gathered {
+            Gathered::Perplexity(p) => p.add(number(call, "the loss", &preds)?, number(call, "the token count", &refs)?).or_misuse(call),
+            Gathered::Bleu(o, stats, n) => {
+                let hyps = strings(call, "predictions", &preds)?;
+                stats.add_corpus(&hyps, &streams(call, &refs)?, o).or_misuse(call)?;
+                *n += hyps.len();
+                Ok(())
+            }
+            Gathered::Chrf(o, stats, n) => {
+                let hyps = strings(call, "predictions", &preds)?;
+                stats.add_corpus(&hyps, &streams(call, &refs)?, o).or_misuse(call)?;
+                *n += hyps.len();
+                Ok(())
+            }
+            Gathered::Rouge(_, mean) => mean.add(&strings(call, "predictions", &preds)?, &item_references(call, &refs)?).or_misuse(call),
+            Gathered::Labels(_, ps, rs) => {
+                let (p, r) = (labels(call, "predictions", &preds)?, labels(call, "references", &refs)?);
+                if p.len() != r.len() {
+                    return Err(misuse(call, format!("{} predictions for {} references", p.len(), r.len())));
+                }
+                ps.extend(p);
+                rs.extend(r);
+                Ok(())
+            }
+            Gathered::Texts(ps, rs) => {
+                let (p, r) = (strings(call, "predictions", &preds)?, strings(call, "references", &refs)?);
+                if p.len() != r.len() {
+                    return Err(misuse(call, format!("{} predictions for {} references", p.len(), r.len())));
+                }
+                ps.extend(p);
+                rs.extend(r);
+                Ok(())
+            }
         }
-        let (Value::Table(p), Value::Table(r)) = (&preds, &refs) else {
-            return Err(misuse(call, format!("expected two lists (predictions, references), got {} and {}", describe(&preds), describe(&refs))));
-        };
-        if matches!(self.kind, StreamKind::Bleu(_) | StreamKind::Chrf(_)) {
-            // References as streams: item i's references are refs[k][i].
-            let streams = streams(call, &refs)?;
-            let hyps = strings(call, "predictions", &preds)?;
-            bleu::check_streams(hyps.len(), &streams).or_misuse(call)?;
-            self.preds.extend(p.sequence_values::<Value>().collect::<mlua::Result<Vec<_>>>()?);
-            self.refs.push(refs);
-            return Ok(());
-        }
-        if p.raw_len() != r.raw_len() {
-            return Err(misuse(call, format!("{} predictions for {} references", p.raw_len(), r.raw_len())));
-        }
-        self.preds.extend(p.sequence_values::<Value>().collect::<mlua::Result<Vec<_>>>()?);
-        self.refs.extend(r.sequence_values::<Value>().collect::<mlua::Result<Vec<_>>>()?);
-        Ok(())
     }
 
     fn compute(&self, lua: &Lua) -> mlua::Result<Value> {
         let call = "stream.compute";
-        if let StreamKind::Perplexity(p) = &self.kind {
-            return Ok(Value::Number(p.compute().or_misuse(call)?));
+        match &self.gathered {
+            Gathered::Perplexity(p) => Ok(Value::Number(p.compute().or_misuse(call)?)),
+            Gathered::Bleu(o, stats, _) => Ok(Value::Table(bleu_table(lua, stats.score(o))?)),
+            Gathered::Chrf(o, stats, _) => chrf_value(lua, stats.score(o), o),
+            Gathered::Rouge(names, mean) => rouge_table(lua, call, names, mean),
+            Gathered::Texts(p, r) => Ok(Value::Number(classification::exact_match(p, r).or_misuse(call)?)),
+            Gathered::Labels(LabelMetric::Accuracy, p, r) => Ok(Value::Number(classification::accuracy(p, r).or_misuse(call)?)),
+            Gathered::Labels(LabelMetric::Class(pick, o), p, r) => prf(lua, call, p, r, o, *pick, o.beta.unwrap_or(1.0)),
+            Gathered::Labels(LabelMetric::Confusion(o), p, r) => Ok(Value::Table(confusion(lua, call, p, r, o.labels(call)?)?)),
         }
-        let preds = Value::Table(lua.create_sequence_from(self.preds.clone())?);
-        if let StreamKind::Bleu(_) | StreamKind::Chrf(_) = &self.kind {
-            // Join the batches' reference streams stream by stream.
-            let mut joined: Vec<Vec<String>> = Vec::new();
-            for batch in &self.refs {
-                let s = streams(call, batch)?;
-                if joined.is_empty() {
-                    joined = s;
-                } else if s.len() != joined.len() {
-                    return Err(misuse(call, format!("a batch has {} reference streams, an earlier one {}", s.len(), joined.len())));
-                } else {
-                    for (j, b) in joined.iter_mut().zip(s) {
-                        j.extend(b);
-                    }
-                }
-            }
-            let hyps = strings(call, "predictions", &preds)?;
-            return match &self.kind {
-                StreamKind::Bleu(o) => Ok(Value::Table(bleu_table(lua, bleu::corpus_bleu(&hyps, &joined, &o.resolve(call, false)?).or_misuse(call)?)?)),
-                StreamKind::Chrf(o) => chrf_value(lua, chrf::corpus_chrf(&hyps, &joined, &o.resolve()).or_misuse(call)?, &o.resolve()),
-                _ => unreachable!("matched above"),
-            };
-        }
-        let refs = Value::Table(lua.create_sequence_from(self.refs.clone())?);
-        match &self.kind {
-            StreamKind::Rouge(o) => rouge_value(lua, call, &preds, &refs, o),
-            StreamKind::ExactMatch => Ok(Value::Number(classification::exact_match(&strings(call, "predictions", &preds)?, &strings(call, "references", &refs)?).or_misuse(call)?)),
-            StreamKind::Accuracy => Ok(Value::Number(classification::accuracy(&labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?).or_misuse(call)?)),
-            StreamKind::Class(pick, o) => prf(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o, *pick, o.beta.unwrap_or(1.0)),
-            StreamKind::Confusion(o) => Ok(Value::Table(confusion(lua, call, &labels(call, "predictions", &preds)?, &labels(call, "references", &refs)?, o.labels(call)?)?)),
-            StreamKind::Bleu(_) | StreamKind::Chrf(_) | StreamKind::Perplexity(_) => unreachable!("handled above"),
+    }
+
+    /// Items added (for perplexity, tokens).
+    fn count(&self) -> f64 {
+        match &self.gathered {
+            Gathered::Perplexity(p) => p.tokens(),
+            Gathered::Bleu(_, _, n) | Gathered::Chrf(_, _, n) => *n as f64,
+            Gathered::Rouge(_, mean) => mean.items() as f64,
+            Gathered::Labels(_, p, _) => p.len() as f64,
+            Gathered::Texts(p, _) => p.len() as f64,
         }
     }
 }
@@ -357,47 +366,52 @@ impl UserData for Stream {
         methods.add_method_mut("add", |_, this, (preds, refs): (Value, Value)| this.add(preds, refs));
         methods.add_method("compute", |lua, this, ()| this.compute(lua));
         methods.add_method_mut("reset", |_, this, ()| {
-            this.preds.clear();
-            this.refs.clear();
-            if let StreamKind::Perplexity(p) = &mut this.kind {
-                *p = Perplexity::default();
-            }
+            this.gathered = this.empty.clone();
             Ok(())
         });
-        methods.add_method("count", |_, this, ()| {
-            Ok(match &this.kind {
-                StreamKind::Perplexity(p) => p.tokens(),
-                _ => this.preds.len() as f64,
-            })
-        });
+        methods.add_method("count", |_, this, ()| Ok(this.count()));
     }
 }
 
 fn stream(lua: &Lua, (name, opts): (String, Option<Table>)) -> mlua::Result<Stream> {
     let call = "metrics.stream";
-    let kind = match name.as_str() {
-        "bleu" => StreamKind::Bleu(options(lua, call, opts)?),
-        "chrf" => StreamKind::Chrf(options(lua, call, opts)?),
-        "rouge" => StreamKind::Rouge(options(lua, call, opts)?),
-        "accuracy" | "exact_match" => {
-            if opts.is_some() {
-                return Err(misuse(call, format!("{name} takes no options")));
-            }
-            if name == "accuracy" { StreamKind::Accuracy } else { StreamKind::ExactMatch }
+    let no_options = |opts: &Option<Table>| if opts.is_some() { Err(misuse(call, format!("{name} takes no options"))) } else { Ok(()) };
+    let class = |lua: &Lua, opts: Option<Table>| -> mlua::Result<ClassArgs> {
+        let o: ClassArgs = options(lua, call, opts)?;
+        o.average(call)?;
+        o.labels(call)?;
+        Ok(o)
+    };
+    let labels = |metric| Gathered::Labels(metric, Vec::new(), Vec::new());
+    let gathered = match name.as_str() {
+        "bleu" => Gathered::Bleu(options::<BleuArgs>(lua, call, opts)?.resolve(call, false)?, BleuStats::default(), 0),
+        "chrf" => {
+            let o = options::<ChrfArgs>(lua, call, opts)?.resolve();
+            Gathered::Chrf(o, ChrfStats::new(&o).or_misuse(call)?, 0)
         }
-        "precision" => StreamKind::Class(Pick::Precision, options(lua, call, opts)?),
-        "recall" => StreamKind::Class(Pick::Recall, options(lua, call, opts)?),
-        "f1" => StreamKind::Class(Pick::F, options(lua, call, opts)?),
-        "confusion_matrix" => StreamKind::Confusion(options(lua, call, opts)?),
+        "rouge" => {
+            let (names, mean) = options::<RougeArgs>(lua, call, opts)?.resolve(call)?;
+            Gathered::Rouge(names, mean)
+        }
+        "accuracy" => {
+            no_options(&opts)?;
+            labels(LabelMetric::Accuracy)
+        }
+        "exact_match" => {
+            no_options(&opts)?;
+            Gathered::Texts(Vec::new(), Vec::new())
+        }
+        "precision" => labels(LabelMetric::Class(Pick::Precision, class(lua, opts)?)),
+        "recall" => labels(LabelMetric::Class(Pick::Recall, class(lua, opts)?)),
+        "f1" => labels(LabelMetric::Class(Pick::F, class(lua, opts)?)),
+        "confusion_matrix" => labels(LabelMetric::Confusion(class(lua, opts)?)),
         "perplexity" => {
-            if opts.is_some() {
-                return Err(misuse(call, "perplexity takes no options"));
-            }
-            StreamKind::Perplexity(Perplexity::default())
+            no_options(&opts)?;
+            Gathered::Perplexity(Perplexity::default())
         }
         other => return Err(misuse(call, format!("unknown metric '{other}' (bleu, chrf, rouge, accuracy, exact_match, precision, recall, f1, confusion_matrix, perplexity)"))),
     };
-    Ok(Stream { kind, preds: Vec::new(), refs: Vec::new() })
+    Ok(Stream { empty: gathered.clone(), gathered })
 }
 
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
@@ -425,8 +439,9 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     })?)?;
     t.set("rouge", function(lua, "metrics.rouge", |lua, (preds, refs, opts): (Value, Value, Option<Table>)| {
         let call = "metrics.rouge";
-        let o: RougeArgs = options(lua, call, opts)?;
-        rouge_value(lua, call, &preds, &refs, &o)
+        let (names, mut mean) = options::<RougeArgs>(lua, call, opts)?.resolve(call)?;
+        mean.add(&strings(call, "predictions", &preds)?, &item_references(call, &refs)?).or_misuse(call)?;
+        rouge_table(lua, call, &names, &mean)
     })?)?;
     t.set("accuracy", function(lua, "metrics.accuracy", |_, (preds, refs): (Value, Value)| {
         let call = "metrics.accuracy";

@@ -187,13 +187,15 @@ impl BleuStats {
         }
     }
 
-    pub fn merge(&mut self, other: &BleuStats) {
-        self.sys_len += other.sys_len;
-        self.ref_len += other.ref_len;
-        for n in 0..MAX_ORDER {
-            self.correct[n] += other.correct[n];
-            self.total[n] += other.total[n];
+    /// Adds a corpus: hypotheses and reference streams (`refs[k][i]`, the k-th reference of
+    /// hypothesis i).
+    pub fn add_corpus(&mut self, hyps: &[String], refs: &[Vec<String>], o: &BleuOptions) -> Result<()> {
+        check_streams(hyps.len(), refs)?;
+        for (i, h) in hyps.iter().enumerate() {
+            let segment: Vec<&str> = refs.iter().map(|s| s[i].as_str()).collect();
+            self.add_segment(h, &segment, o);
         }
+        Ok(())
     }
 
     /// The score from the statistics (sacrebleu's `compute_bleu`).
@@ -261,12 +263,8 @@ pub fn check_streams(hyps: usize, refs: &[Vec<String>]) -> Result<()> {
 /// Corpus BLEU of `hyps` against reference streams (`refs[k][i]` is the k-th reference of
 /// hypothesis i), as `sacrebleu.corpus_bleu`.
 pub fn corpus_bleu(hyps: &[String], refs: &[Vec<String>], o: &BleuOptions) -> Result<BleuScore> {
-    check_streams(hyps.len(), refs)?;
     let mut stats = BleuStats::default();
-    for (i, h) in hyps.iter().enumerate() {
-        let segment: Vec<&str> = refs.iter().map(|s| s[i].as_str()).collect();
-        stats.add_segment(h, &segment, o);
-    }
+    stats.add_corpus(hyps, refs, o)?;
     Ok(stats.score(o))
 }
 

@@ -152,18 +152,38 @@ pub fn segment_stats(hyp: &str, refs: &[&str], o: &ChrfOptions) -> Vec<i64> {
     best.1
 }
 
+/// A corpus's statistics: the sum of its segments'.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChrfStats(Vec<i64>);
+
+impl ChrfStats {
+    pub fn new(o: &ChrfOptions) -> Result<ChrfStats> {
+        o.check()?;
+        Ok(ChrfStats(vec![0; 3 * o.order()]))
+    }
+
+    /// Adds hypotheses and their reference streams.
+    pub fn add_corpus(&mut self, hyps: &[String], refs: &[Vec<String>], o: &ChrfOptions) -> Result<()> {
+        check_streams(hyps.len(), refs)?;
+        for (i, h) in hyps.iter().enumerate() {
+            let segment: Vec<&str> = refs.iter().map(|s| s[i].as_str()).collect();
+            for (t, s) in self.0.iter_mut().zip(segment_stats(h, &segment, o)) {
+                *t += s;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn score(&self, o: &ChrfOptions) -> f64 {
+        f_score(&self.0, o)
+    }
+}
+
 /// Corpus chrF of `hyps` against reference streams, as `sacrebleu.corpus_chrf`.
 pub fn corpus_chrf(hyps: &[String], refs: &[Vec<String>], o: &ChrfOptions) -> Result<f64> {
-    o.check()?;
-    check_streams(hyps.len(), refs)?;
-    let mut total = vec![0i64; 3 * o.order()];
-    for (i, h) in hyps.iter().enumerate() {
-        let segment: Vec<&str> = refs.iter().map(|s| s[i].as_str()).collect();
-        for (t, s) in total.iter_mut().zip(segment_stats(h, &segment, o)) {
-            *t += s;
-        }
-    }
-    Ok(f_score(&total, o))
+    let mut stats = ChrfStats::new(o)?;
+    stats.add_corpus(hyps, refs, o)?;
+    Ok(stats.score(o))
 }
 
 /// Sentence chrF, as `sacrebleu.sentence_chrf`.

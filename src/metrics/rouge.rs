@@ -18,6 +18,14 @@ pub struct Score {
     pub fmeasure: f64,
 }
 
+impl Score {
+    fn add(&mut self, other: Score) {
+        self.precision += other.precision;
+        self.recall += other.recall;
+        self.fmeasure += other.fmeasure;
+    }
+}
+
 fn score(precision: f64, recall: f64) -> Score {
     let fmeasure = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
     Score { precision, recall, fmeasure }
@@ -166,25 +174,51 @@ pub fn score_multi(kind: RougeType, targets: &[&str], prediction: &str, stem: bo
     Ok(best.unwrap_or_default())
 }
 
-/// Per type in `kinds`, the mean over the items of their scores (each prediction against its
+/// Per type, the mean over the items added of their scores (each prediction against its
 /// references, `score_multi`): what `mt.metrics.rouge` reports.
-pub fn corpus(preds: &[String], refs: &[Vec<String>], kinds: &[RougeType], stem: bool) -> Result<Vec<Score>> {
-    if preds.len() != refs.len() {
-        bail!("{} predictions for {} references", preds.len(), refs.len());
+#[derive(Clone, Debug, PartialEq)]
+pub struct RougeMean {
+    kinds: Vec<RougeType>,
+    stem: bool,
+    sums: Vec<Score>,
+    items: usize,
+}
+
+impl RougeMean {
+    pub fn new(kinds: Vec<RougeType>, stem: bool) -> RougeMean {
+        RougeMean { sums: vec![Score::default(); kinds.len()], kinds, stem, items: 0 }
     }
-    if preds.is_empty() {
-        bail!("no predictions");
-    }
-    let n = preds.len() as f64;
-    kinds
-        .iter()
-        .map(|&kind| {
-            let mut sum = Score::default();
-            for (pred, targets) in preds.iter().zip(refs) {
-                let s = score_multi(kind, &targets.iter().map(String::as_str).collect::<Vec<_>>(), pred, stem)?;
-                sum = Score { precision: sum.precision + s.precision, recall: sum.recall + s.recall, fmeasure: sum.fmeasure + s.fmeasure };
+
+    /// Adds predictions, each with its references.
+    pub fn add(&mut self, preds: &[String], refs: &[Vec<String>]) -> Result<()> {
+        if preds.len() != refs.len() {
+            bail!("{} predictions for {} references", preds.len(), refs.len());
+        }
+        // Score everything before adding anything, so that an error leaves the sums as they were.
+        let mut batch = vec![Score::default(); self.kinds.len()];
+        for (pred, targets) in preds.iter().zip(refs) {
+            let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+            for (sum, &kind) in batch.iter_mut().zip(&self.kinds) {
+                sum.add(score_multi(kind, &targets, pred, self.stem)?);
             }
-            Ok(Score { precision: sum.precision / n, recall: sum.recall / n, fmeasure: sum.fmeasure / n })
-        })
-        .collect()
+        }
+        for (sum, b) in self.sums.iter_mut().zip(batch) {
+            sum.add(b);
+        }
+        self.items += preds.len();
+        Ok(())
+    }
+
+    pub fn items(&self) -> usize {
+        self.items
+    }
+
+    /// The mean of each type, in the order of `kinds`.
+    pub fn mean(&self) -> Result<Vec<Score>> {
+        if self.items == 0 {
+            bail!("no predictions");
+        }
+        let n = self.items as f64;
+        Ok(self.sums.iter().map(|s| Score { precision: s.precision / n, recall: s.recall / n, fmeasure: s.fmeasure / n }).collect())
+    }
 }

@@ -55,6 +55,22 @@ function tests.perplexity_weights_batches_by_their_tokens()
   raises(function() m:add("x", 3) end, "the loss must be a number or a one-element tensor")
 end
 
+function tests.streams_keep_what_was_added_when_the_caller_reuses_its_tables()
+  local m, f = M.stream("bleu"), M.stream("accuracy")
+  local hyps, refs, preds, labels = { "the cat sat down" }, { { "the cat sat down" } }, { 1 }, { 1 }
+  m:add(hyps, refs)
+  f:add(preds, labels)
+  hyps[1], refs[1][1], preds[1] = "a dog ran away", "a dog ran away", 0
+  m:add(hyps, refs)
+  f:add(preds, labels)
+  assert(math.abs(m:compute().score - 100) < 1e-9 and m:count() == 2)
+  assert(f:compute() == 0.5)
+  m:reset()
+  assert(m:count() == 0)
+  assert(m:compute().score == 0, "nothing added: BLEU 0, as sacrebleu")
+  raises(function() M.stream("f1", { average = "samples" }) end, "average 'samples' is not one of")
+end
+
 function tests.misuse_is_a_clear_error()
   raises(function() M.bleu({ "a" }, { "a" }) end, "wrap a single stream as { refs }")
   raises(function() M.bleu({ "a", "b" }, { { "a" } }) end, "reference stream 1 has 1 lines for 2 hypotheses")
