@@ -6,6 +6,7 @@
 //! other verbs; `reference` reads the API's annotations (types/moontune.lua) for its docs.
 
 pub mod commands;
+pub mod data;
 pub mod gguf;
 pub mod io;
 pub mod lua;

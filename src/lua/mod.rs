@@ -3,7 +3,9 @@
 
 pub mod args;
 pub mod callbacks;
+pub mod data;
 pub mod gguf;
+pub mod example;
 pub mod json;
 pub mod metrics;
 pub mod memory;

@@ -446,7 +446,7 @@ fn generate_lua(lua: &Lua, this: &LuaModule, ids: Value, opts: Option<Table>) ->
             }
         }
     };
-    let out = generate(&model, &ids, mask.as_ref(), &o, tokenizer.as_deref().map(|t| &t.0), &mut on_token_cb).or_misuse(call)?;
+    let out = generate(&model, &ids, mask.as_ref(), &o, tokenizer.as_deref().map(|t| &*t.0), &mut on_token_cb).or_misuse(call)?;
     Ok(Value::UserData(lua.create_userdata(wrap(lua, out)?)?))
 }
 
@@ -472,7 +472,7 @@ fn save_gguf(lua: &Lua, this: &LuaModule, path: String, opts: Option<Table>) -> 
         other => return Err(misuse(call, format!("tokenizer must be a tokenizer, got {}", describe(other)))),
     };
     let model = this.model(call)?;
-    match crate::gguf::export::save_gguf(&model, Path::new(&path), ft, tokenizer.as_deref().map(|t| &t.0), o.name.as_deref()) {
+    match crate::gguf::export::save_gguf(&model, Path::new(&path), ft, tokenizer.as_deref().map(|t| &*t.0), o.name.as_deref()) {
         Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
         Err(e) => failure(lua, format!("{call}: {e:#}")),
     }

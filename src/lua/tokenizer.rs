@@ -14,7 +14,7 @@ use crate::tokenizer::batch::{BatchOptions, EncodeOptions};
 use crate::tokenizer::{chat, train_bpe, Tok};
 use super::callbacks::{function, method};
 
-pub struct LuaTokenizer(pub Tok);
+pub struct LuaTokenizer(pub std::sync::Arc<Tok>);
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -168,14 +168,14 @@ impl UserData for LuaTokenizer {
 pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("load", function(lua, "tokenizer.load", |lua, path: String| match Tok::load(Path::new(&path)) {
-        Ok(tok) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(LuaTokenizer(tok))?)])),
+        Ok(tok) => Ok(MultiValue::from_iter([Value::UserData(lua.create_userdata(LuaTokenizer(std::sync::Arc::new(tok)))?)])),
         Err(e) => failure(lua, format!("tokenizer.load: {e:#}")),
     })?)?;
     t.set("train_bpe", function(lua, "tokenizer.train_bpe", |_, opts: Table| {
         let call = "tokenizer.train_bpe";
         let o: TrainOptions = required_options(call, opts, &[])?;
         let tok = train_bpe(&o.files, o.vocab_size, &o.special_tokens.unwrap_or_default(), o.min_frequency.unwrap_or(2)).or_misuse(call)?;
-        Ok(LuaTokenizer(tok))
+        Ok(LuaTokenizer(std::sync::Arc::new(tok)))
     })?)?;
     Ok(t)
 }

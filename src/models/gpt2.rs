@@ -232,6 +232,7 @@ impl Gpt2Model {
             bail!("sequence of {} positions exceeds n_positions ({})", past + t, self.n_positions);
         }
         let device = tokens.device();
+        let positions_given = positions;
         let positions = match positions {
             Some(p) => p.shallow_clone(),
             None => mask::positions(b, t, past, None, device)?,
@@ -242,7 +243,7 @@ impl Gpt2Model {
         };
         let h = tokens.f_add(&self.wpe.forward(ctx, &positions)?)?.f_dropout(self.embd_pdrop, ctx.training)?;
         let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
-        let attend = mask::attend(b, t, past, padding, None, device)?;
+        let attend = mask::attend(b, t, past, padding, None, positions_given, device)?;
         for (i, block) in self.h.items.iter().enumerate() {
             h = match (ctx.checkpoint, cache.as_deref_mut()) {
                 (Some(reach), None) => {

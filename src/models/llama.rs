@@ -332,6 +332,7 @@ impl LlamaModel {
         }
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let device = tokens.device();
+        let positions_given = positions;
         let positions = match positions {
             Some(p) => p.shallow_clone(),
             None => mask::positions(b, t, past, None, device)?,
@@ -342,12 +343,12 @@ impl LlamaModel {
         };
         let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
         let (cos, sin) = self.rope.cos_sin(&positions, h.kind())?;
-        let full = mask::attend(b, t, past, padding, None, device)?;
+        let full = mask::attend(b, t, past, padding, None, positions_given, device)?;
         let mut windowed = None;
         for (i, layer) in self.layers.items.iter().enumerate() {
             let attend = match self.windows[i] {
                 None => &full,
-                Some(w) => windowed.get_or_insert(mask::attend(b, t, past, padding, Some(w), device)?),
+                Some(w) => windowed.get_or_insert(mask::attend(b, t, past, padding, Some(w), positions_given, device)?),
             };
             h = match (ctx.checkpoint, cache.as_deref_mut()) {
                 (Some(reach), None) => {

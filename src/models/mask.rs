@@ -36,8 +36,16 @@ impl Attend {
 }
 
 /// The cheapest `Attend` that gives the same result as `causal(...)`: like transformers, the mask
-/// is skipped when there is no padding and no window that cuts anything off.
-pub fn attend(batch: i64, t: i64, past: i64, padding: Option<&Tensor>, window: Option<i64>, device: Device) -> Result<Attend> {
+/// is skipped when there is no padding and no window that cuts anything off. With `positions`
+/// (the forward's position ids, no cache), a row whose positions start again (packed documents)
+/// attends within each document only.
+pub fn attend(batch: i64, t: i64, past: i64, padding: Option<&Tensor>, window: Option<i64>, positions: Option<&Tensor>, device: Device) -> Result<Attend> {
+    if let Some(docs) = documents(positions, past, t)? {
+        let same = docs.f_unsqueeze(-1)?.f_eq_tensor(&docs.f_unsqueeze(-2)?)?.f_unsqueeze(1)?;
+        let allowed = causal(batch, t, past, padding, window, device)?.f_logical_and(&same)?;
+        let empty_rows = allowed.f_any_dim(-1, true)?.f_logical_not()?;
+        return Ok(Attend::Mask(allowed.f_logical_or(&empty_rows)?));
+    }
     let no_padding = match padding {
         None => true,
         Some(p) if p.size() != [batch, past + t] => {
@@ -55,6 +63,23 @@ pub fn attend(batch: i64, t: i64, past: i64, padding: Option<&Tensor>, window: O
         }
     }
     Ok(Attend::Mask(causal(batch, t, past, padding, window, device)?))
+}
+
+/// Document numbers (B, T) of packed rows: a new document starts wherever a position is not the
+/// one before it plus one (as transformers' `find_packed_sequence_indices`). None when no row
+/// holds more than one, or with a cache (`past` > 0).
+fn documents(positions: Option<&Tensor>, past: i64, t: i64) -> Result<Option<Tensor>> {
+    let Some(p) = positions else { return Ok(None) };
+    if past > 0 || t < 2 || p.dim() != 2 || p.size()[1] != t {
+        return Ok(None);
+    }
+    let step = p.f_narrow(1, 1, t - 1)?.f_sub(&p.f_narrow(1, 0, t - 1)?)?;
+    let starts = step.f_ne(1)?;
+    if !bool::try_from(&starts.f_any()?)? {
+        return Ok(None);
+    }
+    let starts = Tensor::f_cat(&[starts.f_narrow(1, 0, 1)?.f_zeros_like()?, starts], 1)?;
+    Ok(Some(starts.f_cumsum(1, Kind::Int64)?))
 }
 
 /// A boolean mask (B, 1, T, S) for T new queries after `past` cached positions, S = past + T.

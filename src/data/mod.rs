@@ -1,0 +1,18 @@
+//! Datasets for training and evaluation: sources (files in the common formats, Lua lists), lazy
+//! deterministic steps over them, iterators whose position can be saved, and the formatting steps
+//! that turn text into training rows (templates, tokenisation with response-only labels, packing,
+//! batching with dynamic padding).
+
+pub mod batch;
+pub mod dataset;
+pub mod iter;
+pub mod pack;
+pub mod parquet;
+pub mod records;
+pub mod rng;
+pub mod schema;
+pub mod source;
+pub mod stream;
+pub mod template;
+pub mod tokenize;
+pub mod value;
