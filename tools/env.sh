@@ -32,7 +32,7 @@ if [ ! -f "$moontune_venv/.extras-$moontune_extras_key" ]; then
     touch "$moontune_venv/.extras-$moontune_extras_key"
 fi
 
-# The metric references (sacrebleu, rouge-score, scikit-learn), installed with their
+# The metric and data references (sacrebleu, rouge-score, scikit-learn, pyarrow, datasketch), installed with their
 # dependencies, keyed on their own list too.
 moontune_reference_key="$(sha256sum "$moontune_root/requirements-reference.txt" | cut -c1-12)"
 if [ ! -f "$moontune_venv/.reference-$moontune_reference_key" ]; then

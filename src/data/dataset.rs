@@ -26,10 +26,35 @@ pub trait Transform {
     fn chunk(&self) -> usize {
         1
     }
+
+    /// A pass starts (a step that counts what it does starts counting again).
+    fn begin(&self) {}
+
+    /// What the step did in its last pass, for steps that count (cleaning).
+    fn report(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 pub trait Predicate {
     fn keep(&self, example: &Value, index: u64) -> Result<bool>;
+
+    /// `keep` for consecutive examples, the first of which is example `first`.
+    fn keep_many(&self, examples: &[Value], first: u64) -> Result<Vec<bool>> {
+        examples.iter().enumerate().map(|(k, ex)| self.keep(ex, first + k as u64)).collect()
+    }
+
+    /// How many examples `keep_many` takes at once.
+    fn chunk(&self) -> usize {
+        1
+    }
+
+    /// A pass starts: a step with memory of the pass (de-duplication) forgets it.
+    fn begin(&self) {}
+
+    fn report(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// A step that turns a stream of examples into a stream of other examples, not one for one
@@ -49,6 +74,8 @@ pub enum Node {
     Take { inner: Dataset, n: u64 },
     Skip { inner: Dataset, n: u64 },
     Concat(Vec<Dataset>),
+    /// The examples at these positions of an indexable dataset (a part of a split).
+    Pick { inner: Dataset, positions: Rc<Vec<u64>> },
     Interleave { parts: Vec<Dataset>, weights: Vec<f64>, seed: u64, until_all: bool },
     Regroup { inner: Dataset, op: Rc<dyn Regroup> },
 }
@@ -118,6 +145,19 @@ impl Dataset {
         Ok(Dataset::with(Node::Interleave { parts, weights, seed, until_all }))
     }
 
+    pub fn pick(&self, positions: Vec<u64>) -> Dataset {
+        Dataset::with(Node::Pick { inner: self.clone(), positions: Rc::new(positions) })
+    }
+
+    /// What the last step did in its last pass (cleaning steps count; others report nothing).
+    pub fn report(&self) -> Vec<(String, u64)> {
+        match &*self.0 {
+            Node::Map { f, .. } => f.report(),
+            Node::Filter { keep, .. } => keep.report(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn regroup(&self, op: Rc<dyn Regroup>) -> Dataset {
         Dataset::with(Node::Regroup { inner: self.clone(), op })
     }
@@ -125,7 +165,7 @@ impl Dataset {
     /// Whether examples can be fetched by position (so a full shuffle needs no copy).
     pub fn indexable(&self) -> bool {
         match &*self.0 {
-            Node::Source(_) | Node::Shuffle { .. } => true,
+            Node::Source(_) | Node::Shuffle { .. } | Node::Pick { .. } => true,
             Node::Map { inner, .. } | Node::Filter { inner, .. } | Node::Take { inner, .. } | Node::Skip { inner, .. } => inner.indexable(),
             Node::Concat(parts) => parts.iter().all(Dataset::indexable),
             Node::Interleave { .. } | Node::Regroup { .. } => false,
@@ -147,6 +187,7 @@ impl Dataset {
                 (None, None) => Some(self.held()?.len() as u64),
             },
             Node::Take { inner, n } => inner.len()?.map(|m| m.min(*n)),
+            Node::Pick { positions, .. } => Some(positions.len() as u64),
             Node::Skip { inner, n } => inner.len()?.map(|m| m.saturating_sub(*n)),
             Node::Concat(parts) => parts.iter().map(|p| p.len()).collect::<Result<Option<Vec<u64>>>>()?.map(|l| l.iter().sum()),
             Node::Regroup { inner, op } => inner.len()?.and_then(|n| op.len(n)),
@@ -159,14 +200,10 @@ impl Dataset {
         if let Some(k) = kept.borrow().as_ref() {
             return Ok(k.clone());
         }
-        let mut stream = inner.open(0)?;
+        let mut stream = FilterStream::new(inner.open(0)?, keep.clone());
         let mut positions = Vec::new();
-        let mut i = 0;
-        while let Some(ex) = stream.next()? {
-            if keep.keep(&ex, i)? {
-                positions.push(i);
-            }
-            i += 1;
+        while stream.next()?.is_some() {
+            positions.push(stream.last_position);
         }
         let positions = Rc::new(positions);
         *kept.borrow_mut() = Some(positions.clone());
@@ -209,6 +246,7 @@ impl Dataset {
             Node::Take { inner, n } if i < *n => inner.get(i),
             Node::Take { .. } => Err(missing()),
             Node::Skip { inner, n } => inner.get(i + n),
+            Node::Pick { inner, positions } => inner.get(*positions.get(i as usize).ok_or_else(missing)?),
             Node::Concat(parts) => {
                 let mut i = i;
                 for p in parts {
@@ -235,8 +273,12 @@ impl Dataset {
         Ok(match &*self.0 {
             Node::Source(Source::Memory(items)) => Box::new(MemoryStream { items: items.clone(), at: 0 }),
             Node::Source(Source::File(f)) => f.open()?,
-            Node::Map { inner, f } => Box::new(MapStream { inner: inner.open(epoch)?, f: f.clone(), ready: VecDeque::new(), next_index: 0 }),
-            Node::Filter { inner, keep, .. } => Box::new(FilterStream { inner: inner.open(epoch)?, keep: keep.clone(), index: 0 }),
+            Node::Map { inner, f } => {
+                f.begin();
+                Box::new(MapStream { inner: inner.open(epoch)?, f: f.clone(), ready: VecDeque::new(), next_index: 0 })
+            }
+            Node::Filter { inner, keep, .. } => Box::new(FilterStream::new(inner.open(epoch)?, keep.clone())),
+            Node::Pick { inner, positions } => Box::new(PickStream { data: inner.clone(), order: positions.clone(), at: 0 }),
             Node::Shuffle { inner, seed, buffer: Some(size), .. } => {
                 Box::new(WindowShuffle { inner: inner.open(epoch)?, window: Vec::with_capacity(*size), size: *size, rng: Rng::new(*seed, epoch), drained: false })
             }
@@ -304,18 +346,47 @@ impl Stream for MapStream {
 struct FilterStream {
     inner: Box<dyn Stream>,
     keep: Rc<dyn Predicate>,
+    /// Examples judged and waiting, with their positions in the input.
+    ready: VecDeque<(u64, Value)>,
+    /// Position in the input of the next example taken from it.
     index: u64,
+    /// Position in the input of the example `next` gave last.
+    last_position: u64,
+}
+
+impl FilterStream {
+    fn new(inner: Box<dyn Stream>, keep: Rc<dyn Predicate>) -> FilterStream {
+        keep.begin();
+        FilterStream { inner, keep, ready: VecDeque::new(), index: 0, last_position: 0 }
+    }
 }
 
 impl Stream for FilterStream {
     fn next(&mut self) -> Result<Option<Value>> {
-        while let Some(ex) = self.inner.next()? {
-            self.index += 1;
-            if self.keep.keep(&ex, self.index - 1)? {
+        loop {
+            if let Some((at, ex)) = self.ready.pop_front() {
+                self.last_position = at;
                 return Ok(Some(ex));
             }
+            let mut chunk = Vec::new();
+            while chunk.len() < self.keep.chunk() {
+                match self.inner.next()? {
+                    Some(ex) => chunk.push(ex),
+                    None => break,
+                }
+            }
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            let first = self.index;
+            self.index += chunk.len() as u64;
+            let verdicts = self.keep.keep_many(&chunk, first)?;
+            for (k, (ex, keep)) in chunk.into_iter().zip(verdicts).enumerate() {
+                if keep {
+                    self.ready.push_back((first + k as u64, ex));
+                }
+            }
         }
-        Ok(None)
     }
 }
 

@@ -4,15 +4,20 @@
 //! batching with dynamic padding).
 
 pub mod batch;
+pub mod clean;
 pub mod dataset;
 pub mod iter;
+pub mod minhash;
 pub mod pack;
 pub mod parquet;
+pub mod pii;
 pub mod records;
 pub mod rng;
 pub mod schema;
 pub mod source;
+pub mod split;
 pub mod stream;
+pub mod tally;
 pub mod template;
 pub mod tokenize;
 pub mod value;

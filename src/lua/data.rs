@@ -15,6 +15,10 @@ use super::callbacks::{function, method, method_mut};
 use super::example::{from_lua, to_lua, LuaCallback};
 use super::tokenizer::LuaTokenizer;
 use crate::data::batch::{BatchOptions, Batcher};
+use crate::data::clean::{Dedup, Deduplicate, Form, LengthFilter, Normalize, Redact, Unit};
+use crate::data::minhash::MinHasher;
+use crate::data::pii;
+use crate::data::tally::Tally;
 use crate::data::dataset::Dataset;
 use crate::data::iter::{DataIter, Position};
 use crate::data::pack::{PackOptions, Packer};
@@ -226,6 +230,83 @@ struct TemplateArgs {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct NormalizeArgs {
+    field: Option<String>,
+    fields: Option<Vec<String>>,
+    /// NFC (default), NFKC, NFD, NFKD, or false for none.
+    form: Option<serde_json::Value>,
+    whitespace: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LengthArgs {
+    field: Option<String>,
+    min: Option<usize>,
+    max: Option<usize>,
+    /// "chars" (default) or "words".
+    unit: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RedactArgs {
+    field: Option<String>,
+    fields: Option<Vec<String>>,
+    kinds: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DedupArgs {
+    field: Option<String>,
+    fields: Option<Vec<String>>,
+    near: Option<bool>,
+    threshold: Option<f64>,
+    num_perm: Option<usize>,
+    shingle: Option<usize>,
+    seed: Option<u64>,
+}
+
+/// `field = "x"` or `fields = { ... }`, else `default`.
+fn field_list(call: &str, field: Option<String>, fields: Option<Vec<String>>, default: &[&str]) -> mlua::Result<Vec<String>> {
+    match (field, fields) {
+        (Some(_), Some(_)) => Err(misuse(call, "give field or fields, not both")),
+        (Some(f), None) => Ok(vec![f]),
+        (None, Some(f)) if f.is_empty() && !default.is_empty() => Err(misuse(call, "fields is empty")),
+        (None, Some(f)) => Ok(f),
+        (None, None) => Ok(default.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+fn split(lua: &Lua, data: &Dataset, opts: Table) -> mlua::Result<Table> {
+    let call = "data.split";
+    let mut parts = Vec::new();
+    let mut seed = 0;
+    let mut stratify = None;
+    for pair in opts.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        let Value::String(k) = k else { return Err(misuse(call, "expected named parts ({ train = 0.8, test = 0.2, seed = 0, stratify = \"label\" })")) };
+        let k = k.to_str()?.to_string();
+        match (k.as_str(), &v) {
+            ("seed", v) => seed = count(call, "seed", v)?,
+            ("stratify", Value::String(f)) => stratify = Some(f.to_str()?.to_string()),
+            ("stratify", other) => return Err(misuse(call, format!("stratify must name a field, got {}", describe(other)))),
+            (_, Value::Integer(i)) => parts.push((k.clone(), *i as f64)),
+            (_, Value::Number(x)) => parts.push((k.clone(), *x)),
+            (_, other) => return Err(misuse(call, format!("part '{k}' must be a fraction, got {}", describe(other)))),
+        }
+    }
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let out = lua.create_table()?;
+    for (name, positions) in crate::data::split::split(data, &parts, seed, stratify.as_deref()).or_misuse(call)? {
+        out.set(name, new(lua, data.pick(positions))?)?;
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct IterArgs {
     /// How many passes (default 1); math.huge for no end.
     epochs: Option<f64>,
@@ -308,6 +389,76 @@ impl UserData for LuaDataset {
             }
             let o = PackOptions { length: a.length, pad_id: a.pad_id.unwrap_or(0), split: a.split.unwrap_or(false), drop_last: a.drop_last.unwrap_or(false) };
             new(lua, this.0.regroup(Rc::new(Packer(o))))
+        });
+        method(methods, "normalize", "data.normalize", |lua, this, opts: Option<Table>| {
+            let call = "data.normalize";
+            let a: NormalizeArgs = options(lua, call, opts)?;
+            let form = match a.form {
+                None => Some(Form::Nfc),
+                Some(serde_json::Value::Bool(false)) => None,
+                Some(serde_json::Value::String(f)) => Some(Form::named(&f).or_misuse(call)?),
+                Some(other) => return Err(misuse(call, format!("form must be \"NFC\", \"NFKC\", \"NFD\", \"NFKD\" or false, got {other}"))),
+            };
+            let fields = field_list(call, a.field, a.fields, &["text"])?;
+            new(lua, this.0.map(Rc::new(Normalize { fields, form, whitespace: a.whitespace.unwrap_or(true), tally: Tally::with(&["examples", "changed"]) })))
+        });
+        method(methods, "length_filter", "data.length_filter", |lua, this, opts: Table| {
+            let call = "data.length_filter";
+            let a: LengthArgs = required_options(call, opts, &[])?;
+            let unit = match a.unit.as_deref() {
+                None | Some("chars") => Unit::Chars,
+                Some("words") => Unit::Words,
+                Some(other) => return Err(misuse(call, format!("unit must be \"chars\" or \"words\", got \"{other}\""))),
+            };
+            if a.min.is_none() && a.max.is_none() {
+                return Err(misuse(call, "give min, max or both"));
+            }
+            let tally = Tally::with(&["examples", "too_short", "too_long"]);
+            new(lua, this.0.filter(Rc::new(LengthFilter { field: a.field.unwrap_or_else(|| "text".into()), unit, min: a.min, max: a.max, tally })))
+        });
+        method(methods, "redact", "data.redact", |lua, this, opts: Option<Table>| {
+            let call = "data.redact";
+            let a: RedactArgs = options(lua, call, opts)?;
+            let kinds = match a.kinds {
+                None => pii::ALL.to_vec(),
+                Some(k) => k.iter().map(|n| pii::Kind::named(n)).collect::<anyhow::Result<_>>().or_misuse(call)?,
+            };
+            let mut names = vec!["examples", "changed"];
+            names.extend(kinds.iter().map(|k| k.name()));
+            let fields = field_list(call, a.field, a.fields, &["text"])?;
+            new(lua, this.0.map(Rc::new(Redact { fields, kinds, tally: Tally::with(&names) })))
+        });
+        method(methods, "dedup", "data.dedup", |lua, this, opts: Option<Table>| {
+            let call = "data.dedup";
+            let a: DedupArgs = options(lua, call, opts)?;
+            let fields = field_list(call, a.field, a.fields, &[])?;
+            let how = if a.near.unwrap_or(false) {
+                let threshold = a.threshold.unwrap_or(0.8);
+                if !(threshold > 0.0 && threshold <= 1.0) {
+                    return Err(misuse(call, format!("threshold must be in (0, 1], got {threshold}")));
+                }
+                let num_perm = a.num_perm.unwrap_or(128);
+                if !(2..=1024).contains(&num_perm) {
+                    return Err(misuse(call, format!("num_perm must be between 2 and 1024, got {num_perm}")));
+                }
+                Dedup::Near { hasher: MinHasher::new(num_perm, a.shingle.unwrap_or(3), a.seed.unwrap_or(1)), threshold, num_perm }
+            } else {
+                for (key, given) in [("threshold", a.threshold.is_some()), ("num_perm", a.num_perm.is_some()), ("shingle", a.shingle.is_some())] {
+                    if given {
+                        return Err(misuse(call, format!("{key} is an option of near-duplicate removal: add near = true")));
+                    }
+                }
+                Dedup::Exact
+            };
+            new(lua, this.0.filter(Rc::new(Deduplicate::new(fields, how))))
+        });
+        method(methods, "split", "data.split", |lua, this, opts: Table| split(lua, &this.0, opts));
+        method(methods, "report", "data.report", |lua, this, ()| {
+            let t = lua.create_table()?;
+            for (k, n) in this.0.report() {
+                t.set(k, n)?;
+            }
+            Ok(t)
         });
         method(methods, "iter", "data.iter", |lua, this, opts: Option<Table>| {
             let call = "data.iter";

@@ -213,4 +213,67 @@ function tests.packed_loss_equals_unpacked_loss()
   end)
 end
 
+function tests.cleaning_steps_report_what_they_did()
+  local ds = mt.data.from({
+    { text = "  Caf\u{e9}   au\tlait \n\n\n\nok " },
+    { text = "ﬁne" },
+    { text = "plain" },
+  })
+  local normalized = ds:normalize{ form = "NFKC" }
+  local rows = all(normalized)
+  assert(rows[1].text == "Café au lait\n\nok" and rows[2].text == "fine" and rows[3].text == "plain", rows[1].text)
+  local r = normalized:report()
+  assert(r.examples == 3 and r.changed == 2)
+  local decomposed = all(mt.data.from({ { text = "e\u{301}" } }):normalize())
+  assert(decomposed[1].text == "\u{e9}", "NFC composes")
+
+  local lengths = mt.data.from({ { text = "a b" }, { text = "a b c d e" }, { text = string.rep("x ", 30) } })
+    :length_filter{ min = 3, max = 10, unit = "words" }
+  assert(#all(lengths) == 1)
+  local lr = lengths:report()
+  assert(lr.too_short == 1 and lr.too_long == 1)
+
+  local pii = mt.data.from({
+    { text = "write to ann@example.org or +44 20 7946 0958" },
+    { text = "card 4111-1111-1111-1111, iban DE89 3704 0044 0532 0130 00, host 10.0.0.255" },
+    { text = "order 4111-1111-1111-1112 shipped in 2019-2020" },
+  }):redact()
+  local red = all(pii)
+  assert(red[1].text == "write to [EMAIL] or [PHONE]", red[1].text)
+  assert(red[2].text == "card [CARD], iban [IBAN], host [IP]", red[2].text)
+  assert(red[3].text == "order 4111-1111-1111-1112 shipped in 2019-2020", red[3].text)
+  local pr = pii:report()
+  assert(pr.email == 1 and pr.phone == 1 and pr.card == 1 and pr.iban == 1 and pr.ip == 1 and pr.changed == 2)
+
+  local dup = mt.data.from({ { text = "a", id = 1 }, { text = "b", id = 2 }, { text = "a", id = 3 } })
+  assert(#all(dup:dedup{ field = "text" }) == 2 and #all(dup:dedup()) == 3)
+  local base = "the committee met on tuesday to discuss the new budget for schools and roads in the county"
+  local near = mt.data.from({ { text = base }, { text = base:gsub("tuesday", "wednesday") }, { text = "a completely different sentence about football and the weather this weekend" } })
+    :dedup{ field = "text", near = true, threshold = 0.5 }
+  local kept = all(near)
+  assert(#kept == 2 and kept[2].text:find("football"))
+  assert(near:report().duplicates == 1)
+  raises(function() dup:dedup{ threshold = 0.5 } end, "add near = true")
+  raises(function() mt.data.from({ { x = 1 } }):redact():head(1) end, "example 1 has no field 'text'")
+end
+
+function tests.split_is_disjoint_complete_and_stratified()
+  local items = {}
+  for i = 1, 100 do items[i] = { id = i, label = (i <= 80) and "neg" or "pos" } end
+  local parts = mt.data.from(items):split{ train = 0.8, val = 0.1, test = 0.1, seed = 3, stratify = "label" }
+  assert(#parts.train == 80 and #parts.val == 10 and #parts.test == 10)
+  local seen = {}
+  for _, name in ipairs({ "train", "val", "test" }) do
+    local pos = 0
+    for ex in parts[name]:iter() do
+      assert(not seen[ex.id]); seen[ex.id] = true
+      if ex.label == "pos" then pos = pos + 1 end
+    end
+    assert(pos == #parts[name] // 5, name .. " keeps the 1:4 label ratio")
+  end
+  local again = mt.data.from(items):split{ train = 0.8, val = 0.1, test = 0.1, seed = 3, stratify = "label" }
+  assert(again.test:head(1)[1].id == parts.test:head(1)[1].id)
+  raises(function() mt.data.from(items):split{ train = 0.8, test = 0.3 } end, "add up to 1.1")
+end
+
 return tests
