@@ -163,3 +163,12 @@ fn metrics_match_sacrebleu_and_scikit_learn() {
     let fixtures = fixtures(&["gen_metrics.py"]);
     run_lua_tests(&[Path::new("tests/parity/metrics.lua")], Some(&fixtures), None);
 }
+
+#[test]
+fn data_matches_pyarrow_tokenizers_and_transformers() {
+    if test_data("data_matches_pyarrow_tokenizers_and_transformers").is_none() {
+        return;
+    }
+    let fixtures = fixtures(&["gen_data.py"]);
+    run_lua_tests(&[Path::new("tests/parity/data.lua")], Some(&fixtures), None);
+}
