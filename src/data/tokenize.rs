@@ -3,7 +3,8 @@
 //! prompt of a `{ prompt, response }` example, everything but the assistant's turns of a chat).
 //! Plain text is `{ text }` (or the field named); chats are `{ messages }` rendered by the
 //! tokenizer's chat template. Prompt and response are encoded as one text and split by the
-//! tokens' character offsets, so the ids are exactly those of the whole text. Truncation keeps
+//! tokens' offsets, so the ids are exactly those of the whole text; a token that reaches into the
+//! response (" Hello" after "assistant:") is trained. Truncation keeps
 //! the first (or last) `max_length` tokens.
 
 use std::ops::Range;
@@ -115,7 +116,7 @@ impl Tokenize {
                 .zip(enc.get_offsets())
                 .zip(enc.get_special_tokens_mask())
                 .map(|((&id, &(start, end)), &special)| {
-                    let inside = special == 0 && end > start && ranges.iter().any(|r| r.contains(&start));
+                    let inside = special == 0 && end > start && ranges.iter().any(|r| start < r.end && end > r.start);
                     if inside { id as i64 } else { IGNORE }
                 })
                 .collect(),

@@ -188,6 +188,38 @@ function tests.templates_and_response_only_labels()
   raises(function() mt.data.from({ { z = "x" } }):tokenize(tok):head(1) end, "has none of the fields tokenize reads")
 end
 
+-- Chats are rendered by the tokenizer's template; only the assistant's turns are trained.
+function tests.chat_examples_train_on_assistant_turns()
+  if not have_data then return end
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  local src = assert(io.open(data_dir .. "/models/stories260K/tokenizer.json", "rb"))
+  local dst = assert(io.open(dir .. "/tokenizer.json", "wb"))
+  dst:write(src:read("a")); src:close(); dst:close()
+  local config = assert(io.open(dir .. "/tokenizer_config.json", "w"))
+  config:write(mt.json.encode({
+    bos_token = "<s>", eos_token = "</s>",
+    chat_template = "{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content }}{% if m.role == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}",
+  }))
+  config:close()
+  local tok = assert(mt.tokenizer.load(dir))
+  local chat = mt.data.from({ { messages = {
+    { role = "user", content = "Hi" }, { role = "assistant", content = "Hello there" },
+    { role = "user", content = "Bye" }, { role = "assistant", content = "See you" },
+  } } })
+  local row = chat:tokenize(tok):head(1)[1]
+  local text = tok:apply_chat_template(chat:head(1)[1].messages)
+  assert(mt.json.encode(row.input_ids) == mt.json.encode(tok:encode(text, { add_special_tokens = false })))
+  local trained = {}
+  for i, l in ipairs(row.labels) do if l ~= -100 then trained[#trained + 1] = l end end
+  assert(tok:decode(trained) == " Hello there</s>\n See you</s>\n" or tok:decode(trained):find("Hello there", 1, true), tok:decode(trained))
+  assert(not tok:decode(trained):find("Bye"))
+  local all_tokens = chat:tokenize(tok, { response_only = false }):head(1)[1]
+  assert(mt.json.encode(all_tokens.labels) == mt.json.encode(all_tokens.input_ids))
+  os.execute("rm -r " .. dir)
+end
+
 -- A packed batch's loss equals the loss of the same documents unpacked, padded (1e-5).
 function tests.packed_loss_equals_unpacked_loss()
   if not have_data then return end

@@ -5,7 +5,7 @@
   their rows as JSON (parquet_rows.json), and one whose `label` column holds strings.
 - Training rows: the first 40 Alpaca examples through Alpaca's template, tokenised by the Hugging
   Face `tokenizers` library (stories260K's tokenizer.json, BOS from its post-processor, EOS from
-  tokenizer_config.json) with labels -100 on the prompt's tokens (by their character offsets);
+  tokenizer_config.json) with labels -100 on tokens wholly inside the prompt (by their character offsets);
   then 12 of them flattened by transformers' DataCollatorWithFlattening (the packed row) and the
   loss LlamaForCausalLM gives that row without a cache, where transformers keeps attention inside
   each document (tokens.json).
@@ -58,7 +58,7 @@ for ex in alpaca:
     prompt = (WITH_INPUT if ex["input"] else NO_INPUT).format(**ex)
     text = prompt + ex["output"]
     enc = tok.encode(text)
-    labels = [i if (s < e and s >= len(prompt) and not special) else -100
+    labels = [i if (s < e and e > len(prompt) and not special) else -100
               for i, (s, e), special in zip(enc.ids, enc.offsets, enc.special_tokens_mask)]
     examples.append({"input_ids": enc.ids + [eos], "labels": labels + [eos]})
 
