@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use moontune::commands::{convert, doctor, lua_tests, output, repl, types};
+use moontune::commands::{convert, data, doctor, lua_tests, output, repl, types};
 use moontune::run::{self, RunOptions};
 use moontune::ui::{headless, tui};
 use std::io::IsTerminal;
@@ -75,6 +75,36 @@ enum Command {
         /// The dtype weights are loaded in (float32 when not given).
         #[arg(long)]
         dtype: Option<String>,
+    },
+    /// Look at a dataset file before training on it.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Count, fields and types, length histogram, duplicates and near-duplicates, personal data,
+    /// label distribution and a few examples.
+    Inspect {
+        /// A JSONL, JSON, CSV, TSV, text or Parquet file (or a folder of text files).
+        file: PathBuf,
+        /// Measure lengths in this tokenizer's tokens (a model folder or tokenizer.json).
+        #[arg(long, value_name = "DIR")]
+        tokenizer: Option<PathBuf>,
+        /// The file's format, when its extension does not tell.
+        #[arg(long)]
+        format: Option<String>,
+        /// CSV/TSV without a header: the names of its columns, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        /// How many examples to show.
+        #[arg(long, default_value_t = 3)]
+        examples: usize,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -184,6 +214,10 @@ fn main() {
         }
         Command::Repl => repl::run().map(|()| 0),
         Command::Types { dir, markdown } => write_types(dir, markdown),
+        Command::Data { command: DataCommand::Inspect { file, tokenizer, format, columns, examples, json } } => {
+            let o = data::InspectOptions { format: format.as_deref(), tokenizer: tokenizer.as_deref(), columns, examples, json };
+            data::inspect_file(&file, &o).map(|()| 0)
+        }
         Command::Convert { input, output: out, file_type, dtype } => convert::convert(&input, &out, &file_type, dtype.as_deref()).and_then(output::line).map(|()| 0),
     };
     let code = match result {

@@ -278,3 +278,29 @@ fn chat_script_answers_with_smollm2() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("The capital of France is Paris."), "{all}");
     assert!(all.contains("(conversation reset)") && all.contains("tokens/s]"), "{all}");
 }
+
+#[test]
+fn data_inspect_reports_what_a_file_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "mail.jsonl",
+        "{\"text\": \"write to ann@example.org today\", \"label\": \"spam\"}\n\
+         {\"text\": \"the meeting moved to monday morning at nine\", \"label\": \"ham\"}\n\
+         {\"text\": \"the meeting moved to monday morning at nine\", \"label\": \"ham\"}\n\
+         {\"text\": \"lunch?\", \"label\": \"ham\", \"extra\": 1}\n",
+    );
+    let out = moontune().args(["data", "inspect"]).arg(&file).output().unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    for needle in ["4 examples", "text                 string 4", "extra                int 1, missing in 3", "duplicates: 1 exact", "email 1 (in 1 examples)", "labels in 'label' (2 classes)", "ham                            3   75.0%"] {
+        assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
+    }
+    let json = moontune().args(["data", "inspect", "--json"]).arg(&file).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["count"], 4);
+    assert_eq!(v["lengths"]["unit"], "characters");
+    let broken = write(dir.path(), "broken.jsonl", "{\"a\": 1}\n{\"a\": \n");
+    let out = moontune().args(["data", "inspect"]).arg(&broken).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("broken.jsonl:2: not valid JSON"), "{}", text(&out));
+}

@@ -1,9 +1,10 @@
 //! The CLI's commands besides `run`: `doctor` (environment report), `test` (Lua test files),
-//! `repl` (an interactive prompt), `types` (the API's annotations and reference) and `convert`
-//! (Hugging Face directories and GGUF files, both ways); `output` writes to standard output
+//! `repl` (an interactive prompt), `types` (the API's annotations and reference), `convert`
+//! (Hugging Face directories and GGUF files, both ways) and `data inspect` (what a dataset holds); `output` writes to standard output
 //! without panicking.
 
 pub mod convert;
+pub mod data;
 pub mod doctor;
 pub mod lua_tests;
 pub mod output;

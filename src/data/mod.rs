@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod clean;
 pub mod dataset;
+pub mod inspect;
 pub mod iter;
 pub mod minhash;
 pub mod pack;
