@@ -5,6 +5,7 @@
 //! `metrics`) to scripts; `gguf` reads and writes llama.cpp's files; `run` owns the recipe loop and its events; `ui` shows them; `commands` are the CLI's
 //! other verbs; `reference` reads the API's annotations (types/moontune.lua) for its docs.
 
+pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod gguf;

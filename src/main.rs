@@ -41,6 +41,10 @@ enum Command {
         /// or half the machine's memory if less.
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         lua_memory: Option<u64>,
+        /// Continue the run in RUN_DIR from its latest checkpoint (same weights, optimizer state,
+        /// random streams and data position as when it was written).
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
     },
     /// Show versions (moontune, libtorch, Lua), threads, and CUDA devices.
     Doctor,
@@ -118,7 +122,7 @@ extern "C" fn on_hangup(_: libc::c_int) {
     }
 }
 
-fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch: bool, headless: bool, lua_memory: Option<u64>) -> Result<u8> {
+fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch: bool, headless: bool, lua_memory: Option<u64>, resume: Option<PathBuf>) -> Result<u8> {
     let hangup = HANGUP.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGHUP, on_hangup as *const () as libc::sighandler_t) };
@@ -142,7 +146,7 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
     } else {
         headless::spawn(rx)
     };
-    let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop, reload, watch, commands, command_tx, lua_memory };
+    let opts = RunOptions { recipe, overrides, runs_root: runs_dir, stop, reload, watch, commands, command_tx, lua_memory, resume };
     let result = run::run(&opts, &tx);
     drop(tx);
     if use_tui && hangup.load(Ordering::SeqCst) {
@@ -206,7 +210,7 @@ fn main() {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { recipe, overrides, headless, no_watch, runs_dir, lua_memory } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless, lua_memory),
+        Command::Run { recipe, overrides, headless, no_watch, runs_dir, lua_memory, resume } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless, lua_memory, resume),
         Command::Doctor => doctor::report().and_then(|lines| output::line(lines.join("\n"))).map(|()| 0),
         Command::Test { paths } => {
             let paths = if paths.is_empty() { vec![PathBuf::from("tests/lua")] } else { paths };

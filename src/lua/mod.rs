@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod callbacks;
+pub mod checkpoint;
 pub mod data;
 pub mod gguf;
 pub mod example;
@@ -15,6 +16,7 @@ pub mod nn;
 pub mod optim;
 pub mod peft;
 pub mod peft_method;
+pub mod random;
 pub mod runtime;
 pub mod sched;
 pub mod serialize;

@@ -104,6 +104,21 @@ fn placement(call: &str, o: &Placement) -> mlua::Result<(Option<Kind>, Option<De
 struct ParamOptions {
     /// Only parameters that require gradients.
     trainable: Option<bool>,
+    /// Only parameters of this owner: "base", "adapters" (any adapter), or an adapter's name.
+    owner: Option<String>,
+}
+
+impl ParamOptions {
+    fn admits(&self, p: &NamedParam) -> bool {
+        let owned = match (self.owner.as_deref(), &p.owner) {
+            (None, _) => true,
+            (Some("base"), module::Owner::Base) => true,
+            (Some("adapters"), module::Owner::Adapter(_)) => true,
+            (Some(name), module::Owner::Adapter(a)) => name == a,
+            (Some(_), module::Owner::Base) => false,
+        };
+        owned && (!self.trainable.unwrap_or(false) || p.tensor.requires_grad())
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -203,7 +218,7 @@ impl LuaModule {
         let call = "module.named_parameters";
         let o: ParamOptions = options(lua, call, opts)?;
         let out = lua.create_table()?;
-        for p in self.parameters(call, o.trainable.unwrap_or(false))? {
+        for p in self.parameters(call, false)?.into_iter().filter(|p| o.admits(p)) {
             let name = p.name.clone();
             out.set(name, self.wrap_param(lua, p)?)?;
         }
@@ -214,7 +229,7 @@ impl LuaModule {
         let call = "module.parameters";
         let o: ParamOptions = options(lua, call, opts)?;
         let out = lua.create_table()?;
-        for p in self.parameters(call, o.trainable.unwrap_or(false))? {
+        for p in self.parameters(call, false)?.into_iter().filter(|p| o.admits(p)) {
             out.raw_push(self.wrap_param(lua, p)?)?;
         }
         Ok(out)
@@ -515,7 +530,7 @@ impl UserData for LuaModule {
         method(methods, "load_state_dict", "module.load_state_dict", |lua, this, (sd, opts): (Table, Option<Table>)| this.load_state_dict(lua, sd, opts));
         method(methods, "num_parameters", "module.num_parameters", |lua, this, opts: Option<Table>| {
             let o: ParamOptions = options(lua, "module.num_parameters", opts)?;
-            Ok(this.parameters("module.num_parameters", o.trainable.unwrap_or(false))?.iter().map(|p| p.elements).sum::<i64>())
+            Ok(this.parameters("module.num_parameters", false)?.iter().filter(|p| o.admits(p)).map(|p| p.elements).sum::<i64>())
         });
         method_ud(methods, "train", "module.train", |_, ud, mode: Option<bool>| {
             ud.borrow::<LuaModule>()?.model_mut("module.train")?.training = mode.unwrap_or(true);

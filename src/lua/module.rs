@@ -45,6 +45,7 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("json", super::json::create_table(lua)?)?;
     mt.set("metrics", super::metrics::create_table(lua)?)?;
     mt.set("data", super::data::create_table(lua)?)?;
+    mt.set("checkpoint", super::checkpoint::create_table(lua)?)?;
     mt.set("save", function(lua, "save", serialize::save)?)?;
     mt.set("load", function(lua, "load", serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;

@@ -54,6 +54,7 @@ fn memory_message(lua: &Lua) -> String {
 /// coverage test uses it in a VM with the whole debug library, to enumerate the bindings).
 pub fn install_moontune(lua: &Lua, script_dir: Option<&Path>) -> Result<()> {
     install_native(lua).context("registering the native module")?;
+    super::random::install(lua).context("installing math.random")?;
     install_searcher(lua).context("installing the stdlib searcher")?;
     if let Some(dir) = script_dir {
         prepend_path(lua, dir).context("setting package.path")?;

@@ -1,12 +1,14 @@
 //! A recipe's config: its defaults overridden by `key=value` arguments, each parsed to the type of
 //! the default it replaces. Unknown keys are errors that list the known ones. The loop's own keys
-//! (`steps`, `eval_every`, `seed`, `log_every`) may be given even when the recipe sets no default.
+//! (`steps`, `eval_every`, `seed`, `log_every`, and the checkpoints' `save_every`, `keep_last`,
+//! `keep_best`, `patience`, `restore_best`) may be given even when the recipe sets no default.
 
 use anyhow::{bail, Context, Result};
 use mlua::{Lua, Table, Value};
 
-/// Keys the run loop reads; all integers.
-pub const LOOP_KEYS: &[&str] = &["steps", "eval_every", "seed", "log_every"];
+/// Keys the run loop reads: integers, except `keep_best` (a string) and `restore_best` (a
+/// boolean).
+pub const LOOP_KEYS: &[&str] = &["steps", "eval_every", "seed", "log_every", "save_every", "keep_last", "keep_best", "patience", "restore_best"];
 
 /// Splits `key=value` arguments.
 pub fn parse_overrides(args: &[String]) -> Result<Vec<(String, String)>> {
@@ -29,6 +31,8 @@ fn parse_like(lua: &Lua, key: &str, default: &Value, raw: &str) -> Result<Value>
             _ => return Err(bad("true or false")),
         }),
         Value::String(_) => Value::String(lua.create_string(raw)?),
+        Value::Nil if key == "keep_best" => Value::String(lua.create_string(raw)?),
+        Value::Nil if key == "restore_best" => parse_like(lua, key, &Value::Boolean(false), raw)?,
         Value::Nil => Value::Integer(raw.trim().parse::<i64>().map_err(|_| bad("an integer"))?),
         other => bail!("config key '{key}' holds a {} and cannot be set from the command line", other.type_name()),
     })
@@ -105,7 +109,7 @@ mod tests {
         assert_eq!(cfg.get::<i64>("seed").unwrap(), 7);
 
         let err = resolve(&lua, &defaults, &parse_overrides(&["lrr=1".into()]).unwrap()).unwrap_err().to_string();
-        assert!(err.contains("'lrr'") && err.contains("lr, name, seed, steps"), "{err}");
+        assert!(err.contains("'lrr'") && err.contains("lr, name, patience, restore_best, save_every, seed, steps"), "{err}");
         let err = format!("{:#}", resolve(&lua, &defaults, &parse_overrides(&["steps=ten".into()]).unwrap()).unwrap_err());
         assert!(err.contains("expects an integer"), "{err}");
         assert!(parse_overrides(&["novalue".into()]).is_err());

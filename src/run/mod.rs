@@ -2,6 +2,7 @@
 //! command-line overrides, calling `setup`, `step`, `evaluate` and `done`, writing the run
 //! directory, and reporting everything as `Event`s.
 
+pub mod checkpoints;
 pub mod command;
 pub mod config;
 pub mod console;

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use mlua::{Function, Table, Value};
 
-const FIELDS: &[&str] = &["config", "setup", "step", "evaluate", "on_reload", "done", "finish", "save"];
+const FIELDS: &[&str] = &["config", "setup", "step", "evaluate", "on_reload", "done", "finish", "save", "load"];
 
 pub struct Recipe {
     pub config: Table,
@@ -16,8 +16,11 @@ pub struct Recipe {
     /// `finish(state, cfg)`: once, after the last step and the final evaluation (also when the
     /// run is stopped early by `:quit`, `q` or Ctrl-C).
     pub finish: Option<Function>,
-    /// `save(state, cfg, dir)`: writes a checkpoint into `dir` (the `s` key, `:save`).
+    /// `save(state, cfg, dir)`: adds to a checkpoint being written in `dir` (before it is
+    /// committed); moontune saves the state itself.
     pub save: Option<Function>,
+    /// `load(state, cfg, dir)`: after moontune restored a checkpoint into `state` (`--resume`).
+    pub load: Option<Function>,
 }
 
 fn function(table: &Table, key: &str) -> Result<Option<Function>> {
@@ -58,6 +61,7 @@ impl Recipe {
             done: function(&table, "done")?,
             finish: function(&table, "finish")?,
             save: function(&table, "save")?,
+            load: function(&table, "load")?,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The run directory `runs/<recipe>-<timestamp>/`: the resolved config (config.json), a copy of
-//! the recipe, and metrics.jsonl with one JSON object per step and per evaluation.
+//! the recipe, metrics.jsonl with one JSON object per step and per evaluation, and checkpoints/.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -33,6 +33,28 @@ impl RunDir {
         }
         let file = OpenOptions::new().create(true).append(true).open(path.join("metrics.jsonl"))?;
         Ok(RunDir { path, metrics: BufWriter::new(file) })
+    }
+
+    /// Opens an existing run directory to continue it after its checkpoint of `step`: rows of
+    /// metrics.jsonl after that step (from the part of the run the checkpoint does not hold) are
+    /// dropped, and a `resume` row marks where the run continued.
+    pub fn resume(path: &Path, step: u64, seconds: f64) -> Result<RunDir> {
+        let file = path.join("metrics.jsonl");
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64())).is_some_and(|s| s <= step))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&file, kept.as_bytes())?;
+        let metrics = OpenOptions::new().create(true).append(true).open(&file)?;
+        let mut dir = RunDir { path: path.to_path_buf(), metrics: BufWriter::new(metrics) };
+        let mut row = Map::new();
+        row.insert("kind".into(), json!("resume"));
+        row.insert("step".into(), json!(step));
+        row.insert("time".into(), json!(seconds));
+        dir.write_row(row)?;
+        Ok(dir)
     }
 
     pub fn write_config(&self, config: &Value) -> Result<()> {

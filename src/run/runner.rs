@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use mlua::{Function, Lua, MultiValue, Table, Value};
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
+use super::checkpoints::{self, LoopMeta};
 use super::command::Command;
 use super::config::{loop_setting, parse_overrides, resolve, seed_setting};
 use super::console::{eval_in_run, spawn_control_fifo};
@@ -29,6 +30,7 @@ use crate::lua::runtime::call_traced;
 use crate::lua::models::{adapters_of, parameters_of};
 use crate::lua::tensor::as_tensor;
 use crate::lua::{load_file, new_lua, route_print};
+use crate::checkpoint::policy::{Policy, Tracker};
 use crate::nn::module::ParamCounts;
 
 pub struct RunOptions {
@@ -48,6 +50,8 @@ pub struct RunOptions {
     pub command_tx: Sender<Command>,
     /// The Lua heap's limit in bytes (default: `runtime::default_memory_limit`).
     pub lua_memory: Option<u64>,
+    /// Continue the run in this directory from its latest checkpoint.
+    pub resume: Option<PathBuf>,
 }
 
 pub struct RunOutcome {
@@ -136,6 +140,11 @@ struct Loop<'a> {
     quit: bool,
     /// The seed the run started with (None: not seeded).
     seed: Option<i64>,
+    policy: Policy,
+    tracker: Tracker,
+    recipe_hash: String,
+    /// The step of the last checkpoint written (or resumed from).
+    last_saved: Option<u64>,
 }
 
 fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress) -> Result<()> {
@@ -165,7 +174,20 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         Some(other) => return Err(anyhow!("{} returned a {}, expected a recipe table or nothing", opts.recipe.display(), other.type_name())),
     };
     let recipe = Recipe::from_table(&lua, table).with_context(|| format!("in {}", opts.recipe.display()))?;
+    let saved = opts.resume.as_deref().map(checkpoints::latest).transpose()?;
     let cfg = resolve(&lua, &recipe.config, &overrides)?;
+    if let Some(saved) = &saved {
+        // The run goes on with the config it had; key=value arguments still override it.
+        if let serde_json::Value::Object(config) = &saved.config {
+            for (k, v) in config {
+                if !overrides.iter().any(|(o, _)| o == k) {
+                    cfg.raw_set(k.as_str(), lua.to_value(v)?)?;
+                }
+            }
+        }
+    }
+    let policy = checkpoints::policy_of(&cfg)?;
+    let recipe_hash = checkpoints::recipe_hash(&recipe_path);
     let seed = seed_setting(&cfg)?;
     if let Some(seed) = seed {
         crate::lua::seed_everything(&lua, seed)?;
@@ -174,9 +196,16 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         return Err(anyhow!("the recipe needs config.steps or a done function to know when to stop"));
     }
 
-    let run_dir = RunDir::create(&opts.runs_root, &opts.recipe)?;
+    let run_dir = match &saved {
+        Some(s) => RunDir::resume(opts.resume.as_deref().expect("saved comes from --resume"), s.step, s.seconds)?,
+        None => RunDir::create(&opts.runs_root, &opts.recipe)?,
+    };
     run_dir.write_config(&to_json(&Value::Table(cfg.clone())))?;
     progress.run_dir = Some(run_dir.path.clone());
+    if saved.is_some() {
+        // The FIFO of the run that was stopped (a killed process cannot remove its own).
+        let _ = std::fs::remove_file(run_dir.path.join("control"));
+    }
     spawn_control_fifo(&run_dir.path.join("control"), opts.command_tx.clone())?;
     let _ = events.send(Event::Started {
         recipe: opts.recipe.display().to_string(),
@@ -190,6 +219,18 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         Some(setup) => call_traced(&lua, setup, cfg.clone()).map_err(|e| anyhow!("setup failed: {e}"))?,
         None => Value::Table(lua.create_table()?),
     };
+    let mut tracker = Tracker::default();
+    let mut started = Instant::now();
+    if let Some(saved) = &saved {
+        checkpoints::load(&lua, &saved.dir, &state, &cfg, recipe.load.as_ref()).with_context(|| format!("resuming from {}", saved.dir.display()))?;
+        progress.steps = saved.step;
+        tracker = saved.tracker.clone();
+        started = started.checked_sub(Duration::from_secs_f64(saved.seconds)).unwrap_or(started);
+        let _ = events.send(Event::Log(format!("resumed from {} (step {})", saved.dir.display(), saved.step)));
+        if !saved.recipe_hash.is_empty() && saved.recipe_hash != recipe_hash {
+            let _ = events.send(Event::Log(format!("warning: {} changed since the checkpoint was written; the run goes on with the recipe as it is now", opts.recipe.display())));
+        }
+    }
     *watched.lock().map_err(|_| anyhow!("watch list poisoned"))? = watched_files(&lua, &recipe_path)?;
     let _watcher = if opts.watch { Some(watch::spawn(&dir, watched.clone(), opts.command_tx.clone())?) } else { None };
 
@@ -206,10 +247,14 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         versions: Versions { active: recipe, version: 1, previous: None, step_proven: true, eval_proven: true },
         swaps: 0,
         watched,
-        started: Instant::now(),
+        started,
         paused: false,
         quit: false,
         seed,
+        policy,
+        tracker,
+        recipe_hash,
+        last_saved: saved.as_ref().map(|s| s.step),
     };
     l.run(progress)
 }
@@ -251,6 +296,18 @@ impl Loop<'_> {
                 self.evaluate(step)?;
                 last_eval = Some(step);
             }
+            let save_every = loop_setting(&self.cfg, "save_every")?.unwrap_or(0);
+            if save_every > 0 && step % save_every == 0 {
+                self.checkpoint(step);
+            }
+            if self.tracker.should_stop(&self.policy) {
+                let _ = self.events.send(Event::Log(format!(
+                    "early stop at step {step}: {} evaluations without a better {}",
+                    self.tracker.evals_without_improvement,
+                    self.policy.best.as_ref().map(|b| b.metric.as_str()).unwrap_or("metric")
+                )));
+                break;
+            }
             if let Some(done) = &self.versions.active.done {
                 let finished: Value = call_traced(self.lua, done, (self.state.clone(), self.cfg.clone())).map_err(|e| anyhow!("done failed: {e}"))?;
                 if !matches!(finished, Value::Nil | Value::Boolean(false)) {
@@ -260,6 +317,13 @@ impl Loop<'_> {
         }
         if self.versions.active.evaluate.is_some() && last_eval != Some(progress.steps) && !progress.interrupted {
             self.evaluate(progress.steps)?;
+        }
+        // The end of the run (or where it was stopped) is a checkpoint too, when the run keeps them.
+        if loop_setting(&self.cfg, "save_every")?.unwrap_or(0) > 0 && self.last_saved != Some(progress.steps) && progress.steps > 0 {
+            self.checkpoint(progress.steps);
+        }
+        if self.policy.restore_best {
+            self.restore_best()?;
         }
         if let Some(finish) = self.versions.active.finish.clone() {
             let dir = self.run_dir.path.display().to_string();
@@ -293,7 +357,7 @@ impl Loop<'_> {
                 Command::Pause => self.set_paused(true),
                 Command::Resume => self.set_paused(false),
                 Command::TogglePause => self.set_paused(!self.paused),
-                Command::Save => self.save(step)?,
+                Command::Save => self.checkpoint(step),
                 Command::EvalNow => self.evaluate(step)?,
                 Command::Reload => self.reload(step)?,
                 Command::Repl(line) => {
@@ -347,25 +411,44 @@ impl Loop<'_> {
         };
         self.versions.proven(false);
         let metrics = metrics_of(&out)?;
+        if let Some(best) = &self.policy.best {
+            self.tracker.on_eval(best, &metrics);
+        }
         self.run_dir.log_metrics("eval", step, self.started.elapsed().as_secs_f64(), &metrics)?;
         let _ = self.events.send(Event::Eval { step, metrics, panels: panels_of(&out)? });
         Ok(())
     }
 
-    fn save(&mut self, step: u64) -> Result<()> {
-        let Some(f) = self.versions.active.save.clone() else {
-            let _ = self.events.send(Event::Log("save: this recipe has no save(state, cfg, dir) function".into()));
-            return Ok(());
-        };
-        let dir = self.run_dir.path.join("checkpoints").join(format!("step-{step}"));
-        match call_traced::<Value>(self.lua, &f, (self.state.clone(), self.cfg.clone(), dir.display().to_string())) {
-            Ok(_) => {
-                let _ = self.events.send(Event::Log(format!("saved a checkpoint in {}", dir.display())));
+    /// Writes the checkpoint of `step` and prunes by the policy. A failure (a full disk) is
+    /// reported and the run goes on; the previous checkpoint stays whole.
+    fn checkpoint(&mut self, step: u64) {
+        self.tracker.on_checkpoint(step);
+        let meta = LoopMeta { tracker: &self.tracker, seconds: self.started.elapsed().as_secs_f64(), recipe_hash: &self.recipe_hash };
+        let result = checkpoints::save(self.lua, &self.run_dir.path, step, &self.state, &self.cfg, self.versions.active.save.as_ref(), meta)
+            .and_then(|(dir, skipped)| checkpoints::prune(&self.run_dir.path, &self.policy, &self.tracker).map(|()| (dir, skipped)));
+        match result {
+            Ok((dir, skipped)) => {
+                self.last_saved = Some(step);
+                let note = if skipped.is_empty() { String::new() } else { format!(" (not saved, made again by setup: {})", skipped.join(", ")) };
+                let _ = self.events.send(Event::Log(format!("checkpoint {}{note}", dir.display())));
             }
             Err(e) => {
-                let _ = self.events.send(Event::Log(format!("save failed: {e}")));
+                let _ = self.events.send(Event::Log(format!("error: the checkpoint of step {step} was not written: {e:#}")));
             }
         }
+    }
+
+    /// Loads the best checkpoint by `keep_best` into the state (before `finish`).
+    fn restore_best(&mut self) -> Result<()> {
+        let Some(best) = &self.policy.best else { return Ok(()) };
+        let root = crate::checkpoint::store::root(&self.run_dir.path);
+        let Some(step) = self.tracker.best_checkpoint(best, &crate::checkpoint::store::steps(&root)) else {
+            let _ = self.events.send(Event::Log(format!("restore_best: no checkpoint has a value of {}", best.metric)));
+            return Ok(());
+        };
+        let dir = root.join(crate::checkpoint::store::name(step));
+        checkpoints::load(self.lua, &dir, &self.state, &self.cfg, self.versions.active.load.as_ref())?;
+        let _ = self.events.send(Event::Log(format!("restored the best checkpoint, {} (by {})", dir.display(), best.metric)));
         Ok(())
     }
 

@@ -197,6 +197,27 @@ char* moontune_generator_new(int device, uint64_t seed, void** out) {
 
 void moontune_generator_free(void* g) { delete static_cast<at::Generator*>(g); }
 
+// The state of libtorch's default generator of `device` (-1 = CPU, else a CUDA index), as the
+// byte tensor `torch.get_rng_state()` gives.
+char* moontune_rng_state(int device, tensor* out) {
+  return guarded([&] {
+    at::Generator g = device < 0 ? at::detail::getDefaultCPUGenerator()
+                                 : at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device)));
+    std::lock_guard<std::mutex> lock(g.mutex());
+    *out = new at::Tensor(g.get_state());
+  });
+}
+
+// Sets it back (`torch.set_rng_state(state)`).
+char* moontune_set_rng_state(int device, tensor state) {
+  return guarded([&] {
+    at::Generator g = device < 0 ? at::detail::getDefaultCPUGenerator()
+                                 : at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device)));
+    std::lock_guard<std::mutex> lock(g.mutex());
+    g.set_state(*state);
+  });
+}
+
 char* moontune_multinomial(tensor probs, int64_t samples, void* generator, tensor* out) {
   return guarded([&] {
     *out = new at::Tensor(at::multinomial(*probs, samples, false, *static_cast<at::Generator*>(generator)));

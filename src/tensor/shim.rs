@@ -65,6 +65,8 @@ extern "C" {
     fn moontune_inference_mode_exit(guard: *mut c_void);
     fn moontune_generator_new(device: i32, seed: u64, out: *mut *mut c_void) -> *mut c_char;
     fn moontune_generator_free(g: *mut c_void);
+    fn moontune_rng_state(device: i32, out: *mut Handle) -> *mut c_char;
+    fn moontune_set_rng_state(device: i32, state: Handle) -> *mut c_char;
     fn moontune_linear_4bit(x: Handle, bias: Handle, packed: Handle, absmax: Handle, code: Handle, out: i64, n_in: i64, block: i64, compute: c_int, result: *mut Handle) -> *mut c_char;
     fn moontune_autocast_enter(dtype: c_int, was_cpu: *mut bool, was_cpu_dtype: *mut c_int, was_cuda: *mut bool, was_cuda_dtype: *mut c_int) -> *mut c_char;
     fn moontune_autocast_exit(was_cpu: bool, was_cpu_dtype: c_int, was_cuda: bool, was_cuda_dtype: c_int) -> *mut c_char;
@@ -340,11 +342,7 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(device: Device, seed: u64) -> Result<Generator> {
-        let index = match device {
-            Device::Cpu => -1,
-            Device::Cuda(i) => i as i32,
-            other => return Err(anyhow!("no generator for device {other:?}")),
-        };
+        let index = device_index(device)?;
         let mut handle = std::ptr::null_mut();
         check(unsafe { moontune_generator_new(index, seed, &mut handle) })?;
         Ok(Generator { handle })
@@ -365,10 +363,41 @@ impl Drop for Generator {
     }
 }
 
+fn device_index(device: Device) -> Result<i32> {
+    match device {
+        Device::Cpu => Ok(-1),
+        Device::Cuda(i) => Ok(i as i32),
+        other => Err(anyhow!("no random generator for device {other:?}")),
+    }
+}
+
+/// The state of libtorch's default random generator of `device` (`torch.get_rng_state()`,
+/// `torch.cuda.get_rng_state(i)`): a uint8 tensor on the CPU.
+pub fn rng_state(device: Device) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    check(unsafe { moontune_rng_state(device_index(device)?, &mut out) })?;
+    Ok(take(vec![out]).remove(0))
+}
+
+/// Restores what `rng_state` gave.
+pub fn set_rng_state(device: Device, state: &Tensor) -> Result<()> {
+    check(unsafe { moontune_set_rng_state(device_index(device)?, state.as_ptr() as Handle) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::Kind;
+
+    #[test]
+    fn the_random_stream_continues_from_a_restored_state() {
+        tch::manual_seed(3);
+        let state = rng_state(Device::Cpu).unwrap();
+        let a = Tensor::randn([5], (Kind::Float, Device::Cpu));
+        set_rng_state(Device::Cpu, &state).unwrap();
+        let b = Tensor::randn([5], (Kind::Float, Device::Cpu));
+        assert!(a.equal(&b));
+    }
 
     #[test]
     fn identity_is_shared_by_shallow_copies_and_storage_by_views() {

@@ -8,6 +8,7 @@ local mt = require "moontune.core"
 local describe = mt.nn.describe
 
 mt.nn = require "moontune.nn"
+require "moontune.checkpoint"
 
 -- Function forms of the tensor methods, as torch.exp(x), torch.max(x, 1), torch.matmul(a, b):
 -- mt.tensor.NAME(x, ...) is x:NAME(...).
