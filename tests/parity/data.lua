@@ -75,4 +75,34 @@ function tests.packing_equals_transformers_flattening_and_its_loss()
   assert(math.abs(loss - tokens.packed_loss) < 1e-5, loss .. " here, " .. tokens.packed_loss .. " in transformers")
 end
 
+-- Label log-likelihoods and strided perplexity equal transformers' (1e-4).
+function tests.evaluation_equals_transformers()
+  local ref = assert(mt.json.read(fixtures .. "/eval.json"))
+  local tok = assert(mt.tokenizer.load(data_dir .. "/models/stories260K"))
+  local model = assert(mt.models.load(data_dir .. "/models/stories260K"))
+  local rows = {}
+  for _, sentence in ipairs(ref.sentences) do
+    local ctx = tok:encode("Review: " .. sentence .. "\nSentiment:")
+    for _, label in ipairs({ " bad", " good" }) do rows[#rows + 1] = { ctx, tok:encode(label, { add_special_tokens = false }) } end
+  end
+  local got = mt.eval.continuation_logprobs(model, rows, { batch_size = 5 })
+  for i, pair in ipairs(ref.scores) do
+    for j = 1, 2 do
+      local g = got[(i - 1) * 2 + j]
+      assert(math.abs(g - pair[j]) < 1e-4, string.format("sentence %d label %d: %.6f here, %.6f in transformers", i, j, g, pair[j]))
+    end
+  end
+  local result = mt.eval.classify(model, tok, (function()
+    local t = {}
+    for i, s in ipairs(ref.sentences) do t[i] = { sentence = s, label = 0 } end
+    return t
+  end)(), { labels = { "bad", "good" }, prompt = "Review: {sentence}\nSentiment:" })
+  for i, pair in ipairs(ref.scores) do
+    assert(result.predictions[i] == (pair[2] > pair[1] and "good" or "bad"), "prediction " .. i)
+  end
+  local p = mt.eval.perplexity(model, tok, ref.shakespeare, { max_length = 64, stride = 32 })
+  assert(p.tokens == ref.tokens, p.tokens .. " tokens here, " .. ref.tokens .. " in transformers")
+  assert(math.abs(p.perplexity - ref.perplexity) / ref.perplexity < 1e-4, p.perplexity .. " vs " .. ref.perplexity)
+end
+
 return tests

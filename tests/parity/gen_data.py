@@ -9,6 +9,11 @@
   then 12 of them flattened by transformers' DataCollatorWithFlattening (the packed row) and the
   loss LlamaForCausalLM gives that row without a cache, where transformers keeps attention inside
   each document (tokens.json).
+- Evaluation references from transformers (eval.json): the summed log-probability of " bad" and
+  " good" after a prompt for the first 12 SST-2 sentences (label log-likelihood classification),
+  and the strided perplexity of the first 3,000 characters of Tiny Shakespeare by the windows of
+  transformers' perplexity guide (max_length 64, stride 32), each window's loss weighted by the
+  tokens it averages over.
 """
 import json
 import os
@@ -78,4 +83,43 @@ with open(os.path.join(out, "tokens.json"), "w") as f:
         "packed_loss": packed_loss,
         "unmasked_loss": unmasked_loss,
     }, f)
+# --- Evaluation ------------------------------------------------------------------------------
+import csv
+
+with open(os.path.join(data, "classification/sst2/dev.tsv"), encoding="utf-8") as f:
+    sst2 = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:12]
+scores = []
+with torch.no_grad():
+    for row in sst2:
+        ctx = tok.encode("Review: " + row["sentence"] + "\nSentiment:").ids
+        per_label = []
+        for label in (" bad", " good"):
+            cont = tok.encode(label, add_special_tokens=False).ids
+            ids = torch.tensor([ctx + cont])
+            logp = model(input_ids=ids, use_cache=False).logits[0, :-1].log_softmax(-1)
+            per_label.append(sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)))
+        scores.append(per_label)
+text = open(os.path.join(data, "text/tinyshakespeare.txt"), encoding="utf-8").read()[:3000]
+ids = torch.tensor([tok.encode(text).ids])
+max_length, stride, nll, count, prev_end = 64, 32, 0.0, 0, 0
+with torch.no_grad():
+    for begin in range(0, ids.size(1), stride):
+        end = min(begin + max_length, ids.size(1))
+        trg_len = end - prev_end
+        window = ids[:, begin:end]
+        target = window.clone()
+        target[:, :-trg_len] = -100
+        loss = model(input_ids=window, labels=target, use_cache=False).loss
+        # The tokens the loss averages over (the guide's "valid tokens - 1" is off by one for
+        # every window after the first, whose first target has context before it).
+        n = (target[:, 1:] != -100).sum().item()
+        nll += loss.item() * n
+        count += n
+        prev_end = end
+        if end == ids.size(1):
+            break
+with open(os.path.join(out, "eval.json"), "w") as f:
+    json.dump({"sentences": [r["sentence"] for r in sst2], "scores": scores, "shakespeare": text,
+               "perplexity": float(torch.exp(torch.tensor(nll / count))), "tokens": count}, f)
+
 print(f"gen_data: {len(rows)} Parquet rows in 5 codecs, {len(examples)} tokenised examples, packed loss {packed_loss:.6f} (positions running on: {unmasked_loss:.6f})")
