@@ -204,7 +204,12 @@ function E.generate(model, tok, data, opts)
   local call = "eval.generate"
   opts = opts or {}
   check_options(call, opts, { "prompt", "reference", "max_new_tokens", "batch_size", "limit", "metrics" })
-XX
+  local wanted = opts.metrics or { "bleu", "chrf", "rouge" }
+  for _, m in ipairs(wanted) do
+    if m ~= "bleu" and m ~= "chrf" and m ~= "rouge" then error(call .. ": unknown metric '" .. tostring(m) .. "' (known: bleu, chrf, rouge)", 2) end
+  end
+  local prompt = prompter(call, opts.prompt or "{text}")
+  local ref_field = opts.reference or "reference"
   local examples = examples_of(call, data, opts.limit)
   local predictions, references, inputs = {}, {}, {}
   local batch_size = opts.batch_size or 8
