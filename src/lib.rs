@@ -17,6 +17,7 @@ pub mod nn;
 pub mod optim;
 pub mod peft;
 pub mod reference;
+pub mod report;
 pub mod run;
 pub mod tensor;
 pub mod tokenizer;

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use moontune::commands::{convert, data, doctor, lua_tests, output, repl, types};
+use moontune::commands::{convert, data, doctor, lua_tests, output, repl, report, types};
 use moontune::run::{self, RunOptions};
 use moontune::ui::{headless, tui};
 use std::io::IsTerminal;
@@ -79,6 +79,15 @@ enum Command {
         /// The dtype weights are loaded in (float32 when not given).
         #[arg(long)]
         dtype: Option<String>,
+    },
+    /// Write report.html and pictures of every metric for a run directory (or several, overlaid).
+    Report {
+        /// Run directories (runs/<recipe>-<time>).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write (default: the run's own directory; for several runs runs/compare-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Look at a dataset file before training on it.
     Data {
@@ -218,6 +227,7 @@ fn main() {
         }
         Command::Repl => repl::run().map(|()| 0),
         Command::Types { dir, markdown } => write_types(dir, markdown),
+        Command::Report { runs, out } => report::report(&runs, out.as_deref()).map(|()| 0),
         Command::Data { command: DataCommand::Inspect { file, tokenizer, format, columns, examples, json } } => {
             let o = data::InspectOptions { format: format.as_deref(), tokenizer: tokenizer.as_deref(), columns, examples, json };
             data::inspect_file(&file, &o).map(|()| 0)

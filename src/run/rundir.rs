@@ -1,5 +1,6 @@
 //! The run directory `runs/<recipe>-<timestamp>/`: the resolved config (config.json), a copy of
-//! the recipe, metrics.jsonl with one JSON object per step and per evaluation, and checkpoints/.
+//! the recipe, metrics.jsonl with one JSON object per step and per evaluation, the latest value of
+//! each panel (panels.json), checkpoints/, and the report (report.html, report/).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::event::Metrics;
+use super::event::{Metrics, Panel};
 use crate::io::write_atomic;
 
 pub struct RunDir {
@@ -85,6 +86,21 @@ impl RunDir {
             row.insert("error".into(), json!(e));
         }
         self.write_row(row)
+    }
+
+    /// Keeps the latest value of each panel (a confusion matrix, …) in panels.json, for reports.
+    pub fn log_panels(&self, step: u64, panels: &[Panel]) -> Result<()> {
+        if panels.is_empty() {
+            return Ok(());
+        }
+        let file = self.path.join("panels.json");
+        let mut saved: Vec<Value> = fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        for p in panels {
+            saved.retain(|v| v.get("name").and_then(|n| n.as_str()) != Some(p.name.as_str()));
+            saved.push(json!({ "name": p.name, "step": step, "rows": p.rows, "cols": p.cols, "values": p.values }));
+        }
+        saved.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        write_atomic(&file, serde_json::to_string(&saved)?.as_bytes())
     }
 
     fn write_row(&mut self, row: Map<String, Value>) -> Result<()> {

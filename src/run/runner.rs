@@ -288,7 +288,9 @@ impl Loop<'_> {
             progress.steps = step;
             let metrics = metrics_of(&out)?;
             self.run_dir.log_metrics("step", step, self.started.elapsed().as_secs_f64(), &metrics)?;
-            let _ = self.events.send(Event::Step { step, metrics, panels: panels_of(&out)? });
+            let panels = panels_of(&out)?;
+            self.run_dir.log_panels(step, &panels)?;
+            let _ = self.events.send(Event::Step { step, metrics, panels });
             report_adapters(&self.state, self.events);
             self.lua.gc_step()?;
             let eval_every = loop_setting(&self.cfg, "eval_every")?.unwrap_or(0);
@@ -328,6 +330,15 @@ impl Loop<'_> {
         if let Some(finish) = self.versions.active.finish.clone() {
             let dir = self.run_dir.path.display().to_string();
             call_traced::<Value>(self.lua, &finish, (self.state.clone(), self.cfg.clone(), dir)).map_err(|e| anyhow!("finish failed: {e}"))?;
+        }
+        // The report is a view of what the run wrote; failing to draw it loses nothing.
+        match crate::report::write(std::slice::from_ref(&self.run_dir.path), &self.run_dir.path) {
+            Ok(w) => {
+                let _ = self.events.send(Event::Log(format!("report: {}", w.html.display())));
+            }
+            Err(e) => {
+                let _ = self.events.send(Event::Log(format!("error: the report was not written: {e:#}")));
+            }
         }
         Ok(())
     }
@@ -415,7 +426,9 @@ impl Loop<'_> {
             self.tracker.on_eval(best, &metrics);
         }
         self.run_dir.log_metrics("eval", step, self.started.elapsed().as_secs_f64(), &metrics)?;
-        let _ = self.events.send(Event::Eval { step, metrics, panels: panels_of(&out)? });
+        let panels = panels_of(&out)?;
+        self.run_dir.log_panels(step, &panels)?;
+        let _ = self.events.send(Event::Eval { step, metrics, panels });
         Ok(())
     }
 
@@ -521,6 +534,8 @@ pub fn panels_of(v: &Value) -> Result<Vec<Panel>> {
         };
         let (values, rows, cols) = match &spec {
             Value::Table(s) if s.contains_key("values")? => (s.get::<Value>("values")?, labels_of(&name, "rows", s.get("rows")?)?, labels_of(&name, "cols", s.get("cols")?)?),
+            // What mt.metrics.confusion_matrix returns: { labels, matrix }.
+            Value::Table(s) if s.contains_key("matrix")? => (s.get::<Value>("matrix")?, labels_of(&name, "labels", s.get("labels")?)?, labels_of(&name, "labels", s.get("labels")?)?),
             other => (other.clone(), None, None),
         };
         let (values, row_labels, col_labels) = match &values {
