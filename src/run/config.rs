@@ -1,14 +1,15 @@
 //! A recipe's config: its defaults overridden by `key=value` arguments, each parsed to the type of
 //! the default it replaces. Unknown keys are errors that list the known ones. The loop's own keys
-//! (`steps`, `eval_every`, `seed`, `log_every`, and the checkpoints' `save_every`, `keep_last`,
-//! `keep_best`, `patience`, `restore_best`) may be given even when the recipe sets no default.
+//! (`steps`, `eval_every`, `eval_on_start`, `seed`, `log_every`, and the checkpoints' `save_every`,
+//! `keep_last`, `keep_best`, `patience`, `restore_best`) may be given even when the recipe sets no
+//! default.
 
 use anyhow::{bail, Context, Result};
 use mlua::{Lua, Table, Value};
 
-/// Keys the run loop reads: integers, except `keep_best` (a string) and `restore_best` (a
-/// boolean).
-pub const LOOP_KEYS: &[&str] = &["steps", "eval_every", "seed", "log_every", "save_every", "keep_last", "keep_best", "patience", "restore_best"];
+/// Keys the run loop reads: integers, except `keep_best` (a string) and `restore_best` and
+/// `eval_on_start` (booleans).
+pub const LOOP_KEYS: &[&str] = &["steps", "eval_every", "eval_on_start", "seed", "log_every", "save_every", "keep_last", "keep_best", "patience", "restore_best"];
 
 /// Splits `key=value` arguments.
 pub fn parse_overrides(args: &[String]) -> Result<Vec<(String, String)>> {
@@ -32,7 +33,7 @@ fn parse_like(lua: &Lua, key: &str, default: &Value, raw: &str) -> Result<Value>
         }),
         Value::String(_) => Value::String(lua.create_string(raw)?),
         Value::Nil if key == "keep_best" => Value::String(lua.create_string(raw)?),
-        Value::Nil if key == "restore_best" => parse_like(lua, key, &Value::Boolean(false), raw)?,
+        Value::Nil if key == "restore_best" || key == "eval_on_start" => parse_like(lua, key, &Value::Boolean(false), raw)?,
         Value::Nil => Value::Integer(raw.trim().parse::<i64>().map_err(|_| bad("an integer"))?),
         other => bail!("config key '{key}' holds a {} and cannot be set from the command line", other.type_name()),
     })

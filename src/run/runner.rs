@@ -1,6 +1,6 @@
 //! The run thread's loop. It owns the Lua VM and every tensor; it loads the recipe, resolves the
 //! config, calls `setup` once, then `step` until `cfg.steps` or `done`, `evaluate` every
-//! `cfg.eval_every` steps and at the end, steps the garbage collector between steps, writes the
+//! `cfg.eval_every` steps, at the end (and before the first step with `eval_on_start`), steps the garbage collector between steps, writes the
 //! run directory, and reports everything as events. At each step boundary it applies the
 //! commands that arrived (pause, save, evaluate, reload, a REPL line, quit). A reloaded recipe
 //! runs on probation: if its `step` or `evaluate` fails on its first call, the previous version
@@ -262,6 +262,10 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
 impl Loop<'_> {
     fn run(&mut self, progress: &mut Progress) -> Result<()> {
         let mut last_eval = None;
+        // The baseline: an evaluation before the first step (logged at step 0).
+        if progress.steps == 0 && matches!(self.cfg.raw_get::<Value>("eval_on_start")?, Value::Boolean(true)) {
+            self.evaluate(0)?;
+        }
         loop {
             self.boundary(progress.steps)?;
             let total = loop_setting(&self.cfg, "steps")?;

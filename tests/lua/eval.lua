@@ -28,6 +28,7 @@ function tests.classification_scores_every_label()
   end
   local few = mt.eval.classify(model, tok, reviews, { labels = { "bad", "good" }, prompt = "Review: {text}\nSentiment:", shots = 2, train = reviews, seed = 1 })
   assert(few.shots == 2 and #few.predictions == 5)
+  assert(few.records[1].score ~= r.records[1].score, "the shots are in the prompt")
   local path = os.tmpname()
   assert(mt.eval.write_errors(path, r.records, { worst = 2 }))
   local lines = {}
