@@ -88,6 +88,8 @@ walk_userdata("moontune.ParamGroup", opt:param_groups()[1])
 walk_userdata("moontune.Tokenizer", tok)
 walk_userdata("moontune.Cache", model:new_cache())
 walk_userdata("moontune.HookHandle", model:register_forward_hook({ "mlp" }, function() end))
+walk_userdata("moontune.Dataset", mt.data.from({ 1, 2 }))
+walk_userdata("moontune.DataIterator", mt.data.from({ 1, 2 }):iter())
 table.sort(out)
 return table.concat(out, "\n")
 "#;

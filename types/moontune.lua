@@ -1543,7 +1543,7 @@ function mt.nn.module_dict(modules) end
 local AnyModule = {}
 
 ---The parameters of the tree, by dotted name (a table: use `pairs`).
----@param opts? { trainable?: boolean } only those that require gradients
+---@param opts? { trainable?: boolean, owner?: string } only those that require gradients; only those of an owner: "base" (the pretrained model), "adapters" (any adapter) or an adapter's name
 ---@return table<string, moontune.Tensor>
 function AnyModule:named_parameters(opts) end
 
@@ -2821,6 +2821,350 @@ function Tokenizer:apply_chat_template(messages, opts) end
 ---@return string? message
 function Tokenizer:save(path) end
 
+---`mt.data`: datasets for training and evaluation. A dataset is a lazy, deterministic chain of
+---steps over a source (a file or a Lua list); every step returns a new dataset, and the same
+---dataset gives the same examples in the same order in every pass of the same epoch. Examples are
+---records (tables with named fields), lists, strings, numbers and tensors. Lua functions run
+---where you give them (`map`, `filter`, templates); everything else runs in Rust, tokenisation
+---on all cores.
+---@class moontune.data
+mt.data = {}
+
+---What `mt.data.read` takes.
+---@class moontune.ReadOptions
+---@field format? "jsonl"|"json"|"csv"|"tsv"|"text"|"parquet" default: from the extension (.jsonl .ndjson .json .csv .tsv .txt .parquet); a directory reads as text
+---@field on_error? "fail"|"skip" a malformed record is an error naming the file and line (default), or skipped and counted (`ds:skipped()`)
+---@field schema? table<string, "string"|"int"|"float"|"bool"|"list"|"record"|"any"> fields every example must have, and their types: a missing field or another type is an error naming the field, the example and both types
+---@field header? boolean CSV/TSV: the first row names the columns (default true, false when `columns` is given)
+---@field columns? string[] CSV/TSV: the columns' names (for a file without a header, or to rename)
+---@field delimiter? string CSV/TSV: one character (default "," or tab)
+---@field infer? boolean CSV/TSV: cells that read back as the same number become numbers (default true)
+---@field by? "line"|"paragraph"|"file" text: one example `{ text }` per line (default), per blank-line-separated paragraph, or per file (`{ text, path }`; a directory gives each of its files)
+---@field field? string JSON: the array of examples under this field of the top-level object
+
+---A dataset read from a file: JSON Lines, CSV and TSV (RFC 4180 quoting, quoted line breaks),
+---plain text and Parquet stream from disk without being loaded whole (record offsets are indexed
+---on the first random access, for shuffling); a JSON array is read at once. Reading is lazy:
+---malformed content is an error when the bad record is reached, naming the file and line.
+---@param path string
+---@param opts? moontune.ReadOptions
+---@return moontune.Dataset|nil dataset
+---@return string? message when the file does not exist
+function mt.data.read(path, opts) end
+
+---A dataset of the examples in a Lua list (copied: later changes to the list do not show).
+---@param list any[]
+---@return moontune.Dataset
+function mt.data.from(list) end
+
+---The datasets one after the other.
+---@param datasets moontune.Dataset[]
+---@return moontune.Dataset
+function mt.data.concat(datasets) end
+
+---Examples drawn from the datasets at random in proportion to `weights` (for multi-task mixing),
+---the same draws for the same seed and epoch; until one of them runs out (`stop = "first"`,
+---default) or all have (`"all"`: those that ran out are no longer drawn).
+---@param datasets moontune.Dataset[]
+---@param opts? { weights?: number[], seed?: integer, stop?: "first"|"all" }
+---@return moontune.Dataset
+function mt.data.interleave(datasets, opts) end
+
+---A dataset (`mt.data.read`, `mt.data.from`). `#ds` is its length where that is known without
+---running the recipe's functions over unindexed data (nil for interleaved, packed and
+---unknown-length data; a filter over indexable data is evaluated once to count);
+---`tostring(ds)` (`__tostring`) says so too.
+---@class moontune.Dataset
+---@operator len: integer?
+local Dataset = {}
+
+---Each example passed through `fn` (its result is the new example; nil is an error).
+---@param fn fun(example: any): any
+---@return moontune.Dataset
+function Dataset:map(fn) end
+
+---The examples for which `fn` returns a true value.
+---@param fn fun(example: any): any
+---@return moontune.Dataset
+function Dataset:filter(fn) end
+
+---A new order each epoch, from `seed` and the epoch: the whole dataset permuted, or, with
+---`buffer`, shuffled within a window of that many examples that slides over the stream (for data
+---too big to index).
+---@param opts? { seed?: integer, buffer?: integer }
+---@return moontune.Dataset
+function Dataset:shuffle(opts) end
+
+---The first `n` examples.
+---@param n integer
+---@return moontune.Dataset
+function Dataset:take(n) end
+
+---All but the first `n` examples.
+---@param n integer
+---@return moontune.Dataset
+function Dataset:skip(n) end
+
+---What `Dataset:batch` takes (or just the size).
+---@class moontune.DataBatchOptions
+---@field size integer examples per batch
+---@field drop_last? boolean drop a last batch that is not full
+---@field pad_id? integer what `input_ids` (and fields without their own pad value) are padded with (default 0)
+---@field pad? table<string, number> pad values by field (default: labels -100, attention_mask and position_ids 0)
+---@field padding_side? "right"|"left"
+---@field pad_to_multiple_of? integer
+---@field bucket? integer sort windows of this many batches by length before cutting them (less padding), the window's batches in a seeded random order
+---@field by? string the field buckets sort by (default "input_ids")
+---@field seed? integer
+
+---Consecutive examples collated into one, padded to the batch's own longest example: numbers
+---become tensors, lists of token ids padded (batch, length) tensors (an `attention_mask` is added
+---for `input_ids`), tensors are stacked (1-D ones padded), other values listed.
+---@param opts integer|moontune.DataBatchOptions
+---@return moontune.Dataset
+function Dataset:batch(opts) end
+
+---Records with `prompt` and `response`: by Alpaca's template (`"alpaca"`: `instruction`,
+---`input`, `output`), by format strings whose `{field}`s name fields (`{{`, `}}` for braces), or
+---by a function (which returns the new example).
+---@param template "alpaca"|{ prompt: string, response?: string }|fun(example: table): table
+---@return moontune.Dataset
+function Dataset:template(template) end
+
+---What `Dataset:tokenize` takes.
+---@class moontune.DataTokenizeOptions
+---@field field? string the text field of plain examples (default "text")
+---@field response_only? boolean labels -100 except on the response / the assistant's turns (default true)
+---@field add_eos? boolean append EOS (default true, false for chats, whose template ends turns)
+---@field max_length? integer keep at most this many tokens
+---@field truncation? "right"|"left" which end is cut (default "right")
+---@field keep? string[] fields carried over unchanged (a label, an id)
+---@field chat_template? string which of the tokenizer's named chat templates
+
+---Records `{ input_ids, labels }`, tokenised in Rust on all cores: from `{ prompt, response }`
+---(encoded as one text and split by the tokens' offsets, so the ids are those of the whole text;
+---a token reaching into the response is trained), from `{ messages }` rendered by the tokenizer's
+---chat template (labels on the assistant's turns), or from plain text.
+---@param tok moontune.Tokenizer
+---@param opts? moontune.DataTokenizeOptions
+---@return moontune.Dataset
+function Dataset:tokenize(tok, opts) end
+
+---Tokenised documents laid end to end in rows of `length` tokens with `position_ids` starting
+---again at 0 for each document; the models attend only within a document of such a row and the
+---first token of each document has label -100, so a packed row's loss is its documents' loss
+---unpacked (as transformers' DataCollatorWithFlattening). A document that does not fit starts a
+---new row (or, with `split`, continues in it as a new document); one longer than a row is cut.
+---@param opts { length: integer, pad_id?: integer, split?: boolean, drop_last?: boolean }
+---@return moontune.Dataset
+function Dataset:pack(opts) end
+
+---Unicode normalisation (NFC by default, or NFKC, NFD, NFKD; `form = false` for none) and
+---whitespace tidying (runs of spaces and tabs to one, at most one blank line, trimmed) of text
+---fields (default `text`). `ds:report()` counts the examples changed.
+---@param opts? { field?: string, fields?: string[], form?: string|false, whitespace?: boolean }
+---@return moontune.Dataset
+function Dataset:normalize(opts) end
+
+---Keeps examples whose text field has between `min` and `max` characters (or words).
+---`ds:report()` counts those too short and too long.
+---@param opts { field?: string, min?: integer, max?: integer, unit?: "chars"|"words" }
+---@return moontune.Dataset
+function Dataset:length_filter(opts) end
+
+---Personal data replaced by typed placeholders: e-mail addresses `[EMAIL]`, phone numbers
+---`[PHONE]`, IP addresses `[IP]`, card numbers that pass the Luhn check `[CARD]`, IBANs that pass
+---the mod-97 check `[IBAN]`. `ds:report()` counts each kind and the examples changed.
+---@param opts? { field?: string, fields?: string[], kinds?: ("email"|"phone"|"ip"|"card"|"iban")[] }
+---@return moontune.Dataset
+function Dataset:redact(opts) end
+
+---Removes examples equal to an earlier one (the named fields, or the whole example), or with
+---`near = true` similar to one: MinHash over lower-cased word `shingle`-grams with
+---locality-sensitive hashing (bands chosen as datasketch's MinHashLSH chooses them), kept when the
+---estimated Jaccard similarity to every kept example is below `threshold` (default 0.8). The
+---first of each group stays. `ds:report()` counts the duplicates.
+---@param opts? { field?: string, fields?: string[], near?: boolean, threshold?: number, num_perm?: integer, shingle?: integer, seed?: integer }
+---@return moontune.Dataset
+function Dataset:dedup(opts) end
+
+---Named parts by fractions that add up to 1 (`{ train = 0.8, val = 0.1, test = 0.1 }`), in a
+---seeded random order, with `stratify` keeping each label's share in every part. Every example
+---lands in exactly one part.
+---@param opts table<string, number|string> the parts' fractions, and `seed`, `stratify`
+---@return table<string, moontune.Dataset>
+function Dataset:split(opts) end
+
+---What the last cleaning step did in its last pass (`normalize`, `length_filter`, `redact`,
+---`dedup`): counts by name.
+---@return table<string, integer>
+function Dataset:report() end
+
+---An iterator over the examples for `epochs` passes (default 1; `math.huge` for no end), a new
+---shuffle each epoch. `for ex in ds:iter() do ... end` works.
+---@param opts? { epochs?: number }
+---@return moontune.DataIterator
+function Dataset:iter(opts) end
+
+---The number of examples (as `#ds`), or nil when it is not known.
+---@return integer?
+function Dataset:len() end
+
+---The first `n` examples (default 5), as a list.
+---@param n? integer
+---@return any[]
+function Dataset:head(n) end
+
+---Records skipped as malformed in the last complete pass (`on_error = "skip"`).
+---@return integer
+function Dataset:skipped() end
+
+---An iterator over a dataset (`ds:iter()`); calling it (`__call`) is `it:next()`, so it works in
+---a generic `for`. Its position is saved in checkpoints and restored on resume.
+---@class moontune.DataIterator
+---@operator call: any
+local DataIterator = {}
+
+---The next example, or nil at the end of the last epoch (an empty dataset is an error).
+---@return any
+function DataIterator:next() end
+
+---The position: `{ epoch, index }` (epochs completed, examples given out in this one).
+---@return { epoch: integer, index: integer }
+function DataIterator:state() end
+
+---Continues from a position `state()` gave, as if the examples before it had been given out.
+---@param state { epoch: integer, index: integer }
+function DataIterator:load_state(state) end
+
+---The epoch under way, from 1.
+---@return integer
+function DataIterator:epoch() end
+
+---`mt.checkpoint`: a recipe's state saved into a directory and restored from it. The run loop
+---uses it for `save_every`, the `s` key, `:save` and `--resume`; recipes can call it too.
+---@class moontune.checkpoint
+mt.checkpoint = {}
+
+---Writes `state` into the checkpoint directory `dir`, atomically (a temporary sibling, fsynced,
+---then renamed; an interrupted write leaves an older `dir` as it was): numbers, strings, booleans
+---and tensors, and tables of them; loaded models through their tensors not owned by the frozen
+---base (trainable ones and every adapter's, by tree name) and their adapters' configs; Lua nn
+---modules through their state dicts; optimizers and schedules through theirs; data iterators
+---through their positions; and every random stream (libtorch's CPU and CUDA generators,
+---`math.random`). Returns the state paths not saved (functions, tokenizers, datasets: `setup`
+---makes them again). `before_commit(tmp)` may add files before the rename.
+---@param dir string
+---@param state table
+---@param info? { step?: integer, config?: table, meta?: table, before_commit?: fun(tmp: string) }
+---@return string[] skipped
+function mt.checkpoint.save(dir, state, info) end
+
+---Restores what `save` saved into `state` as `setup` made it (tensors in place; adapters that
+---the model lacks are made again from their configs first), then every random stream. Returns
+---the manifest (`step`, `config`, `meta`, `skipped`, ...). A kind that changed (an optimizer
+---where a number was) or a corrupted checkpoint is an error naming the path.
+---@param dir string
+---@param state table
+---@return table manifest
+function mt.checkpoint.load(dir, state) end
+
+---What a state value is, as checkpoints see it: "model", "submodule", "optimizer", "schedule",
+---"data iterator", "tensor", "dataset", "tokenizer", "userdata", or Lua's type name.
+---@param v any
+---@return string
+function mt.checkpoint.kind(v) end
+
+---Every random stream's state: `{ cpu = tensor, cuda = { tensor, ... }, lua = { 4 integers } }`.
+---@return table
+function mt.checkpoint.random_state() end
+
+---Restores what `random_state` gave.
+---@param state table
+function mt.checkpoint.set_random_state(state) end
+
+---A fresh temporary sibling of `target` to write a checkpoint into (left-overs of interrupted
+---writes are removed), or nil and a message.
+---@param target string
+---@return string|nil tmp
+---@return string? message
+function mt.checkpoint.begin(target) end
+
+---Puts a finished temporary directory in place as `target` (fsync, rename), or nil and a message.
+---@param tmp string
+---@param target string
+---@return true|nil ok
+---@return string? message
+function mt.checkpoint.commit(tmp, target) end
+
+---The checked manifest (checkpoint.json) of a checkpoint directory, or nil and why it is unusable.
+---@param dir string
+---@return table|nil manifest
+---@return string? message
+function mt.checkpoint.manifest(dir) end
+
+---The latest checkpoint of a run directory (`RUN_DIR/checkpoints/latest`), or nil and why there
+---is none.
+---@param run_dir string
+---@return string|nil dir
+---@return string? message
+function mt.checkpoint.latest(run_dir) end
+
+---`mt.eval`: the evaluations that tell whether fine-tuning helped. Each returns its metrics and
+---`records` (input, prediction, reference, score) for `write_errors`.
+---@class moontune.eval
+mt.eval = {}
+
+---A causal LM as a classifier: each label string (after `label_prefix`, default " ") scored by
+---its summed log-likelihood after the prompt, the best predicted. Zero-shot, or with `shots = k`
+---examples of `train` in the prompt (taken in a seeded order, labels in turn): the baseline
+---before fine-tuning. The label field may hold 0-based indices into `labels` or the strings.
+---Returns `{ accuracy, macro_f1, confusion, predictions, references, records, shots }`; a
+---record's score is the right label's margin over the best wrong one (negative when wrong).
+---@param model moontune.Module
+---@param tok moontune.Tokenizer
+---@param data moontune.Dataset|table[]
+---@param opts { labels: string[], prompt?: string|fun(ex: table): string, label_field?: string, shots?: integer, train?: moontune.Dataset|table[], seed?: integer, separator?: string, label_prefix?: string, batch_size?: integer, max_length?: integer, limit?: integer }
+---@return table
+function mt.eval.classify(model, tok, data, opts) end
+
+---Greedy generations for each example's prompt, scored against its reference with BLEU, chrF and
+---ROUGE (F-measures, stemmed); records scored by sentence BLEU.
+---@param model moontune.Module
+---@param tok moontune.Tokenizer
+---@param data moontune.Dataset|table[]
+---@param opts? { prompt?: string|fun(ex: table): string, reference?: string, max_new_tokens?: integer, batch_size?: integer, limit?: integer, metrics?: ("bleu"|"chrf"|"rouge")[] }
+---@return table
+function mt.eval.generate(model, tok, data, opts) end
+
+---Token-weighted perplexity of a text (a file path or the text itself) in windows of
+---`max_length` tokens, each after the first starting `stride` tokens on and scoring only its new
+---tokens (transformers' perplexity guide). `{ perplexity, loss, tokens }`.
+---@param model moontune.Module
+---@param tok moontune.Tokenizer
+---@param source string
+---@param opts? { max_length?: integer, stride?: integer, batch_size?: integer }
+---@return table
+function mt.eval.perplexity(model, tok, source, opts) end
+
+---The summed log-probability of each continuation after its context (`{ context_ids,
+---continuation_ids }` rows), by batches: what `classify` and `perplexity` are made of.
+---@param model moontune.Module
+---@param rows integer[][][]
+---@param opts? { batch_size?: integer, pad_id?: integer }
+---@return number[]
+function mt.eval.continuation_logprobs(model, rows, opts) end
+
+---Writes the `worst` records (lowest score first, default 20) as JSON Lines with input,
+---prediction, reference and score: the error-analysis file (`errors.jsonl` in the run directory
+---shows in its report).
+---@param path string
+---@param records table[]
+---@param opts? { worst?: integer }
+---@return true|nil ok
+---@return string? message
+function mt.eval.write_errors(path, records, opts) end
+
 ---What a recipe file returns (`moontune run recipe.lua key=value ...`). moontune owns the loop:
 ---it resolves `config` against the command line, calls `setup` once, `step` until
 ---`config.steps` (or until `done` returns true), `evaluate` every `eval_every` steps and at the
@@ -2828,13 +3172,14 @@ function Tokenizer:save(path) end
 ---logged to metrics.jsonl and shown in the TUI; `panels` returns heat maps. Annotate your
 ---recipe's table with `---@type moontune.Recipe` for completion.
 ---@class moontune.Recipe
----@field config? table<string, any> defaults, overridden by `key=value` arguments (of the same type); `steps`, `eval_every`, `seed` and `log_every` are always accepted
+---@field config? table<string, any> defaults, overridden by `key=value` arguments (of the same type); the loop's keys are always accepted: `steps`, `eval_every`, `eval_on_start`, `seed`, `log_every`, and the checkpoints' `save_every`, `keep_last`, `keep_best` ("metric:min|max"), `patience` and `restore_best`
 ---@field setup fun(cfg: table): table builds the state that persists across steps (model, optimizer, data)
 ---@field step fun(state: table, cfg: table): table? one optimizer step; returns the numbers to log
 ---@field evaluate? fun(state: table, cfg: table): table? returns evaluation numbers
 ---@field done? fun(state: table, cfg: table): boolean ends the run early when it returns true
 ---@field on_reload? fun(state: table, cfg: table) called after a hot reload, before the new functions take over
----@field save? fun(state: table, cfg: table, dir: string) the checkpoint hook behind the `s` key and `:save`
+---@field save? fun(state: table, cfg: table, dir: string) adds files to a checkpoint being written in `dir` (moontune saves the state itself: `mt.checkpoint.save`)
+---@field load? fun(state: table, cfg: table, dir: string) after moontune restored a checkpoint into `state` (`--resume`, `restore_best`)
 ---@field finish? fun(state: table, cfg: table, dir: string) called once after the last step and the final evaluation, also when stopped early; `dir` is the run's directory (for final outputs)
 
 return mt

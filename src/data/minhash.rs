@@ -23,8 +23,16 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     z ^ (z >> 31)
 }
 
-fn mul_mod(a: u64, b: u64) -> u64 {
-    ((a as u128 * b as u128) % PRIME as u128) as u64
+/// (a·x + b) mod 2^61 − 1 for a, x, b below the prime, by the Mersenne reduction (no division).
+fn affine_mod(a: u64, x: u64, b: u64) -> u64 {
+    let v = a as u128 * x as u128 + b as u128;
+    let mut r = (v & PRIME as u128) as u64 + (v >> 61) as u64;
+    r = (r & PRIME) + (r >> 61);
+    if r >= PRIME {
+        r - PRIME
+    } else {
+        r
+    }
 }
 
 pub struct MinHasher {
@@ -42,19 +50,22 @@ impl MinHasher {
     }
 
     /// The hashes of the text's shingles: lower-cased word n-grams (the whole text when it has
-    /// fewer words).
+    /// fewer words), each the hash of its words' hashes in order.
     fn shingles(&self, text: &str) -> Vec<u64> {
-        let words: Vec<String> = text.split_whitespace().map(|w| w.to_lowercase()).collect();
+        let words: Vec<u64> = text.split_whitespace().map(|w| hash_bytes(w.to_lowercase().as_bytes())).collect();
         if words.is_empty() {
-            return vec![hash_bytes(b"")];
+            return vec![hash_bytes(b"") % PRIME];
         }
         let n = self.shingle.min(words.len());
-        words.windows(n).map(|w| hash_bytes(w.join(" ").as_bytes()) & PRIME).collect()
+        let mut out: Vec<u64> = words.windows(n).map(|w| hash_bytes(&w.iter().flat_map(|h| h.to_le_bytes()).collect::<Vec<u8>>()) % PRIME).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     pub fn signature(&self, text: &str) -> Vec<u64> {
         let shingles = self.shingles(text);
-        self.perms.iter().map(|&(a, b)| shingles.iter().map(|&x| (mul_mod(a, x) + b) % PRIME).min().unwrap_or(u64::MAX)).collect()
+        self.perms.iter().map(|&(a, b)| shingles.iter().map(|&x| affine_mod(a, x, b)).min().unwrap_or(u64::MAX)).collect()
     }
 }
 
@@ -139,6 +150,16 @@ mod tests {
         assert_eq!(optimal_bands(0.5, 128), (25, 5));
         assert_eq!(optimal_bands(0.7, 128), (14, 9));
         assert_eq!(optimal_bands(0.9, 128), (5, 25));
+    }
+
+    #[test]
+    fn the_mersenne_reduction_equals_the_remainder() {
+        let mut rng = crate::data::rng::Rng::new(5, 5);
+        for _ in 0..10_000 {
+            let (a, x, b) = (rng.below(PRIME), rng.below(PRIME), rng.below(PRIME));
+            assert_eq!(affine_mod(a, x, b), ((a as u128 * x as u128 + b as u128) % PRIME as u128) as u64);
+        }
+        assert_eq!(affine_mod(PRIME - 1, PRIME - 1, PRIME - 1), (((PRIME - 1) as u128 * (PRIME - 1) as u128 + (PRIME - 1) as u128) % PRIME as u128) as u64);
     }
 
     #[test]

@@ -28,6 +28,11 @@ use crate::data::source::{format_named, guess_format, FileSource, ReadOptions, F
 use crate::data::template::Template;
 use crate::data::tokenize::{TokenizeOptions, Tokenize};
 
+/// The most examples a batch, a bucket window or a shuffle buffer holds at once.
+const MAX_ROWS: usize = 1 << 24;
+/// The longest packed row or padded length, in tokens.
+const MAX_LENGTH: usize = 1 << 24;
+
 pub struct LuaDataset(pub Dataset);
 pub struct LuaDataIter(pub DataIter);
 
@@ -175,11 +180,14 @@ fn batch_options(call: &str, v: Value) -> mlua::Result<BatchOptions> {
         },
         other => return Err(misuse(call, format!("expected a size or {{ size = ..., ... }}, got {}", describe(&other)))),
     };
-    if a.size == 0 {
-        return Err(misuse(call, "size must be at least 1"));
+    if a.size == 0 || a.size > MAX_ROWS {
+        return Err(misuse(call, format!("size must be between 1 and {MAX_ROWS}, got {}", a.size)));
     }
-    if a.bucket == Some(0) {
-        return Err(misuse(call, "bucket must be at least 1 (batches per sorted window)"));
+    if a.bucket.is_some_and(|b| b == 0 || b.saturating_mul(a.size) > MAX_ROWS) {
+        return Err(misuse(call, format!("bucket must be at least 1 (batches per sorted window), and bucket × size at most {MAX_ROWS}")));
+    }
+    if a.pad_to_multiple_of.is_some_and(|m| m == 0 || m > MAX_LENGTH) {
+        return Err(misuse(call, format!("pad_to_multiple_of must be between 1 and {MAX_LENGTH}")));
     }
     let left = match a.padding_side.as_deref() {
         None | Some("right") => false,
@@ -338,6 +346,9 @@ impl UserData for LuaDataset {
         method(methods, "filter", "data.filter", |lua, this, f: Value| new(lua, this.0.filter(callback(lua, "data.filter", f)?)));
         method(methods, "shuffle", "data.shuffle", |lua, this, opts: Option<Table>| {
             let o: ShuffleArgs = options(lua, "data.shuffle", opts)?;
+            if o.buffer.is_some_and(|b| b > MAX_ROWS) {
+                return Err(misuse("data.shuffle", format!("buffer must be at most {MAX_ROWS} examples")));
+            }
             new(lua, this.0.shuffle(o.seed.unwrap_or(0), o.buffer).or_misuse("data.shuffle")?)
         });
         method(methods, "take", "data.take", |lua, this, n: Value| new(lua, this.0.take(count("data.take", "n", &n)?)));
@@ -384,8 +395,8 @@ impl UserData for LuaDataset {
         });
         method(methods, "pack", "data.pack", |lua, this, opts: Table| {
             let a: PackArgs = required_options("data.pack", opts, &[])?;
-            if a.length == 0 {
-                return Err(misuse("data.pack", "length must be at least 1"));
+            if a.length == 0 || a.length > MAX_LENGTH {
+                return Err(misuse("data.pack", format!("length must be between 1 and {MAX_LENGTH} tokens, got {}", a.length)));
             }
             let o = PackOptions { length: a.length, pad_id: a.pad_id.unwrap_or(0), split: a.split.unwrap_or(false), drop_last: a.drop_last.unwrap_or(false) };
             new(lua, this.0.regroup(Rc::new(Packer(o))))

@@ -75,6 +75,8 @@ local sched = mt.sched.cosine(opt, { warmup = 1, total = 10 })
 local cache = model:new_cache()
 local hook = model:register_forward_hook({ "mlp" }, function() end)
 local ms = mt.metrics.stream("f1", { average = "macro" })
+local ds = mt.data.from({ { text = "a b c", label = 1 }, { text = "c d e", label = 0 } })
+local it = ds:iter()
 local corpus = assert(io.open("corpus.txt", "w")); corpus:write("hello world\nhi there\n"); corpus:close()
 local tok = mt.tokenizer.train_bpe{ files = { "corpus.txt" }, vocab_size = 40 }
 local cyc = {}; cyc[1] = cyc; cyc.self = cyc
@@ -111,6 +113,11 @@ fn receiver(class: &str) -> Option<&'static str> {
         "moontune.Tokenizer" => "tok",
         "moontune.metrics" => "mt.metrics",
         "moontune.MetricStream" => "ms",
+        "moontune.data" => "mt.data",
+        "moontune.Dataset" => "ds",
+        "moontune.DataIterator" => "it",
+        "moontune.checkpoint" => "mt.checkpoint",
+        "moontune.eval" => "mt.eval",
         _ => return None,
     })
 }
