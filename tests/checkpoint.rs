@@ -220,3 +220,59 @@ fn keep_best_patience_and_restore_best() {
     let out = run(&["run", "--headless", recipe.to_str().unwrap(), "keep_best=acc:up"], dir.path());
     assert!(!out.status.success() && text(&out).contains("direction must be min or max"), "{}", text(&out));
 }
+
+/// A recipe whose checkpoint writes are slow (its `save` hook adds a file, then waits), to be
+/// killed in the middle of one.
+const SLOW_SAVE: &str = r#"
+local mt = require "moontune"
+return {
+  config = { steps = 4, save_every = 2, seed = 1 },
+  setup = function(cfg) return { w = mt.tensor.zeros{ 3 }, n = 0 } end,
+  step = function(s, cfg) s.n = s.n + 1; s.w:add_(mt.tensor.randn{ 3 }); return { loss = s.w:sum() } end,
+  save = function(s, cfg, dir)
+    local f = assert(io.open(dir .. "/extra.txt", "w")); f:write("step " .. s.n); f:close()
+    if s.n == 4 then local t = mt.clock(); while mt.clock() - t < 30 do end end
+  end,
+  load = function(s, cfg, dir)
+    local f = assert(io.open(dir .. "/extra.txt")); print("load hook read: " .. f:read("a")); f:close()
+  end,
+  finish = function(s, cfg) print("finished at n = " .. s.n) end,
+}
+"#;
+
+#[test]
+fn a_kill_during_a_checkpoint_write_leaves_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("slow_save.lua");
+    std::fs::write(&recipe, SLOW_SAVE).unwrap();
+    let runs = dir.path().join("runs");
+    let mut child = moontune()
+        .args(["run", "--headless", "--no-watch", "--runs-dir", runs.to_str().unwrap(), recipe.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // Wait for the step-4 write to be under way: its temporary directory holds the hook's file.
+    let writing = loop {
+        let found = std::fs::read_dir(&runs).ok().and_then(|mut e| e.next()).and_then(|r| {
+            let ck = r.ok()?.path().join("checkpoints");
+            std::fs::read_dir(&ck).ok()?.flatten().map(|e| e.path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".step-4.tmp-") && p.join("extra.txt").exists())
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the step-4 checkpoint write never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run_dir = writing.parent().unwrap().parent().unwrap().to_path_buf();
+    assert_eq!(std::fs::read_to_string(run_dir.join("checkpoints/latest")).unwrap(), "step-2");
+    assert!(!run_dir.join("checkpoints/step-4").exists());
+    // Resuming takes the previous checkpoint; the recipe's load hook reads what its save hook wrote.
+    let out = run(&["run", "--headless", recipe.to_str().unwrap(), "--resume", run_dir.to_str().unwrap(), "save_every=0"], dir.path());
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("load hook read: step 2") && shown.contains("finished at n = 4"), "{shown}");
+}

@@ -115,7 +115,7 @@ fn config_overrides_are_checked() {
     let out = moontune().arg("run").arg(&recipe).args(["lr=1", "--runs-dir"]).arg(&runs).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
-    assert!(t.contains("unknown config key 'lr'") && t.contains("eval_every, log_every, name, scale, seed, steps"), "{t}");
+    assert!(t.contains("unknown config key 'lr'") && t.contains("eval_every, eval_on_start, keep_best, keep_last, log_every, name, patience, restore_best, save_every, scale, seed, steps"), "{t}");
     let out = moontune().arg("run").arg(&recipe).args(["scale=big", "--runs-dir"]).arg(&runs).output().unwrap();
     assert!(text(&out).contains("config key 'scale' expects a number, got 'big'"), "{}", text(&out));
 }

@@ -1543,7 +1543,7 @@ function mt.nn.module_dict(modules) end
 local AnyModule = {}
 
 ---The parameters of the tree, by dotted name (a table: use `pairs`).
----@param opts? { trainable?: boolean, owner?: string } only those that require gradients; only those of an owner: "base" (the pretrained model), "adapters" (any adapter) or an adapter's name
+---@param opts? { trainable?: boolean, owner?: string, changed?: boolean } only those that require gradients; only those of an owner: "base" (the pretrained model), "adapters" (any adapter) or an adapter's name; only those whose data was changed in place since they were made (an optimizer step, a merge, a copy into them)
 ---@return table<string, moontune.Tensor>
 function AnyModule:named_parameters(opts) end
 
@@ -3049,7 +3049,8 @@ mt.checkpoint = {}
 ---Writes `state` into the checkpoint directory `dir`, atomically (a temporary sibling, fsynced,
 ---then renamed; an interrupted write leaves an older `dir` as it was): numbers, strings, booleans
 ---and tensors, and tables of them; loaded models through their tensors not owned by the frozen
----base (trainable ones and every adapter's, by tree name) and their adapters' configs; Lua nn
+---base (trainable ones, every adapter's, and base weights changed in place since loading, such
+---as merged adapters; by tree name) and their adapters' configs; Lua nn
 ---modules through their state dicts; optimizers and schedules through theirs; data iterators
 ---through their positions; and every random stream (libtorch's CPU and CUDA generators,
 ---`math.random`). Returns the state paths not saved (functions, tokenizers, datasets: `setup`

@@ -176,8 +176,8 @@ impl FileSource {
 
     pub fn open(self: &Rc<Self>) -> Result<Box<dyn Stream>> {
         Ok(match &self.options.format {
-            Format::Lines(f) => Box::new(FileStream { source: self.clone(), reader: RecordReader::start(&self.path, f, self.options.on_error)?, count: 0 }),
-            Format::Parquet if self.loaded.borrow().is_none() => Box::new(ParquetStream { source: self.clone(), rows: ParquetRows::open(&self.path)?, count: 0 }),
+            Format::Lines(f) => Box::new(FileStream { source: self.clone(), rows: Rows::Lines(RecordReader::start(&self.path, f, self.options.on_error)?), count: 0 }),
+            Format::Parquet if self.loaded.borrow().is_none() => Box::new(FileStream { source: self.clone(), rows: Rows::Parquet(ParquetRows::open(&self.path)?), count: 0 }),
             _ => Box::new(MemoryStream { items: self.whole()?, at: 0 }),
         })
     }
@@ -223,41 +223,35 @@ impl Stream for MemoryStream {
     }
 }
 
+/// Rows of a streamed file, of either kind.
+enum Rows {
+    Lines(RecordReader),
+    Parquet(ParquetRows),
+}
+
 struct FileStream {
     source: Rc<FileSource>,
-    reader: RecordReader,
+    rows: Rows,
     count: u64,
 }
 
 impl Stream for FileStream {
     fn next(&mut self) -> Result<Option<Value>> {
-        match self.reader.next()? {
-            Some(r) => {
-                self.count += 1;
-                self.source.check(r.value, self.count - 1).map(Some)
-            }
-            None => {
-                self.source.skipped.set(self.reader.skipped);
-                Ok(None)
-            }
-        }
-    }
-}
-
-struct ParquetStream {
-    source: Rc<FileSource>,
-    rows: ParquetRows,
-    count: u64,
-}
-
-impl Stream for ParquetStream {
-    fn next(&mut self) -> Result<Option<Value>> {
-        match self.rows.next()? {
+        let row = match &mut self.rows {
+            Rows::Lines(r) => r.next()?.map(|located| located.value),
+            Rows::Parquet(p) => p.next()?,
+        };
+        match row {
             Some(v) => {
                 self.count += 1;
                 self.source.check(v, self.count - 1).map(Some)
             }
-            None => Ok(None),
+            None => {
+                if let Rows::Lines(r) = &self.rows {
+                    self.source.skipped.set(r.skipped);
+                }
+                Ok(None)
+            }
         }
     }
 }

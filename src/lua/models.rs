@@ -106,6 +106,9 @@ struct ParamOptions {
     trainable: Option<bool>,
     /// Only parameters of this owner: "base", "adapters" (any adapter), or an adapter's name.
     owner: Option<String>,
+    /// Only parameters whose data was changed in place since they were made (an optimizer step,
+    /// a merge, a copy into them): what a checkpoint must keep of a frozen model.
+    changed: Option<bool>,
 }
 
 impl ParamOptions {
@@ -117,7 +120,8 @@ impl ParamOptions {
             (Some(name), module::Owner::Adapter(a)) => name == a,
             (Some(_), module::Owner::Base) => false,
         };
-        owned && (!self.trainable.unwrap_or(false) || p.tensor.requires_grad())
+        let changed = !self.changed.unwrap_or(false) || crate::tensor::shim::version(&p.tensor).is_ok_and(|v| v > 0);
+        owned && changed && (!self.trainable.unwrap_or(false) || p.tensor.requires_grad())
     }
 }
 

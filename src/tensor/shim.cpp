@@ -70,6 +70,12 @@ char* moontune_identity(tensor t, void** impl, void** storage, int64_t* nbytes) 
   });
 }
 
+// How many times the tensor's data was changed in place (`t._version`): 0 for a tensor as it was
+// made, more after an optimizer step, a copy into it or a merge.
+char* moontune_version(tensor t, int64_t* out) {
+  return guarded([&] { *out = t->defined() ? static_cast<int64_t>(t->_version()) : 0; });
+}
+
 // A number as libtorch keeps a Python scalar: a 0-dim CPU tensor (int64 or float64) marked as a
 // wrapped number, which type promotion ranks below tensors of its kind. Made here, not through
 // tch's Scalar (whose destructor panics on a pending libtorch error).

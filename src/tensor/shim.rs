@@ -15,6 +15,7 @@ type Handle = *mut C_tensor;
 
 extern "C" {
     fn moontune_free_error(message: *mut c_char);
+    fn moontune_version(t: Handle, out: *mut i64) -> *mut c_char;
     fn moontune_identity(t: Handle, tensor_impl: *mut *mut c_void, storage: *mut *mut c_void, nbytes: *mut i64) -> *mut c_char;
     fn moontune_set_grad(t: Handle, g: Handle) -> *mut c_char;
     fn moontune_wrapped_number(f: f64, i: i64, is_int: bool, out: *mut Handle) -> *mut c_char;
@@ -122,6 +123,14 @@ pub fn identity(t: &Tensor) -> Result<Identity> {
     // SAFETY: t is a live tch handle; the shim writes the three outputs.
     check(unsafe { moontune_identity(t.as_ptr() as Handle, &mut tensor, &mut storage, &mut bytes) })?;
     Ok(Identity { tensor: tensor as usize, storage: storage as usize, storage_bytes: bytes })
+}
+
+/// How many times `t`'s data was changed in place since it was made (`t._version` in PyTorch).
+pub fn version(t: &Tensor) -> Result<i64> {
+    let mut out = 0i64;
+    // SAFETY: t is a live tch handle; the shim writes the output.
+    check(unsafe { moontune_version(t.as_ptr() as Handle, &mut out) })?;
+    Ok(out)
 }
 
 /// `t.grad = g` (same shape, dtype and device), or `t.grad = None`.
@@ -389,8 +398,12 @@ mod tests {
     use super::*;
     use tch::Kind;
 
+    /// The tests that seed and draw from libtorch's global stream take turns.
+    static GLOBAL_STREAM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn the_random_stream_continues_from_a_restored_state() {
+        let _turn = GLOBAL_STREAM.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(3);
         let state = rng_state(Device::Cpu).unwrap();
         let a = Tensor::randn([5], (Kind::Float, Device::Cpu));
@@ -425,6 +438,7 @@ mod tests {
 
     #[test]
     fn own_generator_repeats_and_leaves_the_global_stream_alone() {
+        let _turn = GLOBAL_STREAM.lock().unwrap_or_else(|e| e.into_inner());
         let probs = Tensor::ones([2, 50], (Kind::Float, Device::Cpu));
         tch::manual_seed(7);
         let expected_global = Tensor::rand([3], (Kind::Float, Device::Cpu));

@@ -1,8 +1,9 @@
 -- moontune.checkpoint: a recipe's state saved into a checkpoint directory and restored from it.
 --
 -- What is saved, walking `state`: numbers, strings, booleans and tensors, and tables of them;
--- loaded models through the tensors not owned by the frozen base (trainable ones and every
--- adapter's, keyed by tree name) with their adapters' configs, so that adapters made during the
+-- loaded models through the tensors not owned by the frozen base (trainable ones, every
+-- adapter's, and base weights changed in place since they were loaded: a merged adapter, a
+-- teacher copied from the student; keyed by tree name) with their adapters' configs, so that adapters made during the
 -- run are made again on load before their weights are copied in; Lua nn modules through their
 -- state dicts; optimizers and schedules through theirs; data iterators through their positions;
 -- and every random stream (libtorch's CPU and CUDA generators, math.random). Functions,
@@ -43,7 +44,7 @@ local walk
 
 local function model_node(m, path, ctx)
   local names, seen = {}, {}
-  for _, which in ipairs({ { trainable = true }, { owner = "adapters" } }) do
+  for _, which in ipairs({ { trainable = true }, { owner = "adapters" }, { changed = true } }) do
     for name, p in pairs(m:named_parameters(which)) do
       if not seen[name] then
         seen[name] = true

@@ -76,6 +76,34 @@ function tests.every_kind_of_state_round_trips()
   os.execute("rm -rf " .. dir)
 end
 
+-- A frozen base keeps only what changed: a merged adapter's weights, not the untouched rest.
+function tests.changed_base_weights_are_saved_and_untouched_ones_are_not()
+  if not have_model then return end
+  local function model_with_merge()
+    mt.manual_seed(2)
+    local m = assert(mt.models.load(data_dir .. "/models/stories260K"))
+    mt.peft.lora(m, { name = "x", r = 2, targets = { "q_proj" } })
+    for _, p in pairs(m:named_parameters{ owner = "x" }) do mt.no_grad(function() p:add_(0.1) end) end
+    return m
+  end
+  local m = model_with_merge()
+  assert(next(m:named_parameters{ changed = true, owner = "base" }) == nil, "a model as loaded has changed nothing")
+  m:merge_and_unload()
+  local changed = m:named_parameters{ changed = true, owner = "base" }
+  local n = 0
+  for name in pairs(changed) do n = n + 1; assert(name:find("q_proj"), name) end
+  assert(n == 5, n .. " merged q_proj weights")
+  local dir = tmpdir()
+  mt.checkpoint.save(dir, { model = m }, { step = 1 })
+  local fresh = { model = assert(mt.models.load(data_dir .. "/models/stories260K")) }
+  local manifest = mt.checkpoint.load(dir, fresh)
+  assert(#manifest.state.table[1][2].names == 5, "only the changed weights are in the checkpoint")
+  for name, p in pairs(m:named_parameters()) do
+    assert(p:equal(fresh.model:named_parameters()[name]), name)
+  end
+  os.execute("rm -rf " .. dir)
+end
+
 function tests.mismatches_and_missing_checkpoints_are_clear_errors()
   local s = fresh(false)
   local dir = tmpdir()

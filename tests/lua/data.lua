@@ -161,7 +161,7 @@ function tests.batches_pad_to_their_longest_example()
   for bb in mt.data.from(lengths):batch(4):iter() do plain_waste = plain_waste + (1 - bb.attention_mask:float():mean():item()) end
   assert(waste < plain_waste / 3, waste .. " vs " .. plain_waste)
   raises(function() mt.data.from({ { a = 1 }, { b = 2 } }):batch(2):iter():next() end, "example 2 of the batch has no field 'a'")
-  raises(function() ds:batch{ size = 0 } end, "size must be at least 1")
+  raises(function() ds:batch{ size = 0 } end, "size must be between 1 and")
 end
 
 function tests.templates_and_response_only_labels()
