@@ -239,7 +239,7 @@ function C.load(dir, state)
   if type(dir) ~= "string" then error("checkpoint.load: argument 1 (dir) must be a path, got " .. type(dir), 2) end
   if type(state) ~= "table" then error("checkpoint.load: argument 2 (state) must be a table, got " .. type(state), 2) end
   local manifest, err = C.manifest(dir)
-  if not manifest then error(err, 0) end
+  if not manifest then error("checkpoint.load: " .. tostring(err):gsub("^checkpoint%.manifest: ", ""), 0) end
   local tensors, load_err = mt.load(dir .. "/" .. TENSORS)
   if not tensors then error("checkpoint.load: " .. tostring(load_err), 0) end
   local ctx = { tensors = tensors, dir = dir }

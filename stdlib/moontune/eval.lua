@@ -12,6 +12,7 @@ local mt = require "moontune.core"
 local E = {}
 
 local function check_options(call, opts, accepted)
+  if type(opts) ~= "table" then error(string.format("%s: the options must be a table, got %s", call, type(opts)), 3) end
   for k in pairs(opts) do
     local ok = false
     for _, a in ipairs(accepted) do if a == k then ok = true end end
@@ -19,6 +20,15 @@ local function check_options(call, opts, accepted)
       table.sort(accepted)
       error(string.format("%s: unknown option '%s' (accepted: %s)", call, tostring(k), table.concat(accepted, ", ")), 3)
     end
+  end
+end
+
+-- Checks the model and tokenizer arguments of an evaluation.
+local function check_model(call, model, tok)
+  local kind = mt.checkpoint.kind(model)
+  if kind ~= "model" then error(string.format("%s: argument 1 (model) must be a loaded model (mt.models.load), got %s", call, kind), 3) end
+  if tok ~= nil and mt.checkpoint.kind(tok) ~= "tokenizer" then
+    error(string.format("%s: argument 2 (tok) must be a tokenizer (mt.tokenizer.load), got %s", call, mt.checkpoint.kind(tok)), 3)
   end
 end
 
@@ -62,7 +72,18 @@ end
 -- Sum (and count) of the log-probabilities of each continuation after its context, by batches:
 -- rows = { { context_ids, continuation_ids }, ... }.
 function E.continuation_logprobs(model, rows, opts)
+  local call = "eval.continuation_logprobs"
+  check_model(call, model)
   opts = opts or {}
+  check_options(call, opts, { "batch_size", "pad_id" })
+  if type(rows) ~= "table" then error(call .. ": argument 2 (rows) must be a list of { context_ids, continuation_ids }, got " .. type(rows), 2) end
+  for i, r in ipairs(rows) do
+    if type(r) ~= "table" or type(r[1]) ~= "table" or type(r[2]) ~= "table" then
+      error(string.format("%s: row %d must be { context_ids, continuation_ids } (two lists of token ids)", call, i), 2)
+    end
+    if #r[1] == 0 then error(string.format("%s: row %d has no context (the first token predicts nothing)", call, i), 2) end
+  end
+  if type(opts.batch_size or 1) ~= "number" or (opts.batch_size or 1) < 1 then error(call .. ": batch_size must be a positive number", 2) end
   local batch_size, pad = opts.batch_size or 8, opts.pad_id or 0
   local sums = {}
   mt.no_grad(function()
@@ -138,6 +159,7 @@ end
 -- 0-based indices or the label strings themselves both work.
 function E.classify(model, tok, data, opts)
   local call = "eval.classify"
+  check_model(call, model, tok)
   opts = opts or {}
   check_options(call, opts, { "labels", "prompt", "label_field", "shots", "train", "seed", "separator", "label_prefix", "batch_size", "max_length", "limit" })
   local labels = opts.labels
@@ -202,6 +224,7 @@ end
 -- greedy generations scored against the references; records scored by sentence BLEU.
 function E.generate(model, tok, data, opts)
   local call = "eval.generate"
+  check_model(call, model, tok)
   opts = opts or {}
   check_options(call, opts, { "prompt", "reference", "max_new_tokens", "batch_size", "limit", "metrics" })
   local wanted = opts.metrics or { "bleu", "chrf", "rouge" }
@@ -253,6 +276,7 @@ end
 -- perplexity guide); token-weighted over the whole text. { perplexity, loss, tokens }.
 function E.perplexity(model, tok, source, opts)
   local call = "eval.perplexity"
+  check_model(call, model, tok)
   opts = opts or {}
   check_options(call, opts, { "max_length", "stride", "batch_size" })
   if type(source) ~= "string" then error(call .. ": expected a file path or a text, got " .. type(source), 2) end
@@ -287,6 +311,7 @@ end
 -- first), one JSON object per line with input, prediction, reference and score.
 function E.write_errors(path, records, opts)
   local call = "eval.write_errors"
+  if type(path) ~= "string" then error(call .. ": argument 1 (path) must be a file path, got " .. type(path), 2) end
   opts = opts or {}
   check_options(call, opts, { "worst" })
   if type(records) ~= "table" then error(call .. ": records must be the list an evaluation returned", 2) end
