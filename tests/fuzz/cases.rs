@@ -489,6 +489,7 @@ pub fn file_cases(model_dir: &Path, tokenizer_dir: &Path) -> Vec<Case> {
         ("added-tokens-odd", { let mut t = tok_json.clone(); t["added_tokens"] = serde_json::json!([{ "id": -5, "content": 3 }]); t }),
         ("template-undefined-token", { let mut t = tok_json.clone(); t["post_processor"] = serde_json::json!({ "type": "TemplateProcessing", "single": [{ "SpecialToken": { "id": "<cls>", "type_id": 0 } }, { "Sequence": { "id": "A", "type_id": 0 } }], "pair": [{ "Sequence": { "id": "A", "type_id": 0 } }], "special_tokens": {} }); t }),
         ("template-in-sequence", { let mut t = tok_json.clone(); t["post_processor"] = serde_json::json!({ "type": "Sequence", "processors": [{ "type": "TemplateProcessing", "single": [{ "SpecialToken": { "id": "<s>", "type_id": 0 } }], "pair": [], "special_tokens": {} }] }); t }),
+        ("template-misspelt-type", { let mut t = tok_json.clone(); t["post_processor"] = serde_json::json!({ "type": "TemplaXteProcessing", "single": [{ "SpecialToken": { "id": "<s>", "type_id": 0 } }, { "Sequence": { "id": "A", "type_id": 0 } }], "pair": [{ "Sequence": { "id": "A", "type_id": 0 } }], "special_tokens": { "<su>": { "id": "<s>", "ids": [1], "tokens": ["<s>"] } } }); t }),
         ("normalizer-odd", { let mut t = tok_json.clone(); t["normalizer"] = serde_json::json!({ "type": "Replace", "pattern": { "Regex": "(" }, "content": "" }); t }),
     ];
     for (name, value) in tok_edits {
