@@ -1,6 +1,7 @@
 //! Runs the Lua test files through the moontune binary: tests/lua (behaviour, misuse, memory)
 //! and tests/parity (against PyTorch and transformers; each .lua file's reference values are
-//! made by the gen_*.py beside it, run in the project's Python environment). Generated fixtures
+//! made by the gen_*.py beside it, run in the project's Python environment, or for AdapterHub's
+//! `adapters` in its test-only environment). Generated fixtures
 //! are kept in target/tmp, keyed by a hash of their generators, the pinned requirements and the
 //! test data's path, so that they are made again only when one of those changes.
 
@@ -44,9 +45,22 @@ fn lua_behaviour_tests() {
     run_lua_tests(&[Path::new("tests/lua")], None, None);
 }
 
-/// Runs a Python script of tests/parity with `args`.
+/// The Python of the test-only environment of AdapterHub's `adapters` (tools/env.sh makes it).
+fn adapters_python() -> PathBuf {
+    match std::env::var_os("MOONTUNE_ADAPTERS_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("MOONTUNE_ADAPTERS_PYTHON is not set: run the tests with ./dev test, which sets up the adapters environment"),
+    }
+}
+
+/// Runs a Python script of tests/parity with `args` in the project's environment.
 fn run_python(script: &str, args: &[&Path]) {
-    let out = Command::new(python())
+    run_python_in(&python(), script, args)
+}
+
+/// Runs a Python script of tests/parity with `args` under the interpreter `python`.
+fn run_python_in(python: &Path, script: &str, args: &[&Path]) {
+    let out = Command::new(python)
         .arg(root().join("tests/parity").join(script))
         .args(args)
         .env("TRANSFORMERS_VERBOSITY", "error")
@@ -69,12 +83,19 @@ fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
 /// The folder holding what `scripts` generate, made by running them only if no complete folder
 /// exists for this version of the scripts, of the requirements and of the test data's path.
 fn fixtures(scripts: &[&str]) -> PathBuf {
+    fixtures_in(&python(), scripts)
+}
+
+/// As `fixtures`, the scripts run under the interpreter `python`.
+fn fixtures_in(python: &Path, scripts: &[&str]) -> PathBuf {
     let mut key = 0xcbf29ce484222325u64;
     for script in scripts {
         key = fnv1a(&std::fs::read(root().join("tests/parity").join(script)).unwrap(), key);
     }
     key = fnv1a(&std::fs::read(root().join("requirements.txt")).unwrap(), key);
     key = fnv1a(&std::fs::read(root().join("requirements-reference.txt")).unwrap(), key);
+    key = fnv1a(&std::fs::read(root().join("requirements-adapters.txt")).unwrap(), key);
+    key = fnv1a(python.as_os_str().as_encoded_bytes(), key);
     key = fnv1a(std::env::var("MOONTUNE_TEST_DATA").unwrap_or_default().as_bytes(), key);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("parity-{key:016x}"));
     if dir.exists() {
@@ -85,7 +106,7 @@ fn fixtures(scripts: &[&str]) -> PathBuf {
     let _ = std::fs::remove_dir_all(&building);
     std::fs::create_dir_all(&building).unwrap();
     for script in scripts {
-        run_python(script, &[&building]);
+        run_python_in(python, script, &[&building]);
     }
     // Renamed into place only when complete; a concurrent run that got there first wins.
     if std::fs::rename(&building, &dir).is_err() {
@@ -153,6 +174,14 @@ fn peft_matches_peft() {
     let output = tempfile::tempdir().unwrap();
     run_lua_tests(&[Path::new("tests/parity/peft.lua")], Some(&fixtures), Some(output.path()));
     run_python("check_peft.py", &[&fixtures, output.path()]);
+}
+
+#[test]
+fn adapters_match_adapterhub() {
+    let fixtures = fixtures_in(&adapters_python(), &["gen_adapters.py"]);
+    let output = tempfile::tempdir().unwrap();
+    run_lua_tests(&[Path::new("tests/parity/adapters.lua")], Some(&fixtures), Some(output.path()));
+    run_python_in(&adapters_python(), "check_adapters.py", &[&fixtures, output.path()]);
 }
 
 #[test]

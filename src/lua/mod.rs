@@ -11,6 +11,7 @@ pub mod json;
 pub mod metrics;
 pub mod memory;
 pub mod models;
+pub mod modular;
 pub mod module;
 pub mod nn;
 pub mod optim;

@@ -590,6 +590,7 @@ impl UserData for LuaModule {
             }
         });
         super::peft::add_model_methods(methods);
+        super::modular::add_model_methods(methods);
         method(methods, "save_gguf", "model.save_gguf", |lua, this, (path, opts): (String, Option<Table>)| save_gguf(lua, this, path, opts));
         method(methods, "config", "model.config", |lua, this, ()| lua.to_value(&serde_json::Value::Object(this.model("model.config")?.config.json.clone())));
         method(methods, "architecture", "model.architecture", |_, this, ()| Ok(this.model("model.architecture")?.architecture.clone()));

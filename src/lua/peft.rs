@@ -16,7 +16,7 @@ use super::peft_method::{self, LuaMethod};
 use crate::models::Model;
 use crate::peft::config::{PromptInit, Source};
 use crate::peft::custom::{CustomConfig, CustomMethod};
-use crate::peft::{self, combine, files, inject, merge, quantize};
+use crate::peft::{self, adapterhub, combine, files, inject, merge, quantize};
 
 fn model_arg(call: &str, v: &AnyUserData) -> mlua::Result<mlua::UserDataRef<LuaModule>> {
     let handle = v.borrow::<LuaModule>().map_err(|_| misuse(call, "the first argument must be a model (from mt.models.load)"))?;
@@ -81,10 +81,16 @@ fn load(lua: &Lua, (model, dir, opts): (AnyUserData, String, Option<Table>)) -> 
     let o: LoadOptions = options(lua, call, opts)?;
     let handle = model_arg(call, &model)?;
     let mut m = handle.model_mut(call)?;
-    let name = o.name.unwrap_or_else(|| "default".into());
     if !Path::new(&dir).exists() {
         return failure(lua, format!("{call}: {dir} does not exist"));
     }
+    if adapterhub::is_adapterhub_dir(Path::new(&dir)) {
+        let name = adapterhub::load(&mut m, Path::new(&dir), o.name.as_deref(), o.trainable.unwrap_or(true)).or_misuse(call)?;
+        drop(m);
+        drop(handle);
+        return Ok(MultiValue::from_iter([Value::UserData(model), Value::String(lua.create_string(&name)?)]));
+    }
+    let name = o.name.unwrap_or_else(|| "default".into());
     files::load(&mut m, Path::new(&dir), &name, o.trainable.unwrap_or(true), &|t| resolve(lua, t)).or_misuse(call)?;
     drop(m);
     drop(handle);
@@ -101,7 +107,7 @@ fn resolve(lua: &Lua, name: &str) -> Option<Rc<dyn CustomMethod>> {
 fn register(lua: &Lua, def: Table) -> mlua::Result<String> {
     let call = "peft.register";
     let name: String = def.get::<Option<String>>("name")?.ok_or_else(|| misuse(call, "the definition needs a name (its peft_type)"))?;
-    if name.is_empty() || ["LORA", "IA3", "PROMPT_TUNING", "PREFIX_TUNING"].contains(&name.as_str()) {
+    if name.is_empty() || ["LORA", "IA3", "PROMPT_TUNING", "PREFIX_TUNING", "BOTTLENECK"].contains(&name.as_str()) {
         return Err(misuse(call, format!("'{name}' cannot name a new method (it is empty or a built-in's)")));
     }
     for key in ["init", "forward"] {
@@ -246,8 +252,11 @@ fn names_arg(call: &str, v: Value) -> mlua::Result<Vec<String>> {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct SaveAdapterOptions {
-    /// Which adapter (default: the only one, or the only active one).
+    /// Which adapter (default: the only one, or the only active one); with format
+    /// "adapterhub" also a fusion ("a,b").
     name: Option<String>,
+    /// "peft" (default) or "adapterhub" (bottleneck adapters and fusions).
+    format: Option<String>,
 }
 
 /// A method that changes the model's adapters, taking adapter names (one, a list, or none) if
@@ -279,8 +288,12 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
             Some(n) => n,
             None => m.adapters.default_name().or_misuse(call)?,
         };
-        m.adapters.get(&name).or_misuse(call)?;
-        match files::save(&m, &name, Path::new(&dir)) {
+        let saved = match o.format.as_deref() {
+            None | Some("peft") => m.adapters.get(&name).map(|_| ()).and_then(|_| files::save(&m, &name, Path::new(&dir))),
+            Some("adapterhub") => adapterhub::save(&m, &name, Path::new(&dir)),
+            Some(other) => return Err(misuse(call, format!("format must be \"peft\" or \"adapterhub\", got '{other}'"))),
+        };
+        match saved {
             Ok(()) => Ok(MultiValue::from_iter([Value::Boolean(true)])),
             Err(e) => failure(lua, format!("{call}: {e:#}")),
         }
@@ -385,5 +398,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     t.set("combine", function(lua, "peft.combine", combine_lua)?)?;
     t.set("loraplus_param_groups", function(lua, "peft.loraplus_param_groups", loraplus_param_groups)?)?;
     t.set("summary", function(lua, "peft.summary", summary)?)?;
+    t.set("bottleneck", function(lua, "peft.bottleneck", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.bottleneck", "BOTTLENECK", model, opts))?)?;
+    super::modular::add_functions(lua, &t)?;
     Ok(t)
 }

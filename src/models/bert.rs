@@ -155,7 +155,7 @@ impl BertResidualOutput {
     /// x → LayerNorm(dropout(dense(x)) + residual).
     fn forward(&self, ctx: &Ctx, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let out = self.dense.forward(ctx, x)?.f_dropout(self.dropout, ctx.training)?;
-        let out = self.adapters.forward(ctx, residual, out, residual, Some(&self.layer_norm))?;
+        let out = self.adapters.forward(ctx, out, residual, Some(&self.layer_norm))?;
         ctx.output(&self.name, x, out)
     }
 }
@@ -164,7 +164,7 @@ impl Module for BertResidualOutput {
     fn class_name(&self) -> &'static str {
         self.class
     }
-    module_children!("dense" => dense, "LayerNorm" => layer_norm, "adapters" => adapters.dict);
+    module_children!("dense" => dense, "LayerNorm" => layer_norm, "adapters" => adapters.adapters.dict, "adapter_fusion_layer" => adapters.fusion.dict);
 }
 
 pub struct BertAttention {

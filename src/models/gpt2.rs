@@ -188,10 +188,10 @@ impl Gpt2Block {
     fn forward(&self, ctx: &Ctx, h: &Tensor, attend: &Attend, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
         let x = self.ln_1.forward(ctx, h)?;
         let attn = self.attn.forward(ctx, &x, attend, cache)?;
-        let h2 = self.attention_adapters.forward(ctx, &x, attn, h, None)?;
+        let h2 = self.attention_adapters.forward(ctx, attn, h, None)?;
         let x = self.ln_2.forward(ctx, &h2)?;
         let m = self.mlp.forward(ctx, &x)?;
-        let out = self.output_adapters.forward(ctx, &x, m, &h2, None)?;
+        let out = self.output_adapters.forward(ctx, m, &h2, None)?;
         ctx.output(&self.name, h, out)
     }
 }
@@ -205,8 +205,10 @@ impl Module for Gpt2Block {
         "attn" => attn,
         "ln_2" => ln_2,
         "mlp" => mlp,
-        "attention_adapters" => attention_adapters.dict,
-        "output_adapters" => output_adapters.dict,
+        "attention_adapters" => attention_adapters.adapters.dict,
+        "attention_fusion" => attention_adapters.fusion.dict,
+        "output_adapters" => output_adapters.adapters.dict,
+        "output_fusion" => output_adapters.fusion.dict,
     );
 }
 

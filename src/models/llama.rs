@@ -290,10 +290,10 @@ impl LlamaDecoderLayer {
     fn forward(&self, ctx: &Ctx, h: &Tensor, l: &LayerInputs, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
         let x = self.input_layernorm.forward(ctx, h)?;
         let attn = self.self_attn.forward(ctx, &x, l, cache)?;
-        let h2 = self.attention_adapters.forward(ctx, &x, attn, h, None)?;
+        let h2 = self.attention_adapters.forward(ctx, attn, h, None)?;
         let x = self.post_attention_layernorm.forward(ctx, &h2)?;
         let m = self.mlp.forward(ctx, &x)?;
-        let out = self.output_adapters.forward(ctx, &x, m, &h2, None)?;
+        let out = self.output_adapters.forward(ctx, m, &h2, None)?;
         ctx.output(&self.name, h, out)
     }
 }
@@ -307,8 +307,10 @@ impl Module for LlamaDecoderLayer {
         "mlp" => mlp,
         "input_layernorm" => input_layernorm,
         "post_attention_layernorm" => post_attention_layernorm,
-        "attention_adapters" => attention_adapters.dict,
-        "output_adapters" => output_adapters.dict,
+        "attention_adapters" => attention_adapters.adapters.dict,
+        "attention_fusion" => attention_adapters.fusion.dict,
+        "output_adapters" => output_adapters.adapters.dict,
+        "output_fusion" => output_adapters.fusion.dict,
     );
 }
 

@@ -222,7 +222,7 @@ impl Model {
     fn ctx(&self) -> Ctx<'_> {
         // As transformers: layers are checkpointed in training mode only.
         let checkpoint = if self.training { self.checkpointing.as_ref() } else { None };
-        Ctx { training: self.training, hooks: &self.hooks, adapters_off: self.adapters.disabled, checkpoint }
+        Ctx { training: self.training, hooks: &self.hooks, adapters_off: self.adapters.disabled, checkpoint, setup: self.adapters.setup.as_ref() }
     }
 
     /// Switches gradient checkpointing of every decoder or encoder layer on (given the shared
@@ -493,7 +493,7 @@ mod tests {
     use super::*;
     use crate::models::llama::LlamaDecoderLayer;
     use crate::module_children;
-    use crate::nn::attach::{LinearAdapter, ResidualAdapter, ResidualInputs};
+    use crate::nn::attach::{LinearAdapter, Norm, ResidualAdapter};
     use crate::nn::linear::Linear;
     use crate::nn::module::{get_submodule_mut, Owner, ParamCounts};
 
@@ -531,9 +531,16 @@ mod tests {
         module_children!();
     }
 
+    /// Keeps only the residual: its output is zero and it adds nothing after.
     impl ResidualAdapter for Skip {
-        fn forward(&self, _ctx: &Ctx, r: &ResidualInputs) -> Result<Tensor> {
-            Ok(r.residual.shallow_clone())
+        fn pre(&self, _ctx: &Ctx, output: &Tensor, residual: &Tensor, _norm: Option<&dyn Norm>, _q: Option<bool>) -> Result<(Tensor, Option<Tensor>, Tensor)> {
+            Ok((output.shallow_clone(), None, residual.shallow_clone()))
+        }
+        fn forward(&self, _ctx: &Ctx, x: &Tensor, _adapter_residual: &Tensor) -> Result<(Tensor, Tensor)> {
+            Ok((x.zeros_like(), x.zeros_like()))
+        }
+        fn post(&self, _ctx: &Ctx, h: Tensor, _output: &Tensor, residual: &Tensor, _norm: Option<&dyn Norm>) -> Result<Tensor> {
+            Ok(h.f_add(residual)?)
         }
     }
 
@@ -587,7 +594,7 @@ mod tests {
         assert_eq!(model.named_parameters().len(), base_count);
         // A residual adapter that keeps only the residual removes layer 1's MLP.
         let layer = get_submodule_mut(model.root_mut(), "model.layers.1").unwrap().as_any_mut().downcast_mut::<LlamaDecoderLayer>().unwrap();
-        layer.output_adapters.attach("skip", Box::new(Skip)).unwrap();
+        layer.output_adapters.adapters.attach("skip", Box::new(Skip)).unwrap();
         let skipped = logits(&model, &ids);
         assert!(changed(&skipped, &plain));
         let down = get_submodule_mut(model.root_mut(), "model.layers.1.mlp.down_proj").unwrap().as_any_mut().downcast_mut::<Linear>().unwrap();

@@ -5,9 +5,9 @@
 //! - [`LinearPoint`], on every `Linear`: an adapter maps (x, base output) to a new output
 //!   (LoRA and its variants, IA3, methods written in Lua).
 //! - [`ResidualPoint`], after attention and after the feed-forward block of each layer: it sees
-//!   the sublayer's input, its output, the residual and the layer's norm, and does the add and
-//!   norm itself, so that AdapterHub's placements (`original_ln_before/after`,
-//!   `residual_before_ln`, parallel adapters) and fusion can be built on it.
+//!   the sublayer's output, the residual and the layer's norm, and does the add and norm
+//!   itself, so that AdapterHub's placements (`original_ln_before/after`, `residual_before_ln`,
+//!   parallel adapters), fusion layers and compositions (nn::compose) are built on it.
 //! - [`InvertiblePoint`], after the embeddings and before the output head (invertible adapters).
 //! - [`PromptPoint`] (`prompt_encoder`), at a causal LM's root: virtual tokens before the input
 //!   (prompt tuning's embeddings, prefix tuning's keys and values through the KV cache).
@@ -44,21 +44,31 @@ pub trait Norm {
     fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor>;
 }
 
-/// What a residual point passes an adapter.
-pub struct ResidualInputs<'a> {
-    /// The sublayer's input (what parallel adapters read).
-    pub input: &'a Tensor,
-    /// The sublayer's output.
-    pub output: &'a Tensor,
-    /// What the sublayer's output is added to.
-    pub residual: &'a Tensor,
-    /// The norm applied after the add (post-norm layers, as BERT's), if any.
-    pub norm: Option<&'a dyn Norm>,
+/// Applied at a residual point, in AdapterHub's three steps (its `pre_forward`, `forward` and
+/// `post_forward`), so that a composition (nn::compose) can run several adapters between them.
+/// `output` is the sublayer's output, `residual` what it is added to, `norm` the layer's norm
+/// after the add (post-norm layers, as BERT's) or None (pre-norm).
+pub trait ResidualAdapter: Module {
+    /// (what the adapter reads, the fusion query, the adapter's own residual); `query_before_ln`
+    /// is given when a fusion asks for its query.
+    fn pre(&self, ctx: &Ctx, output: &Tensor, residual: &Tensor, norm: Option<&dyn Norm>, query_before_ln: Option<bool>) -> Result<(Tensor, Option<Tensor>, Tensor)>;
+
+    /// (the adapter's output, its up-projection before the residual: what a fusion attends over).
+    fn forward(&self, ctx: &Ctx, x: &Tensor, adapter_residual: &Tensor) -> Result<(Tensor, Tensor)>;
+
+    /// The layer's hidden states from the (composed) adapters' output `h`; `output` is the
+    /// sublayer's output as it came in.
+    fn post(&self, ctx: &Ctx, h: Tensor, output: &Tensor, residual: &Tensor, norm: Option<&dyn Norm>) -> Result<Tensor>;
 }
 
-/// Applied at a residual point: the layer's hidden states after this point, add and norm done.
-pub trait ResidualAdapter: Module {
-    fn forward(&self, ctx: &Ctx, r: &ResidualInputs) -> Result<Tensor>;
+/// Attention over the outputs of several adapters at a residual point (AdapterFusion).
+pub trait FusionAdapter: Module {
+    /// Whether the query is taken before the layer's norm.
+    fn query_before_ln(&self) -> bool;
+
+    /// The fused output from the query (batch, seq, hidden), the adapters' up-projections
+    /// (batch, seq, adapters, hidden) and the adapter residual.
+    fn forward(&self, ctx: &Ctx, query: &Tensor, ups: &Tensor, residual: &Tensor) -> Result<Tensor>;
 }
 
 /// Applied after the embeddings (`forward`) and before the output head (`inverse`).
@@ -192,11 +202,12 @@ macro_rules! adapter_dict_module {
 adapter_dict_module!(LinearAdapter);
 adapter_dict_module!(ResidualAdapter);
 adapter_dict_module!(InvertibleAdapter);
+adapter_dict_module!(FusionAdapter);
 adapter_dict_module!(PromptAdapter);
 
 pub type LinearPoint = Point<dyn LinearAdapter>;
-pub type ResidualPoint = Point<dyn ResidualAdapter>;
 pub type InvertiblePoint = Point<dyn InvertibleAdapter>;
+pub type FusionPoint = Point<dyn FusionAdapter>;
 pub type PromptPoint = Point<dyn PromptAdapter>;
 
 impl LinearPoint {
@@ -221,23 +232,59 @@ impl LinearPoint {
     }
 }
 
+/// A residual point: its bottleneck adapters, and the fusion layers over them (named by the
+/// adapters they fuse, "a,b,c", as AdapterHub's `adapter_fusion_layer`).
+#[derive(Default)]
+pub struct ResidualPoint {
+    pub adapters: Point<dyn ResidualAdapter>,
+    pub fusion: FusionPoint,
+}
+
 impl ResidualPoint {
-    /// `norm(output + residual)` (or without norm), or what the active adapter makes of it.
-    /// Compositions of several adapters at one point (Stack, Fuse, Parallel) are for the
-    /// modular-adapter work; until then more than one active adapter here is an error.
-    pub fn forward(&self, ctx: &Ctx, input: &Tensor, output: Tensor, residual: &Tensor, norm: Option<&dyn Norm>) -> Result<Tensor> {
-        let mut active = self.active().filter(|_| !ctx.adapters_off);
-        let Some(adapter) = active.next() else {
-            let h = output.f_add(residual)?;
-            return match norm {
-                Some(n) => n.forward(ctx, &h),
-                None => Ok(h),
-            };
-        };
-        if active.next().is_some() {
-            bail!("several adapters are active at one residual point; activate one, or compose them");
+    pub fn is_empty(&self) -> bool {
+        self.adapters.is_empty()
+    }
+
+    /// `norm(output + residual)` (or without norm), or what the active setup makes of it: the
+    /// model's composition (`ctx.setup`), else the one active adapter here.
+    pub fn forward(&self, ctx: &Ctx, output: Tensor, residual: &Tensor, norm: Option<&dyn Norm>) -> Result<Tensor> {
+        if self.adapters.is_idle(ctx) {
+            return plain_residual(ctx, output, residual, norm);
         }
-        adapter.forward(ctx, &ResidualInputs { input, output: &output, residual, norm })
+        let single;
+        let setup = match ctx.setup {
+            Some(setup) => setup,
+            None => {
+                let mut active = self.adapters.slots().iter().filter(|s| s.active && !s.merged);
+                let Some(one) = active.next() else { return plain_residual(ctx, output, residual, norm) };
+                if active.next().is_some() {
+                    bail!("several adapters are active at one residual point; compose them (model:set_active with mt.peft.stack, fuse, ...)");
+                }
+                let name = one.name.clone();
+                single = super::compose::Setup::Stack(vec![super::compose::Setup::Name(name)]);
+                &single
+            }
+        };
+        super::compose::run(self, ctx, setup, output, residual, norm)
+    }
+
+    /// The attached adapter `name`, if here.
+    pub fn adapter(&self, name: &str) -> Option<&dyn ResidualAdapter> {
+        self.adapters.slots().iter().find(|s| s.name == name && !s.merged).map(|s| &*s.adapter)
+    }
+
+    /// The fusion layer over `name` ("a,b,c"), if here.
+    pub fn fusion_layer(&self, name: &str) -> Option<&dyn FusionAdapter> {
+        self.fusion.slots().iter().find(|s| s.name == name).map(|s| &*s.adapter)
+    }
+}
+
+/// The residual add and the layer's norm, with no adapter.
+pub fn plain_residual(ctx: &Ctx, output: Tensor, residual: &Tensor, norm: Option<&dyn Norm>) -> Result<Tensor> {
+    let h = output.f_add(residual)?;
+    match norm {
+        Some(n) => n.forward(ctx, &h),
+        None => Ok(h),
     }
 }
 
@@ -252,24 +299,30 @@ impl PromptPoint {
 }
 
 impl InvertiblePoint {
-    pub fn after_embeddings(&self, ctx: &Ctx, h: Tensor) -> Result<Tensor> {
+    /// The adapters that apply: under a composition, that of its first adapter (as AdapterHub);
+    /// otherwise every active one, in attachment order.
+    fn applying(&self, ctx: &Ctx) -> Vec<&dyn InvertibleAdapter> {
         if self.is_idle(ctx) {
-            return Ok(h);
+            return Vec::new();
         }
+        match ctx.setup {
+            Some(setup) => self.slots().iter().filter(|s| s.name == setup.first()).map(|s| &*s.adapter).collect(),
+            None => self.active().collect(),
+        }
+    }
+
+    pub fn after_embeddings(&self, ctx: &Ctx, h: Tensor) -> Result<Tensor> {
         let mut h = h;
-        for adapter in self.active() {
+        for adapter in self.applying(ctx) {
             h = adapter.forward(ctx, &h)?;
         }
         Ok(h)
     }
 
-    /// The inverses, last attached first.
+    /// The inverses, last applied first.
     pub fn before_head(&self, ctx: &Ctx, h: Tensor) -> Result<Tensor> {
-        if self.is_idle(ctx) {
-            return Ok(h);
-        }
         let mut h = h;
-        for adapter in self.active().collect::<Vec<_>>().into_iter().rev() {
+        for adapter in self.applying(ctx).into_iter().rev() {
             h = adapter.inverse(ctx, &h)?;
         }
         Ok(h)

@@ -42,12 +42,12 @@ type Recompute = Box<dyn Fn(&Tensor) -> Result<Tensor>>;
 /// layer each time it is called; it gets the layer found again by name.
 pub fn layer<L: Module + 'static>(reach: &Reach, ctx: &Ctx, layer: &L, name: &str, x: &Tensor, f: impl Fn(&L, &Ctx, &Tensor) -> Result<Tensor> + 'static) -> Result<Tensor> {
     let params: Vec<Tensor> = module::named_parameters(layer).into_iter().filter(|p| p.tensor.requires_grad()).map(|p| p.tensor).collect();
-    let (reach, name, training, adapters_off) = (reach.clone(), name.to_string(), ctx.training, ctx.adapters_off);
+    let (reach, name, training, adapters_off, setup) = (reach.clone(), name.to_string(), ctx.training, ctx.adapters_off, ctx.setup.cloned());
     let recompute: Recompute = Box::new(move |x: &Tensor| {
         reach(&mut |root, hooks| {
             let found = module::get_submodule(root, &name)?;
             let layer = found.as_any().downcast_ref::<L>().ok_or_else(|| anyhow!("checkpoint: '{name}' is no longer the layer that ran forward"))?;
-            let ctx = Ctx { training, hooks, adapters_off, checkpoint: None };
+            let ctx = Ctx { training, hooks, adapters_off, checkpoint: None, setup: setup.as_ref() };
             f(layer, &ctx, x)
         })
     });

@@ -69,13 +69,15 @@ impl Hooks {
 
 /// What every forward pass carries down the tree: training mode (dropout), the hooks, whether
 /// adapters are switched off (`model:disable_adapters(fn)`), and the way back to the model when
-/// layers are checkpointed (`model:gradient_checkpointing(true)`, in training mode).
+/// layers are checkpointed (`model:gradient_checkpointing(true)`, in training mode), and the
+/// active composition of adapters at residual points (`model:set_active`), if one is set.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub training: bool,
     pub hooks: &'a Hooks,
     pub adapters_off: bool,
     pub checkpoint: Option<&'a super::checkpoint::Reach>,
+    pub setup: Option<&'a super::compose::Setup>,
 }
 
 impl Ctx<'_> {

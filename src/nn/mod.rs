@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod checkpoint;
+pub mod compose;
 pub mod embedding;
 pub mod fourbit;
 pub mod functional;

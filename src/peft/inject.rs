@@ -56,7 +56,7 @@ pub fn plan(model: &Model, method: &Method) -> Result<Vec<Site>> {
             }
             Method::Ia3(c) => SiteKind::Ia3 { feedforward: c.is_feedforward(&layer) },
             Method::Custom(_) => SiteKind::Custom,
-            Method::Prompt(_) | Method::Prefix(_) => bail!("internal: virtual tokens have no layers"),
+            Method::Prompt(_) | Method::Prefix(_) | Method::Bottleneck(_) => bail!("internal: this method has no linear layers"),
         };
         sites.push(Site { layer, kind });
     }
@@ -96,7 +96,7 @@ fn biases(model: &Model, method: &Method, sites: &[Site]) -> Vec<String> {
 }
 
 /// Checks a file's tensors (keys without `base_model.model.`) against the layers built for them.
-fn check_file(expected: &BTreeMap<String, Vec<i64>>, tensors: &BTreeMap<String, Tensor>, arch: &str) -> Result<()> {
+pub(super) fn check_file(expected: &BTreeMap<String, Vec<i64>>, tensors: &BTreeMap<String, Tensor>, arch: &str) -> Result<()> {
     for (key, t) in tensors {
         match expected.get(key) {
             None => {
@@ -114,7 +114,7 @@ fn check_file(expected: &BTreeMap<String, Vec<i64>>, tensors: &BTreeMap<String, 
 }
 
 /// Whether `name` can name an adapter.
-fn check_name(model: &Model, name: &str) -> Result<()> {
+pub(super) fn check_name(model: &Model, name: &str) -> Result<()> {
     if name.is_empty() || name.contains('.') || name.contains(char::is_whitespace) {
         bail!("'{name}' cannot name an adapter: use a non-empty name without dots or spaces");
     }
@@ -129,6 +129,9 @@ fn check_name(model: &Model, name: &str) -> Result<()> {
 /// becomes active (trainable unless `trainable` is false); later ones are added inactive and
 /// frozen until `set_adapter`, as PEFT's `add_adapter` and `load_adapter`.
 pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTreeMap<String, Tensor>>, trainable: bool) -> Result<()> {
+    if let Method::Bottleneck(c) = method {
+        return super::modular::add_bottleneck(model, name, c, tensors, trainable);
+    }
     check_name(model, name)?;
     if method.is_prompt() {
         return add_prompt(model, name, method, tensors, trainable);
@@ -201,7 +204,7 @@ pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTree
 }
 
 /// Freezes the base model (its biases train with an adapter as its bias mode says, set later).
-fn freeze_base(model: &Model) -> Result<()> {
+pub(super) fn freeze_base(model: &Model) -> Result<()> {
     for p in model.named_parameters() {
         if p.owner == Owner::Base && is_floating(p.tensor.kind()) {
             let mut t = p.tensor;
@@ -212,7 +215,7 @@ fn freeze_base(model: &Model) -> Result<()> {
 }
 
 /// Activates a new adapter if it is the first, and sets what trains.
-fn settle(model: &mut Model, name: &str, activate: bool, trainable: bool) -> Result<()> {
+pub(super) fn settle(model: &mut Model, name: &str, activate: bool, trainable: bool) -> Result<()> {
     if activate {
         set_adapter(model, &[name.to_string()])?;
         if !trainable {

@@ -8,14 +8,18 @@
 //! [`Registry`] keeps what the tree does not: each adapter's config, the layers it is on, and
 //! which adapters are active.
 
+pub mod adapterhub;
+pub mod bottleneck;
 pub mod combine;
 pub mod config;
 pub mod custom;
 pub mod files;
+pub mod fusion;
 pub mod ia3;
 pub mod inject;
 pub mod lora;
 pub mod merge;
+pub mod modular;
 pub mod prompt;
 pub mod quantize;
 pub mod saved;
@@ -38,6 +42,8 @@ pub enum Method {
     Ia3(Ia3Config),
     Prompt(PromptConfig),
     Prefix(PrefixConfig),
+    /// A bottleneck adapter at the residual points (AdapterHub's).
+    Bottleneck(bottleneck::BnConfig),
     /// A method defined in Lua (or elsewhere outside this crate).
     Custom(custom::CustomConfig),
 }
@@ -49,6 +55,7 @@ impl Method {
             Method::Ia3(_) => "IA3",
             Method::Prompt(_) => "PROMPT_TUNING",
             Method::Prefix(_) => "PREFIX_TUNING",
+            Method::Bottleneck(_) => "BOTTLENECK",
             Method::Custom(c) => c.method.name(),
         }
     }
@@ -59,7 +66,7 @@ impl Method {
             Method::Lora(c) => Some(&c.selection),
             Method::Ia3(c) => Some(&c.selection),
             Method::Custom(c) => Some(&c.selection),
-            Method::Prompt(_) | Method::Prefix(_) => None,
+            Method::Prompt(_) | Method::Prefix(_) | Method::Bottleneck(_) => None,
         }
     }
 
@@ -74,7 +81,8 @@ impl Method {
 pub struct Adapter {
     pub name: String,
     pub method: Method,
-    /// The layers carrying its LoRA or IA3 layers, in tree order.
+    /// The layers carrying its LoRA or IA3 layers, in tree order (a bottleneck adapter's
+    /// residual and invertible points).
     pub layers: Vec<String>,
     /// The layers it keeps a trainable copy of (`modules_to_save`).
     pub saved: Vec<String>,
@@ -89,6 +97,10 @@ pub struct Registry {
     pub active: Vec<String>,
     /// Adapters switched off for a while (`disable_adapters`).
     pub disabled: bool,
+    /// The composition residual points run (`set_active` with a block), if one is set.
+    pub setup: Option<crate::nn::compose::Setup>,
+    /// The fusion layers added (`mt.peft.fusion`).
+    pub fusions: Vec<fusion::Fusion>,
 }
 
 impl Registry {
@@ -153,6 +165,7 @@ pub fn method_from_options(model: &Model, peft_type: &str, options: Map<String, 
         "IA3" => Method::Ia3(Ia3Config::parse(options, config::Source::Options, default_ia3_targets(model))?),
         "PROMPT_TUNING" => Method::Prompt(PromptConfig::parse(options, config::Source::Options)?),
         "PREFIX_TUNING" => Method::Prefix(PrefixConfig::parse(options, config::Source::Options)?),
+        "BOTTLENECK" => Method::Bottleneck(bottleneck::BnConfig::from_options(options)?),
         other => bail!("unknown method '{other}'"),
     })
 }
@@ -190,8 +203,36 @@ fn adapted_layers(model: &Model) -> Vec<String> {
     module::named_modules(model.root()).into_iter().filter(|(_, m)| m.as_any().downcast_ref::<Linear>().is_some_and(|l| !l.adapters.is_empty())).map(|(n, _)| n).collect()
 }
 
+/// Marks exactly the slots of `names` active at every point (linear, prompt, residual,
+/// invertible); `composed` says a setup decides at residual points.
+pub fn set_slots_active(model: &mut Model, names: &[String], composed: bool) {
+    let _ = composed;
+    for layer in adapted_layers(model) {
+        if let Ok(l) = linear_mut(model, &layer) {
+            for slot in l.adapters.slots_mut() {
+                slot.active = names.contains(&slot.name);
+            }
+        }
+    }
+    if let Some(point) = prompt_point(model) {
+        for slot in point.slots_mut() {
+            slot.active = names.contains(&slot.name);
+        }
+    }
+    for p in modular::residual_points(model) {
+        for slot in p.point.adapters.slots_mut() {
+            slot.active = names.contains(&slot.name);
+        }
+    }
+    if let Some((_, point)) = modular::invertible_point(model) {
+        for slot in point.slots_mut() {
+            slot.active = names.contains(&slot.name);
+        }
+    }
+}
+
 /// Makes exactly `names` active (and trainable, the others frozen), as PEFT's `set_adapter`;
-/// an empty list leaves the base model alone.
+/// an empty list leaves the base model alone. A composition set before is dropped.
 pub fn set_adapter(model: &mut Model, names: &[String]) -> Result<()> {
     let prompts: Vec<&String> = names.iter().filter(|n| model.adapters.get(n).is_ok_and(|a| a.method.is_prompt())).collect();
     for n in names {
@@ -200,17 +241,9 @@ pub fn set_adapter(model: &mut Model, names: &[String]) -> Result<()> {
     if prompts.len() > 1 {
         bail!("adapters {} both add virtual tokens; only one prompt or prefix adapter can be active", prompts.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" and "));
     }
-    for layer in adapted_layers(model) {
-        for slot in linear_mut(model, &layer)?.adapters.slots_mut() {
-            slot.active = names.contains(&slot.name);
-        }
-    }
-    if let Some(point) = prompt_point(model) {
-        for slot in point.slots_mut() {
-            slot.active = names.contains(&slot.name);
-        }
-    }
+    set_slots_active(model, names, false);
     model.adapters.active = names.to_vec();
+    model.adapters.setup = None;
     train_adapter(model, names)
 }
 
@@ -239,6 +272,15 @@ pub fn train_adapter(model: &mut Model, names: &[String]) -> Result<()> {
 /// Removes adapter `name` from every layer and from the registry.
 pub fn delete_adapter(model: &mut Model, name: &str) -> Result<()> {
     let adapter = model.adapters.get(name)?.clone();
+    if model.adapters.setup.as_ref().is_some_and(|s| s.flatten().contains(&name)) {
+        bail!("adapter '{name}' is in the active setup; activate another setup first");
+    }
+    if matches!(adapter.method, Method::Bottleneck(_)) {
+        modular::detach_bottleneck(model, name)?;
+        model.adapters.adapters.retain(|a| a.name != name);
+        model.adapters.active.retain(|a| a != name);
+        return Ok(());
+    }
     for layer in adapter.layers.iter().chain(&adapter.saved) {
         let l = linear_mut(model, layer)?;
         if l.adapters.slots().iter().any(|s| s.name == name && s.merged) {
@@ -290,6 +332,8 @@ pub fn summary(model: &Model) -> Result<Vec<AdapterSummary>> {
             Method::Ia3(_) => "IA3",
             Method::Prompt(_) => "prompt",
             Method::Prefix(_) => "prefix",
+            Method::Bottleneck(c) if c.is_parallel => "par_bn",
+            Method::Bottleneck(_) => "bottleneck",
             Method::Custom(c) => c.method.name(),
         };
         out.push(AdapterSummary {

@@ -1,0 +1,242 @@
+//! AdapterFusion (Pfeiffer et al. 2021) as AdapterHub's `BertFusion`: at each residual point, an
+//! attention whose query is the layer's hidden state and whose keys and values are the
+//! up-projections of the fused bottleneck adapters; a softmax over the adapters weighs their
+//! outputs. Configs `dynamic` (query, key and value projections, the value starting as the
+//! identity) and `static` (no value projection), with AdapterHub's option names; with
+//! `temperature` the softmax starts at T = 50 and anneals by T/1000 per forward down to 1.
+
+use std::cell::{Cell, RefCell};
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Map, Value};
+use tch::{Device, Kind, Tensor};
+
+use super::bottleneck::Dense;
+use crate::module_children;
+use crate::nn::attach::FusionAdapter;
+use crate::nn::functional::{dropout, linear};
+use crate::nn::hooks::Ctx;
+use crate::nn::module::{Module, Owner};
+
+/// AdapterHub's `AdapterFusionConfig`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusionConfig {
+    pub key: bool,
+    pub query: bool,
+    pub value: bool,
+    pub query_before_ln: bool,
+    pub regularization: bool,
+    pub residual_before: bool,
+    pub temperature: bool,
+    pub value_before_softmax: bool,
+    pub value_initialized: bool,
+    /// The dropout on attention scores (None: the model's attention dropout).
+    pub dropout_prob: Option<f64>,
+}
+
+const FLAGS: &[&str] = &["key", "query", "value", "query_before_ln", "regularization", "residual_before", "temperature", "value_before_softmax", "value_initialized"];
+
+impl FusionConfig {
+    pub fn preset(name: &str) -> Result<FusionConfig> {
+        let static_ = FusionConfig {
+            key: true,
+            query: true,
+            value: false,
+            query_before_ln: false,
+            regularization: false,
+            residual_before: false,
+            temperature: false,
+            value_before_softmax: true,
+            value_initialized: false,
+            dropout_prob: None,
+        };
+        Ok(match name {
+            "static" => static_,
+            "dynamic" => FusionConfig { value: true, regularization: true, value_initialized: true, ..static_ },
+            other => bail!("unknown fusion config '{other}' (known: dynamic, static)"),
+        })
+    }
+
+    /// From a recipe's options: `config` (a preset, default "dynamic") and overrides by name.
+    pub fn from_options(mut options: Map<String, Value>) -> Result<FusionConfig> {
+        let preset = match options.remove("config") {
+            None | Some(Value::Null) => "dynamic".to_string(),
+            Some(Value::String(s)) => s,
+            Some(other) => bail!("config must be \"dynamic\" or \"static\", got {other}"),
+        };
+        let mut c = FusionConfig::preset(&preset)?;
+        c.apply(&options)?;
+        Ok(c)
+    }
+
+    /// From AdapterHub's adapter_fusion_config.json `config` object.
+    pub fn from_adapterhub(config: &Map<String, Value>) -> Result<FusionConfig> {
+        let mut c = FusionConfig::preset("dynamic")?;
+        c.apply(config)?;
+        Ok(c)
+    }
+
+    fn apply(&mut self, o: &Map<String, Value>) -> Result<()> {
+        for (k, v) in o {
+            if k == "dropout_prob" {
+                self.dropout_prob = if v.is_null() { None } else { Some(v.as_f64().filter(|p| (0.0..1.0).contains(p)).ok_or_else(|| anyhow!("dropout_prob must be a number in [0, 1), got {v}"))?) };
+                continue;
+            }
+            let on = v.as_bool().ok_or_else(|| anyhow!("{k} must be true or false, got {v}"));
+            match k.as_str() {
+                "key" => self.key = on?,
+                "query" => self.query = on?,
+                "value" => self.value = on?,
+                "query_before_ln" => self.query_before_ln = on?,
+                "regularization" => self.regularization = on?,
+                "residual_before" => self.residual_before = on?,
+                "temperature" => self.temperature = on?,
+                "value_before_softmax" => self.value_before_softmax = on?,
+                "value_initialized" => self.value_initialized = on?,
+                other => bail!("unknown fusion option '{other}' (options: config, dropout_prob, {})", FLAGS.join(", ")),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_adapterhub(&self) -> Value {
+        json!({
+            "dropout_prob": self.dropout_prob,
+            "key": self.key,
+            "query": self.query,
+            "query_before_ln": self.query_before_ln,
+            "regularization": self.regularization,
+            "residual_before": self.residual_before,
+            "temperature": self.temperature,
+            "value": self.value,
+            "value_before_softmax": self.value_before_softmax,
+            "value_initialized": self.value_initialized,
+        })
+    }
+}
+
+/// A fusion added to a model: its name ("a,b,c"), the adapters it fuses and its config.
+#[derive(Clone, Debug)]
+pub struct Fusion {
+    pub name: String,
+    pub adapters: Vec<String>,
+    pub config: FusionConfig,
+}
+
+/// One fusion layer at one residual point.
+pub struct FusionLayer {
+    pub owner: String,
+    pub config: FusionConfig,
+    pub query: Option<Dense>,
+    pub key: Option<Dense>,
+    /// (hidden, hidden), no bias.
+    pub value: Option<Tensor>,
+    /// AdapterHub's unused `dense` (hidden → 1), made when there is no query, key or value.
+    pub dense: Option<Dense>,
+    dropout: f64,
+    temperature: Cell<f64>,
+    reduction: f64,
+    /// The attention weights of the last forward, averaged over batch and positions (adapters).
+    pub last_weights: RefCell<Option<Tensor>>,
+}
+
+impl FusionLayer {
+    pub fn new(owner: &str, config: &FusionConfig, hidden: i64, attention_dropout: f64, kind: Kind, device: Device) -> Result<FusionLayer> {
+        let _guard = tch::no_grad_guard();
+        let train = |t: Tensor| t.f_set_requires_grad(true);
+        let dense = |n_out: i64| -> Result<Dense> {
+            let d = Dense::new(hidden, n_out, kind, device)?.bert()?;
+            Ok(Dense { weight: train(d.weight)?, bias: train(d.bias)? })
+        };
+        let value = if config.value {
+            let w = if config.value_initialized {
+                Tensor::f_eye(hidden, (kind, device))?.f_mul_scalar(1.0 - 1e-6)?.f_add_scalar(1e-6)?
+            } else {
+                Tensor::f_empty([hidden, hidden], (kind, device))?.f_normal_(0.0, 0.02)?
+            };
+            Some(train(w)?)
+        } else {
+            None
+        };
+        let t = if config.temperature { 50.0 } else { 1.0 };
+        Ok(FusionLayer {
+            owner: owner.to_string(),
+            config: config.clone(),
+            query: if config.query { Some(dense(hidden)?) } else { None },
+            key: if config.key { Some(dense(hidden)?) } else { None },
+            value,
+            dense: if !config.query && !config.key && !config.value { Some(dense(1)?) } else { None },
+            dropout: config.dropout_prob.unwrap_or(attention_dropout),
+            temperature: Cell::new(t),
+            reduction: t / 1000.0,
+            last_weights: RefCell::new(None),
+        })
+    }
+}
+
+impl Module for FusionLayer {
+    fn class_name(&self) -> &'static str {
+        "BertFusion"
+    }
+    fn own_parameters(&self) -> Vec<(&str, &Tensor)> {
+        let mut out: Vec<(&str, &Tensor)> = Vec::new();
+        if let Some(d) = &self.dense {
+            out.extend([("dense.weight", &d.weight), ("dense.bias", &d.bias)]);
+        }
+        if let Some(q) = &self.query {
+            out.extend([("query.weight", &q.weight), ("query.bias", &q.bias)]);
+        }
+        if let Some(k) = &self.key {
+            out.extend([("key.weight", &k.weight), ("key.bias", &k.bias)]);
+        }
+        if let Some(v) = &self.value {
+            out.push(("value.weight", v));
+        }
+        out
+    }
+    fn owner(&self) -> Owner {
+        Owner::Adapter(self.owner.clone())
+    }
+    module_children!();
+}
+
+impl FusionAdapter for FusionLayer {
+    fn query_before_ln(&self) -> bool {
+        self.config.query_before_ln
+    }
+
+    fn forward(&self, ctx: &Ctx, query: &Tensor, ups: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let mut value = ups.shallow_clone();
+        if c.residual_before {
+            value = value.f_add(&residual.f_unsqueeze(2)?)?;
+        }
+        let q = match &self.query {
+            Some(d) => d.forward(query)?,
+            None => query.shallow_clone(),
+        };
+        let k = match &self.key {
+            Some(d) => d.forward(ups)?,
+            None => ups.shallow_clone(),
+        };
+        let v = match (&self.value, c.value_before_softmax) {
+            (Some(w), true) => linear(&value, w, None)?,
+            _ => value,
+        };
+        let scores = q.f_unsqueeze(2)?.f_matmul(&k.f_transpose(-2, -1)?)?.f_squeeze_dim(2)?;
+        let scores = dropout(&scores, self.dropout, ctx.training)?;
+        let t = self.temperature.get();
+        let probs = scores.f_div_scalar(t)?.f_softmax(-1, scores.kind())?;
+        self.temperature.set((t - self.reduction).max(1.0));
+        let mut out = probs.f_unsqueeze(2)?.f_matmul(&v)?.f_squeeze_dim(2)?;
+        if let (Some(w), false) = (&self.value, c.value_before_softmax) {
+            out = linear(&out, w, None)?;
+        }
+        if !c.residual_before {
+            out = out.f_add(residual)?;
+        }
+        let n = probs.size().last().copied().unwrap_or(0);
+        *self.last_weights.borrow_mut() = Some(probs.f_detach()?.f_reshape([-1, n])?.f_mean_dim(0, false, Some(Kind::Float))?);
+        Ok(out)
+    }
+}
