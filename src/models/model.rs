@@ -65,6 +65,32 @@ pub struct ForwardInput {
 }
 
 impl ForwardInput {
+    /// The input with every row repeated `n` times over (all copies of row 0..B, then again):
+    /// what a `Parallel` setup runs on, one copy per adapter.
+    fn repeated(&self, n: i64) -> Result<ForwardInput> {
+        let rep = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+            t.as_ref()
+                .map(|t| {
+                    let mut times = vec![1i64; t.dim()];
+                    if let Some(first) = times.first_mut() {
+                        *first = n;
+                    }
+                    t.f_repeat(&times)
+                })
+                .transpose()
+                .map_err(Into::into)
+        };
+        Ok(ForwardInput {
+            input_ids: rep(&self.input_ids)?,
+            inputs_embeds: rep(&self.inputs_embeds)?,
+            attention_mask: rep(&self.attention_mask)?,
+            position_ids: rep(&self.position_ids)?,
+            token_type_ids: rep(&self.token_type_ids)?,
+            labels: rep(&self.labels)?,
+            output_hidden_states: self.output_hidden_states,
+        })
+    }
+
     fn tokens(&self) -> Result<Tokens<'_>> {
         match (&self.input_ids, &self.inputs_embeds) {
             (Some(ids), None) => {
@@ -380,6 +406,9 @@ impl Model {
 
     /// Next-token logits (B, T, vocab) of a causal LM, continuing from `cache` if given.
     pub fn causal_logits(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        if self.parallel_channels().is_some() {
+            bail!("a Parallel adapter setup runs through model:forward only; activate one adapter or a Stack to generate");
+        }
         self.lm_head(&self.causal_hidden(&Tokens::Ids(ids), padding, positions, cache)?)
     }
 
@@ -387,7 +416,25 @@ impl Model {
         guard::catch(|| self.forward_unguarded(input, cache))
     }
 
+    /// The number of copies of the batch the active setup runs on (a `Parallel` block), if any.
+    fn parallel_channels(&self) -> Option<i64> {
+        if self.adapters.disabled {
+            return None;
+        }
+        self.adapters.setup.as_ref().and_then(|s| s.parallel_channels())
+    }
+
     fn forward_unguarded(&self, input: &ForwardInput, cache: Option<&mut KvCache>) -> Result<ForwardOutput> {
+        let replicated;
+        let input = match self.parallel_channels() {
+            Some(_) if cache.is_some() => bail!("a Parallel adapter setup runs without a KV cache; activate one adapter or a Stack to generate"),
+            Some(n) => {
+                // As AdapterHub: the outputs come back n times the batch, adapter by adapter.
+                replicated = input.repeated(n)?;
+                &replicated
+            }
+            None => input,
+        };
         let tokens = input.tokens()?;
         if let Family::LlamaClassifier(m) = &self.family {
             if cache.is_some() || input.token_type_ids.is_some() {

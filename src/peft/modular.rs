@@ -294,10 +294,6 @@ pub fn check_setup(model: &Model, setup: &Setup) -> Result<()> {
             bail!("adapter '{n}' ({}) can only be in a Stack; {} blocks compose bottleneck adapters", a.method.peft_type(), "Fuse, Parallel, BatchSplit and Average");
         }
     }
-    if let Some(channels) = setup.parallel_channels() {
-        let _ = channels;
-        bail!("Parallel is not supported yet: it needs the input repeated once per adapter at the model's entry; run the adapters one by one or use BatchSplit");
-    }
     Ok(())
 }
 

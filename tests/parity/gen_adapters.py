@@ -82,6 +82,8 @@ CASES += [
     ("stack_fuse_bert", "bert", {"l": "seq_bn", "a": "seq_bn", "b": "seq_bn"}, ac.Stack("l", ac.Fuse("a", "b")), "dynamic"),
     ("stack_llama", "llama", {"a": "seq_bn", "b": "par_bn"}, ac.Stack("a", "b"), None),
     ("batch_split_bert", "bert", {"a": "seq_bn", "b": "par_bn"}, ac.BatchSplit("a", "b", batch_sizes=[1, 1]), None),
+    ("parallel_llama", "llama", {"a": "seq_bn", "b": "seq_bn"}, ac.Parallel("a", "b"), None),
+    ("parallel_bert", "bert", {"a": "double_seq_bn", "b": "double_seq_bn"}, ac.Parallel("a", "b"), None),
     ("average_gpt2", "gpt2", {"a": "seq_bn", "b": "seq_bn"}, ac.Average("a", "b", weights=[0.3, 0.7]), None),
 ]
 if minilm:
