@@ -1,0 +1,166 @@
+-- Modular adapters' behaviour on tiny random models (parity with AdapterHub is
+-- tests/parity/adapters.lua): Parallel and BatchSplit equal running the adapters one by one,
+-- set_active only activates while train_fusion trains the fusion alone, fusion training moves
+-- the fusion weights away from uniform, files round-trip, and bad input is refused with a
+-- message naming the fault, the model left as it was.
+local mt = require "moontune"
+local expect = require "support.expect"
+local T = mt.tensor
+
+local tests = {}
+
+local bert_config = { vocab_size = 64, hidden_size = 32, num_hidden_layers = 2, num_attention_heads = 4,
+                      intermediate_size = 48, max_position_embeddings = 32, num_labels = 2,
+                      hidden_dropout_prob = 0, attention_probs_dropout_prob = 0 }
+local llama_config = { vocab_size = 64, hidden_size = 32, intermediate_size = 48, num_hidden_layers = 2, num_attention_heads = 4,
+                       num_key_value_heads = 2, max_position_embeddings = 32 }
+
+local ids = T.tensor{ { 3, 9, 14, 22, 5, 7 }, { 8, 1, 30, 2, 11, 4 } }
+
+-- Moves every parameter of `name` off its initial value (an up-projection starts at zero under
+-- some inits), so that each adapter changes the output.
+local function perturb(model, name)
+  mt.no_grad(function()
+    for pname, p in pairs(model:named_parameters{ owner = name }) do p:add_(T.randn(p:size()) * 0.1) end
+  end)
+end
+
+local function out(model)
+  return mt.no_grad(function() return model{ input_ids = ids }.logits end)
+end
+
+local function differ(a, b) return (a - b):abs():max():item() end
+
+local function two_adapters(arch, config)
+  local model = mt.models.new(arch, config)
+  model:eval()
+  mt.peft.bottleneck(model, { name = "a" })
+  mt.peft.bottleneck(model, { name = "b" })
+  perturb(model, "a"); perturb(model, "b")
+  return model
+end
+
+function tests.parallel_and_batch_split_equal_the_adapters_one_by_one()
+  for _, case in ipairs{ { "LlamaForCausalLM", llama_config }, { "BertForSequenceClassification", bert_config } } do
+    local model = two_adapters(case[1], case[2])
+    model:set_active("a"); local a = out(model)
+    model:set_active("b"); local b = out(model)
+    assert(differ(a, b) > 1e-3, "the two adapters give different outputs")
+    model:set_active(mt.peft.parallel("a", "b"))
+    local both = out(model)
+    assert(both:size(0) == 4, "Parallel returns the batch once per adapter")
+    assert(differ(both:narrow(0, 0, 2), a) < 1e-5 and differ(both:narrow(0, 2, 2), b) < 1e-5, case[1] .. ": Parallel equals each adapter alone")
+    model:set_active(mt.peft.batch_split("a", "b", { batch_sizes = { 1, 1 } }))
+    local split = out(model)
+    assert(differ(split:narrow(0, 0, 1), a:narrow(0, 0, 1)) < 1e-5 and differ(split:narrow(0, 1, 1), b:narrow(0, 1, 1)) < 1e-5, case[1] .. ": BatchSplit sends each row through its adapter")
+  end
+end
+
+function tests.set_active_only_activates_and_train_fusion_trains_the_fusion_alone()
+  local model = two_adapters("BertForSequenceClassification", bert_config)
+  local trainable = function(owner)
+    local n = 0
+    for _, p in pairs(model:named_parameters{ owner = owner }) do if p:requires_grad() then n = n + 1 end end
+    return n
+  end
+  assert(trainable("a") > 0 and trainable("b") == 0, "the first adapter trains, the second is added frozen")
+  model:set_active(mt.peft.stack("b"))
+  assert(trainable("a") > 0 and trainable("b") == 0, "set_active leaves what trains alone")
+  local fusion = mt.peft.fusion(model, { "a", "b" }, { config = "dynamic" })
+  assert(fusion == "a,b")
+  model:train_fusion{ "a", "b" }
+  assert(trainable("a") == 0 and trainable("b") == 0 and trainable("a,b") > 0, "train_fusion trains the fusion layers only")
+  assert(trainable("base") == 0, "and not the base model")
+  local reg = model:fusion_regularization()
+  assert(reg and reg:item() < 1e-6, "the dynamic fusion's value starts at the identity")
+end
+
+function tests.fusion_training_moves_the_weights_away_from_uniform()
+  mt.manual_seed(3)
+  local model = mt.models.new("BertForSequenceClassification", bert_config)
+  for _, n in ipairs{ "a", "b", "c" } do
+    mt.peft.bottleneck(model, { name = n })
+    perturb(model, n)
+  end
+  mt.peft.fusion(model, { "a", "b", "c" })
+  model:train_fusion(mt.peft.fuse("a", "b", "c"))
+  model:train()
+  local frozen = model:named_parameters{ owner = "a" }["bert.encoder.layer.0.output.adapters.a.adapter_up.weight"]:clone()
+  local opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = 5e-2 })
+  -- Label: whether token 3 is in the row.
+  local x = T.randint(1, 64, { 16, 6 })
+  local y = (x:eq(3):sum(1):gt(0)):long()
+  local start
+  for step = 1, 40 do
+    local result = model{ input_ids = x, labels = y }
+    local w = model:fusion_weights()
+    if step == 1 then start = w:clone() end
+    opt:zero_grad()
+    result.loss:backward()
+    opt:step()
+  end
+  local w = model:fusion_weights()
+  assert((w:sum(-1) - 1):abs():max():item() < 1e-5, "each point's weights sum to 1")
+  assert((start - 1 / 3):abs():max():item() < 0.1, "fusion starts near uniform")
+  assert((w - 1 / 3):abs():max():item() > 0.05, "training moved the fusion weights away from uniform: " .. tostring(w))
+  local after = model:named_parameters{ owner = "a" }["bert.encoder.layer.0.output.adapters.a.adapter_up.weight"]
+  assert(differ(after, frozen) == 0, "the fused adapters stay frozen")
+end
+
+function tests.adapterhub_files_round_trip()
+  local model = two_adapters("LlamaForCausalLM", llama_config)
+  mt.peft.fusion(model, { "a", "b" }, { config = "static" })
+  model:set_active(mt.peft.fuse("a", "b"))
+  local before = out(model)
+  local dir = os.tmpname(); os.remove(dir)
+  for _, n in ipairs{ "a", "b" } do assert(model:save_adapter(dir .. "/" .. n, { name = n, format = "adapterhub" })) end
+  assert(model:save_adapter(dir .. "/fusion", { name = "a,b", format = "adapterhub" }))
+  local again = mt.models.new("LlamaForCausalLM", llama_config)
+  mt.no_grad(function()
+    local src = model:named_parameters{ owner = "base" }
+    for n, p in pairs(again:named_parameters()) do p:copy_(src[n]) end
+  end)
+  again:eval()
+  expect.raises(function() mt.peft.load(again, dir .. "/fusion") end, "load the fused adapters first")
+  for _, n in ipairs{ "a", "b" } do assert(mt.peft.load(again, dir .. "/" .. n)) end
+  assert(mt.peft.load(again, dir .. "/fusion"))
+  again:set_active(mt.peft.fuse("a", "b"))
+  assert(differ(out(again), before) < 1e-6, "the reloaded adapters and fusion give the same output")
+  -- AdapterHub files for another architecture are refused, the model unchanged.
+  local bert = mt.models.new("BertForSequenceClassification", bert_config)
+  expect.raises(function() mt.peft.load(bert, dir .. "/a") end, "saved for a 'llama' model")
+  assert(#bert:adapters() == 0, "nothing was added")
+  -- A pickle is refused with the way to convert it.
+  local pickle = dir .. "/pickle"
+  os.execute("mkdir -p " .. pickle .. " && cp " .. dir .. "/a/adapter_config.json " .. pickle .. " && touch " .. pickle .. "/pytorch_adapter.bin")
+  expect.raises(function() mt.peft.load(again, pickle, { name = "p" }) end, "use_safetensors=True")
+  os.execute("rm -rf " .. dir)
+end
+
+function tests.bad_setups_and_configs_are_refused_with_the_model_unchanged()
+  local model = two_adapters("LlamaForCausalLM", llama_config)
+  model:set_active("a")
+  local before = out(model)
+  expect.raises(function() model:set_active(mt.peft.stack("a", "nope")) end, "no adapter named 'nope'")
+  expect.raises(function() model:set_active(mt.peft.fuse("a", "b")) end, "no such fusion")
+  expect.raises(function() mt.peft.fuse("a", mt.peft.parallel("b")) end, "cannot nest Parallel inside Fuse")
+  expect.raises(function() mt.peft.batch_split("a", "b") end, "batch sizes")
+  assert(differ(out(model), before) == 0, "a refused setup leaves the active one")
+  model:set_active(mt.peft.batch_split("a", "b", { batch_sizes = { 1, 2 } }))
+  expect.raises(function() out(model) end, "sizes [1, 2] add up to 3")
+  model:set_active("a")
+  mt.peft.bottleneck(model, { name = "h", config = "double_seq_bn" })
+  expect.raises(function() mt.peft.fusion(model, { "a", "h" }) end, "differ in mh_adapter")
+  mt.peft.lora(model, { name = "l" })
+  expect.raises(function() mt.peft.fusion(model, { "a", "l" }) end, "fusion combines bottleneck adapters")
+  expect.raises(function() model:set_active(mt.peft.parallel("a", "l")) end, "can only be in a Stack")
+  expect.raises(function() mt.peft.bottleneck(model, { name = "x", config = "nope" }) end, "unknown bottleneck config 'nope'")
+  expect.raises(function() mt.peft.bottleneck(model, { name = "x", reduction_factor = { ["1"] = 4 } }) end, "no \"default\"")
+  expect.raises(function() mt.peft.bottleneck(model, { name = "x", leave_out = { 7 } }) end, "leave_out names layer 7")
+  expect.raises(function() mt.peft.bottleneck(model, { name = "x", colour = 1 }) end, "unknown option 'colour'")
+  assert(not model:named_parameters{ owner = "adapters" }["model.layers.0.output_adapters.x.adapter_up.weight"], "no refused adapter was added")
+  expect.raises(function() model:delete_adapter("a") end, "in the active setup")
+  assert(differ(out(model), before) == 0, "the model is as it was")
+end
+
+return tests
