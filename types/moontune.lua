@@ -2090,9 +2090,12 @@ function Module:save_gguf(path, opts) end
 ---Writes adapter `opts.name` (default: the only adapter, or the only active one) as PEFT does:
 ---`adapter_config.json` and `adapter_model.safetensors` with PEFT's keys
 ---(`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), which
----`PeftModel.from_pretrained` loads unchanged.
+---`PeftModel.from_pretrained` loads unchanged. With `format = "adapterhub"` a bottleneck adapter
+---(`adapter_config.json` + `adapter.safetensors`) or a fusion named "a,b"
+---(`adapter_fusion_config.json` + `model_adapter_fusion.safetensors`) as AdapterHub's `adapters`
+---1.3 writes them, which its `load_adapter(dir, use_safetensors=True)` and `load_adapter_fusion` read.
 ---@param dir string
----@param opts? { name?: string }
+---@param opts? { name?: string, format?: "peft"|"adapterhub" }
 ---@return true|nil ok
 ---@return string? message
 function Module:save_adapter(dir, opts) end
@@ -2114,6 +2117,41 @@ function Module:train_adapter(names) end
 ---@param fn function
 ---@return any ...
 function Module:disable_adapters(fn, ...) end
+
+---Makes an adapter setup the active composition at the residual points (AdapterHub's
+---`set_active_adapters`): a name (a stack of one), a list of names (a stack), or a block from
+---`mt.peft.stack`, `fuse`, `parallel`, `batch_split`, `average`, nested as AdapterHub allows. The
+---adapters it names are active, the others not; what trains does not change. An unknown
+---adapter, a missing fusion or a nesting AdapterHub forbids is an error, the setup unchanged.
+---@param setup string|string[]|moontune.AdapterSetup
+---@return moontune.Module self
+function Module:set_active(setup) end
+
+---Trains the fusion layers of the setup's `fuse` blocks and nothing else (the base model and the
+---fused adapters frozen) and makes the setup active (AdapterHub's `train_adapter_fusion`). A
+---list of names means their fusion.
+---@param setup string[]|moontune.AdapterSetup
+---@return moontune.Module self
+function Module:train_fusion(setup) end
+
+---The mean attention weight of each fused adapter at each point over the last forward: a
+---(points, adapters) tensor whose rows sum to 1, the points' module paths (a layer's attention
+---point before its output point) and the adapters' names. `name` picks the fusion ("a,b,c")
+---when the model has several.
+---@param name? string
+---@return moontune.Tensor weights
+---@return string[] points
+---@return string[] adapters
+function Module:fusion_weights(name) end
+
+---AdapterHub's fusion regularisation, 0.01·Σ‖I − V‖² over the trained value matrices of fusions
+---whose config has `regularization` (dynamic), to add to the loss; nil when there is none.
+---@return moontune.Tensor|nil
+function Module:fusion_regularization() end
+
+---Removes fusion `name` ("a,b,c") and its layers (not while it is in the active setup).
+---@param name string
+function Module:delete_fusion(name) end
 
 ---Removes an adapter and its parameters (a merged one must be unmerged first).
 ---@param name string
@@ -2472,13 +2510,94 @@ function mt.peft.prefix_tuning(model, opts) end
 ---Loads an adapter PEFT (or `model:save_adapter`) saved in `dir` (LoRA with every option above,
 ---DoRA, IA3, prompt tuning, prefix tuning) as `opts.name` (default "default"); `trainable = false` keeps it frozen. A config
 ---field moontune does not support, a tensor for a layer the model lacks or of another shape is
----an error naming it; the model is left unchanged.
+---an error naming it; the model is left unchanged. A directory AdapterHub's `adapters` wrote (a
+---bottleneck adapter, or a fusion, whose adapters must be loaded first) loads too, under
+---`opts.name` or the name it was saved with, which comes back second.
 ---@param model moontune.Module
 ---@param dir string
 ---@param opts? { name?: string, trainable?: boolean }
 ---@return moontune.Module|nil model
----@return string? message when `dir` does not exist
+---@return string? message when `dir` does not exist; for AdapterHub's files, the name added
 function mt.peft.load(model, dir, opts) end
+
+---AdapterHub's bottleneck-adapter options (`BnConfig`): `config` picks a preset, the others
+---override it.
+---@class moontune.BottleneckOptions
+---@field name? string default "default"
+---@field config? "seq_bn"|"double_seq_bn"|"par_bn"|"scaled_par_bn"|"seq_bn_inv"|"double_seq_bn_inv" default "seq_bn" (Pfeiffer, after the feed-forward block); Houlsby adds one after attention; par_bn is parallel (He et al. 2021); _inv adds NICE invertible adapters on the embeddings
+---@field reduction_factor? number|table<string, number> hidden size / bottleneck width, or per layer ("0", "1", …) with a "default"
+---@field non_linearity? string relu, gelu, gelu_new, swish, silu, tanh, sigmoid, leakyrelu, …
+---@field original_ln_before? boolean the layer's residual add (and norm, post-norm models) before the adapter
+---@field original_ln_after? boolean the layer's residual add (and norm) after it
+---@field ln_before? boolean a new layer norm before the bottleneck
+---@field ln_after? boolean a new layer norm after it
+---@field residual_before_ln? boolean|"post_add" where the adapter's own residual is taken
+---@field adapter_residual_before_ln? boolean the adapter's residual added before its new norm
+---@field scaling? number|"learned"|"channel" the output's scale
+---@field use_gating? boolean a learned gate sigmoid(Linear(h → 1)), averaged over positions
+---@field mh_adapter? boolean an adapter after attention
+---@field output_adapter? boolean an adapter after the feed-forward block
+---@field leave_out? integer[] layers without adapters
+---@field dropout? number on the adapter's output in training mode
+---@field init_weights? "bert"|"houlsby"|"mam_adapter"
+---@field init_weights_seed? integer the same init at every layer
+---@field is_parallel? boolean read the sublayer's residual, add beside it
+---@field inv_adapter? "nice"
+---@field inv_adapter_reduction_factor? number
+
+---Adds a bottleneck adapter at the residual points of every layer, as AdapterHub's `adapters`
+---1.3 places it on the architecture; the first adapter is active and trainable, later ones wait
+---(`set_adapter`, `set_active`). An unknown option or preset, a per-layer reduction without a
+---default, or `leave_out` naming a layer the model lacks is an error, the model unchanged.
+---@param model moontune.Module
+---@param opts? moontune.BottleneckOptions
+---@return moontune.Module model
+function mt.peft.bottleneck(model, opts) end
+
+---Adds an AdapterFusion layer at every point where the bottleneck adapters `names` all sit
+---(they must sit at the same points), named "a,b,c"; added frozen. `config` is AdapterHub's
+---"dynamic" (default: query, key and value projections, the value starting as the identity)
+---or "static" (no value projection), and its options override it.
+---@param model moontune.Module
+---@param names string[]
+---@param opts? { config?: "dynamic"|"static", key?: boolean, query?: boolean, value?: boolean, query_before_ln?: boolean, regularization?: boolean, residual_before?: boolean, temperature?: boolean, value_before_softmax?: boolean, value_initialized?: boolean, dropout_prob?: number }
+---@return string name
+function mt.peft.fusion(model, names, opts) end
+
+---A composition block for `model:set_active`: its children in order (adapter names or blocks).
+---@class moontune.AdapterSetup
+---@field block "Stack"|"Fuse"|"Parallel"|"BatchSplit"|"Average"
+---@field batch_sizes? integer[]
+---@field weights? number[]
+
+---Adapters one after another.
+---@param ... string|moontune.AdapterSetup
+---@return moontune.AdapterSetup
+function mt.peft.stack(...) end
+
+---AdapterFusion over the adapters (their fusion must exist: `mt.peft.fusion`).
+---@param ... string|moontune.AdapterSetup
+---@return moontune.AdapterSetup
+function mt.peft.fuse(...) end
+
+---The batch repeated once per adapter; outputs come back adapter by adapter (forward only, no
+---generation).
+---@param ... string|moontune.AdapterSetup
+---@return moontune.AdapterSetup
+function mt.peft.parallel(...) end
+
+---Rows of the batch through different adapters: the last argument `{ batch_sizes = { ... } }`
+---gives each child's number of rows, in order; they must add up to the batch.
+---@param ... string|moontune.AdapterSetup|{ batch_sizes: integer[] }
+---@return moontune.AdapterSetup
+function mt.peft.batch_split(...) end
+
+---AdapterHub's average of the adapters' outputs: `torch.mean` over the outputs each times its
+---weight (`{ weights = { ... } }` last, normalised to sum to 1; default equal), so the result is
+---also divided by the number of adapters, as AdapterHub's.
+---@param ... string|moontune.AdapterSetup|{ weights: number[] }
+---@return moontune.AdapterSetup
+function mt.peft.average(...) end
 
 ---Adds LoRA adapter `opts.name` combining `names` as PEFT's `add_weighted_adapter`: `"linear"`
 ---sums √(w·scale)-weighted factors (same ranks), `"cat"` stacks them (ranks add), `"svd"` factors
