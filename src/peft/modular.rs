@@ -377,6 +377,27 @@ pub fn fusion_weights(model: &Model, name: Option<&str>) -> Result<(Tensor, Vec<
     Ok((Tensor::f_stack(&rows, 0)?, paths, fusion.adapters.clone()))
 }
 
+/// What the model's fusions decided on the last forward, for heat maps: per fusion that has run,
+/// its name, the rows' labels ("3 attention", "3 output": layer and point), the adapters and the
+/// (points, adapters) weights.
+pub fn fusion_panels(model: &Model) -> Vec<(String, Vec<String>, Vec<String>, Tensor)> {
+    let mut out = Vec::new();
+    for f in &model.adapters.fusions {
+        if let Ok((weights, points, adapters)) = fusion_weights(model, Some(&f.name)) {
+            let rows = points.iter().map(|p| point_label(p)).collect();
+            out.push((f.name.clone(), rows, adapters, weights));
+        }
+    }
+    out
+}
+
+/// "3 attention" or "3 output" for a point's path (its first number is the layer).
+fn point_label(path: &str) -> String {
+    let layer = path.split('.').find(|s| s.parse::<u64>().is_ok()).unwrap_or("?");
+    let location = if path.contains("attention") { "attention" } else { "output" };
+    format!("{layer} {location}")
+}
+
 /// AdapterHub's fusion regularisation: 0.01 · Σ‖I − V‖² over the trained value matrices of
 /// fusions whose config asks for it (None when none does).
 pub fn fusion_regularization(model: &Model) -> Result<Option<Tensor>> {

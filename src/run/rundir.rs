@@ -103,6 +103,24 @@ impl RunDir {
         write_atomic(&file, serde_json::to_string(&saved)?.as_bytes())
     }
 
+    /// Appends one `{"kind": "panel", "step", "time", "name", "rows", "cols", "values"}` row per
+    /// panel (an evaluation's fusion weights, confusion matrix, …); rows of the other kinds stay
+    /// numbers only.
+    pub fn log_panel_rows(&mut self, step: u64, seconds: f64, panels: &[Panel]) -> Result<()> {
+        for p in panels {
+            let mut row = Map::new();
+            row.insert("kind".into(), json!("panel"));
+            row.insert("step".into(), json!(step));
+            row.insert("time".into(), json!(seconds));
+            row.insert("name".into(), json!(p.name));
+            row.insert("rows".into(), json!(p.rows));
+            row.insert("cols".into(), json!(p.cols));
+            row.insert("values".into(), json!(p.values.iter().map(|r| r.iter().map(|v| if v.is_finite() { json!(v) } else { Value::Null }).collect::<Vec<_>>()).collect::<Vec<_>>()));
+            self.write_row(row)?;
+        }
+        Ok(())
+    }
+
     fn write_row(&mut self, row: Map<String, Value>) -> Result<()> {
         writeln!(self.metrics, "{}", Value::Object(row))?;
         self.metrics.flush()?;

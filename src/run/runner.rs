@@ -27,7 +27,7 @@ use super::rundir::RunDir;
 use super::watch;
 use crate::lua::args::describe;
 use crate::lua::runtime::call_traced;
-use crate::lua::models::{adapters_of, parameters_of};
+use crate::lua::models::{adapters_of, model_panels_of, parameters_of};
 use crate::lua::tensor::as_tensor;
 use crate::lua::{load_file, new_lua, route_print};
 use crate::checkpoint::policy::{Policy, Tracker};
@@ -292,7 +292,7 @@ impl Loop<'_> {
             progress.steps = step;
             let metrics = metrics_of(&out)?;
             self.run_dir.log_metrics("step", step, self.started.elapsed().as_secs_f64(), &metrics)?;
-            let panels = panels_of(&out)?;
+            let panels = with_model_panels(panels_of(&out)?, &self.state);
             self.run_dir.log_panels(step, &panels)?;
             let _ = self.events.send(Event::Step { step, metrics, panels });
             report_adapters(&self.state, self.events);
@@ -430,8 +430,9 @@ impl Loop<'_> {
             self.tracker.on_eval(best, &metrics);
         }
         self.run_dir.log_metrics("eval", step, self.started.elapsed().as_secs_f64(), &metrics)?;
-        let panels = panels_of(&out)?;
+        let panels = with_model_panels(panels_of(&out)?, &self.state);
         self.run_dir.log_panels(step, &panels)?;
+        self.run_dir.log_panel_rows(step, self.started.elapsed().as_secs_f64(), &panels)?;
         let _ = self.events.send(Event::Eval { step, metrics, panels });
         Ok(())
     }
@@ -513,6 +514,20 @@ fn report_model(state: &Value, events: &Sender<Event>) {
         let _ = events.send(Event::Model(ParamCounts::of(&params)));
     }
     report_adapters(state, events);
+}
+
+/// The recipe's panels and those `state.model` shows by itself (fusion weights), the recipe's
+/// winning where both use a name.
+fn with_model_panels(mut panels: Vec<Panel>, state: &Value) -> Vec<Panel> {
+    let Value::Table(t) = state else { return panels };
+    let Ok(model) = t.raw_get::<Value>("model") else { return panels };
+    for p in model_panels_of(&model) {
+        if !panels.iter().any(|q| q.name == p.name) {
+            panels.push(p);
+        }
+    }
+    panels.sort_by(|a, b| a.name.cmp(&b.name));
+    panels
 }
 
 /// Sends the adapters of `state.model` with their current norms, if it has any.
