@@ -61,6 +61,10 @@ assert(model:save_adapter("lora", { name = "l" }))
 model:delete_adapter("l")
 mt.peft.prefix_tuning(model, { name = "p", num_virtual_tokens = 2, projection = true, encoder_hidden_size = 4 })
 assert(model:save_adapter("prefix", { name = "p" }))
+model:delete_adapter("p")
+-- A bottleneck adapter in AdapterHub's format, with most of its tensors (norms, gate, scaling, invertible).
+mt.peft.bottleneck(model, { name = "b", config = "double_seq_bn_inv", ln_before = true, ln_after = true, use_gating = true, scaling = "channel" })
+assert(model:save_adapter("bottleneck", { name = "b", format = "adapterhub" }))
 "#,
     )
     .unwrap();
@@ -79,7 +83,7 @@ fn all_cases(fixtures_dir: &Path) -> Vec<Case> {
     cases.extend(cases::file_cases(&model, &tok));
     cases.extend(cases::checkpoint_cases(&model, &checkpoint));
     cases.extend(cases::gguf_cases(&gguf_fixture(fixtures_dir)));
-    cases.extend(cases::adapter_cases(&model, &fixtures_dir.join("lora"), &fixtures_dir.join("prefix")));
+    cases.extend(cases::adapter_cases(&model, &[("lora", &fixtures_dir.join("lora")), ("prefix", &fixtures_dir.join("prefix")), ("bottleneck", &fixtures_dir.join("bottleneck"))]));
     cases.extend(cases::template_cases(&tok));
     cases.extend(cases::recipe_cases());
     cases

@@ -2106,8 +2106,8 @@ function Module:save_adapter(dir, opts) end
 ---@return moontune.Module self
 function Module:set_adapter(names) end
 
----Makes the named adapters' parameters trainable and every other adapter's frozen, without
----changing which are active (AdapterHub's `train_adapter`).
+---Makes the named adapters' (or fusions', "a,b") parameters trainable and every other adapter's
+---and fusion's frozen, without changing which are active (AdapterHub's `train_adapter`).
 ---@param names string|string[]
 ---@return moontune.Module self
 function Module:train_adapter(names) end
@@ -2148,6 +2148,16 @@ function Module:fusion_weights(name) end
 ---whose config has `regularization` (dynamic), to add to the loss; nil when there is none.
 ---@return moontune.Tensor|nil
 function Module:fusion_regularization() end
+
+---The model's fusions: each one's name ("a,b,c"), the adapters it fuses and whether its layers
+---train.
+---@return { name: string, adapters: string[], trainable: boolean }[]
+function Module:fusions() end
+
+---The active composition as `mt.peft.stack(...)` and friends make it, or nil when none is set
+---(PEFT-style `set_adapter` activation).
+---@return moontune.AdapterSetup|string|nil
+function Module:active_setup() end
 
 ---Removes fusion `name` ("a,b,c") and its layers (not while it is in the active setup).
 ---@param name string

@@ -52,6 +52,24 @@ pub fn setup_arg(call: &str, v: Value, top: bool) -> mlua::Result<Setup> {
     }
 }
 
+/// A setup as the table `mt.peft.stack(...)` and friends make (an adapter as its name).
+fn setup_value(lua: &Lua, s: &Setup) -> mlua::Result<Value> {
+    if let Setup::Name(n) = s {
+        return Ok(Value::String(lua.create_string(n)?));
+    }
+    let t = lua.create_table()?;
+    t.set("block", s.kind())?;
+    for (i, c) in s.children().iter().enumerate() {
+        t.set(i + 1, setup_value(lua, c)?)?;
+    }
+    match s {
+        Setup::BatchSplit(_, sizes) => t.set("batch_sizes", sizes.clone())?,
+        Setup::Average(_, weights) => t.set("weights", weights.clone())?,
+        _ => {}
+    }
+    Ok(Value::Table(t))
+}
+
 /// `mt.peft.stack("a", "b")` and the other block constructors: a table naming the block, its
 /// children in order and its options (`batch_sizes`, `weights`) from a trailing table.
 fn block(lua: &Lua, kind: &'static str, option: Option<&'static str>, args: MultiValue) -> mlua::Result<Table> {
@@ -133,6 +151,28 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
             Ok(ud)
         });
     }
+    method(methods, "fusions", "model.fusions", |lua, this, ()| {
+        let call = "model.fusions";
+        this.is_root(call)?;
+        let m = this.model(call)?;
+        let list = lua.create_table()?;
+        for (i, f) in m.adapters.fusions.iter().enumerate() {
+            let t = lua.create_table()?;
+            t.set("name", f.name.as_str())?;
+            t.set("adapters", f.adapters.clone())?;
+            t.set("trainable", modular::is_trainable(&m, &f.name))?;
+            list.set(i + 1, t)?;
+        }
+        Ok(list)
+    });
+    method(methods, "active_setup", "model.active_setup", |lua, this, ()| {
+        let call = "model.active_setup";
+        this.is_root(call)?;
+        match &this.model(call)?.adapters.setup {
+            Some(s) => setup_value(lua, s),
+            None => Ok(Value::Nil),
+        }
+    });
     method(methods, "delete_fusion", "model.delete_fusion", |_, this, name: String| {
         let call = "model.delete_fusion";
         this.is_root(call)?;

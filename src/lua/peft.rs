@@ -288,7 +288,10 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
             Some(n) => n,
             None => m.adapters.default_name().or_misuse(call)?,
         };
+        // Bottleneck adapters and fusions have no PEFT format: AdapterHub's is theirs.
+        let adapterhub_only = m.adapters.fusions.iter().any(|f| f.name == name) || m.adapters.get(&name).is_ok_and(|a| matches!(a.method, peft::Method::Bottleneck(_)));
         let saved = match o.format.as_deref() {
+            None if adapterhub_only => adapterhub::save(&m, &name, Path::new(&dir)),
             None | Some("peft") => m.adapters.get(&name).map(|_| ()).and_then(|_| files::save(&m, &name, Path::new(&dir))),
             Some("adapterhub") => adapterhub::save(&m, &name, Path::new(&dir)),
             Some(other) => return Err(misuse(call, format!("format must be \"peft\" or \"adapterhub\", got '{other}'"))),

@@ -247,11 +247,14 @@ pub fn set_adapter(model: &mut Model, names: &[String]) -> Result<()> {
     train_adapter(model, names)
 }
 
-/// Makes the parameters of `names` trainable and those of every other adapter frozen; whether
-/// an adapter is active does not change (AdapterHub's `train_adapter`).
+/// Makes the parameters of `names` (adapters or fusions, "a,b") trainable and those of every
+/// other adapter and fusion frozen; whether an adapter is active does not change (AdapterHub's
+/// `train_adapter`).
 pub fn train_adapter(model: &mut Model, names: &[String]) -> Result<()> {
     for n in names {
-        model.adapters.get(n)?;
+        if !model.adapters.fusions.iter().any(|f| &f.name == n) {
+            model.adapters.get(n)?;
+        }
     }
     let trained_biases: Vec<String> = model.adapters.adapters.iter().filter(|a| names.contains(&a.name)).flat_map(|a| a.biases.clone()).collect();
     let all_biases: Vec<String> = model.adapters.adapters.iter().flat_map(|a| a.biases.clone()).collect();

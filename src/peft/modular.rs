@@ -340,6 +340,11 @@ pub fn train_fusion(model: &mut Model, setup: Setup) -> Result<()> {
     Ok(())
 }
 
+/// Whether any parameter of `owner` (an adapter or a fusion) trains.
+pub fn is_trainable(model: &Model, owner: &str) -> bool {
+    model.named_parameters().iter().any(|p| p.owner == Owner::Adapter(owner.to_string()) && p.tensor.requires_grad())
+}
+
 fn freeze_owner(model: &Model, owner: &str, on: bool) -> Result<()> {
     for p in model.named_parameters() {
         if p.owner == Owner::Adapter(owner.to_string()) {

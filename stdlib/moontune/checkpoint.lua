@@ -3,7 +3,8 @@
 -- What is saved, walking `state`: numbers, strings, booleans and tensors, and tables of them;
 -- loaded models through the tensors not owned by the frozen base (trainable ones, every
 -- adapter's, and base weights changed in place since they were loaded: a merged adapter, a
--- teacher copied from the student; keyed by tree name) with their adapters' configs, so that adapters made during the
+-- teacher copied from the student; keyed by tree name) with their adapters' and fusions' configs and
+-- the active composition, so that adapters made during the
 -- run are made again on load before their weights are copied in; Lua nn modules through their
 -- state dicts; optimizers and schedules through theirs; data iterators through their positions;
 -- and every random stream (libtorch's CPU and CUDA generators, math.random). Functions,
@@ -42,6 +43,22 @@ end
 
 local walk
 
+-- An adapter setup (`{ block = "Fuse", "a", "b" }`, a name, or nil) in a form JSON keeps
+-- (children apart from the block's fields), and back.
+local function setup_to_json(s)
+  if type(s) ~= "table" then return s end
+  local children = {}
+  for i, c in ipairs(s) do children[i] = setup_to_json(c) end
+  return { block = s.block, children = children, batch_sizes = s.batch_sizes, weights = s.weights }
+end
+
+local function setup_from_json(s)
+  if type(s) ~= "table" then return s end
+  local out = { block = s.block, batch_sizes = s.batch_sizes, weights = s.weights }
+  for i, c in ipairs(s.children or {}) do out[i] = setup_from_json(c) end
+  return out
+end
+
 local function model_node(m, path, ctx)
   local names, seen = {}, {}
   for _, which in ipairs({ { trainable = true }, { owner = "adapters" }, { changed = true } }) do
@@ -62,8 +79,18 @@ local function model_node(m, path, ctx)
     adapters[#adapters + 1] = { name = a.name, method = a.method, trainable = a.trainable > 0 }
     if a.trainable > 0 then trainable[#trainable + 1] = a.name end
   end
+  -- Fusions (AdapterHub's files), saved after the adapters they fuse; trainable ones listed
+  -- with the adapters that train.
+  local fusions = {}
+  for _, f in ipairs(m:fusions()) do
+    local dir = ctx.dir .. "/adapters/" .. folder(path) .. "/fusion-" .. f.name
+    local ok, err = m:save_adapter(dir, { name = f.name })
+    if not ok then error("checkpoint.save: " .. tostring(err), 0) end
+    fusions[#fusions + 1] = { name = f.name }
+    if f.trainable then trainable[#trainable + 1] = f.name end
+  end
   local active = #adapters > 0 and m:active_adapters() or {}
-  return { model = path, names = names, adapters = adapters, active = active, trainable_adapters = trainable }
+  return { model = path, names = names, adapters = adapters, fusions = fusions, setup = setup_to_json(m:active_setup()), active = active, trainable_adapters = trainable }
 end
 
 function walk(v, path, ctx)
@@ -182,6 +209,14 @@ local function restore_model(m, node, path, ctx)
       if not ok then fail(path, "cannot make adapter '" .. a.name .. "' again: " .. tostring(err)) end
     end
   end
+  local fused = {}
+  for _, f in ipairs(m:fusions()) do fused[f.name] = true end
+  for _, f in ipairs(node.fusions or {}) do
+    if not fused[f.name] then
+      local ok, err = mt.peft.load(m, ctx.dir .. "/adapters/" .. folder(path) .. "/fusion-" .. f.name)
+      if not ok then fail(path, "cannot make fusion '" .. f.name .. "' again: " .. tostring(err)) end
+    end
+  end
   local sd = {}
   for _, name in ipairs(node.names or {}) do
     sd[name] = ctx.tensors[path .. "/" .. name] or fail(path, "the tensor of '" .. name .. "' is missing")
@@ -191,7 +226,7 @@ local function restore_model(m, node, path, ctx)
     fail(path, "the checkpoint has parameters the model does not: " .. table.concat(unexpected, ", ", 1, math.min(5, #unexpected)))
   end
   if #(node.adapters or {}) > 0 then
-    if #node.active > 0 then m:set_adapter(node.active) end
+    if node.setup then m:set_active(setup_from_json(node.setup)) elseif #node.active > 0 then m:set_adapter(node.active) end
     if #node.trainable_adapters > 0 then m:train_adapter(node.trainable_adapters) end
   end
 end

@@ -118,6 +118,7 @@ fn receiver(class: &str) -> Option<&'static str> {
         "moontune.DataIterator" => "it",
         "moontune.checkpoint" => "mt.checkpoint",
         "moontune.eval" => "mt.eval",
+        "moontune.peft" => "mt.peft",
         _ => return None,
     })
 }
@@ -376,14 +377,17 @@ print(model:generate(ids, { max_new_tokens = 2 }):shape())
 pcall(model.merge_and_unload, model)
 "#;
 
-/// Adapters (a DoRA LoRA with a trainable head copy, a prefix) each with one fault.
-pub fn adapter_cases(model_dir: &Path, lora_dir: &Path, prefix_dir: &Path) -> Vec<Case> {
+/// Adapters (a DoRA LoRA with a trainable head copy, a prefix, an AdapterHub bottleneck adapter)
+/// each with one fault.
+pub fn adapter_cases(model_dir: &Path, adapters: &[(&str, &Path)]) -> Vec<Case> {
     let model = read_dir(model_dir, "model");
     let mut out = Vec::new();
-    let names = || vec!["peft.load".to_string(), "adapter_config.json".into(), "adapter_model.safetensors".into(), "adapter".into()];
-    for (kind, dir) in [("lora", lora_dir), ("prefix", prefix_dir)] {
+    let names = || vec!["peft.load".to_string(), "adapter_config.json".into(), "adapter_model.safetensors".into(), "adapter.safetensors".into(), "adapter".into()];
+    for &(kind, dir) in adapters {
         let adapter = read_dir(dir, "adapter");
-        let st = adapter.iter().find(|(n, _)| n.ends_with("adapter_model.safetensors")).unwrap().1.clone();
+        // PEFT's weights file, or AdapterHub's.
+        let weights = if adapter.iter().any(|(n, _)| n.ends_with("adapter_model.safetensors")) { "adapter_model.safetensors" } else { "adapter.safetensors" };
+        let st = adapter.iter().find(|(n, _)| n.ends_with(weights)).unwrap().1.clone();
         let config: serde_json::Value = serde_json::from_slice(&adapter.iter().find(|(n, _)| n.ends_with("adapter_config.json")).unwrap().1).unwrap();
         let mut case = |id: String, name: &str, bytes: Vec<u8>| {
             let mut files = model.clone();
@@ -392,7 +396,7 @@ pub fn adapter_cases(model_dir: &Path, lora_dir: &Path, prefix_dir: &Path) -> Ve
             out.push(script_case(format!("file/adapter/{kind}/{id}"), "file", LOAD_ADAPTER.to_string(), files, names()));
         };
         for (id, bytes) in safetensors_faults(&st, 31, 40) {
-            case(id, "adapter_model.safetensors", bytes);
+            case(id, weights, bytes);
         }
         let values = [serde_json::json!(0), serde_json::json!(-1), serde_json::json!(1e12), serde_json::json!("abc"), serde_json::json!(null), serde_json::json!([1]), serde_json::json!(1.5), serde_json::json!({ "a": 1 }), serde_json::json!(true)];
         let keys = config.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
@@ -401,6 +405,15 @@ pub fn adapter_cases(model_dir: &Path, lora_dir: &Path, prefix_dir: &Path) -> Ve
                 let mut c = config.clone();
                 c[&key] = value.clone();
                 case(format!("config/{key}={value}"), "adapter_config.json", serde_json::to_vec(&c).unwrap());
+            }
+        }
+        // AdapterHub's options sit in a nested `config` object.
+        let nested = config.get("config").and_then(|c| c.as_object()).map(|c| c.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        for key in nested {
+            for value in &values {
+                let mut c = config.clone();
+                c["config"][&key] = value.clone();
+                case(format!("config/config.{key}={value}"), "adapter_config.json", serde_json::to_vec(&c).unwrap());
             }
         }
         for (id, text) in [("not-json", b"{ nope".to_vec()), ("empty", Vec::new()), ("array", b"[]".to_vec()), ("regex-bad", {

@@ -137,6 +137,30 @@ function tests.adapterhub_files_round_trip()
   os.execute("rm -rf " .. dir)
 end
 
+function tests.a_checkpoint_keeps_adapters_fusions_and_the_active_setup()
+  local model = two_adapters("BertForSequenceClassification", bert_config)
+  mt.peft.fusion(model, { "a", "b" })
+  perturb(model, "a,b")
+  model:train_fusion{ "a", "b" }
+  local before = out(model)
+  local dir = os.tmpname(); os.remove(dir)
+  mt.checkpoint.save(dir, { model = model }, { step = 1 })
+  -- A fresh model with the same base (the base is not in the checkpoint: it did not train).
+  local again = mt.models.new("BertForSequenceClassification", bert_config)
+  mt.no_grad(function()
+    local src = model:named_parameters{ owner = "base" }
+    for n, p in pairs(again:named_parameters()) do p:copy_(src[n]) end
+  end)
+  again:eval()
+  mt.checkpoint.load(dir, { model = again })
+  assert(differ(out(again), before) < 1e-6, "the same fused output after loading")
+  assert(again:active_setup().block == "Fuse", "the fusion is the active setup again")
+  local fusions = again:fusions()
+  assert(#fusions == 1 and fusions[1].name == "a,b" and fusions[1].trainable, "the fusion trains again")
+  for _, a in ipairs(again:adapters()) do assert(a.trainable == 0, a.name .. " stays frozen") end
+  os.execute("rm -rf " .. dir)
+end
+
 function tests.bad_setups_and_configs_are_refused_with_the_model_unchanged()
   local model = two_adapters("LlamaForCausalLM", llama_config)
   model:set_active("a")
