@@ -195,6 +195,43 @@ fn char_lm_trains_with_a_falling_loss() {
     assert!(evals[1] < evals[0]);
 }
 
+/// scripts/adapter_fusion.lua with two steps per phase: every phase runs, the comparison is
+/// logged, and the final evaluation writes the model's fusion weights to metrics.jsonl as a
+/// panel row (points × the three source adapters, each row summing to 1) and panels.json.
+#[test]
+fn adapter_fusion_recipe_reports_the_fusion_weights() {
+    if std::env::var_os("MOONTUNE_MINILM").is_none() {
+        println!("SKIPPED adapter_fusion_recipe_reports_the_fusion_weights: MOONTUNE_MINILM is not set (./dev test sets it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let out = moontune()
+        .current_dir(root())
+        .args(["run", "--headless", "scripts/adapter_fusion.lua", "steps=16", "eval_limit=32", "--runs-dir"])
+        .arg(&runs)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("best single source adapter") && t.contains("a new adapter on the target alone") && t.contains("fusion of 3 source adapters"), "{t}");
+    let run_dir = only_run_dir(&runs);
+    let rows = metrics(&run_dir);
+    let panel = rows.iter().find(|r| r["kind"] == "panel" && r["name"] == "fusion sst2,agnews,spam").unwrap_or_else(|| panic!("no fusion panel row in {rows:?}"));
+    assert_eq!(panel["cols"], serde_json::json!(["sst2", "agnews", "spam"]));
+    let values = panel["values"].as_array().unwrap();
+    assert_eq!(values.len(), 6, "one row per layer of MiniLM (its output points)");
+    for row in values {
+        let sum: f64 = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{row:?}");
+    }
+    for r in rows.iter().filter(|r| r["kind"] == "step" || r["kind"] == "eval") {
+        assert!(r.as_object().unwrap().iter().all(|(k, v)| k == "kind" || v.is_number()), "step and eval rows stay numbers: {r}");
+    }
+    let panels = std::fs::read_to_string(run_dir.join("panels.json")).unwrap();
+    assert!(panels.contains("fusion sst2,agnews,spam"), "{panels}");
+}
+
 #[test]
 fn every_shipped_recipe_runs() {
     for entry in std::fs::read_dir(root().join("scripts")).unwrap() {

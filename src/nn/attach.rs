@@ -241,10 +241,6 @@ pub struct ResidualPoint {
 }
 
 impl ResidualPoint {
-    pub fn is_empty(&self) -> bool {
-        self.adapters.is_empty()
-    }
-
     /// `norm(output + residual)` (or without norm), or what the active setup makes of it: the
     /// model's composition (`ctx.setup`), else the one active adapter here.
     pub fn forward(&self, ctx: &Ctx, output: Tensor, residual: &Tensor, norm: Option<&dyn Norm>) -> Result<Tensor> {

@@ -180,7 +180,8 @@ impl State {
         Ok(State { hidden: cat(&|s| s.hidden.shallow_clone())?, input: cat(&|s| s.input.shallow_clone())?, adapter_residual: cat(&|s| s.adapter_residual.shallow_clone())?, up, last: states.last().and_then(|s| s.last.clone()) })
     }
 
-    fn clone(&self) -> State {
+    /// Another handle on the same tensors.
+    fn share(&self) -> State {
         State { hidden: self.hidden.shallow_clone(), input: self.input.shallow_clone(), adapter_residual: self.adapter_residual.shallow_clone(), up: self.up.as_ref().map(|u| u.shallow_clone()), last: self.last.clone() }
     }
 }
@@ -250,7 +251,7 @@ impl Walk<'_> {
             }
             Setup::Average(children, weights) => {
                 let state = self.pre(setup.first(), state)?;
-                let parts = children.iter().map(|child| self.child(child, state.clone(), lvl)).collect::<Result<Vec<_>>>()?;
+                let parts = children.iter().map(|child| self.child(child, state.share(), lvl)).collect::<Result<Vec<_>>>()?;
                 let hidden = parts.iter().map(|p| p.hidden.shallow_clone()).collect::<Vec<_>>();
                 let w = Tensor::f_from_slice(weights)?.f_to_kind(state.hidden.kind())?.f_to_device(state.hidden.device())?.f_view([-1, 1, 1, 1])?;
                 let mean = Tensor::f_stack(&hidden, 0)?.f_mul(&w)?.f_mean_dim(0, false, None)?;
@@ -290,7 +291,7 @@ impl Walk<'_> {
         let state = State { hidden, adapter_residual, ..state };
         let mut ups = Vec::new();
         for child in children {
-            let s = self.child(child, state.clone(), lvl)?;
+            let s = self.child(child, state.share(), lvl)?;
             if let Some(up) = s.up.filter(|_| s.last.is_some()) {
                 ups.push(up);
             }

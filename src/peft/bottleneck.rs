@@ -415,6 +415,8 @@ impl Bottleneck {
     fn scaled(&self, up: Tensor) -> Result<Tensor> {
         match (&self.scaling, &self.config.scaling) {
             (Some(s), _) => Ok(up.f_mul(s)?),
+            // A scale of 1 (most configs) changes nothing: no multiply, forward or backward.
+            (None, Scaling::Fixed(s)) if *s == 1.0 => Ok(up),
             (None, Scaling::Fixed(s)) => Ok(up.f_mul_scalar(*s)?),
             (None, _) => Ok(up),
         }

@@ -204,9 +204,8 @@ fn adapted_layers(model: &Model) -> Vec<String> {
 }
 
 /// Marks exactly the slots of `names` active at every point (linear, prompt, residual,
-/// invertible); `composed` says a setup decides at residual points.
-pub fn set_slots_active(model: &mut Model, names: &[String], composed: bool) {
-    let _ = composed;
+/// invertible).
+pub fn set_slots_active(model: &mut Model, names: &[String]) {
     for layer in adapted_layers(model) {
         if let Ok(l) = linear_mut(model, &layer) {
             for slot in l.adapters.slots_mut() {
@@ -241,7 +240,7 @@ pub fn set_adapter(model: &mut Model, names: &[String]) -> Result<()> {
     if prompts.len() > 1 {
         bail!("adapters {} both add virtual tokens; only one prompt or prefix adapter can be active", prompts.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" and "));
     }
-    set_slots_active(model, names, false);
+    set_slots_active(model, names);
     model.adapters.active = names.to_vec();
     model.adapters.setup = None;
     train_adapter(model, names)

@@ -168,7 +168,7 @@ pub fn add_bottleneck(model: &mut Model, name: &str, config: BnConfig, tensors: 
     }
     freeze_base(model)?;
     model.adapters.adapters.push(Adapter { name: name.to_string(), method: Method::Bottleneck(config), layers: paths, saved: Vec::new(), biases: Vec::new() });
-    set_slots_active(model, &model.adapters.active.clone(), model.adapters.setup.is_some());
+    set_slots_active(model, &model.adapters.active.clone());
     if let Some(tensors) = tensors {
         load_into(model, name, tensors)?;
     }
@@ -315,7 +315,7 @@ pub fn set_active(model: &mut Model, setup: Setup) -> Result<()> {
     if prompts > 1 {
         bail!("the setup names {prompts} prompt or prefix adapters; only one can be active");
     }
-    set_slots_active(model, &names, true);
+    set_slots_active(model, &names);
     model.adapters.active = names;
     model.adapters.setup = Some(setup);
     Ok(())

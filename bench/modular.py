@@ -60,7 +60,7 @@ def compare(path, settings):
                TRANSFORMERS_VERBOSITY="error", HF_HUB_OFFLINE="1", **settings)
     ours, theirs = [], []
     for _ in range(ROUNDS):
-        ours.append(run([os.path.join(ROOT, "target/release/moontune"), "run", os.path.join(ROOT, "bench/adapters.lua")], env))
+        ours.append(run([os.path.join(ROOT, "target/release/moontune"), "run", os.path.join(ROOT, "bench/modular.lua")], env))
         theirs.append(run([PYTHON, "-c", ADAPTERS_SIDE], env))
         print(f"  {settings['BENCH_SETUP']}: moontune {ours[-1][0]['tokens_per_s']:.0f} tokens/s, adapters {theirs[-1][0]['tokens_per_s']:.0f} tokens/s", flush=True)
     assert ours[0][0]["trainable"] == theirs[0][0]["trainable"], f"both sides train the same parameters ({ours[0][0]['trainable']} against {theirs[0][0]['trainable']})"
@@ -82,7 +82,7 @@ def main():
     lines = [
         "## Bottleneck adapters and AdapterFusion against AdapterHub's adapters",
         "",
-        f"`./dev bench` (bench/adapters.py) on this machine: {os.cpu_count()} cores, {THREADS} threads for both sides, float32, torch 2.11.0 for both",
+        f"`./dev bench` (bench/modular.py) on this machine: {os.cpu_count()} cores, {THREADS} threads for both sides, float32, torch 2.11.0 for both",
         "(`adapters` 1.3.0 on transformers 4.57.6, in its own environment). The PEFT benchmark's tiny Llama (hidden 256, 4 layers,",
         f"vocab 8000, random weights), AdamW, causal-LM loss on {s['BENCH_BATCH']}×{s['BENCH_SEQ']} tokens, {s['BENCH_STEPS']} timed steps after one warm-up;",
         f"each side ran {ROUNDS} times, interleaved, the best figure of each counts.",

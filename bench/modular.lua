@@ -1,5 +1,5 @@
--- bench/adapters.lua — moontune's side of the modular-adapter benchmark (run by
--- bench/adapters.py, which runs AdapterHub's `adapters` the same way and compares). Reads its
+-- bench/modular.lua — moontune's side of the modular-adapter benchmark (run by
+-- bench/modular.py, which runs AdapterHub's `adapters` the same way and compares). Reads its
 -- settings from the environment and prints one JSON line: tokens/s over the timed steps and the
 -- trainable parameters. BENCH_SETUP=seq_bn trains one seq_bn adapter; BENCH_SETUP=fusion trains
 -- a dynamic fusion over three seq_bn adapters (the adapters frozen).
