@@ -31,6 +31,17 @@ end
 
 local function differ(a, b) return (a - b):abs():max():item() end
 
+-- A new model of `arch` with the base weights of `model` and no adapters, in eval mode.
+local function same_base(model, arch, config)
+  local again = mt.models.new(arch, config)
+  mt.no_grad(function()
+    local src = model:named_parameters{ owner = "base" }
+    for n, p in pairs(again:named_parameters()) do p:copy_(src[n]) end
+  end)
+  again:eval()
+  return again
+end
+
 local function two_adapters(arch, config)
   local model = mt.models.new(arch, config)
   model:eval()
@@ -115,12 +126,7 @@ function tests.adapterhub_files_round_trip()
   local dir = os.tmpname(); os.remove(dir)
   for _, n in ipairs{ "a", "b" } do assert(model:save_adapter(dir .. "/" .. n, { name = n, format = "adapterhub" })) end
   assert(model:save_adapter(dir .. "/fusion", { name = "a,b", format = "adapterhub" }))
-  local again = mt.models.new("LlamaForCausalLM", llama_config)
-  mt.no_grad(function()
-    local src = model:named_parameters{ owner = "base" }
-    for n, p in pairs(again:named_parameters()) do p:copy_(src[n]) end
-  end)
-  again:eval()
+  local again = same_base(model, "LlamaForCausalLM", llama_config)
   expect.raises(function() mt.peft.load(again, dir .. "/fusion") end, "load the fused adapters first")
   for _, n in ipairs{ "a", "b" } do assert(mt.peft.load(again, dir .. "/" .. n)) end
   assert(mt.peft.load(again, dir .. "/fusion"))
@@ -146,12 +152,7 @@ function tests.a_checkpoint_keeps_adapters_fusions_and_the_active_setup()
   local dir = os.tmpname(); os.remove(dir)
   mt.checkpoint.save(dir, { model = model }, { step = 1 })
   -- A fresh model with the same base (the base is not in the checkpoint: it did not train).
-  local again = mt.models.new("BertForSequenceClassification", bert_config)
-  mt.no_grad(function()
-    local src = model:named_parameters{ owner = "base" }
-    for n, p in pairs(again:named_parameters()) do p:copy_(src[n]) end
-  end)
-  again:eval()
+  local again = same_base(model, "BertForSequenceClassification", bert_config)
   mt.checkpoint.load(dir, { model = again })
   assert(differ(out(again), before) < 1e-6, "the same fused output after loading")
   assert(again:active_setup().block == "Fuse", "the fusion is the active setup again")
