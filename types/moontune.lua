@@ -2144,6 +2144,15 @@ function Module:train_fusion(setup) end
 ---@return string[] adapters
 function Module:fusion_weights(name) end
 
+---The gates of gated bottleneck adapters (`use_gating = true`: sigmoid(Linear(h → 1)) averaged
+---over positions, as AdapterHub computes it) over the last forward: a (points, adapters) tensor
+---of each gate's mean over the batch (NaN where an adapter has no gate at a point), the points'
+---module paths and the adapters' names. An error before any gated adapter has run.
+---@return moontune.Tensor gates
+---@return string[] points
+---@return string[] adapters
+function Module:gates() end
+
 ---AdapterHub's fusion regularisation, 0.01·Σ‖I − V‖² over the trained value matrices of fusions
 ---whose config has `regularization` (dynamic), to add to the loss; nil when there is none.
 ---@return moontune.Tensor|nil

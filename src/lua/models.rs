@@ -643,16 +643,17 @@ pub fn adapters_of(v: &Value) -> Option<Vec<crate::peft::AdapterSummary>> {
 }
 
 /// The heat maps a loaded model (`state.model`) shows by itself: each fusion's weights over the
-/// last forward, named "fusion <adapters>"; empty for anything else.
+/// last forward ("fusion <adapters>") and the gated adapters' gates ("gates"); empty for
+/// anything else.
 pub fn model_panels_of(v: &Value) -> Vec<crate::run::event::Panel> {
     let Value::UserData(ud) = v else { return Vec::new() };
     let Ok(handle) = ud.borrow::<LuaModule>() else { return Vec::new() };
     let Ok(model) = handle.model.try_borrow() else { return Vec::new() };
-    crate::peft::modular::fusion_panels(&model)
+    crate::peft::modular::model_panels(&model)
         .into_iter()
         .filter_map(|(name, rows, cols, weights)| {
             let (values, rows, cols) = crate::run::panel::from_tensor(&weights, Some(rows), Some(cols)).ok()?;
-            Some(crate::run::event::Panel { name: format!("fusion {name}"), rows, cols, values })
+            Some(crate::run::event::Panel { name, rows, cols, values })
         })
         .collect()
 }

@@ -382,16 +382,54 @@ pub fn fusion_weights(model: &Model, name: Option<&str>) -> Result<(Tensor, Vec<
     Ok((Tensor::f_stack(&rows, 0)?, paths, fusion.adapters.clone()))
 }
 
-/// What the model's fusions decided on the last forward, for heat maps: per fusion that has run,
-/// its name, the rows' labels ("3 attention", "3 output": layer and point), the adapters and the
-/// (points, adapters) weights.
-pub fn fusion_panels(model: &Model) -> Vec<(String, Vec<String>, Vec<String>, Tensor)> {
+/// The gate values of gated bottleneck adapters (`use_gating`) over the last forward: a
+/// (points, adapters) tensor of each gate's mean over the batch (NaN where an adapter has no gate
+/// at a point), the points' paths and the adapters' names.
+pub fn gates(model: &Model) -> Result<(Tensor, Vec<String>, Vec<String>)> {
+    let mut seen: Vec<(String, String, f64)> = Vec::new();
+    for (path, m) in module::named_modules(model.root()) {
+        if let Some(b) = m.as_any().downcast_ref::<Bottleneck>() {
+            if let Some(g) = b.last_gate.borrow().as_ref() {
+                let point = path.strip_suffix(&format!(".{}", b.owner)).unwrap_or(&path).to_string();
+                seen.push((point, b.owner.clone(), g.f_mean(tch::Kind::Double)?.double_value(&[])));
+            }
+        }
+    }
+    if seen.is_empty() {
+        bail!("no gated adapter has run: gates come from bottleneck adapters with use_gating = true, after a forward");
+    }
+    let mut points: Vec<String> = Vec::new();
+    let mut adapters: Vec<String> = Vec::new();
+    for (p, a, _) in &seen {
+        if !points.contains(p) {
+            points.push(p.clone());
+        }
+        if !adapters.contains(a) {
+            adapters.push(a.clone());
+        }
+    }
+    let mut values = vec![f64::NAN; points.len() * adapters.len()];
+    for (p, a, v) in &seen {
+        let (i, j) = (points.iter().position(|x| x == p).unwrap_or(0), adapters.iter().position(|x| x == a).unwrap_or(0));
+        values[i * adapters.len() + j] = *v;
+    }
+    let t = Tensor::f_from_slice(&values)?.f_view([points.len() as i64, adapters.len() as i64])?.f_to_kind(tch::Kind::Float)?;
+    Ok((t, points, adapters))
+}
+
+/// What the model decided on the last forward, for heat maps: each fusion's weights (named
+/// "fusion a,b,c") and the gated adapters' gates ("gates"), with the rows' labels ("3
+/// attention", "3 output": layer and point), the columns (adapters) and the values.
+pub fn model_panels(model: &Model) -> Vec<(String, Vec<String>, Vec<String>, Tensor)> {
     let mut out = Vec::new();
     for f in &model.adapters.fusions {
         if let Ok((weights, points, adapters)) = fusion_weights(model, Some(&f.name)) {
             let rows = points.iter().map(|p| point_label(p)).collect();
-            out.push((f.name.clone(), rows, adapters, weights));
+            out.push((format!("fusion {}", f.name), rows, adapters, weights));
         }
+    }
+    if let Ok((values, points, adapters)) = gates(model) {
+        out.push(("gates".to_string(), points.iter().map(|p| point_label(p)).collect(), adapters, values));
     }
     out
 }

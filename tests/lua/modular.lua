@@ -162,6 +162,17 @@ function tests.a_checkpoint_keeps_adapters_fusions_and_the_active_setup()
   os.execute("rm -rf " .. dir)
 end
 
+function tests.gates_of_gated_adapters_after_a_forward()
+  local model = mt.models.new("LlamaForCausalLM", llama_config)
+  model:eval()
+  mt.peft.bottleneck(model, { name = "g", config = "double_seq_bn", use_gating = true })
+  expect.raises(function() model:gates() end, "no gated adapter has run")
+  out(model)
+  local gates, points, names = model:gates()
+  assert(#points == 4 and #names == 1 and names[1] == "g", mt.json.encode(points))
+  assert(gates:size(0) == 4 and gates:gt(0):all():item() and gates:lt(1):all():item(), tostring(gates))
+end
+
 function tests.bad_setups_and_configs_are_refused_with_the_model_unchanged()
   local model = two_adapters("LlamaForCausalLM", llama_config)
   model:set_active("a")

@@ -2,7 +2,8 @@
 -- every case the adapters (and fusion) `adapters` saved load here, and with the case's setup
 -- active the output (LM logits, or the encoder's last hidden state) equals `adapters`' (1e-5), the
 -- gradient of every trainable tensor after one backward of sum(output · w) too (1e-5), and each
--- fusion's mean attention per point equals `adapters`' fusion attentions (1e-5), summing to 1.
+-- fusion's mean attention per point equals `adapters`' fusion attentions (1e-5), summing to 1,
+-- and each gated adapter's mean gate per point equals `adapters`' gating scores (1e-5).
 -- Everything is saved again here in AdapterHub's format (into MOONTUNE_OUTPUT) with the output,
 -- for check_adapters.py to load in `adapters`.
 local mt = require "moontune"
@@ -78,6 +79,15 @@ for _, c in ipairs(cases) do
       local row = weights[i - 1]
       assert(math.abs(row:sum():item() - 1) < 1e-5, c.case .. ": fusion weights at " .. path .. " do not sum to 1")
       worst = math.max(worst, near(c.case .. " fusion weights at " .. path, row, ref[string.format("fusion.%d.%s", layer, location)], 1e-5))
+    end
+  end
+  if ref["gate." .. c.adapters[1] .. ".0.output_adapter"] then
+    local gates, points, names = model:gates()
+    for i, path in ipairs(points) do
+      local layer, location = point_of(path)
+      for j, name in ipairs(names) do
+        worst = math.max(worst, near(c.case .. " gate of " .. name .. " at " .. path, gates[i - 1][j - 1]:reshape{ 1 }, ref[string.format("gate.%s.%d.%s", name, layer, location)], 1e-5))
+      end
     end
   end
   for _, name in ipairs(c.adapters) do

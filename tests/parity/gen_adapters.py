@@ -11,7 +11,8 @@ expected.safetensors holds the output (LM logits, or the encoder's last hidden s
 case's active setup on a padded batch, the gradient of every trainable tensor after one
 backward of sum(output · w) (for causal LMs with an invertible adapter, the logits of
 `adapters`' LM heads: the inverse applied before the output layer) (`grad.` before its file key), and for fusions the mean fusion
-attention per point (`fusion.<layer>.<location>`). cases.lua (and cases.json, for check_adapters.py) list the cases.
+attention per point (`fusion.<layer>.<location>`), and for gated adapters the mean gate per point
+(`gate.<adapter>.<layer>.<location>`). cases.lua (and cases.json, for check_adapters.py) list the cases.
 """
 import json
 import os
@@ -148,6 +149,9 @@ for case, arch, configs, setup, fusion in CASES:
     kwargs = dict(input_ids=ids, attention_mask=mask)
     if fusion:
         kwargs["output_adapter_fusion_attentions"] = True
+    gated = any(getattr(c, "use_gating", False) for c in configs.values())
+    if gated:
+        kwargs["output_adapter_gating_scores"] = True
     result = model(**kwargs)
     output = result.logits if hasattr(result, "logits") else result.last_hidden_state
     if hasattr(result, "logits") and any(c.endswith("_inv") for c in configs.values() if isinstance(c, str)):
@@ -168,6 +172,11 @@ for case, arch, configs, setup, fusion in CASES:
             for layer, per_location in per_layer.items():
                 for location, probs in per_location.items():
                     expected[f"fusion.{layer}.{location}"] = torch.tensor(probs).reshape(-1, probs.shape[-1]).float().mean(0)
+    if gated:
+        for name, per_layer in result.adapter_gating_scores.items():
+            for layer, per_location in per_layer.items():
+                for location, gate in per_location.items():
+                    expected[f"gate.{name}.{layer}.{location}"] = torch.tensor(gate).float().mean().reshape(1)
     d = os.path.join(out, case)
     os.makedirs(d, exist_ok=True)
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(d, "expected.safetensors"))
