@@ -240,3 +240,28 @@ impl FusionAdapter for FusionLayer {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::hooks::Hooks;
+
+    #[test]
+    fn temperature_anneals_per_forward_and_weights_sum_to_one() {
+        let config = FusionConfig { temperature: true, ..FusionConfig::preset("dynamic").unwrap() };
+        let layer = FusionLayer::new("a,b", &config, 4, 0.0, Kind::Float, Device::Cpu).unwrap();
+        let hooks = Hooks::default();
+        let ctx = Ctx { training: false, hooks: &hooks, adapters_off: false, checkpoint: None, setup: None };
+        let (q, ups, r) = (Tensor::randn([2, 3, 4], (Kind::Float, Device::Cpu)), Tensor::randn([2, 3, 2, 4], (Kind::Float, Device::Cpu)), Tensor::zeros([2, 3, 4], (Kind::Float, Device::Cpu)));
+        assert_eq!(layer.temperature.get(), 50.0);
+        for i in 1..=3 {
+            layer.forward(&ctx, &q, &ups, &r).unwrap();
+            assert!((layer.temperature.get() - (50.0 - 0.05 * i as f64)).abs() < 1e-9, "T falls by T0/1000 per forward");
+            let w = layer.last_weights.borrow().as_ref().unwrap().shallow_clone();
+            assert!((w.sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-6);
+        }
+        let steady = FusionLayer::new("a,b", &FusionConfig::preset("static").unwrap(), 4, 0.0, Kind::Float, Device::Cpu).unwrap();
+        steady.forward(&ctx, &q, &ups, &r).unwrap();
+        assert_eq!(steady.temperature.get(), 1.0, "without temperature T stays 1");
+    }
+}
