@@ -1,7 +1,8 @@
 //! Snapshot tests of the TUI layout (ratatui's TestBackend) at 80×24 and 160×48, with several
 //! metrics, train and eval on one chart, a reload marker, an error in the log pane and a
 //! heat-map panel. The expected screens are in tests/snapshots; set MOONTUNE_UPDATE_SNAPSHOTS=1
-//! to rewrite them after an intended change (and review the diff).
+//! to rewrite them after an intended change (and review the diff). Also: a real model's fusion
+//! weights reach the screen as a heat map.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -80,4 +81,53 @@ fn layout_at_80x24() {
 #[test]
 fn layout_at_160x48() {
     check(160, 48);
+}
+
+/// A model with a fusion shows what the fusion decided as a heat map: a tiny Llama with two
+/// bottleneck adapters fused runs once, its panels (as the run loop takes them from
+/// `state.model`) reach the TUI, and the screen shows the fusion's name, each layer's point and
+/// the adapters.
+#[test]
+fn a_fusion_shows_its_weights_as_a_heat_map() {
+    use moontune::models::model::{ForwardInput, Model};
+    use moontune::nn::compose::Setup;
+    use moontune::peft::bottleneck::BnConfig;
+    use moontune::peft::fusion::FusionConfig;
+    use moontune::peft::modular;
+    use tch::{Device, Kind, Tensor};
+
+    let config = serde_json::json!({ "vocab_size": 40, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
+                                     "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32 });
+    let serde_json::Value::Object(map) = config else { unreachable!("a JSON object") };
+    let mut model = Model::new("LlamaForCausalLM", map, Kind::Float, Device::Cpu).unwrap();
+    for name in ["sst2", "agnews"] {
+        modular::add_bottleneck(&mut model, name, BnConfig::preset("seq_bn").unwrap(), None, true).unwrap();
+    }
+    let names = vec!["sst2".to_string(), "agnews".to_string()];
+    modular::add_fusion(&mut model, &names, FusionConfig::preset("dynamic").unwrap(), None).unwrap();
+    modular::set_active(&mut model, Setup::Fuse(names.iter().map(|n| Setup::Name(n.clone())).collect())).unwrap();
+    let ids = Tensor::from_slice(&[3i64, 7, 1, 9]).view([1, 4]);
+    model.forward(&ForwardInput { input_ids: Some(ids), ..Default::default() }, None).unwrap();
+    let panels: Vec<Panel> = modular::model_panels(&model)
+        .into_iter()
+        .map(|(name, rows, cols, values)| {
+            let (values, rows, cols) = moontune::run::panel::from_tensor(&values, Some(rows), Some(cols)).unwrap();
+            Panel { name, rows, cols, values }
+        })
+        .collect();
+    assert_eq!(panels.len(), 1);
+    for row in &panels[0].values {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
+    }
+    let t0 = Instant::now();
+    let mut state = TuiState::new("cpu".into());
+    state.apply(Event::Started { recipe: "scripts/adapter_fusion.lua".into(), run_dir: None, total_steps: Some(10), log_every: 1 }, t0);
+    state.apply(Event::Step { step: 1, metrics: vec![("loss".into(), 1.0)], panels }, t0);
+    let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    terminal.draw(|f| view::draw(f, &state, t0)).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    let screen: String = (0..48).map(|y| (0..160).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>() + "\n").collect();
+    for needle in ["fusion sst2,agnews", "0 output", "1 output", "sst2", "agnews"] {
+        assert!(screen.contains(needle), "the screen lacks {needle:?}:\n{screen}");
+    }
 }
