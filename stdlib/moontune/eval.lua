@@ -316,7 +316,11 @@ function E.write_errors(path, records, opts)
   check_options(call, opts, { "worst" })
   if type(records) ~= "table" then error(call .. ": records must be the list an evaluation returned", 2) end
   local sorted = {}
-  for i, r in ipairs(records) do sorted[i] = r end
+  for i, r in ipairs(records) do
+    if type(r) ~= "table" then error(string.format("%s: record %d must be a table (input, prediction, reference, score), got %s", call, i, type(r)), 2) end
+    if r.score ~= nil and type(r.score) ~= "number" then error(string.format("%s: record %d's score must be a number, got %s", call, i, type(r.score)), 2) end
+    sorted[i] = r
+  end
   table.sort(sorted, function(a, b) return (a.score or 0) < (b.score or 0) end)
   local f, err = io.open(path, "w")
   if not f then return nil, call .. ": " .. tostring(err) end
