@@ -199,8 +199,9 @@ pub fn load(model: &mut Model, dir: &Path, name: Option<&str>, trainable: bool) 
     let saved_name = m.get("name").and_then(|v| v.as_str()).unwrap_or("default").to_string();
     let name = name.map(str::to_string).unwrap_or(saved_name.clone());
     let raw = read_weights(model, dir, ADAPTER_WEIGHTS, "pytorch_adapter.bin")?;
-    // The file's keys carry the name it was saved under.
-    let (from, to) = (format!(".{saved_name}."), format!(".{name}."));
+    // The file's keys carry the name it was saved under, right after the point's name
+    // (`….output_adapters.<name>.…`, `….adapters.<name>.…`, `invertible_adapters.<name>.…`).
+    let (from, to) = (format!("adapters.{saved_name}."), format!("adapters.{name}."));
     let tensors: BTreeMap<String, Tensor> = raw.into_iter().map(|(k, t)| (k.replacen(&from, &to, 1), t)).collect();
     add_bottleneck(model, &name, config, Some(&tensors), trainable).with_context(|| format!("loading the adapter in {}", dir.display()))?;
     Ok(name)
