@@ -428,8 +428,11 @@ pub fn model_panels(model: &Model) -> Vec<(String, Vec<String>, Vec<String>, Ten
             out.push((format!("fusion {}", f.name), rows, adapters, weights));
         }
     }
-    if let Ok((values, points, adapters)) = gates(model) {
-        out.push(("gates".to_string(), points.iter().map(|p| point_label(p)).collect(), adapters, values));
+    // The run loop asks at every step: walk the tree only when some adapter has a gate.
+    if model.adapters.adapters.iter().any(|a| matches!(&a.method, Method::Bottleneck(c) if c.use_gating)) {
+        if let Ok((values, points, adapters)) = gates(model) {
+            out.push(("gates".to_string(), points.iter().map(|p| point_label(p)).collect(), adapters, values));
+        }
     }
     out
 }
