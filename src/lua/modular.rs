@@ -184,11 +184,11 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
         let (weights, points, adapters) = modular::fusion_weights(&*this.model(call)?, name.as_deref()).or_misuse(call)?;
         Ok((super::tensor::wrap(lua, weights)?, points, adapters))
     });
-    method(methods, "gates", "model.gates", |lua, this, ()| {
+    method(methods, "gates", "model.gates", |lua, this, name: Option<String>| {
         let call = "model.gates";
         this.is_root(call)?;
-        let (values, points, adapters) = modular::gates(&*this.model(call)?).or_misuse(call)?;
-        Ok((super::tensor::wrap(lua, values)?, points, adapters))
+        let (values, layers, parts) = modular::gates(&*this.model(call)?, name.as_deref()).or_misuse(call)?;
+        Ok((super::tensor::wrap(lua, values)?, layers, parts))
     });
     method(methods, "fusion_regularization", "model.fusion_regularization", |lua, this, ()| {
         let call = "model.fusion_regularization";

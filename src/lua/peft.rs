@@ -288,8 +288,8 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
             Some(n) => n,
             None => m.adapters.default_name().or_misuse(call)?,
         };
-        // Bottleneck adapters and fusions have no PEFT format: AdapterHub's is theirs.
-        let adapterhub_only = m.adapters.fusions.iter().any(|f| f.name == name) || m.adapters.get(&name).is_ok_and(|a| matches!(a.method, peft::Method::Bottleneck(_)));
+        // Bottleneck adapters, unions and fusions have no PEFT format: AdapterHub's is theirs.
+        let adapterhub_only = m.adapters.fusions.iter().any(|f| f.name == name) || m.adapters.get(&name).is_ok_and(|a| matches!(a.method, peft::Method::Bottleneck(_) | peft::Method::Union(_)));
         let saved = match o.format.as_deref() {
             None if adapterhub_only => adapterhub::save(&m, &name, Path::new(&dir)),
             None | Some("peft") => m.adapters.get(&name).map(|_| ()).and_then(|_| files::save(&m, &name, Path::new(&dir))),
@@ -402,6 +402,7 @@ pub fn create_table(lua: &Lua) -> mlua::Result<Table> {
     t.set("loraplus_param_groups", function(lua, "peft.loraplus_param_groups", loraplus_param_groups)?)?;
     t.set("summary", function(lua, "peft.summary", summary)?)?;
     t.set("bottleneck", function(lua, "peft.bottleneck", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.bottleneck", "BOTTLENECK", model, opts))?)?;
+    t.set("union", function(lua, "peft.union", |lua, (model, opts): (AnyUserData, Option<Table>)| add_method(lua, "peft.union", "UNION", model, opts))?)?;
     super::modular::add_functions(lua, &t)?;
     Ok(t)
 }

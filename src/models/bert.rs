@@ -16,7 +16,7 @@ use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use crate::module_children;
 use crate::nn::checkpoint;
-use crate::nn::attach::{InvertiblePoint, ResidualPoint};
+use crate::nn::attach::{InvertiblePoint, PrefixPoint, PrefixPoolPoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
 use crate::nn::linear::{Layout, Linear};
@@ -113,6 +113,8 @@ pub struct BertSelfAttention {
     pub query: Linear,
     pub key: Linear,
     pub value: Linear,
+    /// AdapterHub prefix tuning's share of this layer, before the keys and values.
+    pub prefix_gates: PrefixPoint,
     num_heads: i64,
     dropout: f64,
 }
@@ -126,6 +128,12 @@ impl BertSelfAttention {
         let q = heads(self.query.forward(ctx, h)?)?;
         let k = heads(self.key.forward(ctx, h)?)?;
         let v = heads(self.value.forward(ctx, h)?)?;
+        let (k, v, added) = self.prefix_gates.apply(ctx, h, k, v)?;
+        let with_prefix = match mask {
+            Some(m) if added > 0 => Some(Tensor::f_cat(&[Tensor::f_ones([b, 1, 1, added], (Kind::Bool, h.device()))?, m.shallow_clone()], -1)?),
+            _ => None,
+        };
+        let mask = with_prefix.as_ref().or(mask);
         let dropout = if ctx.training { self.dropout } else { 0.0 };
         let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, Some((hd as f64).powf(-0.5)), false)?;
         let out = out.f_transpose(1, 2)?.f_reshape([b, t, e])?;
@@ -137,7 +145,7 @@ impl Module for BertSelfAttention {
     fn class_name(&self) -> &'static str {
         "BertSelfAttention"
     }
-    module_children!("query" => query, "key" => key, "value" => value);
+    module_children!("query" => query, "key" => key, "value" => value, "prefix_gates" => prefix_gates.dict);
 }
 
 /// `dense`, dropout, then the residual add and `LayerNorm` through a residual point (BERT's
@@ -220,6 +228,7 @@ impl BertLayer {
                     query: linear(w, "attention.self.query", h, h)?,
                     key: linear(w, "attention.self.key", h, h)?,
                     value: linear(w, "attention.self.value", h, h)?,
+                    prefix_gates: PrefixPoint::default(),
                     num_heads: c.num_heads,
                     dropout: c.attention_dropout,
                 },
@@ -276,6 +285,8 @@ pub struct BertModel {
     pub encoder: BertEncoder,
     pub pooler: Option<BertPooler>,
     pub invertible_adapters: InvertiblePoint,
+    /// AdapterHub prefix tuning's pools, run once per forward.
+    pub prefix_tuning: PrefixPoolPoint,
 }
 
 impl BertModel {
@@ -302,7 +313,7 @@ impl BertModel {
         } else {
             None
         };
-        Ok(BertModel { config, embeddings, encoder: BertEncoder { layer: ModuleList { items: layers } }, pooler, invertible_adapters: InvertiblePoint::default() })
+        Ok(BertModel { config, embeddings, encoder: BertEncoder { layer: ModuleList { items: layers } }, pooler, invertible_adapters: InvertiblePoint::default(), prefix_tuning: PrefixPoolPoint::default() })
     }
 
     pub fn ignorable(&self, name: &str) -> bool {
@@ -327,6 +338,8 @@ impl BertModel {
         };
         let h = self.embeddings.forward(ctx, tokens, &types, &positions)?;
         let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
+        let prefixes = self.prefix_tuning.states(ctx, b)?;
+        let ctx = &ctx.with_prefixes(prefixes.as_ref());
         let mask = match attention_mask {
             Some(m) if m.size() != [b, t] => bail!("attention_mask has shape {:?}, expected [{b}, {t}]", m.size()),
             Some(m) => Some(m.f_ne(0)?.f_view([b, 1, 1, t])?),
@@ -353,7 +366,7 @@ impl Module for BertModel {
     fn class_name(&self) -> &'static str {
         "BertModel"
     }
-    module_children!("embeddings" => embeddings, "encoder" => encoder, "pooler" => pooler, "invertible_adapters" => invertible_adapters.dict);
+    module_children!("embeddings" => embeddings, "encoder" => encoder, "pooler" => pooler, "invertible_adapters" => invertible_adapters.dict, "prefix_tuning" => prefix_tuning.dict);
 }
 
 /// Mean of the hidden states over real tokens (sentence-transformers' mean pooling).

@@ -16,7 +16,7 @@ use super::input::Tokens;
 use super::mask::{self, Attend};
 use crate::module_children;
 use crate::nn::checkpoint;
-use crate::nn::attach::{InvertiblePoint, PromptPoint, ResidualPoint};
+use crate::nn::attach::{InvertiblePoint, PrefixPoint, PrefixPoolPoint, PromptPoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
 use crate::nn::linear::{Layout, Linear};
@@ -84,6 +84,8 @@ pub struct Gpt2Attention {
     /// q, k and v in one (in, out) projection.
     pub c_attn: Linear,
     pub c_proj: Linear,
+    /// AdapterHub prefix tuning's share of this layer, before the keys and values.
+    pub prefix_gates: PrefixPoint,
     n_head: i64,
     scale: f64,
     attn_pdrop: f64,
@@ -103,6 +105,15 @@ impl Gpt2Attention {
         if let Some((cache, layer)) = cache {
             (k, v) = cache.update(layer, k, v)?;
         }
+        let (k_added, v_added, added) = self.prefix_gates.apply(ctx, x, k, v)?;
+        (k, v) = (k_added, v_added);
+        let with_prefix;
+        let attend = if added > 0 {
+            with_prefix = attend.with_prefix(added, b, t, x.device())?;
+            &with_prefix
+        } else {
+            attend
+        };
         let (mask, is_causal) = attend.sdpa_args();
         let dropout = if ctx.training { self.attn_pdrop } else { 0.0 };
         let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, dropout, is_causal, Some(self.scale), false)?;
@@ -115,7 +126,7 @@ impl Module for Gpt2Attention {
     fn class_name(&self) -> &'static str {
         "GPT2Attention"
     }
-    module_children!("c_attn" => c_attn, "c_proj" => c_proj);
+    module_children!("c_attn" => c_attn, "c_proj" => c_proj, "prefix_gates" => prefix_gates.dict);
 }
 
 pub struct Gpt2Mlp {
@@ -166,6 +177,7 @@ impl Gpt2Block {
                 name: format!("{name}.attn"),
                 c_attn: Linear::load(w, &format!("{name}.attn.c_attn"), e, 3 * e, true, Layout::InOut)?,
                 c_proj: Linear::load(w, &format!("{name}.attn.c_proj"), e, e, true, Layout::InOut)?,
+                prefix_gates: PrefixPoint::default(),
                 n_head: c.n_head,
                 scale: if c.scale_attn_weights { (hd as f64).powf(-0.5) } else { 1.0 },
                 attn_pdrop: c.attn_pdrop,
@@ -219,6 +231,8 @@ pub struct Gpt2Model {
     pub h: ModuleList<Gpt2Block>,
     pub ln_f: LayerNorm,
     pub invertible_adapters: InvertiblePoint,
+    /// AdapterHub prefix tuning's pools, run once per forward.
+    pub prefix_tuning: PrefixPoolPoint,
     n_positions: i64,
     embd_pdrop: f64,
 }
@@ -245,6 +259,8 @@ impl Gpt2Model {
         };
         let h = tokens.f_add(&self.wpe.forward(ctx, &positions)?)?.f_dropout(self.embd_pdrop, ctx.training)?;
         let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
+        let prefixes = self.prefix_tuning.states(ctx, b)?;
+        let ctx = &ctx.with_prefixes(prefixes.as_ref());
         let attend = mask::attend(b, t, past, padding, None, positions_given, device)?;
         for (i, block) in self.h.items.iter().enumerate() {
             h = match (ctx.checkpoint, cache.as_deref_mut()) {
@@ -263,7 +279,7 @@ impl Module for Gpt2Model {
     fn class_name(&self) -> &'static str {
         "GPT2Model"
     }
-    module_children!("wte" => wte, "wpe" => wpe, "h" => h, "ln_f" => ln_f, "invertible_adapters" => invertible_adapters.dict);
+    module_children!("wte" => wte, "wpe" => wpe, "h" => h, "ln_f" => ln_f, "invertible_adapters" => invertible_adapters.dict, "prefix_tuning" => prefix_tuning.dict);
 }
 
 /// `GPT2LMHeadModel`.
@@ -292,6 +308,7 @@ impl Gpt2LMHeadModel {
             h: ModuleList { items: h },
             ln_f,
             invertible_adapters: InvertiblePoint::default(),
+            prefix_tuning: PrefixPoolPoint::default(),
             n_positions: c.n_positions,
             embd_pdrop: c.embd_pdrop,
         };

@@ -19,7 +19,7 @@ use super::mask::{self, Attend};
 use super::rope::{self, Rope, RopeConfig};
 use crate::module_children;
 use crate::nn::checkpoint;
-use crate::nn::attach::{InvertiblePoint, PromptPoint, ResidualPoint};
+use crate::nn::attach::{InvertiblePoint, PrefixPoint, PrefixPoolPoint, PromptPoint, ResidualPoint};
 use crate::nn::embedding::Embedding;
 use crate::nn::hooks::Ctx;
 use crate::nn::linear::{Layout, Linear};
@@ -140,6 +140,8 @@ pub struct LlamaAttention {
     pub o_proj: Linear,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
+    /// AdapterHub prefix tuning's share of this layer, before the keys and values.
+    pub prefix_gates: PrefixPoint,
     head_dim: i64,
     num_heads: i64,
     num_kv_heads: i64,
@@ -171,6 +173,7 @@ impl LlamaAttention {
             head_dim: hd,
             num_heads: c.num_heads,
             num_kv_heads: c.num_kv_heads,
+            prefix_gates: PrefixPoint::default(),
             dropout: c.attention_dropout,
         })
     }
@@ -195,8 +198,17 @@ impl LlamaAttention {
         if let Some((cache, layer)) = cache {
             (k, v) = cache.update(layer, k, v)?;
         }
+        let (k_added, v_added, added) = self.prefix_gates.apply(ctx, x, k, v)?;
+        (k, v) = (k_added, v_added);
+        let with_prefix;
+        let attend = if added > 0 {
+            with_prefix = l.attend.with_prefix(added, b, t, x.device())?;
+            &with_prefix
+        } else {
+            l.attend
+        };
         let dropout = if ctx.training { self.dropout } else { 0.0 };
-        let (mask, is_causal) = l.attend.sdpa_args();
+        let (mask, is_causal) = attend.sdpa_args();
         // Without a mask sdpa shares kv heads itself (enable_gqa); with one, repeat them first.
         let groups = self.num_heads / self.num_kv_heads;
         let gqa = groups > 1 && mask.is_none();
@@ -213,7 +225,7 @@ impl Module for LlamaAttention {
     fn class_name(&self) -> &'static str {
         "LlamaAttention"
     }
-    module_children!("q_proj" => q_proj, "k_proj" => k_proj, "v_proj" => v_proj, "o_proj" => o_proj, "q_norm" => q_norm, "k_norm" => k_norm);
+    module_children!("q_proj" => q_proj, "k_proj" => k_proj, "v_proj" => v_proj, "o_proj" => o_proj, "q_norm" => q_norm, "k_norm" => k_norm, "prefix_gates" => prefix_gates.dict);
 }
 
 /// (B, kv_heads, S, hd) → (B, kv_heads·n, S, hd), each kv head repeated n times in place.
@@ -321,6 +333,8 @@ pub struct LlamaModel {
     pub norm: RmsNorm,
     /// After the embeddings and (inverted) before the head.
     pub invertible_adapters: InvertiblePoint,
+    /// AdapterHub prefix tuning's pools, run once per forward.
+    pub prefix_tuning: PrefixPoolPoint,
     rope: Rope,
     windows: Vec<Option<i64>>,
 }
@@ -344,6 +358,8 @@ impl LlamaModel {
             Tokens::Embeds(e) => e.shallow_clone(),
         };
         let mut h = if self.invertible_adapters.is_empty() { h } else { self.invertible_adapters.after_embeddings(ctx, h)? };
+        let prefixes = self.prefix_tuning.states(ctx, b)?;
+        let ctx = &ctx.with_prefixes(prefixes.as_ref());
         let (cos, sin) = self.rope.cos_sin(&positions, h.kind())?;
         let full = mask::attend(b, t, past, padding, None, positions_given, device)?;
         let mut windowed = None;
@@ -370,7 +386,7 @@ impl Module for LlamaModel {
     fn class_name(&self) -> &'static str {
         "LlamaModel"
     }
-    module_children!("embed_tokens" => embed_tokens, "layers" => layers, "norm" => norm, "invertible_adapters" => invertible_adapters.dict);
+    module_children!("embed_tokens" => embed_tokens, "layers" => layers, "norm" => norm, "invertible_adapters" => invertible_adapters.dict, "prefix_tuning" => prefix_tuning.dict);
 }
 
 /// `LlamaForCausalLM` and its siblings.
@@ -382,7 +398,7 @@ impl LlamaModel {
         let layers = (0..c.num_layers).map(|i| LlamaDecoderLayer::load(w, &format!("model.layers.{i}"), c)).collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
         let rope = Rope::new(&c.rope, c.head_dim, device)?;
-        Ok(LlamaModel { embed_tokens, layers: ModuleList { items: layers }, norm, invertible_adapters: InvertiblePoint::default(), rope, windows: c.windows.clone() })
+        Ok(LlamaModel { embed_tokens, layers: ModuleList { items: layers }, norm, invertible_adapters: InvertiblePoint::default(), prefix_tuning: PrefixPoolPoint::default(), rope, windows: c.windows.clone() })
     }
 }
 

@@ -35,6 +35,21 @@ impl Attend {
     }
 }
 
+impl Attend {
+    /// The restriction with `added` prefix positions before the keys (AdapterHub's prefix
+    /// tuning), which every query of the batch's `t` sees.
+    pub fn with_prefix(&self, added: i64, batch: i64, t: i64, device: Device) -> Result<Attend> {
+        let mask = match self {
+            Attend::All => return Ok(Attend::All),
+            Attend::Mask(m) => m.shallow_clone(),
+            Attend::Causal => causal(batch, t, 0, None, None, device)?,
+        };
+        let s = mask.size();
+        let seen = Tensor::f_ones([s[0], s[1], s[2], added], (Kind::Bool, device))?;
+        Ok(Attend::Mask(Tensor::f_cat(&[seen, mask], -1)?))
+    }
+}
+
 /// The cheapest `Attend` that gives the same result as `causal(...)`: like transformers, the mask
 /// is skipped when there is no padding and no window that cuts anything off. With `positions`
 /// (the forward's position ids, no cache), a row whose positions start again (packed documents)

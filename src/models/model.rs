@@ -248,7 +248,7 @@ impl Model {
     fn ctx(&self) -> Ctx<'_> {
         // As transformers: layers are checkpointed in training mode only.
         let checkpoint = if self.training { self.checkpointing.as_ref() } else { None };
-        Ctx { training: self.training, hooks: &self.hooks, adapters_off: self.adapters.disabled, checkpoint, setup: self.adapters.setup.as_ref() }
+        Ctx { training: self.training, hooks: &self.hooks, adapters_off: self.adapters.disabled, checkpoint, setup: self.adapters.setup.as_ref(), prefixes: None }
     }
 
     /// Switches gradient checkpointing of every decoder or encoder layer on (given the shared

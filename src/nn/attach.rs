@@ -11,6 +11,10 @@
 //! - [`InvertiblePoint`], after the embeddings and before the output head (invertible adapters).
 //! - [`PromptPoint`] (`prompt_encoder`), at a causal LM's root: virtual tokens before the input
 //!   (prompt tuning's embeddings, prefix tuning's keys and values through the KV cache).
+//! - [`PrefixPoolPoint`] (`prefix_tuning`), at the base model: AdapterHub's prefix pools, which
+//!   make every layer's prefix keys and values once per forward ([`PrefixStates`], carried by
+//!   the forward context), and [`PrefixPoint`] (`prefix_gates`), in each attention: the
+//!   layer's share, gated or not, put before its keys and values.
 
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -76,6 +80,23 @@ pub trait InvertibleAdapter: Module {
     fn forward(&self, ctx: &Ctx, h: &Tensor) -> Result<Tensor>;
     fn inverse(&self, ctx: &Ctx, h: &Tensor) -> Result<Tensor>;
 }
+
+/// An AdapterHub prefix pool: every layer's prefix keys and values for a batch.
+pub trait PrefixSource: Module {
+    /// Per layer with a prefix: (keys, values), each (batch, kv_heads, length, head_dim).
+    fn states(&self, ctx: &Ctx, batch: i64) -> Result<Vec<(Tensor, Tensor)>>;
+}
+
+/// One attention layer's share of a prefix pool.
+pub trait KvPrefix: Module {
+    /// Which of the pool's layers this attention takes.
+    fn pool_index(&self) -> usize;
+    /// The keys and values after this layer's gate (if any) on the attention input `x`.
+    fn gated(&self, x: &Tensor, keys: Tensor, values: Tensor) -> Result<(Tensor, Tensor)>;
+}
+
+/// The prefix keys and values of one forward, by adapter.
+pub type PrefixStates = std::collections::BTreeMap<String, Vec<(Tensor, Tensor)>>;
 
 /// Virtual tokens before the input, at a causal LM's root (`prompt_encoder`): prompt tuning's
 /// embeddings prepended to the input, or prefix tuning's keys and values per layer.
@@ -204,11 +225,52 @@ adapter_dict_module!(ResidualAdapter);
 adapter_dict_module!(InvertibleAdapter);
 adapter_dict_module!(FusionAdapter);
 adapter_dict_module!(PromptAdapter);
+adapter_dict_module!(PrefixSource);
+adapter_dict_module!(KvPrefix);
 
 pub type LinearPoint = Point<dyn LinearAdapter>;
 pub type InvertiblePoint = Point<dyn InvertibleAdapter>;
 pub type FusionPoint = Point<dyn FusionAdapter>;
 pub type PromptPoint = Point<dyn PromptAdapter>;
+pub type PrefixPoolPoint = Point<dyn PrefixSource>;
+pub type PrefixPoint = Point<dyn KvPrefix>;
+
+impl PrefixPoolPoint {
+    /// The active pools' keys and values for a batch of `batch` rows, or None when none applies.
+    pub fn states(&self, ctx: &Ctx, batch: i64) -> Result<Option<PrefixStates>> {
+        if self.is_idle(ctx) {
+            return Ok(None);
+        }
+        let mut out = PrefixStates::new();
+        for slot in self.slots().iter().filter(|s| s.active) {
+            out.insert(slot.name.clone(), slot.adapter.states(ctx, batch)?);
+        }
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+}
+
+impl PrefixPoint {
+    /// Keys and values (B, kv_heads, S, hd) with the active adapters' prefixes before them (in
+    /// the order of the active setup, else of attachment; each later one before the earlier, as
+    /// AdapterHub's Stack), and how many positions they added. `x` is the attention's input.
+    pub fn apply(&self, ctx: &Ctx, x: &Tensor, mut keys: Tensor, mut values: Tensor) -> Result<(Tensor, Tensor, i64)> {
+        let Some(states) = ctx.prefixes.filter(|_| !self.is_idle(ctx)) else { return Ok((keys, values, 0)) };
+        let order: Vec<&str> = match ctx.setup {
+            Some(setup) => setup.flatten(),
+            None => self.slots().iter().map(|s| s.name.as_str()).collect(),
+        };
+        let mut added = 0;
+        for name in order {
+            let (Some(slot), Some(layers)) = (self.slots().iter().find(|s| s.name == name && s.active), states.get(name)) else { continue };
+            let Some((k, v)) = layers.get(slot.adapter.pool_index()) else { bail!("prefix '{name}' has no keys for this layer") };
+            let (k, v) = slot.adapter.gated(x, k.f_to_kind(keys.kind())?, v.f_to_kind(values.kind())?)?;
+            added += k.size()[2];
+            keys = Tensor::f_cat(&[k, keys], 2)?;
+            values = Tensor::f_cat(&[v, values], 2)?;
+        }
+        Ok((keys, values, added))
+    }
+}
 
 impl LinearPoint {
     /// The input the base layer sees: `x`, or what the active adapters make of it.

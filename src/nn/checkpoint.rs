@@ -47,7 +47,7 @@ pub fn layer<L: Module + 'static>(reach: &Reach, ctx: &Ctx, layer: &L, name: &st
         reach(&mut |root, hooks| {
             let found = module::get_submodule(root, &name)?;
             let layer = found.as_any().downcast_ref::<L>().ok_or_else(|| anyhow!("checkpoint: '{name}' is no longer the layer that ran forward"))?;
-            let ctx = Ctx { training, hooks, adapters_off, checkpoint: None, setup: setup.as_ref() };
+            let ctx = Ctx { training, hooks, adapters_off, checkpoint: None, setup: setup.as_ref(), prefixes: None };
             f(layer, &ctx, x)
         })
     });

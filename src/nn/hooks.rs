@@ -78,9 +78,23 @@ pub struct Ctx<'a> {
     pub adapters_off: bool,
     pub checkpoint: Option<&'a super::checkpoint::Reach>,
     pub setup: Option<&'a super::compose::Setup>,
+    /// AdapterHub prefix tuning's keys and values for this forward, made once at the base model.
+    pub prefixes: Option<&'a super::attach::PrefixStates>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The same context carrying `prefixes`. Layers then run without checkpointing: the
+    /// prefixes come from outside the layer, which a recomputation could not differentiate to.
+    pub fn with_prefixes<'b>(&self, prefixes: Option<&'b super::attach::PrefixStates>) -> Ctx<'b>
+    where
+        'a: 'b,
+    {
+        match prefixes {
+            Some(p) => Ctx { prefixes: Some(p), checkpoint: None, ..*self },
+            None => *self,
+        }
+    }
+
     /// The output of the module named `name` after its hooks (if it has any).
     pub fn output(&self, name: &str, input: &Tensor, output: Tensor) -> Result<Tensor> {
         if self.hooks.is_empty() {

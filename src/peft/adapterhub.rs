@@ -4,7 +4,11 @@
 //! 1.3 names them (`model.layers.0.output_adapters.adapters.a.adapter_up.weight`,
 //! `encoder.layer.0.output.adapter_fusion_layer.a,b.query.weight`), so that `load_adapter` and
 //! `load_adapter_fusion` read what moontune writes and moontune reads what `adapters` writes.
-//! Pickle files are refused.
+//! Unions (UniPELT, MAM, prefix tuning, LoRA) too: LoRA's layers under `….q_proj.loras.<name>.`,
+//! prefix gates under `….self_attn.prefix_tuning.prefix_gates.<name>.` and the prefix pool under
+//! `model.prefix_tuning.prefix_tunings.<name>.self_prefix.` (which `adapters` also lists under
+//! every attention's `prefix_tuning.pool.…`: written for each, read once). Pickle files are
+//! refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -15,11 +19,13 @@ use tch::{Device, Tensor};
 
 use super::bottleneck::BnConfig;
 use super::fusion::FusionConfig;
+use super::hub_lora::HubLora;
 use super::modular::{add_bottleneck, add_fusion};
+use super::union::{add_union, attention_layout, UnionConfig};
 use super::Method;
 use crate::io::{load_safetensors, save_safetensors, write_atomic};
 use crate::models::model::{Family, Model};
-use crate::nn::module::Owner;
+use crate::nn::module::{self, Owner};
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter.safetensors";
@@ -71,6 +77,8 @@ fn to_file_key(tree: &str) -> String {
 /// `BertForSequenceClassification` and back).
 fn to_tree_name(model: &Model, key: &str) -> String {
     let name = key
+        .replace(".loras.", ".adapters.")
+        .replace(".prefix_tuning.prefix_gates.", ".prefix_gates.")
         .replace(".attention_adapters.adapters.", ".attention_adapters.")
         .replace(".output_adapters.adapters.", ".output_adapters.")
         .replace(".attention_adapters.adapter_fusion_layer.", ".attention_fusion.")
@@ -94,11 +102,55 @@ fn meta(model: &Model, name: &str) -> Map<String, Value> {
     m
 }
 
+/// The prefix pool's key stem in AdapterHub's files: `<base>prefix_tuning.<name>.` →
+/// `<base>prefix_tuning.prefix_tunings.<name>.self_prefix.`.
+const POOL: &str = "prefix_tuning.prefix_tunings.";
+const LOCATION: &str = "self_prefix";
+
+/// A file key as the tree names it, for the prefix pool's keys (others unchanged); None for the
+/// per-attention copies of the pool, which are read once from the pool's own keys.
+fn pool_tree_key(key: &str) -> Option<String> {
+    if key.contains(".prefix_tuning.pool.") {
+        return None;
+    }
+    match key.find(POOL) {
+        Some(at) => {
+            let rest = &key[at + POOL.len()..];
+            let mut parts = rest.splitn(3, '.');
+            let (name, _location, leaf) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(format!("{}prefix_tuning.{name}.{leaf}", &key[..at]))
+        }
+        None => Some(key.to_string()),
+    }
+}
+
 /// The tensors of `owner` by AdapterHub key.
 fn owned_tensors(model: &Model, owner: &str) -> Result<BTreeMap<String, Tensor>> {
     let mut out = BTreeMap::new();
+    let loras: Vec<String> = module::named_modules(model.root()).into_iter().filter(|(_, m)| m.as_any().downcast_ref::<HubLora>().is_some_and(|l| l.owner == owner)).map(|(p, _)| format!("{p}.")).collect();
+    let pool_stem = format!("prefix_tuning.{owner}.");
+    let attention = attention_layout(model).0;
     for p in model.named_parameters() {
         if p.owner == Owner::Adapter(owner.to_string()) {
+            if let Some(path) = loras.iter().find(|l| p.name.starts_with(l.as_str())) {
+                let leaf = &p.name[path.len()..];
+                let layer = path.trim_end_matches('.').strip_suffix(&format!(".adapters.{owner}")).unwrap_or(path);
+                out.insert(format!("{layer}.loras.{owner}.{leaf}"), detached(&p.tensor)?);
+                continue;
+            }
+            if let Some(at) = p.name.find(".prefix_gates.") {
+                out.insert(format!("{}.prefix_tuning.prefix_gates.{}", &p.name[..at], &p.name[at + ".prefix_gates.".len()..]), detached(&p.tensor)?);
+                continue;
+            }
+            if let Some(at) = p.name.find(&pool_stem).filter(|at| *at == 0 || p.name[..*at].ends_with('.')) {
+                let leaf = &p.name[at + pool_stem.len()..];
+                let t = detached(&p.tensor)?;
+                for a in &attention {
+                    out.insert(format!("{a}.prefix_tuning.pool.prefix_tunings.{owner}.{LOCATION}.{leaf}"), t.f_detach_copy()?);
+                }
+                out.insert(format!("{}{POOL}{owner}.{LOCATION}.{leaf}", &p.name[..at]), t);
+                continue;
+            }
             let key = to_file_key(&p.name);
             // AdapterHub keeps a new norm before the bottleneck under two names.
             if let Some(stem) = key.strip_suffix(".adapter_down.0.weight").or_else(|| key.strip_suffix(".adapter_down.0.bias")) {
@@ -123,11 +175,13 @@ pub fn save(model: &Model, name: &str, dir: &Path) -> Result<()> {
         (FUSION_CONFIG, FUSION_WEIGHTS, m)
     } else {
         let adapter = model.adapters.get(name)?;
-        let Method::Bottleneck(c) = &adapter.method else {
-            bail!("adapter '{name}' is a {} adapter; format = \"adapterhub\" writes bottleneck adapters and fusions (save it in PEFT's format)", adapter.method.peft_type());
+        let config = match &adapter.method {
+            Method::Bottleneck(c) => c.to_adapterhub(),
+            Method::Union(c) => c.to_adapterhub(),
+            other => bail!("adapter '{name}' is a {} adapter; format = \"adapterhub\" writes bottleneck adapters, unions and fusions (save it in PEFT's format)", other.peft_type()),
         };
         let mut m = meta(model, name);
-        m.insert("config".into(), c.to_adapterhub());
+        m.insert("config".into(), config);
         (ADAPTER_CONFIG, ADAPTER_WEIGHTS, m)
     };
     let tensors = owned_tensors(model, name)?;
@@ -155,7 +209,7 @@ fn read_weights(model: &Model, dir: &Path, file: &str, pickle: &str) -> Result<B
         bail!("{} has no {file}", dir.display());
     }
     let raw = load_safetensors(&path, model.device())?;
-    Ok(raw.into_iter().filter(|(k, _)| !k.contains(".adapter_norm_before.")).map(|(k, t)| (to_tree_name(model, &k), t)).collect())
+    Ok(raw.into_iter().filter(|(k, _)| !k.contains(".adapter_norm_before.")).filter_map(|(k, t)| Some((to_tree_name(model, &pool_tree_key(&k)?), t))).collect())
 }
 
 /// Checks that AdapterHub's metadata fits this model.
@@ -195,14 +249,34 @@ pub fn load(model: &mut Model, dir: &Path, name: Option<&str>, trainable: bool) 
     let path = dir.join(ADAPTER_CONFIG);
     let m = read_json(&path)?;
     check_meta(model, &m, &path)?;
-    let config = BnConfig::from_adapterhub(m.get("config").and_then(|v| v.as_object()).with_context(|| format!("{} has no config object", path.display()))?).with_context(|| format!("reading {}", path.display()))?;
+    let config_object = m.get("config").and_then(|v| v.as_object()).with_context(|| format!("{} has no config object", path.display()))?;
+    let bottleneck = matches!(config_object.get("architecture").and_then(|v| v.as_str()), None | Some("bottleneck"));
+    let method = if bottleneck {
+        Method::Bottleneck(BnConfig::from_adapterhub(config_object).with_context(|| format!("reading {}", path.display()))?)
+    } else {
+        Method::Union(UnionConfig::from_adapterhub(config_object).with_context(|| format!("reading {}", path.display()))?)
+    };
     let saved_name = m.get("name").and_then(|v| v.as_str()).unwrap_or("default").to_string();
     let name = name.map(str::to_string).unwrap_or(saved_name.clone());
     let raw = read_weights(model, dir, ADAPTER_WEIGHTS, "pytorch_adapter.bin")?;
     // The file's keys carry the name it was saved under, right after the point's name
-    // (`….output_adapters.<name>.…`, `….adapters.<name>.…`, `invertible_adapters.<name>.…`).
-    let (from, to) = (format!("adapters.{saved_name}."), format!("adapters.{name}."));
-    let tensors: BTreeMap<String, Tensor> = raw.into_iter().map(|(k, t)| (k.replacen(&from, &to, 1), t)).collect();
-    add_bottleneck(model, &name, config, Some(&tensors), trainable).with_context(|| format!("loading the adapter in {}", dir.display()))?;
+    // (`….output_adapters.<name>.…`, `….adapters.<name>.…`, `invertible_adapters.<name>.…`,
+    // `….prefix_gates.<name>.…`, `prefix_tuning.<name>.…`).
+    let rename = |k: String| -> String {
+        for container in ["adapters", "prefix_gates", "prefix_tuning"] {
+            let from = format!("{container}.{saved_name}.");
+            if let Some(at) = k.find(&from).filter(|at| *at == 0 || k[..*at].ends_with('.') || container == "adapters") {
+                return format!("{}{container}.{name}.{}", &k[..at], &k[at + from.len()..]);
+            }
+        }
+        k
+    };
+    let tensors: BTreeMap<String, Tensor> = raw.into_iter().map(|(k, t)| (rename(k), t)).collect();
+    let loaded = match method {
+        Method::Bottleneck(c) => add_bottleneck(model, &name, c, Some(&tensors), trainable),
+        Method::Union(c) => add_union(model, &name, c, Some(&tensors), trainable),
+        _ => unreachable!("an AdapterHub config is a bottleneck adapter or a union"),
+    };
+    loaded.with_context(|| format!("loading the adapter in {}", dir.display()))?;
     Ok(name)
 }

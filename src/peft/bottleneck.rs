@@ -117,13 +117,17 @@ impl BnConfig {
             Some(Value::String(s)) => s,
             Some(other) => bail!("config must be a preset name ({}), got {other}", PRESETS.join(", ")),
         };
-        let mut c = BnConfig::preset(&preset)?;
+        BnConfig::preset(&preset)?.with_options(&options)
+    }
+
+    /// This config with a recipe's options applied (unknown names refused).
+    pub fn with_options(mut self, options: &Map<String, Value>) -> Result<BnConfig> {
         if let Some(unknown) = options.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
             bail!("unknown option '{unknown}' for a bottleneck adapter (options: config, name, {})", OPTIONS.join(", "));
         }
-        c.apply(&options)?;
-        c.check()?;
-        Ok(c)
+        self.apply(options)?;
+        self.check()?;
+        Ok(self)
     }
 
     /// From AdapterHub's adapter_config.json `config` object.

@@ -251,7 +251,7 @@ mod tests {
         let config = FusionConfig { temperature: true, ..FusionConfig::preset("dynamic").unwrap() };
         let layer = FusionLayer::new("a,b", &config, 4, 0.0, Kind::Float, Device::Cpu).unwrap();
         let hooks = Hooks::default();
-        let ctx = Ctx { training: false, hooks: &hooks, adapters_off: false, checkpoint: None, setup: None };
+        let ctx = Ctx { training: false, hooks: &hooks, adapters_off: false, checkpoint: None, setup: None, prefixes: None };
         let (q, ups, r) = (Tensor::randn([2, 3, 4], (Kind::Float, Device::Cpu)), Tensor::randn([2, 3, 2, 4], (Kind::Float, Device::Cpu)), Tensor::zeros([2, 3, 4], (Kind::Float, Device::Cpu)));
         assert_eq!(layer.temperature.get(), 50.0);
         for i in 1..=3 {

@@ -56,7 +56,7 @@ pub fn plan(model: &Model, method: &Method) -> Result<Vec<Site>> {
             }
             Method::Ia3(c) => SiteKind::Ia3 { feedforward: c.is_feedforward(&layer) },
             Method::Custom(_) => SiteKind::Custom,
-            Method::Prompt(_) | Method::Prefix(_) | Method::Bottleneck(_) => bail!("internal: this method has no linear layers"),
+            Method::Prompt(_) | Method::Prefix(_) | Method::Bottleneck(_) | Method::Union(_) => bail!("internal: this method has no linear layers"),
         };
         sites.push(Site { layer, kind });
     }
@@ -129,9 +129,11 @@ pub(super) fn check_name(model: &Model, name: &str) -> Result<()> {
 /// becomes active (trainable unless `trainable` is false); later ones are added inactive and
 /// frozen until `set_adapter`, as PEFT's `add_adapter` and `load_adapter`.
 pub fn add(model: &mut Model, name: &str, method: Method, tensors: Option<&BTreeMap<String, Tensor>>, trainable: bool) -> Result<()> {
-    if let Method::Bottleneck(c) = method {
-        return super::modular::add_bottleneck(model, name, c, tensors, trainable);
-    }
+    let method = match method {
+        Method::Bottleneck(c) => return super::modular::add_bottleneck(model, name, c, tensors, trainable),
+        Method::Union(c) => return super::union::add_union(model, name, c, tensors, trainable),
+        other => other,
+    };
     check_name(model, name)?;
     if method.is_prompt() {
         return add_prompt(model, name, method, tensors, trainable);

@@ -15,6 +15,8 @@ pub mod config;
 pub mod custom;
 pub mod files;
 pub mod fusion;
+pub mod hub_lora;
+pub mod hub_prefix;
 pub mod ia3;
 pub mod inject;
 pub mod lora;
@@ -24,6 +26,7 @@ pub mod prompt;
 pub mod quantize;
 pub mod saved;
 pub mod targets;
+pub mod union;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{Map, Value};
@@ -44,6 +47,8 @@ pub enum Method {
     Prefix(PrefixConfig),
     /// A bottleneck adapter at the residual points (AdapterHub's).
     Bottleneck(bottleneck::BnConfig),
+    /// AdapterHub's union of prefix tuning, a bottleneck adapter and LoRA (UniPELT, MAM).
+    Union(union::UnionConfig),
     /// A method defined in Lua (or elsewhere outside this crate).
     Custom(custom::CustomConfig),
 }
@@ -56,6 +61,7 @@ impl Method {
             Method::Prompt(_) => "PROMPT_TUNING",
             Method::Prefix(_) => "PREFIX_TUNING",
             Method::Bottleneck(_) => "BOTTLENECK",
+            Method::Union(_) => "UNION",
             Method::Custom(c) => c.method.name(),
         }
     }
@@ -66,7 +72,7 @@ impl Method {
             Method::Lora(c) => Some(&c.selection),
             Method::Ia3(c) => Some(&c.selection),
             Method::Custom(c) => Some(&c.selection),
-            Method::Prompt(_) | Method::Prefix(_) | Method::Bottleneck(_) => None,
+            Method::Prompt(_) | Method::Prefix(_) | Method::Bottleneck(_) | Method::Union(_) => None,
         }
     }
 
@@ -166,6 +172,7 @@ pub fn method_from_options(model: &Model, peft_type: &str, options: Map<String, 
         "PROMPT_TUNING" => Method::Prompt(PromptConfig::parse(options, config::Source::Options)?),
         "PREFIX_TUNING" => Method::Prefix(PrefixConfig::parse(options, config::Source::Options)?),
         "BOTTLENECK" => Method::Bottleneck(bottleneck::BnConfig::from_options(options)?),
+        "UNION" => Method::Union(union::UnionConfig::from_options(options)?),
         other => bail!("unknown method '{other}'"),
     })
 }
@@ -204,7 +211,7 @@ fn adapted_layers(model: &Model) -> Vec<String> {
 }
 
 /// Marks exactly the slots of `names` active at every point (linear, prompt, residual,
-/// invertible).
+/// invertible, prefix).
 pub fn set_slots_active(model: &mut Model, names: &[String]) {
     for layer in adapted_layers(model) {
         if let Ok(l) = linear_mut(model, &layer) {
@@ -227,6 +234,13 @@ pub fn set_slots_active(model: &mut Model, names: &[String]) {
         for slot in point.slots_mut() {
             slot.active = names.contains(&slot.name);
         }
+    }
+    let (attention, (_, pool)) = union::attention_points(model);
+    for slot in attention.into_iter().flat_map(|a| a.prefix.slots_mut()) {
+        slot.active = names.contains(&slot.name);
+    }
+    for slot in pool.slots_mut() {
+        slot.active = names.contains(&slot.name);
     }
 }
 
@@ -279,6 +293,12 @@ pub fn delete_adapter(model: &mut Model, name: &str) -> Result<()> {
     }
     if matches!(adapter.method, Method::Bottleneck(_)) {
         modular::detach_bottleneck(model, name)?;
+        model.adapters.adapters.retain(|a| a.name != name);
+        model.adapters.active.retain(|a| a != name);
+        return Ok(());
+    }
+    if matches!(adapter.method, Method::Union(_)) {
+        union::detach_union(model, name, &adapter.layers)?;
         model.adapters.adapters.retain(|a| a.name != name);
         model.adapters.active.retain(|a| a != name);
         return Ok(());
@@ -336,6 +356,7 @@ pub fn summary(model: &Model) -> Result<Vec<AdapterSummary>> {
             Method::Prefix(_) => "prefix",
             Method::Bottleneck(c) if c.is_parallel => "par_bn",
             Method::Bottleneck(_) => "bottleneck",
+            Method::Union(_) => "union",
             Method::Custom(c) => c.method.name(),
         };
         out.push(AdapterSummary {

@@ -10,6 +10,8 @@ use tch::Tensor;
 
 use super::bottleneck::{BnConfig, Bottleneck, NiceCoupling};
 use super::fusion::{Fusion, FusionConfig, FusionLayer};
+use super::hub_lora::HubLora;
+use super::hub_prefix::LayerPrefix;
 use super::inject::{adapter_kind, check_file, check_name, freeze_base, settle};
 use super::{set_slots_active, Adapter, Method};
 use crate::models::model::{Family, Model};
@@ -103,7 +105,7 @@ fn attention_dropout(model: &Model) -> f64 {
 }
 
 /// Copies an adapter file's tensors (tree names) into the parameters of `owner`.
-fn load_into(model: &Model, owner: &str, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+pub fn load_into(model: &Model, owner: &str, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
     let _guard = tch::no_grad_guard();
     for p in model.named_parameters() {
         if p.owner == Owner::Adapter(owner.to_string()) {
@@ -116,28 +118,43 @@ fn load_into(model: &Model, owner: &str, tensors: &BTreeMap<String, Tensor>) -> 
     Ok(())
 }
 
-/// Adds bottleneck adapter `name` with `config` (weights from `tensors`, by tree name, when
-/// given). Everything is built and checked before the model changes. As the PEFT methods, the
-/// first adapter becomes active and trainable, later ones are added inactive and frozen.
-pub fn add_bottleneck(model: &mut Model, name: &str, config: BnConfig, tensors: Option<&BTreeMap<String, Tensor>>, trainable: bool) -> Result<()> {
-    check_name(model, name)?;
+/// Refuses names that cannot name a modular adapter (they appear in fusion names and paths).
+pub fn check_adapter_name(name: &str) -> Result<()> {
     if name.contains(',') || name.contains('.') || name == "adapter_fusion_layer" {
         bail!("'{name}' cannot name a bottleneck adapter (no dots or commas)");
     }
+    Ok(())
+}
+
+/// A bottleneck adapter's blocks, built but not attached: per residual point, and the
+/// invertible block if the config has one (each with its point's path).
+pub struct BuiltBottleneck {
+    points: Vec<(String, Bottleneck)>,
+    invertible: Option<(String, NiceCoupling)>,
+}
+
+impl BuiltBottleneck {
+    pub fn modules(&self) -> Vec<(&str, &dyn Module)> {
+        self.points.iter().map(|(p, b)| (p.as_str(), b as &dyn Module)).chain(self.invertible.iter().map(|(p, n)| (p.as_str(), n as &dyn Module))).collect()
+    }
+}
+
+/// Builds bottleneck adapter `name` with `config` for the model, changing nothing.
+pub fn build_bottleneck(model: &mut Model, name: &str, config: &BnConfig) -> Result<BuiltBottleneck> {
     let hidden = model.hidden_size();
     let (kind, device) = (adapter_kind(model.dtype()), model.device());
     let layers = residual_points(model).len() as i64 / 2;
     if let Some(l) = config.leave_out.iter().find(|l| **l < 0 || **l >= layers) {
         bail!("leave_out names layer {l}, but the model has layers 0 to {}", layers - 1);
     }
-    let mut built: Vec<(String, Bottleneck)> = Vec::new();
+    let mut points = Vec::new();
     for p in residual_points(model) {
         let wanted = match p.location {
             Location::Attention => config.mh_adapter,
             Location::Output => config.output_adapter,
         };
         if wanted && !config.leave_out.contains(&p.layer) {
-            built.push((p.path, Bottleneck::new(name, &config, hidden, config.bottleneck(p.layer, hidden)?, kind, device)?));
+            points.push((p.path, Bottleneck::new(name, config, hidden, config.bottleneck(p.layer, hidden)?, kind, device)?));
         }
     }
     let invertible = match (&config.inv_adapter, invertible_point(model)) {
@@ -145,27 +162,43 @@ pub fn add_bottleneck(model: &mut Model, name: &str, config: BnConfig, tensors: 
         (Some(_), None) => bail!("this model has no point for invertible adapters"),
         (Some(_), Some((path, _))) => Some((path.to_string(), NiceCoupling::new(name, hidden, &config.non_linearity, config.inv_adapter_reduction_factor.unwrap_or(2.0), kind, device)?)),
     };
+    Ok(BuiltBottleneck { points, invertible })
+}
+
+/// Attaches what `build_bottleneck` made; returns the points' paths.
+pub fn attach_bottleneck(model: &mut Model, name: &str, built: BuiltBottleneck) -> Result<Vec<String>> {
+    let mut paths: Vec<String> = built.points.iter().map(|(p, _)| p.clone()).collect();
+    let mut by_path: BTreeMap<String, Bottleneck> = built.points.into_iter().collect();
+    for p in residual_points(model) {
+        if let Some(adapter) = by_path.remove(&p.path) {
+            p.point.adapters.attach(name, Box::new(adapter))?;
+        }
+    }
+    if let Some((path, block)) = built.invertible {
+        invertible_point(model).context("invertible point vanished")?.1.attach(name, Box::new(block))?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// Adds bottleneck adapter `name` with `config` (weights from `tensors`, by tree name, when
+/// given). Everything is built and checked before the model changes. As the PEFT methods, the
+/// first adapter becomes active and trainable, later ones are added inactive and frozen.
+pub fn add_bottleneck(model: &mut Model, name: &str, config: BnConfig, tensors: Option<&BTreeMap<String, Tensor>>, trainable: bool) -> Result<()> {
+    check_name(model, name)?;
+    check_adapter_name(name)?;
+    let built = build_bottleneck(model, name, &config)?;
     if let Some(tensors) = tensors {
         let mut expected = BTreeMap::new();
-        for (path, m) in built.iter().map(|(p, b)| (p, b as &dyn Module)).chain(invertible.iter().map(|(p, n)| (p, n as &dyn Module))) {
+        for (path, m) in built.modules() {
             for (pname, t) in m.own_parameters() {
                 expected.insert(format!("{path}.{name}.{pname}"), t.size());
             }
         }
         check_file(&expected, tensors, &model.architecture)?;
     }
-    let mut paths: Vec<String> = built.iter().map(|(p, _)| p.clone()).collect();
     let activate = model.adapters.active.is_empty() && model.adapters.setup.is_none();
-    let mut by_path: BTreeMap<String, Bottleneck> = built.into_iter().collect();
-    for p in residual_points(model) {
-        if let Some(adapter) = by_path.remove(&p.path) {
-            p.point.adapters.attach(name, Box::new(adapter))?;
-        }
-    }
-    if let Some((path, block)) = invertible {
-        invertible_point(model).context("invertible point vanished")?.1.attach(name, Box::new(block))?;
-        paths.push(path);
-    }
+    let paths = attach_bottleneck(model, name, built)?;
     freeze_base(model)?;
     model.adapters.adapters.push(Adapter { name: name.to_string(), method: Method::Bottleneck(config), layers: paths, saved: Vec::new(), biases: Vec::new() });
     set_slots_active(model, &model.adapters.active.clone());
@@ -382,44 +415,87 @@ pub fn fusion_weights(model: &Model, name: Option<&str>) -> Result<(Tensor, Vec<
     Ok((Tensor::f_stack(&rows, 0)?, paths, fusion.adapters.clone()))
 }
 
-/// The gate values of gated bottleneck adapters (`use_gating`) over the last forward: a
-/// (points, adapters) tensor of each gate's mean over the batch (NaN where an adapter has no gate
-/// at a point), the points' paths and the adapters' names.
-pub fn gates(model: &Model) -> Result<(Tensor, Vec<String>, Vec<String>)> {
-    let mut seen: Vec<(String, String, f64)> = Vec::new();
+/// The parts of a gated adapter, as gates() names its columns.
+pub const GATED_PARTS: [&str; 3] = ["lora", "prefix", "adapter"];
+
+/// The gates an adapter's parts computed on the last forward, by layer: (layer, part, mean over
+/// the batch, and over q/k/v or keys/values where a part has several outputs).
+fn gate_values(model: &Model, name: &str) -> Result<Vec<(i64, usize, f64)>> {
+    let mut seen = Vec::new();
     for (path, m) in module::named_modules(model.root()) {
-        if let Some(b) = m.as_any().downcast_ref::<Bottleneck>() {
-            if let Some(g) = b.last_gate.borrow().as_ref() {
-                let point = path.strip_suffix(&format!(".{}", b.owner)).unwrap_or(&path).to_string();
-                seen.push((point, b.owner.clone(), g.f_mean(tch::Kind::Double)?.double_value(&[])));
+        let any = m.as_any();
+        let gate = if let Some(b) = any.downcast_ref::<Bottleneck>().filter(|b| b.owner == name) {
+            b.last_gate.borrow().as_ref().map(|g| (2, g.shallow_clone()))
+        } else if let Some(p) = any.downcast_ref::<LayerPrefix>().filter(|p| p.owner == name) {
+            p.last_gate.borrow().as_ref().map(|g| (1, g.shallow_clone()))
+        } else if let Some(l) = any.downcast_ref::<HubLora>().filter(|l| l.owner == name) {
+            l.last_gate.borrow().as_ref().map(|g| (0, g.shallow_clone()))
+        } else {
+            None
+        };
+        if let Some((part, g)) = gate {
+            let layer = path.split('.').find_map(|s| s.parse::<i64>().ok()).unwrap_or(0);
+            seen.push((layer, part, g.f_to_kind(tch::Kind::Double)?));
+        }
+    }
+    // One number per (layer, part): the mean over every gate value of that part in the layer.
+    let mut out: Vec<(i64, usize, f64)> = Vec::new();
+    let mut keys: Vec<(i64, usize)> = seen.iter().map(|(l, p, _)| (*l, *p)).collect();
+    keys.dedup();
+    keys.sort();
+    keys.dedup();
+    for (layer, part) in keys {
+        let values: Vec<Tensor> = seen.iter().filter(|(l, p, _)| *l == layer && *p == part).map(|(_, _, g)| g.reshape([-1])).collect();
+        out.push((layer, part, Tensor::f_cat(&values, 0)?.f_mean(tch::Kind::Double)?.double_value(&[])));
+    }
+    Ok(out)
+}
+
+/// The gated adapters of the model (bottleneck adapters with `use_gating`, gated unions).
+fn gated_adapters(model: &Model) -> Vec<String> {
+    model.adapters.adapters.iter().filter(|a| matches!(&a.method, Method::Bottleneck(c) if c.use_gating) || matches!(&a.method, Method::Union(c) if c.gated())).map(|a| a.name.clone()).collect()
+}
+
+/// The gates of gated adapter `name` (the only gated one when None) over the last forward, as
+/// UniPELT reports them: a (layers, parts) tensor — parts among "lora", "prefix", "adapter" —
+/// each the gate's mean over the batch (and over a layer's LoRA matrices, prefix keys and
+/// values, or adapter points), with the layers' labels and the parts' names.
+pub fn gates(model: &Model, name: Option<&str>) -> Result<(Tensor, Vec<String>, Vec<String>)> {
+    let gated = gated_adapters(model);
+    let name = match name {
+        Some(n) => {
+            model.adapters.get(n)?;
+            if !gated.iter().any(|g| g == n) {
+                bail!("adapter '{n}' has no gates: gates come from bottleneck adapters with use_gating = true and unions with gated parts (UniPELT)");
             }
+            n.to_string()
         }
-    }
+        None => match gated.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("no adapter has gates: gates come from bottleneck adapters with use_gating = true and unions with gated parts (UniPELT)"),
+            _ => bail!("several adapters have gates ({}); name one", gated.join(", ")),
+        },
+    };
+    let seen = gate_values(model, &name)?;
     if seen.is_empty() {
-        bail!("no gated adapter has run: gates come from bottleneck adapters with use_gating = true, after a forward");
+        bail!("adapter '{name}' has not run yet: call the model first");
     }
-    let mut points: Vec<String> = Vec::new();
-    let mut adapters: Vec<String> = Vec::new();
-    for (p, a, _) in &seen {
-        if !points.contains(p) {
-            points.push(p.clone());
+    let mut layers: Vec<i64> = seen.iter().map(|(l, _, _)| *l).collect();
+    layers.dedup();
+    let parts: Vec<usize> = (0..GATED_PARTS.len()).filter(|p| seen.iter().any(|(_, q, _)| q == p)).collect();
+    let mut values = vec![f64::NAN; layers.len() * parts.len()];
+    for (l, p, v) in &seen {
+        if let (Some(i), Some(j)) = (layers.iter().position(|x| x == l), parts.iter().position(|x| x == p)) {
+            values[i * parts.len() + j] = *v;
         }
-        if !adapters.contains(a) {
-            adapters.push(a.clone());
-        }
     }
-    let mut values = vec![f64::NAN; points.len() * adapters.len()];
-    for (p, a, v) in &seen {
-        let (i, j) = (points.iter().position(|x| x == p).unwrap_or(0), adapters.iter().position(|x| x == a).unwrap_or(0));
-        values[i * adapters.len() + j] = *v;
-    }
-    let t = Tensor::f_from_slice(&values)?.f_view([points.len() as i64, adapters.len() as i64])?.f_to_kind(tch::Kind::Float)?;
-    Ok((t, points, adapters))
+    let t = Tensor::f_from_slice(&values)?.f_view([layers.len() as i64, parts.len() as i64])?.f_to_kind(tch::Kind::Float)?;
+    Ok((t, layers.iter().map(|l| format!("layer {l}")).collect(), parts.iter().map(|p| GATED_PARTS[*p].to_string()).collect()))
 }
 
 /// What the model decided on the last forward, for heat maps: each fusion's weights (named
-/// "fusion a,b,c") and the gated adapters' gates ("gates"), with the rows' labels ("3
-/// attention", "3 output": layer and point), the columns (adapters) and the values.
+/// "fusion a,b,c", rows "3 attention", "3 output": layer and point) and each gated adapter's
+/// gates ("gates <name>", layers × parts), with the rows' labels, the columns and the values.
 pub fn model_panels(model: &Model) -> Vec<(String, Vec<String>, Vec<String>, Tensor)> {
     let mut out = Vec::new();
     for f in &model.adapters.fusions {
@@ -428,10 +504,10 @@ pub fn model_panels(model: &Model) -> Vec<(String, Vec<String>, Vec<String>, Ten
             out.push((format!("fusion {}", f.name), rows, adapters, weights));
         }
     }
-    // The run loop asks at every step: walk the tree only when some adapter has a gate.
-    if model.adapters.adapters.iter().any(|a| matches!(&a.method, Method::Bottleneck(c) if c.use_gating)) {
-        if let Ok((values, points, adapters)) = gates(model) {
-            out.push(("gates".to_string(), points.iter().map(|p| point_label(p)).collect(), adapters, values));
+    // The run loop asks at every step: walk the tree only for adapters that have gates.
+    for name in gated_adapters(model) {
+        if let Ok((values, layers, parts)) = gates(model, Some(&name)) {
+            out.push((format!("gates {name}"), layers, parts, values));
         }
     }
     out

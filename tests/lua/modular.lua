@@ -43,6 +43,8 @@ local function same_base(model, arch, config)
 end
 
 local function two_adapters(arch, config)
+  -- Seeded: with some random draws two small perturbations give near-equal classifier logits.
+  mt.manual_seed(7)
   local model = mt.models.new(arch, config)
   model:eval()
   mt.peft.bottleneck(model, { name = "a" })
@@ -174,12 +176,76 @@ end
 function tests.gates_of_gated_adapters_after_a_forward()
   local model = mt.models.new("LlamaForCausalLM", llama_config)
   model:eval()
+  expect.raises(function() model:gates() end, "no adapter has gates")
   mt.peft.bottleneck(model, { name = "g", config = "double_seq_bn", use_gating = true })
-  expect.raises(function() model:gates() end, "no gated adapter has run")
+  expect.raises(function() model:gates() end, "'g' has not run yet")
   out(model)
-  local gates, points, names = model:gates()
-  assert(#points == 4 and #names == 1 and names[1] == "g", mt.json.encode(points))
-  assert(gates:size(0) == 4 and gates:gt(0):all():item() and gates:lt(1):all():item(), tostring(gates))
+  local gates, layers, parts = model:gates()
+  assert(#layers == 2 and layers[1] == "layer 0" and #parts == 1 and parts[1] == "adapter", mt.json.encode{ layers, parts })
+  assert(gates:size(0) == 2 and gates:gt(0):all():item() and gates:lt(1):all():item(), tostring(gates))
+end
+
+-- UniPELT: every part gated; gates() is layers × {lora, prefix, adapter}; the union saves and
+-- loads (AdapterHub's files) with the same output; generation runs with the prefix.
+function tests.unipelt_gates_files_and_generation()
+  for _, case in ipairs{ { "LlamaForCausalLM", llama_config }, { "BertForSequenceClassification", bert_config } } do
+    local arch, config = case[1], case[2]
+    local model = mt.models.new(arch, config)
+    model:eval()
+    mt.peft.union(model, { name = "u", config = "unipelt", prefix_tuning = { prefix_length = 4, bottleneck_size = 8 } })
+    perturb(model, "u")
+    local before = out(model)
+    local gates, layers, parts = model:gates("u")
+    assert(#layers == 2 and table.concat(parts, ",") == "lora,prefix,adapter", mt.json.encode{ layers, parts })
+    assert(gates:gt(0):all():item() and gates:lt(1):all():item(), tostring(gates))
+    local dir = os.tmpname(); os.remove(dir)
+    assert(model:save_adapter(dir, { name = "u" }))
+    local config_file = mt.json.decode(io.open(dir .. "/adapter_config.json"):read("a"))
+    assert(config_file.config.architecture == "union" and #config_file.config.configs == 3, "saved as AdapterHub's union")
+    local again = same_base(model, arch, config)
+    local _, name = assert(mt.peft.load(again, dir, { name = "v" }))
+    assert(name == "v")
+    assert(differ(out(again), before) < 1e-6, "the same output after loading")
+    os.execute("rm -rf " .. dir)
+    if arch == "LlamaForCausalLM" then
+      local text = again:generate(T.tensor{ { 3, 9, 14 } }, { max_new_tokens = 4 })
+      assert(text:size(1) == 7, "generation with the prefix: " .. tostring(text))
+      mt.checkpoint.save(dir, { model = again }, { step = 1 })
+      local third = same_base(model, arch, config)
+      mt.checkpoint.load(dir, { model = third })
+      assert(differ(out(third), before) < 1e-6, "the same output after a checkpoint")
+      os.execute("rm -rf " .. dir)
+    end
+  end
+end
+
+-- MAM and hand-made unions: the parts asked for, each trainable; options checked.
+function tests.unions_of_any_parts_and_their_errors()
+  local model = mt.models.new("LlamaForCausalLM", llama_config)
+  model:eval()
+  local base = out(model)
+  mt.peft.union(model, { name = "m", config = "mam", prefix_tuning = { bottleneck_size = 16 } })
+  local names = {}
+  for n in pairs(model:named_parameters{ owner = "m", trainable = true }) do names[#names + 1] = n end
+  local text = table.concat(names, " ")
+  assert(text:find("model.prefix_tuning.m.control_trans.0.weight", 1, true) and text:find("output_adapters.m.adapter_up.weight", 1, true), text)
+  assert(not text:find("lora", 1, true), "MAM has no LoRA")
+  assert(differ(out(model), base) > 0, "the prefix changes the output from the start")
+  mt.peft.union(model, { name = "l", lora = { r = 2, attn_matrices = { "q", "k", "v" } } })
+  local lora = model:named_parameters{ owner = "l" }
+  assert(lora["model.layers.0.self_attn.k_proj.adapters.l.lora_A"] ~= nil, "LoRA on k")
+  expect.raises(function() mt.peft.union(model, { name = "x" }) end, "the union has no part")
+  expect.raises(function() mt.peft.union(model, { name = "x", config = "nope" }) end, "unknown union config 'nope'")
+  expect.raises(function() mt.peft.union(model, { name = "x", lora = { rank = 2 } }) end, "unknown option 'rank' for LoRA")
+  expect.raises(function() mt.peft.union(model, { name = "x", lora = { intermediate_lora = true } }) end, "intermediate_lora is not built")
+  expect.raises(function() mt.peft.union(model, { name = "x", prefix_tuning = { leave_out = { 7 } } }) end, "leave_out names layer 7")
+  expect.raises(function() mt.peft.union(model, { name = "x", bottleneck = { reduction = 2 } }) end, "unknown option 'reduction'")
+  expect.raises(function() mt.peft.union(model, { name = "x", prefix_tuning = 3 }) end, "prefix_tuning must be a table")
+  expect.raises(function() model:set_active(mt.peft.parallel("m", "l")) end, "can only be in a Stack")
+  expect.raises(function() mt.peft.fusion(model, { "m", "l" }) end, "fusion combines bottleneck adapters")
+  expect.raises(function() model:gates("m") end, "'m' has no gates")
+  model:delete_adapter("m")
+  assert(next(model:named_parameters{ owner = "m" }) == nil, "deleting a union removes every part")
 end
 
 function tests.bad_setups_and_configs_are_refused_with_the_model_unchanged()

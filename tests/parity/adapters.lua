@@ -1,9 +1,12 @@
 -- AdapterHub parity (references from gen_adapters.py, `adapters` 1.3.0 on transformers 4.57): for
 -- every case the adapters (and fusion) `adapters` saved load here, and with the case's setup
--- active the output (LM logits, or the encoder's last hidden state) equals `adapters`' (1e-5), the
--- gradient of every trainable tensor after one backward of sum(output · w) too (1e-5), and each
+-- active the output (LM logits, or the encoder's last hidden state) equals `adapters`' and the
+-- gradient of every trainable tensor after one backward of sum(output · w) too (each 1e-5,
+-- relative to its largest entry where that is above 1; 5e-5 on all-MiniLM-L6-v2, where
+-- `adapters`' own float32 results are up to 1.9e-5 from its float64 ones), and each
 -- fusion's mean attention per point equals `adapters`' fusion attentions (1e-5), summing to 1,
--- and each gated adapter's mean gate per point equals `adapters`' gating scores (1e-5).
+-- and each gated adapter's gates per layer and part (lora, prefix, adapter) equal the mean of
+-- `adapters`' gating scores there (1e-5).
 -- Everything is saved again here in AdapterHub's format (into MOONTUNE_OUTPUT) with the output,
 -- for check_adapters.py to load in `adapters`.
 local mt = require "moontune"
@@ -24,6 +27,11 @@ end
 
 -- A tree name as AdapterHub's state dict spells it.
 local function file_key(name)
+  for _, projection in ipairs{ "q_proj", "k_proj", "v_proj", "query", "key", "value", "c_attn" } do
+    name = name:gsub("%." .. projection .. "%.adapters%.", "." .. projection .. ".loras.")
+  end
+  name = name:gsub("^(.-)prefix_tuning%.([^.]+)%.", "%1prefix_tuning.prefix_tunings.%2.self_prefix.")
+  name = name:gsub("%.prefix_gates%.", ".prefix_tuning.prefix_gates.")
   return (name:gsub("%.attention_adapters%.", ".attention_adapters.adapters.")
               :gsub("%.output_adapters%.", ".output_adapters.adapters.")
               :gsub("%.attention_fusion%.", ".attention_adapters.adapter_fusion_layer.")
@@ -57,7 +65,11 @@ for _, c in ipairs(cases) do
   model:eval()
   local out = model{ input_ids = ref.input_ids, attention_mask = ref.attention_mask }
   local result = out.logits or out.last_hidden_state
-  worst = math.max(worst, near(c.case .. " output", result, ref.output, 1e-5))
+  -- all-MiniLM-L6-v2 (384 channels, 6 layers): `adapters`' own float32 results there are up to
+  -- 1.4e-5 (mam output) and 1.9e-5 (unipelt gradients, relative) from its float64 ones.
+  local tol = c.arch == "minilm" and 5e-5 or 1e-5
+  local out_scale = math.max(1, ref.output:abs():max():item())
+  worst = math.max(worst, near(c.case .. " output", result, ref.output, tol * out_scale) / out_scale)
   ;(result * ref.w):sum():backward()
   local grads = 0
   for name, p in pairs(model:named_parameters{ trainable = true }) do
@@ -67,7 +79,8 @@ for _, c in ipairs(cases) do
       -- An adapter whose output the setup discards (a parallel adapter after it in a Stack).
       assert(expected == nil, c.case .. ": no gradient here for " .. name .. ", but adapters has one")
     else
-      worst = math.max(worst, near(c.case .. " grad of " .. name, p.grad, expected, 1e-5))
+      local scale = expected and math.max(1, expected:abs():max():item()) or 1
+      worst = math.max(worst, near(c.case .. " grad of " .. name, p.grad, expected, tol * scale) / scale)
       grads = grads + 1
     end
   end
@@ -81,14 +94,35 @@ for _, c in ipairs(cases) do
       worst = math.max(worst, near(c.case .. " fusion weights at " .. path, row, ref[string.format("fusion.%d.%s", layer, location)], 1e-5))
     end
   end
-  if ref["gate." .. c.adapters[1] .. ".0.output_adapter"] then
-    local gates, points, names = model:gates()
-    for i, path in ipairs(points) do
-      local layer, location = point_of(path)
-      for j, name in ipairs(names) do
-        worst = math.max(worst, near(c.case .. " gate of " .. name .. " at " .. path, gates[i - 1][j - 1]:reshape{ 1 }, ref[string.format("gate.%s.%d.%s", name, layer, location)], 1e-5))
+  -- adapters' gating scores per (adapter, layer, location), as (layer, part) means.
+  local gated = {}
+  for key, value in pairs(ref) do
+    local name, layer, location = key:match("^gate%.([^.]+)%.(%d+)%.(.+)$")
+    if name then
+      local part = (location:find("lora") and "lora") or (location:find("prefix") and "prefix") or "adapter"
+      gated[name] = gated[name] or {}
+      local cell = string.format("layer %s %s", layer, part)
+      gated[name][cell] = gated[name][cell] or {}
+      table.insert(gated[name][cell], value)
+    end
+  end
+  for name, cells in pairs(gated) do
+    local gates, layers, parts = model:gates(name)
+    local seen = 0
+    for i, layer in ipairs(layers) do
+      for j, part in ipairs(parts) do
+        local refs = cells[layer .. " " .. part]
+        if refs then
+          local mean = 0
+          for _, r in ipairs(refs) do mean = mean + r:item() / #refs end
+          worst = math.max(worst, near(c.case .. " gate of " .. name .. " " .. part .. " at " .. layer, gates[i - 1][j - 1]:reshape{ 1 }, mt.tensor.tensor{ mean }, 1e-5))
+          seen = seen + 1
+        end
       end
     end
+    local expected = 0
+    for _ in pairs(cells) do expected = expected + 1 end
+    assert(seen == expected, string.format("%s: %d gates of %s here, %d in adapters", c.case, seen, name, expected))
   end
   for _, name in ipairs(c.adapters) do
     assert(model:save_adapter(output .. "/" .. c.case .. "/" .. name, { name = name, format = "adapterhub" }))

@@ -13,6 +13,12 @@ backward of sum(output · w) (for causal LMs with an invertible adapter, the log
 `adapters`' LM heads: the inverse applied before the output layer) (`grad.` before its file key), and for fusions the mean fusion
 attention per point (`fusion.<layer>.<location>`), and for gated adapters the mean gate per point
 (`gate.<adapter>.<layer>.<location>`). cases.lua (and cases.json, for check_adapters.py) list the cases.
+
+Union cases (UniPELT, MAM, prefix tuning, other unions of prefix tuning, a bottleneck adapter and
+LoRA) run with eager attention: with sdpa `adapters` 4.57 gets a boolean mask on Llama and GPT-2,
+whose inverted prefix mask would hide the prefix from every query. Their adapters hold the prefix
+pool under several names, which safetensors refuses, so they are written with the same keys by
+hand, as ln_before's.
 """
 import json
 import os
@@ -50,10 +56,10 @@ if minilm:
     paths["minilm"] = minilm
 
 
-def load(arch):
+def load(arch, eager=False):
     path = paths[arch] if arch == "minilm" else os.path.join(out, paths[arch])
     cls = {"llama": transformers.LlamaForCausalLM, "gpt2": transformers.GPT2LMHeadModel}.get(arch, transformers.BertModel)
-    model = cls.from_pretrained(path).eval()
+    model = cls.from_pretrained(path, **({"attn_implementation": "eager"} if eager else {})).eval()
     adapters.init(model)
     return model
 
@@ -95,6 +101,30 @@ CASES += [
 ]
 if minilm:
     CASES.append(("fusion_dynamic_minilm", "minilm", {"a": "seq_bn", "b": "seq_bn"}, ac.Fuse("a", "b"), "dynamic"))
+for arch in ["llama", "gpt2", "bert"] + (["minilm"] if minilm else []):
+    CASES.append((f"unipelt_{arch}", arch, {"u": "unipelt"}, "u", None))
+    CASES.append((f"mam_{arch}", arch, {"u": "mam"}, "u", None))
+CASES += [
+    ("prefix_tuning_llama", "llama", {"p": "prefix_tuning"}, "p", None),
+    ("prefix_tuning_bert", "bert", {"p": "prefix_tuning"}, "p", None),
+    ("prefix_tuning_flat_gpt2", "gpt2", {"p": "prefix_tuning_flat"}, "p", None),
+    ("union_custom_llama", "llama", {"u": adapters.ConfigUnion(
+        adapters.PrefixTuningConfig(prefix_length=5, bottleneck_size=16, non_linearity="relu", use_gating=True, shared_gating=False, leave_out=[1]),
+        adapters.LoRAConfig(r=4, alpha=16, attn_matrices=["q", "k", "v"]))}, "u", None),
+    ("union_custom_bert", "bert", {"u": adapters.ConfigUnion(
+        adapters.PrefixTuningConfig(prefix_length=4, flat=True, use_gating=True),
+        adapters.SeqBnConfig(reduction_factor=4, use_gating=True),
+        adapters.LoRAConfig(r=2, alpha=4, attn_matrices=["k"], leave_out=[0]))}, "u", None),
+    ("lora_gated_gpt2", "gpt2", {"u": adapters.LoRAConfig(r=4, attn_matrices=["k", "v"], use_gating=True)}, "u", None),
+    ("lora_gpt2", "gpt2", {"u": adapters.LoRAConfig(r=4, alpha=8, attn_matrices=["q", "v"])}, "u", None),
+    ("stack_unipelt_bert", "bert", {"u": "unipelt", "a": "seq_bn"}, ac.Stack("a", "u"), None),
+]
+
+
+def is_union(config):
+    if isinstance(config, str):
+        return config in ("unipelt", "mam", "prefix_tuning", "prefix_tuning_flat")
+    return not isinstance(config, adapters.BnConfig)
 
 
 def setup_lua(s):
@@ -113,7 +143,7 @@ def setup_lua(s):
 def save_adapter(model, name, config, directory):
     try:
         model.save_adapter(directory, name, use_safetensors=True)
-    except RuntimeError:  # ln_before: one tensor under two names, which safetensors refuses
+    except RuntimeError:  # ln_before, prefix pools: one tensor under several names, which safetensors refuses
         model.save_adapter(directory, name, use_safetensors=False)
         state = torch.load(os.path.join(directory, "pytorch_adapter.bin"))
         save_file({k: v.clone().contiguous() for k, v in state.items()}, os.path.join(directory, "adapter.safetensors"), metadata={"format": "pt"})
@@ -135,7 +165,8 @@ lines = ["return {"]
 listed = []
 for case, arch, configs, setup, fusion in CASES:
     torch.manual_seed(1)
-    model = load(arch)
+    eager = any(is_union(c) for c in configs.values())
+    model = load(arch, eager)
     for name, config in configs.items():
         model.add_adapter(name, config=config)
     if fusion:
@@ -143,7 +174,7 @@ for case, arch, configs, setup, fusion in CASES:
         model.add_adapter_fusion(fuse, config=fusion)
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if "adapters." in n or "invertible_adapters" in n or "adapter_fusion_layer" in n:
+            if "adapters." in n or "invertible_adapters" in n or "adapter_fusion_layer" in n or "loras." in n or "prefix_tuning" in n:
                 p.add_(torch.randn_like(p) * 0.1)
     if fusion:
         model.train_adapter_fusion(fuse)
@@ -155,7 +186,9 @@ for case, arch, configs, setup, fusion in CASES:
     kwargs = dict(input_ids=ids, attention_mask=mask)
     if fusion:
         kwargs["output_adapter_fusion_attentions"] = True
-    gated = any(getattr(c, "use_gating", False) for c in configs.values())
+    # (adapters also reports a "gate" for an ungated bottleneck adapter in the same forward: not one)
+    gated_names = [n for n, c in configs.items() if getattr(c, "use_gating", False) or (isinstance(c, str) and c == "unipelt") or any(getattr(p, "use_gating", False) for p in getattr(c, "configs", []))]
+    gated = bool(gated_names)
     if gated:
         kwargs["output_adapter_gating_scores"] = True
     result = model(**kwargs)
@@ -170,16 +203,16 @@ for case, arch, configs, setup, fusion in CASES:
     w = torch.randn_like(output)
     (output * w).sum().backward()
     expected = {"input_ids": ids, "attention_mask": mask, "output": output.detach(), "w": w}
-    for n, p in model.named_parameters():
+    for n, p in model.named_parameters(remove_duplicate=False):  # a prefix pool under each of its names
         if p.requires_grad and p.grad is not None:
-            expected["grad." + n] = p.grad
+            expected["grad." + n] = p.grad.clone()
     if fusion:
         for fname, per_layer in result.adapter_fusion_attentions.items():
             for layer, per_location in per_layer.items():
                 for location, probs in per_location.items():
                     expected[f"fusion.{layer}.{location}"] = torch.tensor(probs).reshape(-1, probs.shape[-1]).float().mean(0)
     if gated:
-        for name, per_layer in result.adapter_gating_scores.items():
+        for name, per_layer in ((n, g) for n, g in result.adapter_gating_scores.items() if n in gated_names):
             for layer, per_location in per_layer.items():
                 for location, gate in per_location.items():
                     expected[f"gate.{name}.{layer}.{location}"] = torch.tensor(gate).float().mean().reshape(1)
@@ -192,8 +225,8 @@ for case, arch, configs, setup, fusion in CASES:
         model.save_adapter_fusion(os.path.join(d, "fusion"), fuse.name, use_safetensors=True)
     base = paths[arch] if arch == "minilm" else paths[arch]
     lines.append(f'  {{ case = "{case}", arch = "{arch}", base = "{base}", adapters = {{ {", ".join(json.dumps(n) for n in configs)} }}, '
-                 f'setup = {setup_lua(setup)}, fusion = {json.dumps(bool(fusion))} }},')
-    listed.append(dict(case=case, arch=arch, base=base, adapters=list(configs), setup=setup_json(setup), fusion=bool(fusion)))
+                 f'setup = {setup_lua(setup)}, fusion = {json.dumps(bool(fusion))}, eager = {json.dumps(eager)} }},')
+    listed.append(dict(case=case, arch=arch, base=base, adapters=list(configs), setup=setup_json(setup), fusion=bool(fusion), eager=eager))
 lines.append("}")
 with open(os.path.join(out, "cases.json"), "w") as f:
     json.dump(listed, f, indent=1)
