@@ -65,6 +65,10 @@ model:delete_adapter("p")
 -- A bottleneck adapter in AdapterHub's format, with most of its tensors (norms, gate, scaling, invertible).
 mt.peft.bottleneck(model, { name = "b", config = "double_seq_bn_inv", ln_before = true, ln_after = true, use_gating = true, scaling = "channel" })
 assert(model:save_adapter("bottleneck", { name = "b", format = "adapterhub" }))
+model:delete_adapter("b")
+-- A UniPELT union (prefix pool and gates, gated seq_bn, gated LoRA) in AdapterHub's format.
+mt.peft.union(model, { name = "u", config = "unipelt", prefix_tuning = { prefix_length = 2, bottleneck_size = 4 } })
+assert(model:save_adapter("unipelt", { name = "u" }))
 "#,
     )
     .unwrap();
@@ -83,7 +87,7 @@ fn all_cases(fixtures_dir: &Path) -> Vec<Case> {
     cases.extend(cases::file_cases(&model, &tok));
     cases.extend(cases::checkpoint_cases(&model, &checkpoint));
     cases.extend(cases::gguf_cases(&gguf_fixture(fixtures_dir)));
-    cases.extend(cases::adapter_cases(&model, &[("lora", &fixtures_dir.join("lora")), ("prefix", &fixtures_dir.join("prefix")), ("bottleneck", &fixtures_dir.join("bottleneck"))]));
+    cases.extend(cases::adapter_cases(&model, &[("lora", &fixtures_dir.join("lora")), ("prefix", &fixtures_dir.join("prefix")), ("bottleneck", &fixtures_dir.join("bottleneck")), ("unipelt", &fixtures_dir.join("unipelt"))]));
     cases.extend(cases::template_cases(&tok));
     cases.extend(cases::recipe_cases());
     cases

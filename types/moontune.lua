@@ -2090,7 +2090,8 @@ function Module:save_gguf(path, opts) end
 ---Writes adapter `opts.name` (default: the only adapter, or the only active one) as PEFT does:
 ---`adapter_config.json` and `adapter_model.safetensors` with PEFT's keys
 ---(`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), which
----`PeftModel.from_pretrained` loads unchanged. With `format = "adapterhub"` a bottleneck adapter
+---`PeftModel.from_pretrained` loads unchanged. With `format = "adapterhub"` (the default, and
+---the only format, for these) a bottleneck adapter or a union
 ---(`adapter_config.json` + `adapter.safetensors`) or a fusion named "a,b"
 ---(`adapter_fusion_config.json` + `model_adapter_fusion.safetensors`) as AdapterHub's `adapters`
 ---1.3 writes them, which its `load_adapter(dir, use_safetensors=True)` and `load_adapter_fusion` read.
@@ -2144,14 +2145,18 @@ function Module:train_fusion(setup) end
 ---@return string[] adapters
 function Module:fusion_weights(name) end
 
----The gates of gated bottleneck adapters (`use_gating = true`: sigmoid(Linear(h → 1)) averaged
----over positions, as AdapterHub computes it) over the last forward: a (points, adapters) tensor
----of each gate's mean over the batch (NaN where an adapter has no gate at a point), the points'
----module paths and the adapters' names. An error before any gated adapter has run.
+---The gates of gated adapter `name` (the only one with gates when omitted) over the last forward,
+---as UniPELT reports them: a (layers, parts) tensor, parts among "lora", "prefix" and
+---"adapter" (a bottleneck adapter with `use_gating`, a union's gated parts), each cell the
+---gate's mean over the batch and over the layer's LoRA matrices, prefix keys and values or
+---adapter points (sigmoid(Linear(h → 1)) averaged over positions, as AdapterHub computes it);
+---with the layers' labels ("layer 0") and the parts' names. An error for an adapter without
+---gates, or before it has run.
+---@param name? string
 ---@return moontune.Tensor gates
----@return string[] points
----@return string[] adapters
-function Module:gates() end
+---@return string[] layers
+---@return string[] parts
+function Module:gates(name) end
 
 ---AdapterHub's fusion regularisation, 0.01·Σ‖I − V‖² over the trained value matrices of fusions
 ---whose config has `regularization` (dynamic), to add to the loss; nil when there is none.
@@ -2530,7 +2535,7 @@ function mt.peft.prefix_tuning(model, opts) end
 ---DoRA, IA3, prompt tuning, prefix tuning) as `opts.name` (default "default"); `trainable = false` keeps it frozen. A config
 ---field moontune does not support, a tensor for a layer the model lacks or of another shape is
 ---an error naming it; the model is left unchanged. A directory AdapterHub's `adapters` wrote (a
----bottleneck adapter, or a fusion, whose adapters must be loaded first) loads too, under
+---bottleneck adapter, a union such as UniPELT, or a fusion, whose adapters must be loaded first) loads too, under
 ---`opts.name` or the name it was saved with, which comes back second.
 ---@param model moontune.Module
 ---@param dir string
@@ -2572,6 +2577,49 @@ function mt.peft.load(model, dir, opts) end
 ---@param opts? moontune.BottleneckOptions
 ---@return moontune.Module model
 function mt.peft.bottleneck(model, opts) end
+
+---AdapterHub's prefix tuning options (`PrefixTuningConfig`), a union's `prefix_tuning` part.
+---@class moontune.UnionPrefixOptions
+---@field prefix_length? integer virtual keys and values per layer (default 30; UniPELT 10)
+---@field bottleneck_size? integer the MLP's width making them (default 512; MAM 800)
+---@field non_linearity? string the MLP's activation (default "tanh")
+---@field flat? boolean learn the keys and values directly, without the MLP
+---@field dropout? number on the keys and values in training mode
+---@field leave_out? integer[] layers without a prefix
+---@field use_gating? boolean a gate per layer, sigmoid(Linear(h → 1)) averaged over positions
+---@field shared_gating? boolean one gate for keys and values (default true), else one each
+
+---AdapterHub's LoRA options (`LoRAConfig`) on the attention matrices, a union's `lora` part.
+---@class moontune.UnionLoraOptions
+---@field r? integer rank (default 8)
+---@field alpha? number scaling alpha / r, unless gated (default 8; UniPELT 2)
+---@field attn_matrices? ("q"|"k"|"v")[] default { "q", "v" }
+---@field dropout? number on the input of A in training mode
+---@field leave_out? integer[] layers without LoRA
+---@field init_weights? "lora"|"bert" kaiming-uniform A and zero B, or both from N(0, 0.02)
+---@field use_gating? boolean the update scaled by a gate sigmoid(Linear(x → 1)) averaged over positions, instead of alpha / r
+
+---A union of methods under one name (AdapterHub's `ConfigUnion`): `config` picks a preset, each
+---part's table overrides the preset's options for it (or adds the part), `false` leaves it out.
+---@class moontune.UnionOptions
+---@field name? string default "default"
+---@field config? "unipelt"|"mam"|"prefix_tuning"|"prefix_tuning_flat" UniPELT: gated prefix tuning (10 tokens), gated seq_bn (reduction 16) and gated LoRA (r 8, alpha 2); MAM: prefix tuning (bottleneck 800) and par_bn
+---@field prefix_tuning? moontune.UnionPrefixOptions|boolean
+---@field bottleneck? moontune.BottleneckOptions|boolean its own `config` preset, or options over the preset's adapter
+---@field lora? moontune.UnionLoraOptions|boolean
+
+---Adds a union adapter: AdapterHub's prefix tuning (a pool making every layer's keys and
+---values, put before each attention's own, after RoPE, seen by every query), a bottleneck
+---adapter and LoRA on the attention matrices, each optional and each trained under one name,
+---as `adapters` 1.3 builds them on Llama, GPT-2 and BERT models. `model:gates(name)` reports
+---the gates of gated parts. It saves in AdapterHub's format (`save_adapter`) and composes in
+---a `Stack` only. Layers with a prefix are not gradient-checkpointed. An unknown option or
+---preset, a union with no part, or `leave_out` naming a missing layer is an error, the model
+---unchanged.
+---@param model moontune.Module
+---@param opts? moontune.UnionOptions
+---@return moontune.Module model
+function mt.peft.union(model, opts) end
 
 ---Adds an AdapterFusion layer at every point where the bottleneck adapters `names` all sit
 ---(they must sit at the same points), named "a,b,c"; added frozen. `config` is AdapterHub's

@@ -204,7 +204,11 @@ fn read_weights(model: &Model, dir: &Path, file: &str, pickle: &str) -> Result<B
     let path = dir.join(file);
     if !path.exists() {
         if dir.join(pickle).exists() {
-            bail!("{} holds only a pickle file ({pickle}); moontune never unpickles. Convert it in Python: load it with `adapters` and save it again with use_safetensors=True", dir.display());
+            let safe = if pickle.contains("fusion") { FUSION_WEIGHTS } else { ADAPTER_WEIGHTS };
+            bail!(
+                "{} holds only a pickle file ({pickle}); moontune never unpickles. Convert it in Python: load it with `adapters` and save it again with use_safetensors=True, or (prefix tuning, whose shared tensors safetensors refuses there) `save_file({{k: v.clone().contiguous() for k, v in torch.load(\"{pickle}\").items()}}, \"{safe}\")` with safetensors.torch's save_file",
+                dir.display()
+            );
         }
         bail!("{} has no {file}", dir.display());
     }

@@ -26,6 +26,9 @@ const PREFIX: &str = "base_model.model.";
 /// Writes adapter `name` to `dir` as PEFT does.
 pub fn save(model: &Model, name: &str, dir: &Path) -> Result<()> {
     let adapter = model.adapters.get(name)?;
+    if matches!(adapter.method, Method::Bottleneck(_) | Method::Union(_)) {
+        bail!("adapter '{name}' is a {} adapter, which PEFT's format cannot hold; save it with format = \"adapterhub\"", adapter.method.peft_type());
+    }
     let detached = |t: &Tensor| -> Result<Tensor> { Ok(t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?) };
     let (tensors, config) = if adapter.method.is_prompt() {
         prompt_file(model, name, &adapter.method, &detached)?

@@ -377,8 +377,8 @@ print(model:generate(ids, { max_new_tokens = 2 }):shape())
 pcall(model.merge_and_unload, model)
 "#;
 
-/// Adapters (a DoRA LoRA with a trainable head copy, a prefix, an AdapterHub bottleneck adapter)
-/// each with one fault.
+/// Adapters (a DoRA LoRA with a trainable head copy, a prefix, an AdapterHub bottleneck adapter
+/// and a UniPELT union) each with one fault.
 pub fn adapter_cases(model_dir: &Path, adapters: &[(&str, &Path)]) -> Vec<Case> {
     let model = read_dir(model_dir, "model");
     let mut out = Vec::new();
@@ -414,6 +414,17 @@ pub fn adapter_cases(model_dir: &Path, adapters: &[(&str, &Path)]) -> Vec<Case> 
                 let mut c = config.clone();
                 c["config"][&key] = value.clone();
                 case(format!("config/config.{key}={value}"), "adapter_config.json", serde_json::to_vec(&c).unwrap());
+            }
+        }
+        // A union's parts sit in `config.configs`, a list of such objects.
+        let parts = config.get("config").and_then(|c| c.get("configs")).and_then(|c| c.as_array()).cloned().unwrap_or_default();
+        for (i, part) in parts.iter().enumerate() {
+            for key in part.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+                for value in &values {
+                    let mut c = config.clone();
+                    c["config"]["configs"][i][&key] = value.clone();
+                    case(format!("config/config.configs.{i}.{key}={value}"), "adapter_config.json", serde_json::to_vec(&c).unwrap());
+                }
             }
         }
         for (id, text) in [("not-json", b"{ nope".to_vec()), ("empty", Vec::new()), ("array", b"[]".to_vec()), ("regex-bad", {

@@ -244,6 +244,8 @@ function tests.unions_of_any_parts_and_their_errors()
   expect.raises(function() model:set_active(mt.peft.parallel("m", "l")) end, "can only be in a Stack")
   expect.raises(function() mt.peft.fusion(model, { "m", "l" }) end, "fusion combines bottleneck adapters")
   expect.raises(function() model:gates("m") end, "'m' has no gates")
+  local ok, err = model:save_adapter(os.tmpname(), { name = "m", format = "peft" })
+  assert(ok == nil and err:find("PEFT's format cannot hold", 1, true), tostring(err))
   model:delete_adapter("m")
   assert(next(model:named_parameters{ owner = "m" }) == nil, "deleting a union removes every part")
 end
