@@ -46,18 +46,19 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
       auto h = hidden.narrow(0, start, rows).to(kind);
       auto t = targets.narrow(0, start, rows).unsqueeze(1);
       auto ok = valid.narrow(0, start, rows);
-      auto logits = at::mm(h, w.t()).to(at::kFloat);
-      auto lse = at::logsumexp(logits, {1});
-      auto picked = logits.gather(1, t).squeeze(1);
-      total.add_((lse - picked).masked_fill_(ok.logical_not(), 0).sum());
+      // One fused log-softmax pass set, the loss read from it, the softmax from it in place.
+      auto logp = at::log_softmax(at::mm(h, w.t()).to(at::kFloat), 1);
+      auto picked = logp.gather(1, t).squeeze(1);
+      total.sub_(picked.masked_fill_(ok.logical_not(), 0).sum());
       if (!want_hidden && !want_weight) continue;
-      // d loss / d logits = (softmax − one-hot) / count on rows with a label, 0 elsewhere.
-      auto probs = logits.sub_(lse.unsqueeze(1)).exp_();
+      // d loss / d logits = (softmax − one-hot) / count on rows with a label, 0 elsewhere: the
+      // row scale is applied to the (rows × hidden) products, not to the (rows × vocab) chunk.
+      auto probs = logp.exp_();
       probs.scatter_add_(1, t, at::full({rows, 1}, -1.0, probs.options()));
-      probs.mul_(ok.to(at::kFloat).unsqueeze(1) / count);
+      auto scale = (ok.to(at::kFloat) / count).unsqueeze(1);
       auto g = probs.to(kind);
-      if (want_hidden) grad_hidden.narrow(0, start, rows).copy_(at::mm(g, w));
-      if (want_weight) grad_weight.add_(at::mm(g.t(), h).to(at::kFloat));
+      if (want_hidden) grad_hidden.narrow(0, start, rows).copy_(at::mm(g, w).mul_(scale.to(kind)));
+      if (want_weight) grad_weight.add_(at::mm(g.t(), h.mul(scale.to(kind))).to(at::kFloat));
     }
     ctx->saved_data["weight_kind"] = static_cast<int64_t>(weight.scalar_type());
     ctx->save_for_backward({grad_hidden, grad_weight});
