@@ -2163,10 +2163,17 @@ function Module:gates(name) end
 ---@return moontune.Tensor|nil
 function Module:fusion_regularization() end
 
----The model's fusions: each one's name ("a,b,c"), the adapters it fuses and whether its layers
----train.
----@return { name: string, adapters: string[], trainable: boolean }[]
+---The model's fusions: each one's name ("a,b,c"), the adapters it fuses, whether its layers
+---train and the softmax temperature its next forward uses (with `temperature`, 50 annealing
+---by 50/1000 per forward down to 1; else 1).
+---@return { name: string, adapters: string[], trainable: boolean, temperature: number }[]
 function Module:fusions() end
+
+---Sets fusion `name`'s softmax temperature (≥ 1); annealing goes on from it. Checkpoints use it
+---to put back where annealing had reached, which AdapterHub's fusion files do not hold.
+---@param name string
+---@param t number
+function Module:set_fusion_temperature(name, t) end
 
 ---The active composition as `mt.peft.stack(...)` and friends make it, or nil when none is set
 ---(PEFT-style `set_adapter` activation).

@@ -161,9 +161,15 @@ pub fn add_model_methods<M: UserDataMethods<LuaModule>>(methods: &mut M) {
             t.set("name", f.name.as_str())?;
             t.set("adapters", f.adapters.clone())?;
             t.set("trainable", modular::is_trainable(&m, &f.name))?;
+            t.set("temperature", modular::fusion_temperature(&m, &f.name).or_misuse(call)?)?;
             list.set(i + 1, t)?;
         }
         Ok(list)
+    });
+    method(methods, "set_fusion_temperature", "model.set_fusion_temperature", |_, this, (name, t): (String, f64)| {
+        let call = "model.set_fusion_temperature";
+        this.is_root(call)?;
+        modular::set_fusion_temperature(&*this.model(call)?, &name, t).or_misuse(call)
     });
     method(methods, "active_setup", "model.active_setup", |lua, this, ()| {
         let call = "model.active_setup";

@@ -172,6 +172,16 @@ impl FusionLayer {
             last_weights: RefCell::new(None),
         })
     }
+
+    /// The softmax temperature the next forward uses.
+    pub fn temperature(&self) -> f64 {
+        self.temperature.get()
+    }
+
+    /// Sets the temperature (a checkpoint puts back where annealing had reached).
+    pub fn set_temperature(&self, t: f64) {
+        self.temperature.set(t);
+    }
 }
 
 impl Module for FusionLayer {

@@ -520,6 +520,33 @@ fn point_label(path: &str) -> String {
     format!("{layer} {location}")
 }
 
+/// The softmax temperature fusion `name`'s layers use next (50 annealing down to 1 with
+/// `temperature`, else 1).
+pub fn fusion_temperature(model: &Model, name: &str) -> Result<f64> {
+    if !model.adapters.fusions.iter().any(|f| f.name == name) {
+        bail!("no fusion named '{name}' ({})", fusion_names(model));
+    }
+    let layers = module::named_modules(model.root());
+    let layer = layers.iter().find_map(|(_, m)| m.as_any().downcast_ref::<FusionLayer>().filter(|l| l.owner == name));
+    Ok(layer.map(|l| l.temperature()).unwrap_or(1.0))
+}
+
+/// Sets the temperature of every layer of fusion `name` (a number ≥ 1; annealing goes on from it).
+pub fn set_fusion_temperature(model: &Model, name: &str, t: f64) -> Result<()> {
+    if !model.adapters.fusions.iter().any(|f| f.name == name) {
+        bail!("no fusion named '{name}' ({})", fusion_names(model));
+    }
+    if !t.is_finite() || t < 1.0 {
+        bail!("a fusion temperature must be a number ≥ 1, got {t}");
+    }
+    for (_, m) in module::named_modules(model.root()) {
+        if let Some(l) = m.as_any().downcast_ref::<FusionLayer>().filter(|l| l.owner == name) {
+            l.set_temperature(t);
+        }
+    }
+    Ok(())
+}
+
 /// AdapterHub's fusion regularisation: 0.01 · Σ‖I − V‖² over the trained value matrices of
 /// fusions whose config asks for it (None when none does).
 pub fn fusion_regularization(model: &Model) -> Result<Option<Tensor>> {

@@ -86,7 +86,7 @@ local function model_node(m, path, ctx)
     local dir = ctx.dir .. "/adapters/" .. folder(path) .. "/fusion-" .. f.name
     local ok, err = m:save_adapter(dir, { name = f.name })
     if not ok then error("checkpoint.save: " .. tostring(err), 0) end
-    fusions[#fusions + 1] = { name = f.name }
+    fusions[#fusions + 1] = { name = f.name, temperature = f.temperature }
     if f.trainable then trainable[#trainable + 1] = f.name end
   end
   local active = #adapters > 0 and m:active_adapters() or {}
@@ -216,6 +216,8 @@ local function restore_model(m, node, path, ctx)
       local ok, err = mt.peft.load(m, ctx.dir .. "/adapters/" .. folder(path) .. "/fusion-" .. f.name)
       if not ok then fail(path, "cannot make fusion '" .. f.name .. "' again: " .. tostring(err)) end
     end
+    -- Where its temperature had annealed to (AdapterHub's files do not hold it).
+    if f.temperature then m:set_fusion_temperature(f.name, f.temperature) end
   end
   local sd = {}
   for _, name in ipairs(node.names or {}) do

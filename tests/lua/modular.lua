@@ -156,19 +156,26 @@ end
 
 function tests.a_checkpoint_keeps_adapters_fusions_and_the_active_setup()
   local model = two_adapters("BertForSequenceClassification", bert_config)
-  mt.peft.fusion(model, { "a", "b" })
+  mt.peft.fusion(model, { "a", "b" }, { temperature = true })
   perturb(model, "a,b")
   model:train_fusion{ "a", "b" }
-  local before = out(model)
+  for _ = 1, 3 do out(model) end              -- the temperature anneals: 50 → 49.85
+  local t = model:fusions()[1].temperature
+  assert(math.abs(t - 49.85) < 1e-9, "annealed to " .. t)
+  expect.raises(function() model:set_fusion_temperature("a,b", 0.5) end, "must be a number ≥ 1")
+  expect.raises(function() model:set_fusion_temperature("x", 2) end, "no fusion named 'x'")
   local dir = os.tmpname(); os.remove(dir)
   mt.checkpoint.save(dir, { model = model }, { step = 1 })
+  local before = out(model)                   -- at the temperature saved
   -- A fresh model with the same base (the base is not in the checkpoint: it did not train).
   local again = same_base(model, "BertForSequenceClassification", bert_config)
   mt.checkpoint.load(dir, { model = again })
+  local loaded_t = again:fusions()[1].temperature
   assert(differ(out(again), before) < 1e-6, "the same fused output after loading")
   assert(again:active_setup().block == "Fuse", "the fusion is the active setup again")
   local fusions = again:fusions()
   assert(#fusions == 1 and fusions[1].name == "a,b" and fusions[1].trainable, "the fusion trains again")
+  assert(math.abs(loaded_t - t) < 1e-12, "the annealed temperature is back: " .. loaded_t)
   for _, a in ipairs(again:adapters()) do assert(a.trainable == 0, a.name .. " stays frozen") end
   os.execute("rm -rf " .. dir)
 end
