@@ -181,6 +181,18 @@ pub fn attach_bottleneck(model: &mut Model, name: &str, built: BuiltBottleneck) 
     Ok(paths)
 }
 
+/// Checks an adapter file's tensors (tree names) against what was built for `owner`: the
+/// modules with the paths of their points.
+pub fn check_built(model: &Model, owner: &str, modules: &[(&str, &dyn Module)], tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    let mut expected = BTreeMap::new();
+    for (path, m) in modules {
+        for (pname, t) in m.own_parameters() {
+            expected.insert(format!("{path}.{owner}.{pname}"), t.size());
+        }
+    }
+    check_file(&expected, tensors, &model.architecture)
+}
+
 /// Adds bottleneck adapter `name` with `config` (weights from `tensors`, by tree name, when
 /// given). Everything is built and checked before the model changes. As the PEFT methods, the
 /// first adapter becomes active and trainable, later ones are added inactive and frozen.
@@ -189,13 +201,7 @@ pub fn add_bottleneck(model: &mut Model, name: &str, config: BnConfig, tensors: 
     check_adapter_name(name)?;
     let built = build_bottleneck(model, name, &config)?;
     if let Some(tensors) = tensors {
-        let mut expected = BTreeMap::new();
-        for (path, m) in built.modules() {
-            for (pname, t) in m.own_parameters() {
-                expected.insert(format!("{path}.{name}.{pname}"), t.size());
-            }
-        }
-        check_file(&expected, tensors, &model.architecture)?;
+        check_built(model, name, &built.modules(), tensors)?;
     }
     let activate = model.adapters.active.is_empty() && model.adapters.setup.is_none();
     let paths = attach_bottleneck(model, name, built)?;
@@ -260,13 +266,8 @@ pub fn add_fusion(model: &mut Model, names: &[String], config: FusionConfig, ten
         }
     }
     if let Some(tensors) = tensors {
-        let mut expected = BTreeMap::new();
-        for (path, layer) in &built {
-            for (pname, t) in layer.own_parameters() {
-                expected.insert(format!("{path}.{fusion_name}.{pname}"), t.size());
-            }
-        }
-        check_file(&expected, tensors, &model.architecture)?;
+        let modules: Vec<(&str, &dyn Module)> = built.iter().map(|(p, l)| (p.as_str(), l as &dyn Module)).collect();
+        check_built(model, &fusion_name, &modules, tensors)?;
     }
     let mut by_path: BTreeMap<String, FusionLayer> = built.into_iter().collect();
     for p in residual_points(model) {

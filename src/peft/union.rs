@@ -13,7 +13,7 @@ use tch::Tensor;
 use super::bottleneck::BnConfig;
 use super::hub_lora::{HubLora, HubLoraConfig};
 use super::hub_prefix::{KvShape, LayerPrefix, PrefixPool, PrefixTuningConfig};
-use super::inject::{adapter_kind, check_file, check_name, freeze_base, settle};
+use super::inject::{adapter_kind, check_name, freeze_base, settle};
 use super::modular::{self, BuiltBottleneck};
 use super::{linear, linear_mut, set_slots_active, Adapter, Method};
 use crate::models::model::{Family, Model};
@@ -278,13 +278,7 @@ pub fn add_union(model: &mut Model, name: &str, config: UnionConfig, tensors: Op
         }
     }
     if let Some(tensors) = tensors {
-        let mut expected = BTreeMap::new();
-        for (path, m) in built.modules() {
-            for (pname, t) in m.own_parameters() {
-                expected.insert(format!("{path}.{name}.{pname}"), t.size());
-            }
-        }
-        check_file(&expected, tensors, &model.architecture)?;
+        modular::check_built(model, name, &built.modules(), tensors)?;
     }
     let activate = model.adapters.active.is_empty() && model.adapters.setup.is_none();
     let mut paths = Vec::new();
