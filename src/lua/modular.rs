@@ -15,9 +15,19 @@ use crate::peft::modular;
 /// The blocks a setup table may name in its `block` field.
 const BLOCKS: &[&str] = &["Stack", "Fuse", "Parallel", "BatchSplit", "Average"];
 
+/// How deep blocks may nest: deeper is a table that contains itself, or near enough.
+const MAX_DEPTH: usize = 32;
+
 /// A Lua setup: an adapter name, a block table from `mt.peft.stack(...)` and friends, or (at the
 /// top) a list of names, which stacks them.
 pub fn setup_arg(call: &str, v: Value, top: bool) -> mlua::Result<Setup> {
+    setup_at(call, v, top, 0)
+}
+
+fn setup_at(call: &str, v: Value, top: bool, depth: usize) -> mlua::Result<Setup> {
+    if depth > MAX_DEPTH {
+        return Err(misuse(call, format!("the adapter setup nests blocks more than {MAX_DEPTH} deep (does a table contain itself?)")));
+    }
     match v {
         Value::String(s) => {
             let name = s.to_str().map_err(|_| misuse(call, "an adapter name is not UTF-8 text"))?.to_string();
@@ -25,7 +35,7 @@ pub fn setup_arg(call: &str, v: Value, top: bool) -> mlua::Result<Setup> {
         }
         Value::Table(t) => {
             let block: Option<String> = t.get("block")?;
-            let children = t.sequence_values::<Value>().map(|c| setup_arg(call, c?, false)).collect::<mlua::Result<Vec<_>>>()?;
+            let children = t.sequence_values::<Value>().map(|c| setup_at(call, c?, false, depth + 1)).collect::<mlua::Result<Vec<_>>>()?;
             let setup = match block.as_deref() {
                 None if top => Setup::Stack(children),
                 None => return Err(misuse(call, "a nested setup must be a block (mt.peft.stack, fuse, parallel, batch_split, average) or an adapter name")),

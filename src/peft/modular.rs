@@ -442,7 +442,6 @@ fn gate_values(model: &Model, name: &str) -> Result<Vec<(i64, usize, f64)>> {
     // One number per (layer, part): the mean over every gate value of that part in the layer.
     let mut out: Vec<(i64, usize, f64)> = Vec::new();
     let mut keys: Vec<(i64, usize)> = seen.iter().map(|(l, p, _)| (*l, *p)).collect();
-    keys.dedup();
     keys.sort();
     keys.dedup();
     for (layer, part) in keys {

@@ -265,6 +265,8 @@ function tests.bad_setups_and_configs_are_refused_with_the_model_unchanged()
   expect.raises(function() model:set_active(mt.peft.fuse("a", "b")) end, "no such fusion")
   expect.raises(function() mt.peft.fuse("a", mt.peft.parallel("b")) end, "cannot nest Parallel inside Fuse")
   expect.raises(function() mt.peft.batch_split("a", "b") end, "batch sizes")
+  local cycle = { block = "Stack" }; cycle[1] = cycle
+  expect.raises(function() model:set_active(cycle) end, "nests blocks more than 32 deep")
   assert(differ(out(model), before) == 0, "a refused setup leaves the active one")
   model:set_active(mt.peft.batch_split("a", "b", { batch_sizes = { 1, 2 } }))
   expect.raises(function() out(model) end, "sizes [1, 2] add up to 3")
