@@ -319,6 +319,19 @@ impl Dense {
         Ok(Dense { weight, bias })
     }
 
+    /// A learned gate as AdapterHub makes one (UniPELT's): nn.Linear's init, then the weight
+    /// from N(0, 0.02); trainable.
+    pub(super) fn gate(n_in: i64, n_out: i64, kind: Kind, device: Device) -> Result<Dense> {
+        let mut d = Dense::new(n_in, n_out, kind, device)?;
+        let _ = d.weight.f_normal_(0.0, 0.02)?;
+        d.trainable()
+    }
+
+    /// The same layer with both tensors requiring gradients.
+    pub(super) fn trainable(self) -> Result<Dense> {
+        Ok(Dense { weight: self.weight.f_set_requires_grad(true)?, bias: self.bias.f_set_requires_grad(true)? })
+    }
+
     /// BERT's init: weight from N(0, 0.02), bias zero.
     pub(super) fn bert(mut self) -> Result<Dense> {
         let _ = self.weight.f_normal_(0.0, 0.02)?;
@@ -406,11 +419,11 @@ impl Bottleneck {
             owner: owner.to_string(),
             config: config.clone(),
             norm_before: if config.ln_before { let (w, b) = norm()?; Some((trainable(w)?, trainable(b)?)) } else { None },
-            down: Dense { weight: trainable(down.weight)?, bias: trainable(down.bias)? },
-            up: Dense { weight: trainable(up.weight)?, bias: trainable(up.bias)? },
+            down: down.trainable()?,
+            up: up.trainable()?,
             scaling: scaling.map(trainable).transpose()?,
             norm_after: norm_after.map(|(w, b)| Ok::<_, anyhow::Error>((trainable(w)?, trainable(b)?))).transpose()?,
-            gate: gate.map(|g| Ok::<_, anyhow::Error>(Dense { weight: trainable(g.weight)?, bias: trainable(g.bias)? })).transpose()?,
+            gate: gate.map(Dense::trainable).transpose()?,
             last_gate: RefCell::new(None),
             down_names: [format!("adapter_down.{i}.weight"), format!("adapter_down.{i}.bias")],
         })
@@ -564,8 +577,7 @@ impl NiceCoupling {
         let (len1, len2) = (hidden / 2, hidden - hidden / 2);
         let subnet = |n_in: i64, n_out: i64| -> Result<(Dense, Dense)> {
             let mid = ((n_in as f64 / reduction_factor).floor() as i64).max(1);
-            let train = |d: Dense| -> Result<Dense> { Ok(Dense { weight: d.weight.f_set_requires_grad(true)?, bias: d.bias.f_set_requires_grad(true)? }) };
-            Ok((train(Dense::new(n_in, mid, kind, device)?.bert()?)?, train(Dense::new(mid, n_out, kind, device)?.bert()?)?))
+            Ok((Dense::new(n_in, mid, kind, device)?.bert()?.trainable()?, Dense::new(mid, n_out, kind, device)?.bert()?.trainable()?))
         };
         Ok(NiceCoupling { owner: owner.to_string(), non_linearity: non_linearity.to_string(), f: subnet(len2, len1)?, g: subnet(len1, len2)?, split: len1 })
     }

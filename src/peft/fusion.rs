@@ -144,10 +144,7 @@ impl FusionLayer {
     pub fn new(owner: &str, config: &FusionConfig, hidden: i64, attention_dropout: f64, kind: Kind, device: Device) -> Result<FusionLayer> {
         let _guard = tch::no_grad_guard();
         let train = |t: Tensor| t.f_set_requires_grad(true);
-        let dense = |n_out: i64| -> Result<Dense> {
-            let d = Dense::new(hidden, n_out, kind, device)?.bert()?;
-            Ok(Dense { weight: train(d.weight)?, bias: train(d.bias)? })
-        };
+        let dense = |n_out: i64| -> Result<Dense> { Dense::new(hidden, n_out, kind, device)?.bert()?.trainable() };
         let value = if config.value {
             let w = if config.value_initialized {
                 Tensor::f_eye(hidden, (kind, device))?.f_mul_scalar(1.0 - 1e-6)?.f_add_scalar(1e-6)?

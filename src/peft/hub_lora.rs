@@ -144,13 +144,7 @@ impl HubLora {
         } else {
             kaiming_uniform_(&mut a, 5f64.sqrt())?;
         }
-        let gate = if config.use_gating {
-            let mut d = Dense::new(base.in_features, blocks, kind, device)?;
-            let _ = d.weight.f_normal_(0.0, 0.02)?;
-            Some(Dense { weight: d.weight.f_set_requires_grad(true)?, bias: d.bias.f_set_requires_grad(true)? })
-        } else {
-            None
-        };
+        let gate = if config.use_gating { Some(Dense::gate(base.in_features, blocks, kind, device)?) } else { None };
         Ok(HubLora {
             owner: owner.to_string(),
             lora_a: a.f_set_requires_grad(true)?,

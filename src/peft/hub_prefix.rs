@@ -139,10 +139,9 @@ impl PrefixPool {
         let source = if config.flat {
             Source::Flat { control_trans: Tensor::f_randn([config.prefix_length * width], (kind, device))?.f_set_requires_grad(true)? }
         } else {
-            let hidden_layer = Dense::new(hidden, config.bottleneck_size, kind, device)?;
-            let out = Dense::new(config.bottleneck_size, width, kind, device)?;
-            let trained = |d: Dense| -> Result<Dense> { Ok(Dense { weight: d.weight.f_set_requires_grad(true)?, bias: d.bias.f_set_requires_grad(true)? }) };
-            Source::Mlp { wte: Tensor::f_randn([config.prefix_length, hidden], (kind, device))?.f_set_requires_grad(true)?, hidden: trained(hidden_layer)?, out: trained(out)? }
+            let hidden_layer = Dense::new(hidden, config.bottleneck_size, kind, device)?.trainable()?;
+            let out = Dense::new(config.bottleneck_size, width, kind, device)?.trainable()?;
+            Source::Mlp { wte: Tensor::f_randn([config.prefix_length, hidden], (kind, device))?.f_set_requires_grad(true)?, hidden: hidden_layer, out }
         };
         Ok(PrefixPool { owner: owner.to_string(), source, shape, prefix_length: config.prefix_length, non_linearity: config.non_linearity.clone(), dropout: config.dropout })
     }
@@ -203,13 +202,7 @@ pub struct LayerPrefix {
 impl LayerPrefix {
     /// AdapterHub's gate: nn.Linear(hidden → 1, or 2 without `shared_gating`), weight from N(0, 0.02).
     pub fn new(owner: &str, index: usize, config: &PrefixTuningConfig, hidden: i64, kind: Kind, device: Device) -> Result<LayerPrefix> {
-        let gate = if config.use_gating {
-            let mut d = Dense::new(hidden, if config.shared_gating { 1 } else { 2 }, kind, device)?;
-            let _ = d.weight.f_normal_(0.0, 0.02)?;
-            Some(Dense { weight: d.weight.f_set_requires_grad(true)?, bias: d.bias.f_set_requires_grad(true)? })
-        } else {
-            None
-        };
+        let gate = if config.use_gating { Some(Dense::gate(hidden, if config.shared_gating { 1 } else { 2 }, kind, device)?) } else { None };
         Ok(LayerPrefix { owner: owner.to_string(), index, gate, last_gate: RefCell::new(None) })
     }
 }

@@ -285,9 +285,7 @@ pub fn add_fusion(model: &mut Model, names: &[String], config: FusionConfig, ten
 
 /// Removes fusion `name` ("a,b,c") from every point.
 pub fn delete_fusion(model: &mut Model, name: &str) -> Result<()> {
-    if !model.adapters.fusions.iter().any(|f| f.name == name) {
-        bail!("no fusion named '{name}' ({})", fusion_names(model));
-    }
+    find_fusion(model, name)?;
     if model.adapters.setup.as_ref().is_some_and(|s| s.fusions().iter().any(|(f, _)| f == name)) {
         bail!("fusion '{name}' is in the active setup; activate another setup first");
     }
@@ -298,6 +296,11 @@ pub fn delete_fusion(model: &mut Model, name: &str) -> Result<()> {
     }
     model.adapters.fusions.retain(|f| f.name != name);
     Ok(())
+}
+
+/// Fusion `name` ("a,b,c") of the model, or an error listing its fusions.
+fn find_fusion<'a>(model: &'a Model, name: &str) -> Result<&'a Fusion> {
+    model.adapters.fusions.iter().find(|f| f.name == name).ok_or_else(|| anyhow!("no fusion named '{name}' ({})", fusion_names(model)))
 }
 
 fn fusion_names(model: &Model) -> String {
@@ -395,7 +398,7 @@ fn freeze_owner(model: &Model, owner: &str, on: bool) -> Result<()> {
 /// has several.
 pub fn fusion_weights(model: &Model, name: Option<&str>) -> Result<(Tensor, Vec<String>, Vec<String>)> {
     let fusion = match name {
-        Some(n) => model.adapters.fusions.iter().find(|f| f.name == n).ok_or_else(|| anyhow!("no fusion named '{n}' ({})", fusion_names(model)))?,
+        Some(n) => find_fusion(model, n)?,
         None => match model.adapters.fusions.as_slice() {
             [one] => one,
             [] => bail!("the model has no fusions"),
@@ -523,9 +526,7 @@ fn point_label(path: &str) -> String {
 /// The softmax temperature fusion `name`'s layers use next (50 annealing down to 1 with
 /// `temperature`, else 1).
 pub fn fusion_temperature(model: &Model, name: &str) -> Result<f64> {
-    if !model.adapters.fusions.iter().any(|f| f.name == name) {
-        bail!("no fusion named '{name}' ({})", fusion_names(model));
-    }
+    find_fusion(model, name)?;
     let layers = module::named_modules(model.root());
     let layer = layers.iter().find_map(|(_, m)| m.as_any().downcast_ref::<FusionLayer>().filter(|l| l.owner == name));
     Ok(layer.map(|l| l.temperature()).unwrap_or(1.0))
@@ -533,9 +534,7 @@ pub fn fusion_temperature(model: &Model, name: &str) -> Result<f64> {
 
 /// Sets the temperature of every layer of fusion `name` (a number ≥ 1; annealing goes on from it).
 pub fn set_fusion_temperature(model: &Model, name: &str, t: f64) -> Result<()> {
-    if !model.adapters.fusions.iter().any(|f| f.name == name) {
-        bail!("no fusion named '{name}' ({})", fusion_names(model));
-    }
+    find_fusion(model, name)?;
     if !t.is_finite() || t < 1.0 {
         bail!("a fusion temperature must be a number ≥ 1, got {t}");
     }
