@@ -9,7 +9,8 @@
 //! C++ shims against libtorch's headers: shim.cpp (what tch does not bind: foreach and fused
 //! optimizer kernels, tensor identity, generators), linear4bit.cpp (the autograd function of a
 //! 4-bit linear layer), checkpoint.cpp (gradient checkpointing's autograd function),
-//! linear_cross_entropy.cpp (the output head fused with the loss) and, where libtorch has CUDA,
+//! linear_cross_entropy.cpp (the output head fused with the loss), src/dist/c10d.cpp (PyTorch's
+//! distributed engine: store, Gloo process group, collectives, Reducer) and, where libtorch has CUDA,
 //! the one that reads the CUDA caching allocator's statistics.
 
 use std::path::{Path, PathBuf};
@@ -86,6 +87,16 @@ fn build_shim(lib_dir: &Path) {
     libtorch_cpp(lib_dir, "src/tensor/linear4bit.cpp").compile("moontune_linear4bit");
     libtorch_cpp(lib_dir, "src/tensor/checkpoint.cpp").compile("moontune_checkpoint");
     libtorch_cpp(lib_dir, "src/tensor/linear_cross_entropy.cpp").compile("moontune_linear_cross_entropy");
+    build_c10d(lib_dir);
+}
+
+/// Compiles the distributed shim. Its Gloo backend needs Gloo's headers (Debian's libgloo-dev,
+/// which tools/env.sh installs); without them it builds without Gloo and says so at run time.
+/// The build runs again when they appear or change.
+fn build_c10d(lib_dir: &Path) {
+    let gloo = Path::new("/usr/include/gloo/context.h");
+    println!("cargo:rerun-if-changed={}", if gloo.exists() { gloo } else { Path::new("/usr/include") }.display());
+    libtorch_cpp(lib_dir, "src/dist/c10d.cpp").compile("moontune_c10d");
 }
 
 /// Compiles the CUDA memory shim, also against the CUDA headers of the nvidia wheels beside

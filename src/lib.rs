@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod commands;
 pub mod data;
+pub mod dist;
 pub mod gguf;
 pub mod io;
 pub mod lua;

@@ -1,4 +1,4 @@
-//! The `moontune` command: `run` a recipe, `test` Lua files, open a `repl`, ask the `doctor`,
+//! The `moontune` command: `run` a recipe (or `launch` it on several ranks), `test` Lua files, open a `repl`, ask the `doctor`,
 //! or `convert` a model between a Hugging Face directory and GGUF.
 
 use std::path::PathBuf;
@@ -24,27 +24,30 @@ struct Cli {
 enum Command {
     /// Run a recipe (or a plain Lua script), overriding config values with key=value.
     Run {
-        /// The recipe file.
-        recipe: PathBuf,
-        /// Config overrides, e.g. lr=1e-4 steps=200.
-        overrides: Vec<String>,
-        /// Plain output instead of the terminal UI (automatic when stdout is not a terminal).
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run a recipe on several ranks, data-parallel, as torchrun does: --nproc processes here
+    /// (and --nnodes machines meeting at --master), each a `moontune run` with torchrun's
+    /// environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
+    Launch {
+        /// Ranks on this machine.
+        #[arg(long, default_value_t = 1)]
+        nproc: usize,
+        /// Machines taking part.
+        #[arg(long, default_value_t = 1)]
+        nnodes: usize,
+        /// This machine's place among them (0 serves the rendezvous).
+        #[arg(long, default_value_t = 0)]
+        node_rank: usize,
+        /// Node 0's ADDR:PORT (default on one machine: 127.0.0.1 and a free port).
         #[arg(long)]
-        headless: bool,
-        /// Do not reload the recipe when its files change (SIGHUP and `:reload` still do).
-        #[arg(long)]
-        no_watch: bool,
-        /// Where run directories are made.
-        #[arg(long, default_value = "runs")]
-        runs_dir: PathBuf,
-        /// The Lua heap's limit (tables, strings; not tensors), e.g. 512M or 16G. Default: 8G,
-        /// or half the machine's memory if less.
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        lua_memory: Option<u64>,
-        /// Continue the run in RUN_DIR from its latest checkpoint (same weights, optimizer state,
-        /// random streams and data position as when it was written).
-        #[arg(long, value_name = "RUN_DIR")]
-        resume: Option<PathBuf>,
+        master: Option<String>,
+        /// Seconds a collective waits for the other ranks before it fails.
+        #[arg(long, default_value_t = moontune::dist::world::DEFAULT_TIMEOUT_S)]
+        timeout: f64,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Show versions (moontune, libtorch, Lua), threads, and CUDA devices.
     Doctor,
@@ -94,6 +97,55 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+}
+
+/// What `run` takes, and `launch` passes on to every rank.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The recipe file.
+    recipe: PathBuf,
+    /// Config overrides, e.g. lr=1e-4 steps=200.
+    overrides: Vec<String>,
+    /// Plain output instead of the terminal UI (automatic when stdout is not a terminal).
+    #[arg(long)]
+    headless: bool,
+    /// Do not reload the recipe when its files change (SIGHUP and `:reload` still do).
+    #[arg(long)]
+    no_watch: bool,
+    /// Where run directories are made.
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+    /// The Lua heap's limit (tables, strings; not tensors), e.g. 512M or 16G. Default: 8G,
+    /// or half the machine's memory if less.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    lua_memory: Option<u64>,
+    /// Continue the run in RUN_DIR from its latest checkpoint (same weights, optimizer state,
+    /// random streams and data position as when it was written).
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The arguments of `moontune run` that give these back.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.headless {
+            args.push("--headless".into());
+        }
+        if self.no_watch {
+            args.push("--no-watch".into());
+        }
+        args.extend(["--runs-dir".into(), self.runs_dir.display().to_string()]);
+        if let Some(bytes) = self.lua_memory {
+            args.extend(["--lua-memory".into(), bytes.to_string()]);
+        }
+        if let Some(dir) = &self.resume {
+            args.extend(["--resume".into(), dir.display().to_string()]);
+        }
+        args.push(self.recipe.display().to_string());
+        args.extend(self.overrides.iter().cloned());
+        args
+    }
 }
 
 #[derive(Subcommand)]
@@ -168,6 +220,14 @@ fn run_recipe(recipe: PathBuf, overrides: Vec<String>, runs_dir: PathBuf, watch:
         Ok(Err(e)) => eprintln!("moontune: the front end failed: {e:#}"),
         Err(_) => eprintln!("moontune: the front end panicked"),
     }
+    let follower = moontune::dist::world::place().is_ok_and(|p| p.rank > 0);
+    if !use_tui && follower {
+        // The other ranks' standard output is dropped under `moontune launch`; their errors
+        // go to standard error, which the launcher shows with the rank.
+        if let Err(e) = &result {
+            eprintln!("moontune: error: {e:#}");
+        }
+    }
     if use_tui {
         match &result {
             Ok(o) => eprintln!("moontune: {} after {} steps; run directory: {}", if o.interrupted { "stopped" } else { "finished" }, o.steps, o.run_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
@@ -219,7 +279,12 @@ fn main() {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { recipe, overrides, headless, no_watch, runs_dir, lua_memory, resume } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless, lua_memory, resume),
+        Command::Run { run: RunArgs { recipe, overrides, headless, no_watch, runs_dir, lua_memory, resume } } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless, lua_memory, resume),
+        Command::Launch { nproc, nnodes, node_rank, master, timeout, run } => {
+            let rank0_tui = !run.headless && std::io::stdout().is_terminal();
+            let o = moontune::dist::launch::LaunchOptions { nproc, nnodes, node_rank, master, timeout, run_args: run.to_args(), rank0_tui };
+            moontune::dist::launch::launch(&o)
+        }
         Command::Doctor => doctor::report().and_then(|lines| output::line(lines.join("\n"))).map(|()| 0),
         Command::Test { paths } => {
             let paths = if paths.is_empty() { vec![PathBuf::from("tests/lua")] } else { paths };

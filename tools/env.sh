@@ -64,6 +64,15 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
         || echo "moontune: could not install chromium; the report test will be skipped" >&2
 fi
 
+# Gloo's headers (Debian's libgloo-dev): the C++ shim of data-parallel runs (src/dist/c10d.cpp)
+# includes PyTorch's ProcessGroupGloo.hpp, which needs them and which the torch wheel does not
+# ship (its Gloo is inside libtorch_cpu). Without them moontune builds without multi-rank runs.
+if [ ! -f /usr/include/gloo/context.h ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "moontune: installing libgloo-dev (Debian's package) for data-parallel runs" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgloo-dev; } >/dev/null 2>&1 \
+        || echo "moontune: could not install libgloo-dev; moontune launch will not be available" >&2
+fi
+
 export VIRTUAL_ENV="$moontune_venv"
 export PATH="$moontune_venv/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1

@@ -64,6 +64,11 @@ pub trait Regroup {
 
     /// The output's length for an input of `inner` examples, where it follows from that alone.
     fn len(&self, inner: u64) -> Option<u64>;
+
+    /// Whether it deals one rank's share (`shard`), so that iterating does not deal again.
+    fn shards(&self) -> bool {
+        false
+    }
 }
 
 pub enum Node {
@@ -160,6 +165,21 @@ impl Dataset {
 
     pub fn regroup(&self, op: Rc<dyn Regroup>) -> Dataset {
         Dataset::with(Node::Regroup { inner: self.clone(), op })
+    }
+
+    /// Rank `index`'s share of `count` (see `shard.rs`).
+    pub fn shard(&self, index: u64, count: u64) -> Result<Dataset> {
+        Ok(self.regroup(Rc::new(super::shard::Shard::new(index, count)?)))
+    }
+
+    /// Whether a share was taken anywhere in the pipeline.
+    pub fn is_sharded(&self) -> bool {
+        match &*self.0 {
+            Node::Source(_) => false,
+            Node::Map { inner, .. } | Node::Filter { inner, .. } | Node::Shuffle { inner, .. } | Node::Take { inner, .. } | Node::Skip { inner, .. } | Node::Pick { inner, .. } => inner.is_sharded(),
+            Node::Concat(parts) | Node::Interleave { parts, .. } => parts.iter().any(Dataset::is_sharded),
+            Node::Regroup { inner, op } => op.shards() || inner.is_sharded(),
+        }
     }
 
     /// Whether examples can be fetched by position (so a full shuffle needs no copy).

@@ -15,6 +15,7 @@ pub mod pii;
 pub mod records;
 pub mod rng;
 pub mod schema;
+pub mod shard;
 pub mod source;
 pub mod split;
 pub mod stream;

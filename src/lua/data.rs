@@ -318,6 +318,8 @@ fn split(lua: &Lua, data: &Dataset, opts: Table) -> mlua::Result<Table> {
 struct IterArgs {
     /// How many passes (default 1); math.huge for no end.
     epochs: Option<f64>,
+    /// In a data-parallel run, give this rank its share (default true).
+    shard: Option<bool>,
 }
 
 fn count(call: &str, what: &str, v: &Value) -> mlua::Result<u64> {
@@ -353,6 +355,13 @@ impl UserData for LuaDataset {
         });
         method(methods, "take", "data.take", |lua, this, n: Value| new(lua, this.0.take(count("data.take", "n", &n)?)));
         method(methods, "skip", "data.skip", |lua, this, n: Value| new(lua, this.0.skip(count("data.skip", "n", &n)?)));
+        method(methods, "shard", "data.shard", |lua, this, (rank, world): (Option<Value>, Option<Value>)| {
+            let call = "data.shard";
+            let place = crate::dist::world::place().or_misuse(call)?;
+            let rank = rank.map(|v| count(call, "rank", &v)).transpose()?.unwrap_or(place.rank as u64);
+            let world = world.map(|v| count(call, "world", &v)).transpose()?.unwrap_or(place.size as u64);
+            new(lua, this.0.shard(rank, world).or_misuse(call)?)
+        });
         method(methods, "batch", "data.batch", |lua, this, o: Value| new(lua, this.0.regroup(Rc::new(Batcher(batch_options("data.batch", o)?)))));
         method(methods, "template", "data.template", |lua, this, t: Value| {
             let call = "data.template";
@@ -480,7 +489,8 @@ impl UserData for LuaDataset {
                 Some(x) if x >= 0.0 && x.fract() == 0.0 => Some(x as u64),
                 Some(x) => return Err(misuse(call, format!("epochs must be a whole number or math.huge, got {x}"))),
             };
-            Ok(LuaDataIter(DataIter::new(this.0.clone(), epochs)))
+            let data = if o.shard.unwrap_or(true) { crate::data::shard::for_this_rank(&this.0).or_misuse(call)? } else { this.0.clone() };
+            Ok(LuaDataIter(DataIter::new(data, epochs)))
         });
         method(methods, "len", "data.len", |_, this, ()| this.0.len().or_misuse("data.len"));
         methods.add_meta_function(MetaMethod::Len, |_, ud: mlua::AnyUserData| ud.borrow::<LuaDataset>()?.0.len().or_misuse("#dataset"));

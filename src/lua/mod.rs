@@ -5,6 +5,7 @@ pub mod args;
 pub mod callbacks;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod gguf;
 pub mod example;
 pub mod json;

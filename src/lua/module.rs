@@ -46,6 +46,7 @@ pub fn create(lua: &Lua) -> mlua::Result<Table> {
     mt.set("metrics", super::metrics::create_table(lua)?)?;
     mt.set("data", super::data::create_table(lua)?)?;
     mt.set("checkpoint", super::checkpoint::create_table(lua)?)?;
+    mt.set("dist", super::dist::create_table(lua)?)?;
     mt.set("save", function(lua, "save", serialize::save)?)?;
     mt.set("load", function(lua, "load", serialize::load)?)?;
     mt.set("no_grad", tensor_create::no_grad(lua)?)?;

@@ -14,7 +14,8 @@ use crate::io::write_atomic;
 
 pub struct RunDir {
     pub path: PathBuf,
-    metrics: BufWriter<File>,
+    /// None on a data-parallel run's other ranks: only the main rank writes the directory.
+    metrics: Option<BufWriter<File>>,
 }
 
 impl RunDir {
@@ -33,7 +34,7 @@ impl RunDir {
             write_atomic(&path.join("recipe.lua"), &src)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path.join("metrics.jsonl"))?;
-        Ok(RunDir { path, metrics: BufWriter::new(file) })
+        Ok(RunDir { path, metrics: Some(BufWriter::new(file)) })
     }
 
     /// Opens an existing run directory to continue it after its checkpoint of `step`: rows of
@@ -49,7 +50,7 @@ impl RunDir {
             .collect();
         write_atomic(&file, kept.as_bytes())?;
         let metrics = OpenOptions::new().create(true).append(true).open(&file)?;
-        let mut dir = RunDir { path: path.to_path_buf(), metrics: BufWriter::new(metrics) };
+        let mut dir = RunDir { path: path.to_path_buf(), metrics: Some(BufWriter::new(metrics)) };
         let mut row = Map::new();
         row.insert("kind".into(), json!("resume"));
         row.insert("step".into(), json!(step));
@@ -58,7 +59,20 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// The main rank's directory as another rank of a data-parallel run sees it: it writes
+    /// nothing there.
+    pub fn follower(path: &Path) -> RunDir {
+        RunDir { path: path.to_path_buf(), metrics: None }
+    }
+
+    pub fn writes(&self) -> bool {
+        self.metrics.is_some()
+    }
+
     pub fn write_config(&self, config: &Value) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
         write_atomic(&self.path.join("config.json"), serde_json::to_string_pretty(config)?.as_bytes())
     }
 
@@ -90,7 +104,7 @@ impl RunDir {
 
     /// Keeps the latest value of each panel (a confusion matrix, …) in panels.json, for reports.
     pub fn log_panels(&self, step: u64, panels: &[Panel]) -> Result<()> {
-        if panels.is_empty() {
+        if panels.is_empty() || !self.writes() {
             return Ok(());
         }
         let file = self.path.join("panels.json");
@@ -122,8 +136,9 @@ impl RunDir {
     }
 
     fn write_row(&mut self, row: Map<String, Value>) -> Result<()> {
-        writeln!(self.metrics, "{}", Value::Object(row))?;
-        self.metrics.flush()?;
+        let Some(metrics) = &mut self.metrics else { return Ok(()) };
+        writeln!(metrics, "{}", Value::Object(row))?;
+        metrics.flush()?;
         Ok(())
     }
 }

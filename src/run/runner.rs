@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,7 @@ use crate::lua::models::{adapters_of, model_panels_of, parameters_of};
 use crate::lua::tensor::as_tensor;
 use crate::lua::{load_file, new_lua, route_print};
 use crate::checkpoint::policy::{Policy, Tracker};
+use crate::dist::sync::{Decisions, Lockstep};
 use crate::nn::module::ParamCounts;
 
 pub struct RunOptions {
@@ -145,10 +146,16 @@ struct Loop<'a> {
     recipe_hash: String,
     /// The step of the last checkpoint written (or resumed from).
     last_saved: Option<u64>,
+    /// The other ranks of a data-parallel run (none in a world of one).
+    lockstep: Lockstep,
+    /// A stop was asked for (Ctrl-C on the main rank), as of the last step boundary.
+    stop: bool,
 }
 
 fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress) -> Result<()> {
     let overrides = parse_overrides(&opts.overrides)?;
+    // Under `moontune launch` (or torchrun), meet the other ranks first.
+    let lockstep = Lockstep::join()?;
     // The recipe and its folder, absolute: `moontune run rec.lua` has an empty parent, and the
     // module path, the watcher and reloads all need the real folder.
     let recipe_path = std::path::absolute(&opts.recipe).map(|p| watch::canonical(&p)).with_context(|| format!("cannot resolve {}", opts.recipe.display()))?;
@@ -196,17 +203,25 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         return Err(anyhow!("the recipe needs config.steps or a done function to know when to stop"));
     }
 
-    let run_dir = match &saved {
-        Some(s) => RunDir::resume(opts.resume.as_deref().expect("saved comes from --resume"), s.step, s.seconds)?,
-        None => RunDir::create(&opts.runs_root, &opts.recipe)?,
+    let run_dir = if lockstep.is_main() {
+        let made = match &saved {
+            Some(s) => RunDir::resume(opts.resume.as_deref().expect("saved comes from --resume"), s.step, s.seconds)?,
+            None => RunDir::create(&opts.runs_root, &opts.recipe)?,
+        };
+        lockstep.run_dir(Some(&made.path))?;
+        made
+    } else {
+        RunDir::follower(&lockstep.run_dir(None)?)
     };
     run_dir.write_config(&to_json(&Value::Table(cfg.clone())))?;
     progress.run_dir = Some(run_dir.path.clone());
-    if saved.is_some() {
-        // The FIFO of the run that was stopped (a killed process cannot remove its own).
-        let _ = std::fs::remove_file(run_dir.path.join("control"));
+    if lockstep.is_main() {
+        if saved.is_some() {
+            // The FIFO of the run that was stopped (a killed process cannot remove its own).
+            let _ = std::fs::remove_file(run_dir.path.join("control"));
+        }
+        spawn_control_fifo(&run_dir.path.join("control"), opts.command_tx.clone())?;
     }
-    spawn_control_fifo(&run_dir.path.join("control"), opts.command_tx.clone())?;
     let _ = events.send(Event::Started {
         recipe: opts.recipe.display().to_string(),
         run_dir: Some(run_dir.path.clone()),
@@ -232,7 +247,7 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         }
     }
     *watched.lock().map_err(|_| anyhow!("watch list poisoned"))? = watched_files(&lua, &recipe_path)?;
-    let _watcher = if opts.watch { Some(watch::spawn(&dir, watched.clone(), opts.command_tx.clone())?) } else { None };
+    let _watcher = if opts.watch && lockstep.is_main() { Some(watch::spawn(&dir, watched.clone(), opts.command_tx.clone())?) } else { None };
 
     report_model(&state, events);
     let mut l = Loop {
@@ -255,6 +270,8 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
         tracker,
         recipe_hash,
         last_saved: saved.as_ref().map(|s| s.step),
+        lockstep,
+        stop: false,
     };
     l.run(progress)
 }
@@ -272,7 +289,7 @@ impl Loop<'_> {
             if total.is_some_and(|t| progress.steps >= t) {
                 break;
             }
-            if self.quit || self.opts.stop.load(Ordering::SeqCst) {
+            if self.quit || self.stop {
                 progress.interrupted = true;
                 progress.quit = self.quit;
                 break;
@@ -290,7 +307,7 @@ impl Loop<'_> {
             };
             self.versions.proven(true);
             progress.steps = step;
-            let metrics = metrics_of(&out)?;
+            let metrics = self.lockstep.combine(metrics_of(&out)?, "step")?;
             self.run_dir.log_metrics("step", step, self.started.elapsed().as_secs_f64(), &metrics)?;
             let panels = with_model_panels(panels_of(&out)?, &self.state);
             self.run_dir.log_panels(step, &panels)?;
@@ -335,6 +352,9 @@ impl Loop<'_> {
             let dir = self.run_dir.path.display().to_string();
             call_traced::<Value>(self.lua, &finish, (self.state.clone(), self.cfg.clone(), dir)).map_err(|e| anyhow!("finish failed: {e}"))?;
         }
+        if !self.lockstep.is_main() {
+            return Ok(());
+        }
         // The report is a view of what the run wrote; failing to draw it loses nothing.
         match crate::report::write(std::slice::from_ref(&self.run_dir.path), &self.run_dir.path) {
             Ok(w) => {
@@ -347,42 +367,50 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Applies pending commands; while paused, waits for more.
+    /// Applies the commands decided at this boundary (on the main rank: those that arrived;
+    /// the other ranks get the same); while paused, waits for more.
     fn boundary(&mut self, step: u64) -> Result<()> {
         loop {
-            if self.opts.reload.swap(false, Ordering::SeqCst) {
-                self.reload(step)?;
+            let mine = if self.lockstep.is_main() { self.arrived() } else { Decisions::default() };
+            let decided = self.lockstep.decide(mine)?;
+            self.stop |= decided.stop;
+            for command in decided.commands {
+                match command {
+                    Command::Pause => self.set_paused(true),
+                    Command::Resume => self.set_paused(false),
+                    Command::TogglePause => self.set_paused(!self.paused),
+                    Command::Save => self.checkpoint(step),
+                    Command::EvalNow => self.evaluate(step)?,
+                    Command::Reload => self.reload(step)?,
+                    Command::Repl(line) => {
+                        let result = eval_in_run(self.lua, &line, &self.state, &self.cfg);
+                        let _ = self.events.send(Event::Log(format!("> {line}\n{result}")));
+                        self.settings_changed()?;
+                    }
+                    Command::Quit => self.quit = true,
+                }
             }
-            let command = if self.paused && !self.quit && !self.opts.stop.load(Ordering::SeqCst) {
-                match self.opts.commands.recv_timeout(Duration::from_millis(100)) {
-                    Ok(c) => Some(c),
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => None,
-                }
-            } else {
-                self.opts.commands.try_recv().ok()
-            };
-            let Some(command) = command else {
-                if self.paused && !self.quit && !self.opts.stop.load(Ordering::SeqCst) {
-                    continue;
-                }
+            if !self.paused || self.quit || self.stop {
                 return Ok(());
-            };
-            match command {
-                Command::Pause => self.set_paused(true),
-                Command::Resume => self.set_paused(false),
-                Command::TogglePause => self.set_paused(!self.paused),
-                Command::Save => self.checkpoint(step),
-                Command::EvalNow => self.evaluate(step)?,
-                Command::Reload => self.reload(step)?,
-                Command::Repl(line) => {
-                    let result = eval_in_run(self.lua, &line, &self.state, &self.cfg);
-                    let _ = self.events.send(Event::Log(format!("> {line}\n{result}")));
-                    self.settings_changed()?;
-                }
-                Command::Quit => self.quit = true,
             }
         }
+    }
+
+    /// What arrived since the last boundary: a reload (SIGHUP), commands, a stop (Ctrl-C);
+    /// while paused, waits up to 100 ms for a command.
+    fn arrived(&self) -> Decisions {
+        let mut commands = Vec::new();
+        if self.opts.reload.swap(false, Ordering::SeqCst) {
+            commands.push(Command::Reload);
+        }
+        let stop = self.opts.stop.load(Ordering::SeqCst);
+        if self.paused && !self.quit && !stop {
+            if let Ok(c) = self.opts.commands.recv_timeout(Duration::from_millis(100)) {
+                commands.push(c);
+            }
+        }
+        commands.extend(self.opts.commands.try_iter());
+        Decisions { commands, stop }
     }
 
     /// After the config may have changed (a REPL line, a reload): front ends learn the loop's
@@ -425,7 +453,7 @@ impl Loop<'_> {
             },
         };
         self.versions.proven(false);
-        let metrics = metrics_of(&out)?;
+        let metrics = self.lockstep.combine(metrics_of(&out)?, "evaluate")?;
         if let Some(best) = &self.policy.best {
             self.tracker.on_eval(best, &metrics);
         }
@@ -441,6 +469,11 @@ impl Loop<'_> {
     /// reported and the run goes on; the previous checkpoint stays whole.
     fn checkpoint(&mut self, step: u64) {
         self.tracker.on_checkpoint(step);
+        if !self.lockstep.is_main() {
+            // The main rank writes it; the ranks hold the same weights and optimizer state.
+            self.last_saved = Some(step);
+            return;
+        }
         let meta = LoopMeta { tracker: &self.tracker, seconds: self.started.elapsed().as_secs_f64(), recipe_hash: &self.recipe_hash };
         let result = checkpoints::save(self.lua, &self.run_dir.path, step, &self.state, &self.cfg, self.versions.active.save.as_ref(), meta)
             .and_then(|(dir, skipped)| checkpoints::prune(&self.run_dir.path, &self.policy, &self.tracker).map(|()| (dir, skipped)));

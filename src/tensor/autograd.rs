@@ -1,5 +1,6 @@
 //! Backward passes with the options PyTorch's `Tensor.backward` has: an explicit gradient for a
-//! non-scalar output, and `retain_graph` (tch's `backward` offers neither).
+//! non-scalar output, and `retain_graph` (tch's `backward` offers neither). Data-parallel
+//! parameters (src/dist) are armed first, so that their gradients are averaged across ranks.
 
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -18,6 +19,8 @@ pub fn backward(t: &Tensor, grad: Option<&Tensor>, retain_graph: bool) -> Result
         // d/dx sum(t * g) = g · dt/dx: the vector-Jacobian product PyTorch computes.
         Some(g) => t.f_mul(&g.f_detach()?)?.f_sum(None::<tch::Kind>)?,
     };
+    // Data-parallel parameters average their gradients across ranks during this backward.
+    crate::dist::data_parallel::before_backward(&[&root])?;
     unsafe {
         torch_sys::at_backward(root.as_ptr() as *mut _, retain_graph as libc::c_int, 0);
         let err = torch_sys::get_and_reset_last_err();

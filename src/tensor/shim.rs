@@ -77,7 +77,7 @@ extern "C" {
 }
 
 /// Turns the shim's status into a Result, freeing the message.
-fn check(status: *mut c_char) -> Result<()> {
+pub(crate) fn check(status: *mut c_char) -> Result<()> {
     if status.is_null() {
         return Ok(());
     }
