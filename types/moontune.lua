@@ -3098,6 +3098,17 @@ function Dataset:take(n) end
 ---@return moontune.Dataset
 function Dataset:skip(n) end
 
+---Rank `rank`'s share of `world` ranks (default: this process's rank and world size), as
+---PyTorch's DistributedSampler deals it: the examples at positions rank, rank + world, ... of
+---each epoch's order (shuffle with the same seed on every rank first), the ranks left one short
+---at the end taking one from the start again, so that every rank has ceil(n / world). Under
+---`moontune launch` `iter` deals the share by itself; call this to deal it earlier in the
+---pipeline (before batching: DistributedSampler's order).
+---@param rank? integer 0-based
+---@param world? integer
+---@return moontune.Dataset
+function Dataset:shard(rank, world) end
+
 ---What `Dataset:batch` takes (or just the size).
 ---@class moontune.DataBatchOptions
 ---@field size integer examples per batch
@@ -3194,8 +3205,9 @@ function Dataset:split(opts) end
 function Dataset:report() end
 
 ---An iterator over the examples for `epochs` passes (default 1; `math.huge` for no end), a new
----shuffle each epoch. `for ex in ds:iter() do ... end` works.
----@param opts? { epochs?: number }
+---shuffle each epoch. `for ex in ds:iter() do ... end` works. In a data-parallel run it gives
+---this rank's share (`shard`) unless the pipeline already took one or `shard = false`.
+---@param opts? { epochs?: number, shard?: boolean }
 ---@return moontune.DataIterator
 function Dataset:iter(opts) end
 
@@ -3233,6 +3245,92 @@ function DataIterator:load_state(state) end
 ---The epoch under way, from 1.
 ---@return integer
 function DataIterator:epoch() end
+
+---`mt.dist`: data-parallel runs across processes and machines on PyTorch's distributed engine
+---(c10d, Gloo on CPU). `moontune launch --nproc N recipe.lua` starts N ranks (torchrun and
+---Slurm's srun work too); in a plain `moontune run` the world has one rank and every call
+---works without sending anything. A collective that fails (a rank lost, the timeout passed) is
+---an error naming the operation, this rank and, under `moontune launch`, the rank that was lost.
+---@class moontune.dist
+mt.dist = {}
+
+---This process's rank, from 0.
+---@return integer
+function mt.dist.rank() end
+
+---How many ranks the run has.
+---@return integer
+function mt.dist.world_size() end
+
+---This process's rank among those on its machine.
+---@return integer
+function mt.dist.local_rank() end
+
+---Whether this is rank 0, the one that writes the run directory and shows the UI.
+---@return boolean
+function mt.dist.is_main() end
+
+---Waits until every rank has called it.
+function mt.dist.barrier() end
+
+---Combines `t` across ranks in place (`op`: "sum" (default), "avg" (floating-point tensors),
+---"max", "min") and returns it.
+---@param t moontune.Tensor
+---@param opts? { op?: "sum"|"avg"|"max"|"min" }
+---@return moontune.Tensor
+function mt.dist.all_reduce(t, opts) end
+
+---Overwrites `t` on every rank with rank `src`'s (default 0) and returns it.
+---@param t moontune.Tensor
+---@param opts? { src?: integer }
+---@return moontune.Tensor
+function mt.dist.broadcast(t, opts) end
+
+---Every rank's `t`, stacked in rank order: shape (world_size, ...t's shape).
+---@param t moontune.Tensor
+---@return moontune.Tensor
+function mt.dist.all_gather(t) end
+
+---The reduction (`op` as in `all_reduce`) over ranks of their `t`, split along its first
+---dimension, which must divide by the world size: rank r gets part r.
+---@param t moontune.Tensor
+---@param opts? { op?: "sum"|"avg"|"max"|"min" }
+---@return moontune.Tensor
+function mt.dist.reduce_scatter(t, opts) end
+
+---Makes a model's trainable parameters (or a list of parameters) data-parallel, as PyTorch's
+---DDP: every rank gets rank 0's values now, and from then on each `backward` averages their
+---gradients across ranks, in buckets of `bucket_mb` MiB (default 25) all-reduced while the rest
+---of backward runs (c10d's Reducer). Every rank must pass the same parameters (count, shapes,
+---dtypes). Each backward must give every one a gradient unless `find_unused` (slower) is set.
+---Keep the handle (in `state`): the averaging stops when it is collected.
+---@param model_or_params moontune.Module|moontune.Tensor[]
+---@param opts? { bucket_mb?: number, find_unused?: boolean }
+---@return moontune.DataParallel
+function mt.dist.data_parallel(model_or_params, opts) end
+
+---What `mt.dist.data_parallel` returns.
+---@class moontune.DataParallel
+local DataParallel = {}
+
+---Calls `fn` with gradient averaging off, for gradient accumulation: the gradients of the
+---backward passes inside stay local and are averaged, with the next synced ones, by the first
+---backward after it. Returns what `fn` returns.
+---@param fn fun(): ...
+---@return ...
+function DataParallel:no_sync(fn) end
+
+---How many parameters it covers.
+---@return integer
+function DataParallel:params() end
+
+---How many values those parameters hold.
+---@return integer
+function DataParallel:elements() end
+
+---Whether gradients travel (false in a world of one).
+---@return boolean
+function DataParallel:is_distributed() end
 
 ---`mt.checkpoint`: a recipe's state saved into a directory and restored from it. The run loop
 ---uses it for `save_every`, the `s` key, `:save` and `--resume`; recipes can call it too.

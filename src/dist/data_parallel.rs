@@ -16,6 +16,7 @@ use super::world::{names_hash, world, World};
 struct Shared {
     reducer: Mutex<Reducer>,
     sync: AtomicBool,
+    world: Arc<World>,
 }
 
 /// A set of parameters kept equal across ranks.
@@ -52,7 +53,7 @@ pub fn data_parallel(params: &[Tensor], bucket_bytes: i64, find_unused: bool) ->
     world.agree(&[params.len() as i64, elements, names_hash(signature.iter().map(String::as_str))], "the trainable parameters (their count, shapes or dtypes differ)")?;
     broadcast_values(&world, params)?;
     let reducer = Reducer::new(&world.group, &params.iter().collect::<Vec<_>>(), bucket_bytes, find_unused)?;
-    let shared = Arc::new(Shared { reducer: Mutex::new(reducer), sync: AtomicBool::new(true) });
+    let shared = Arc::new(Shared { reducer: Mutex::new(reducer), sync: AtomicBool::new(true), world: world.clone() });
     let mut active = ACTIVE.lock().map_err(|_| anyhow!("the data-parallel registry is poisoned"))?;
     active.retain(|w| w.strong_count() > 0);
     active.push(Arc::downgrade(&shared));
@@ -95,13 +96,24 @@ impl DataParallel {
     }
 }
 
+fn live() -> Result<Vec<Arc<Shared>>> {
+    let Ok(mut active) = ACTIVE.lock() else { bail!("the data-parallel registry is poisoned") };
+    active.retain(|w| w.strong_count() > 0);
+    Ok(active.iter().filter_map(Weak::upgrade).collect())
+}
+
+/// A backward that failed while data-parallel gradients were being averaged, named as a
+/// collective's failure (this rank, and the lost rank when the launcher told which).
+pub fn backward_failed(error: anyhow::Error) -> anyhow::Error {
+    match live().ok().and_then(|l| l.into_iter().find(|s| s.sync.load(Ordering::SeqCst))) {
+        Some(shared) => shared.world.failed("the gradient all-reduce in backward", error),
+        None => error,
+    }
+}
+
 /// Arms every live data-parallel set that syncs for the backward of `outputs`.
 pub fn before_backward(outputs: &[&Tensor]) -> Result<()> {
-    let live: Vec<Arc<Shared>> = {
-        let Ok(mut active) = ACTIVE.lock() else { bail!("the data-parallel registry is poisoned") };
-        active.retain(|w| w.strong_count() > 0);
-        active.iter().filter_map(Weak::upgrade).collect()
-    };
+    let live = live()?;
     for shared in live.iter().filter(|s| s.sync.load(Ordering::SeqCst)) {
         let reducer = shared.reducer.lock().map_err(|_| anyhow!("a data-parallel reducer is poisoned"))?;
         reducer.prepare(outputs).map_err(|e| anyhow!("data-parallel backward: {e:#}"))?;

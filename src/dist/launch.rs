@@ -79,6 +79,11 @@ pub fn launch(o: &LaunchOptions) -> Result<u8> {
             .env("MASTER_PORT", store.port.to_string())
             .env("TORCHELASTIC_USE_AGENT_STORE", "True")
             .env("MOONTUNE_DIST_TIMEOUT", o.timeout.to_string());
+        if o.nproc > 1 && std::env::var_os("OMP_NUM_THREADS").is_none() {
+            // As torchrun: one thread per rank unless told otherwise, so that the ranks on a
+            // machine do not fight over its cores.
+            cmd.env("OMP_NUM_THREADS", "1");
+        }
         if rank != 0 {
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         }
@@ -126,12 +131,19 @@ fn watch(store: &Store, ranks: &mut [(usize, Child)], timeout: f64) -> Result<u8
     // its own message; one still waiting at the rendezvous does not, so it is ended.
     let grace = Duration::from_secs_f64(timeout.min(GRACE_S));
     loop {
+        // Ranks seen ended in this round; a rank killed by a signal is the cause rather than
+        // the ranks that failed because they lost it.
+        let mut ended = Vec::new();
         for (i, (rank, child)) in ranks.iter_mut().enumerate() {
-            if done[i].is_some() {
-                continue;
+            if done[i].is_none() {
+                if let Some(status) = child.try_wait()? {
+                    done[i] = Some(status);
+                    ended.push((*rank, status));
+                }
             }
-            let Some(status) = child.try_wait()? else { continue };
-            done[i] = Some(status);
+        }
+        ended.sort_by_key(|(_, status)| status.code().is_some());
+        for (rank, status) in ended {
             if !status.success() && failure.is_none() {
                 let how = describe(&status);
                 let _ = store.set(LOST_KEY, format!("rank {rank} was lost ({how})").as_bytes());

@@ -162,7 +162,7 @@ fn join(place: Place) -> Result<World> {
 impl World {
     /// Names a failed collective: the operation, this rank, and the lost rank when the launcher
     /// told which.
-    fn failed(&self, operation: &str, error: anyhow::Error) -> anyhow::Error {
+    pub fn failed(&self, operation: &str, error: anyhow::Error) -> anyhow::Error {
         let lost = self.lost().map(|l| format!("; {l}")).unwrap_or_default();
         anyhow!("{operation} failed on rank {} of {}: {error:#}{lost}", self.place.rank, self.place.size)
     }

@@ -27,7 +27,7 @@ pub fn backward(t: &Tensor, grad: Option<&Tensor>, retain_graph: bool) -> Result
         if !err.is_null() {
             let message = std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned();
             libc::free(err as *mut libc::c_void);
-            bail!("{message}");
+            return Err(crate::dist::data_parallel::backward_failed(anyhow::anyhow!(message)));
         }
     }
     Ok(())

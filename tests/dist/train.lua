@@ -8,10 +8,10 @@ local mt = require "moontune"
 local F = mt.nn.functional
 
 return {
-  config = { steps = 20, batch = 4, lr = 1e-2, seed = 11, mode = "train", data = "", out = "", pause = 0.0, save_every = 0 },
+  config = { steps = 20, batch = 4, lr = 1e-2, seed = 11, mode = "train", dtype = "float32", data = "", out = "", pause = 0.0, save_every = 0 },
   setup = function(cfg)
     local dir = cfg.data .. "/models/stories260K"
-    local model = assert(mt.models.load(dir))
+    local model = assert(mt.models.load(dir, { dtype = cfg.dtype }))
     mt.peft.lora(model, { name = "task", r = 4, alpha = 8, targets = { "q_proj", "v_proj" }, init = false })
     local dp = mt.dist.data_parallel(model, { bucket_mb = 0.01 })
     local tok = assert(mt.tokenizer.load(dir))

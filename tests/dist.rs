@@ -1,0 +1,246 @@
+//! Data-parallel runs under `moontune launch`, on CPU with Gloo over loopback:
+//! - the collectives give hand-computed values on 1, 2 and 3 ranks in every dtype used;
+//! - after one backward every rank's gradients equal one process's on the ranks' batches
+//!   together (2 and 3 ranks, 1e-6 relative to the largest gradient; the model in float64, so
+//!   that the check sees the averaging rather than float32's summation order: 2 and 4 ranks
+//!   then differ by ~1e-15, 3 ranks by ~1e-7, the division by 3);
+//! - 20 AdamW steps on 2 ranks end with the same weights on both, equal to one process with
+//!   the doubled batch (1e-5);
+//! - a rank killed mid-run stops the others with an error naming it, the run directory and the
+//!   last checkpoint stay whole, and `--resume` continues on 2 ranks to the end;
+//! - a recipe edited mid-run reloads on every rank at the same step.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn moontune() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_moontune"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("MOONTUNE_TEST_DATA").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
+    if dir.join("models/stories260K").exists() {
+        Some(std::fs::canonicalize(dir).unwrap())
+    } else {
+        println!("SKIPPED dist tests: no shared test data (models/stories260K) at $MOONTUNE_TEST_DATA or ../shared/data");
+        None
+    }
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moontune-dist-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `moontune launch --nproc N` (N = 0: a plain `moontune run`) of `args`, headless; panics
+/// with the output when it fails.
+fn launch(nproc: usize, dir: &Path, args: &[&str]) -> String {
+    let mut cmd = moontune();
+    if nproc == 0 {
+        cmd.arg("run");
+    } else {
+        cmd.args(["launch", "--nproc", &nproc.to_string(), "--timeout", "60"]);
+    }
+    let out = cmd.arg("--headless").arg("--runs-dir").arg(dir.join("runs")).args(args).current_dir(root()).output().unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{nproc} ranks: {args:?} failed:\n{shown}");
+    shown
+}
+
+/// The largest difference between `reference` and each of `others`, and the largest value.
+fn compare(reference: &Path, others: &[PathBuf]) -> (f64, f64) {
+    let files = std::iter::once(reference.to_path_buf()).chain(others.iter().cloned()).map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+    let out = moontune().args(["run", "tests/dist/compare.lua"]).env("MOONTUNE_COMPARE", files).current_dir(root()).output().unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "compare failed:\n{shown}");
+    let words: Vec<&str> = shown.split_whitespace().collect();
+    let value = |name: &str| words.iter().position(|w| *w == name).map(|i| words[i + 1].parse::<f64>().unwrap()).unwrap();
+    (value("max_diff"), value("max_abs"))
+}
+
+#[test]
+fn collectives_give_hand_computed_values() {
+    let dir = tempdir("collectives");
+    for nproc in [0, 2, 3] {
+        let shown = launch(nproc, &dir, &["tests/dist/collectives.lua"]);
+        let n = nproc.max(1);
+        assert!(shown.contains(&format!("collectives: rank 0 of {n}, 7 dtypes checked")), "{shown}");
+    }
+}
+
+#[test]
+fn gradients_equal_one_process_on_the_ranks_batches_together() {
+    let Some(data) = data_dir() else { return };
+    let dir = tempdir("grads");
+    let data = format!("data={}", data.display());
+    for nproc in [2usize, 3] {
+        let many = dir.join(format!("ranks{nproc}"));
+        let one = dir.join(format!("one{nproc}"));
+        std::fs::create_dir_all(&many).unwrap();
+        std::fs::create_dir_all(&one).unwrap();
+        launch(nproc, &dir, &["tests/dist/train.lua", "mode=grads", "dtype=float64", "batch=2", &data, &format!("out={}", many.display())]);
+        launch(0, &dir, &["tests/dist/train.lua", "mode=grads", "dtype=float64", &format!("batch={}", 2 * nproc), &data, &format!("out={}", one.display())]);
+        let ranks: Vec<PathBuf> = (0..nproc).map(|r| many.join(format!("grads-rank{r}.safetensors"))).collect();
+        let (diff, largest) = compare(&one.join("grads-rank0.safetensors"), &ranks);
+        println!("{nproc} ranks: gradients differ from one process's by {diff:.3e} (largest {largest:.3e})");
+        assert!(largest > 1e-3, "the gradients are all zero: the test would prove nothing");
+        assert!(diff <= 1e-6 * largest.max(1.0), "{nproc} ranks: gradients differ by {diff:e}");
+    }
+}
+
+#[test]
+fn adamw_on_two_ranks_equals_one_process_with_the_doubled_batch() {
+    let Some(data) = data_dir() else { return };
+    let dir = tempdir("adamw");
+    let data = format!("data={}", data.display());
+    let (many, one) = (dir.join("ranks"), dir.join("one"));
+    std::fs::create_dir_all(&many).unwrap();
+    std::fs::create_dir_all(&one).unwrap();
+    let shown = launch(2, &dir, &["tests/dist/train.lua", "mode=train", "steps=20", "batch=2", &data, &format!("out={}", many.display())]);
+    // `tokens` is summed over the ranks: 2 ranks × 2 rows × 24 tokens.
+    assert!(shown.contains("tokens 96"), "{shown}");
+    launch(0, &dir, &["tests/dist/train.lua", "mode=train", "steps=20", "batch=4", &data, &format!("out={}", one.display())]);
+    let ranks = [many.join("train-rank0.safetensors"), many.join("train-rank1.safetensors")];
+    let (between, _) = compare(&ranks[0], &ranks[1..]);
+    let (diff, largest) = compare(&one.join("train-rank0.safetensors"), &ranks);
+    println!("after 20 steps: the ranks differ by {between:.3e}, from one process by {diff:.3e} (largest {largest:.3e})");
+    assert!(between <= 1e-5, "the ranks drifted apart by {between:e}");
+    assert!(diff <= 1e-5, "2 ranks differ from one process by {diff:e}");
+}
+
+/// The pid of `launcher`'s child that has RANK=`rank` in its environment.
+fn rank_pid(launcher: u32, rank: usize) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(launcher) {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if env.split(|b| *b == 0).any(|kv| kv == format!("RANK={rank}").as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn metric_steps(run: &Path, kind: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == kind)
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_killed_rank_stops_the_others_and_the_run_resumes() {
+    let Some(data) = data_dir() else { return };
+    let dir = tempdir("killed");
+    let data = format!("data={}", data.display());
+    let out = format!("out={}", dir.display());
+    let args = ["tests/dist/train.lua", "mode=train", "steps=60", "batch=2", "save_every=5", "pause=0.05", data.as_str(), out.as_str()];
+    let mut launcher = moontune()
+        .args(["launch", "--nproc", "2", "--timeout", "20", "--headless", "--runs-dir"])
+        .arg(dir.join("runs"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the step-10 checkpoint, then kill rank 1.
+    let start = Instant::now();
+    let run = loop {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint of step 10 appeared");
+        let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        if let Some(run) = runs.into_iter().find(|r| r.join("checkpoints/step-10").exists()) {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let victim = rank_pid(launcher.id(), 1).expect("rank 1 runs under the launcher");
+    // SAFETY: a plain kill(2) of a child process of ours.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let killed_at = Instant::now();
+    let status = wait_for(&mut launcher, Duration::from_secs(40)).expect("the launcher did not stop within the timeout after a rank was killed");
+    let shown = text(&launcher.wait_with_output().unwrap());
+    println!("the launcher stopped {:.1} s after rank 1 was killed", killed_at.elapsed().as_secs_f64());
+    assert!(!status.success(), "{shown}");
+    assert!(shown.contains("rank 1 was lost (was killed by signal 9)"), "rank 0's error names the lost rank:\n{shown}");
+    let steps = metric_steps(&run, "step");
+    assert!(!steps.is_empty() && steps.windows(2).all(|w| w[1] == w[0] + 1), "metrics.jsonl is whole: {steps:?}");
+    let resumed = launch(2, &dir, &["--resume", &run.display().to_string(), "tests/dist/train.lua", data.as_str(), out.as_str()]);
+    assert!(resumed.contains("resumed from"), "{resumed}");
+    let steps = metric_steps(&run, "step");
+    assert_eq!(steps.last(), Some(&60), "the resumed run reaches its end");
+    assert!(steps.windows(2).all(|w| w[1] == w[0] + 1), "each step once after the resume: {steps:?}");
+    assert!(dir.join("train-rank0.safetensors").exists() && dir.join("train-rank1.safetensors").exists());
+}
+
+const RELOADED: &str = r#"
+local mt = require "moontune"
+local VERSION = 1
+return {
+  config = { steps = 400 },
+  setup = function(cfg) return {} end,
+  step = function(s, cfg)
+    local t = mt.clock()
+    while mt.clock() - t < 0.01 do end
+    mt.dist.barrier()
+    return { version = VERSION }
+  end,
+}
+"#;
+
+#[test]
+fn an_edit_reloads_on_every_rank_at_the_same_step() {
+    let dir = tempdir("reload");
+    let recipe = dir.join("recipe.lua");
+    std::fs::write(&recipe, RELOADED).unwrap();
+    let mut launcher = moontune()
+        .args(["launch", "--nproc", "2", "--timeout", "30", "--headless", "--runs-dir"])
+        .arg(dir.join("runs"))
+        .arg(&recipe)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&recipe, RELOADED.replace("VERSION = 1", "VERSION = 2")).unwrap();
+    let status = wait_for(&mut launcher, Duration::from_secs(60)).expect("the run did not end");
+    let shown = text(&launcher.wait_with_output().unwrap());
+    assert!(status.success(), "{shown}");
+    let run = std::fs::read_dir(dir.join("runs")).unwrap().flatten().next().unwrap().path();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let versions: Vec<f64> = rows.iter().filter(|r| r["kind"] == "step").map(|r| r["version"].as_f64().unwrap()).collect();
+    // The step's numbers are averaged over the ranks: a step where one rank ran the old code
+    // and the other the new would log 1.5.
+    assert!(versions.iter().all(|v| *v == 1.0 || *v == 2.0), "the ranks ran different versions at some step: {versions:?}");
+    let first_new = versions.iter().position(|v| *v == 2.0).expect("the edit was applied");
+    assert!(versions[first_new..].iter().all(|v| *v == 2.0), "{versions:?}");
+    assert!(rows.iter().any(|r| r["kind"] == "reload" && r["result"] == "ok"), "{rows:?}");
+}
