@@ -7,7 +7,8 @@
 //! - 20 AdamW steps on 2 ranks end with the same weights on both, equal to one process with
 //!   the doubled batch (1e-5);
 //! - a rank killed mid-run stops the others with an error naming it, the run directory and the
-//!   last checkpoint stay whole, and `--resume` continues on 2 ranks to the end;
+//!   last checkpoint stay whole, and `--resume` on 2 ranks ends with the weights of a run that
+//!   was never stopped (each rank's random stream and data position are in the checkpoint);
 //! - a recipe edited mid-run reloads on every rank at the same step.
 
 use std::path::{Path, PathBuf};
@@ -157,22 +158,28 @@ fn metric_steps(run: &Path, kind: &str) -> Vec<u64> {
 }
 
 #[test]
-fn a_killed_rank_stops_the_others_and_the_run_resumes() {
+fn a_killed_rank_stops_the_others_and_the_run_resumes_exactly() {
     let Some(data) = data_dir() else { return };
     let dir = tempdir("killed");
     let data = format!("data={}", data.display());
+    let settings = ["tests/dist/train.lua", "mode=train", "steps=40", "batch=2", "save_every=5", "noise=0.5", data.as_str()];
+    // The run never stopped, for reference.
+    let straight = dir.join("straight");
+    std::fs::create_dir_all(&straight).unwrap();
+    let out = format!("out={}", straight.display());
+    launch(2, &straight, &[&settings[..], &[out.as_str()]].concat());
+    // The same run, rank 1 killed after the checkpoint of step 10.
     let out = format!("out={}", dir.display());
-    let args = ["tests/dist/train.lua", "mode=train", "steps=60", "batch=2", "save_every=5", "pause=0.05", data.as_str(), out.as_str()];
     let mut launcher = moontune()
         .args(["launch", "--nproc", "2", "--timeout", "20", "--headless", "--runs-dir"])
         .arg(dir.join("runs"))
-        .args(args)
+        .args(settings)
+        .args([out.as_str(), "pause=0.05"])
         .current_dir(root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the step-10 checkpoint, then kill rank 1.
     let start = Instant::now();
     let run = loop {
         assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint of step 10 appeared");
@@ -193,12 +200,15 @@ fn a_killed_rank_stops_the_others_and_the_run_resumes() {
     assert!(shown.contains("rank 1 was lost (was killed by signal 9)"), "rank 0's error names the lost rank:\n{shown}");
     let steps = metric_steps(&run, "step");
     assert!(!steps.is_empty() && steps.windows(2).all(|w| w[1] == w[0] + 1), "metrics.jsonl is whole: {steps:?}");
-    let resumed = launch(2, &dir, &["--resume", &run.display().to_string(), "tests/dist/train.lua", data.as_str(), out.as_str()]);
+    let resumed = launch(2, &dir, &["--resume", &run.display().to_string(), "tests/dist/train.lua", data.as_str(), out.as_str(), "pause=0"]);
     assert!(resumed.contains("resumed from"), "{resumed}");
     let steps = metric_steps(&run, "step");
-    assert_eq!(steps.last(), Some(&60), "the resumed run reaches its end");
+    assert_eq!(steps.last(), Some(&40), "the resumed run reaches its end");
     assert!(steps.windows(2).all(|w| w[1] == w[0] + 1), "each step once after the resume: {steps:?}");
-    assert!(dir.join("train-rank0.safetensors").exists() && dir.join("train-rank1.safetensors").exists());
+    let ranks = [dir.join("train-rank0.safetensors"), dir.join("train-rank1.safetensors")];
+    let (diff, largest) = compare(&straight.join("train-rank0.safetensors"), &ranks);
+    println!("resumed on 2 ranks: the weights differ from the run never stopped by {diff:.3e} (largest {largest:.3e})");
+    assert_eq!(diff, 0.0, "the resumed run is not the run that was never stopped");
 }
 
 const RELOADED: &str = r#"

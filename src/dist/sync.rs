@@ -44,6 +44,14 @@ impl Lockstep {
         self.world.as_ref().map_or(0, |w| w.place.rank)
     }
 
+    /// Waits for every rank (a checkpoint: the others' parts are written before rank 0 commits).
+    pub fn barrier(&self, what: &str) -> Result<()> {
+        match &self.world {
+            Some(w) => w.barrier().map_err(|e| anyhow!("{what}: {e:#}")),
+            None => Ok(()),
+        }
+    }
+
     /// The run directory the main rank made (it passes `Some`), on every rank.
     pub fn run_dir(&self, made: Option<&Path>) -> Result<PathBuf> {
         let Some(world) = &self.world else { return made.map(Path::to_path_buf).ok_or_else(|| anyhow!("no run directory")) };

@@ -76,6 +76,44 @@ pub fn save(lua: &Lua, run_dir: &Path, step: u64, state: &Value, cfg: &Table, ho
     Ok((target, skipped))
 }
 
+/// Where rank `rank` (not 0) of a data-parallel run keeps its own checkpoints: its random streams
+/// and data positions (`mt.checkpoint.rank_state`); the rest is the same on every rank and is in
+/// rank 0's.
+fn rank_root(run_dir: &Path, rank: usize) -> PathBuf {
+    store::root(run_dir).join("ranks").join(format!("rank-{rank}"))
+}
+
+/// Writes rank `rank`'s part of the checkpoint of `step`, and removes its parts of the steps
+/// that rank 0 no longer keeps.
+pub fn save_rank(lua: &Lua, run_dir: &Path, rank: usize, step: u64, state: &Value) -> Result<PathBuf> {
+    let module = checkpoint_module(lua)?;
+    let subset: Table = module.get::<Function>("rank_state")?.call(state.clone())?;
+    let root = rank_root(run_dir, rank);
+    std::fs::create_dir_all(&root)?;
+    let target = root.join(store::name(step));
+    let info = lua.create_table()?;
+    info.set("step", step)?;
+    call_traced::<Value>(lua, &module.get::<Function>("save")?, (target.display().to_string(), subset, info)).map_err(|e| anyhow!("{e}"))?;
+    let main = store::steps(&store::root(run_dir));
+    for old in store::steps(&root).into_iter().filter(|s| *s != step && !main.contains(s)) {
+        let _ = std::fs::remove_dir_all(root.join(store::name(old)));
+    }
+    Ok(target)
+}
+
+/// Restores rank `rank`'s part of the checkpoint of `step` into `state` (after rank 0's);
+/// false when there is none (a checkpoint written before the run had this rank).
+pub fn load_rank(lua: &Lua, run_dir: &Path, rank: usize, step: u64, state: &Value) -> Result<bool> {
+    let dir = rank_root(run_dir, rank).join(store::name(step));
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let module = checkpoint_module(lua)?;
+    let subset: Table = module.get::<Function>("rank_state")?.call(state.clone())?;
+    call_traced::<Value>(lua, &module.get::<Function>("load")?, (dir.display().to_string(), subset)).map_err(|e| anyhow!("{e}"))?;
+    Ok(true)
+}
+
 /// Removes the checkpoints the policy does not keep.
 pub fn prune(run_dir: &Path, policy: &Policy, tracker: &Tracker) -> Result<()> {
     let root = store::root(run_dir);

@@ -238,6 +238,9 @@ fn run_inner(opts: &RunOptions, events: &Sender<Event>, progress: &mut Progress)
     let mut started = Instant::now();
     if let Some(saved) = &saved {
         checkpoints::load(&lua, &saved.dir, &state, &cfg, recipe.load.as_ref()).with_context(|| format!("resuming from {}", saved.dir.display()))?;
+        if !lockstep.is_main() && !checkpoints::load_rank(&lua, &run_dir.path, lockstep.rank(), saved.step, &state)? {
+            let _ = events.send(Event::Log(format!("warning: the checkpoint has no part of rank {}; it goes on with rank 0's random streams and data positions", lockstep.rank())));
+        }
         progress.steps = saved.step;
         tracker = saved.tracker.clone();
         started = started.checked_sub(Duration::from_secs_f64(saved.seconds)).unwrap_or(started);
@@ -469,8 +472,19 @@ impl Loop<'_> {
     /// reported and the run goes on; the previous checkpoint stays whole.
     fn checkpoint(&mut self, step: u64) {
         self.tracker.on_checkpoint(step);
+        // In a data-parallel run every other rank writes its own part first (its random streams
+        // and data positions; the weights and optimizer state are rank 0's on every rank), so
+        // that a checkpoint rank 0 committed has all its parts.
         if !self.lockstep.is_main() {
-            // The main rank writes it; the ranks hold the same weights and optimizer state.
+            if let Err(e) = checkpoints::save_rank(self.lua, &self.run_dir.path, self.lockstep.rank(), step, &self.state) {
+                let _ = self.events.send(Event::Log(format!("error: rank {}'s part of the checkpoint of step {step} was not written: {e:#}", self.lockstep.rank())));
+            }
+        }
+        if let Err(e) = self.lockstep.barrier("the checkpoint's barrier") {
+            let _ = self.events.send(Event::Log(format!("error: the checkpoint of step {step} was not written: {e:#}")));
+            return;
+        }
+        if !self.lockstep.is_main() {
             self.last_saved = Some(step);
             return;
         }

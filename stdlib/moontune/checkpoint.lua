@@ -270,6 +270,25 @@ function restore(parent, key, node, path, ctx)
   end
 end
 
+-- mt.checkpoint.rank_state(state): what differs between the ranks of a data-parallel run, for
+-- each rank's own small checkpoint (the random streams are saved with any checkpoint): the data
+-- iterators in `state` (the same paths in plain tables, nothing else).
+function C.rank_state(state)
+  local seen = {}
+  local function only_iterators(v)
+    if C.kind(v) == "data iterator" then return v end
+    if type(v) ~= "table" or seen[v] or (mt.nn.is_module and mt.nn.is_module(v)) then return nil end
+    seen[v] = true
+    local out
+    for _, k in ipairs(sorted_keys(v)) do
+      local kept = only_iterators(v[k])
+      if kept ~= nil then out = out or {}; out[k] = kept end
+    end
+    return out
+  end
+  return only_iterators(state) or {}
+end
+
 -- mt.checkpoint.load(dir, state): restores what `save` saved into `state` (as `setup` made it),
 -- then every random stream; returns the manifest ({ step, config, meta, skipped, ... }).
 function C.load(dir, state)

@@ -3,13 +3,16 @@
 -- that the mean of the ranks' losses is the loss of their batches together.
 --   mode=grads: one backward, the trainable gradients saved per rank, then stop.
 --   mode=train: `steps` AdamW steps, the trainable weights saved per rank at the end.
+-- With noise > 0 each rank seeds its own random stream (seed + rank) and scales its loss by
+-- 1 + noise · randn, so that the weights depend on every rank's draws (the resume test).
 -- Each rank writes <out>/<mode>-rank<r>.safetensors; a world of one writes rank0.
 local mt = require "moontune"
 local F = mt.nn.functional
 
 return {
-  config = { steps = 20, batch = 4, lr = 1e-2, seed = 11, mode = "train", dtype = "float32", data = "", out = "", pause = 0.0, save_every = 0 },
+  config = { steps = 20, batch = 4, lr = 1e-2, seed = 11, mode = "train", dtype = "float32", noise = 0.0, data = "", out = "", pause = 0.0, save_every = 0 },
   setup = function(cfg)
+    if cfg.noise > 0 then mt.manual_seed(cfg.seed + mt.dist.rank()) end
     local dir = cfg.data .. "/models/stories260K"
     local model = assert(mt.models.load(dir, { dtype = cfg.dtype }))
     mt.peft.lora(model, { name = "task", r = 4, alpha = 8, targets = { "q_proj", "v_proj" }, init = false })
@@ -28,6 +31,7 @@ return {
     local logits = s.model{ input_ids = ids }.logits
     local n = ids:size(1)
     local loss = F.cross_entropy(logits:narrow(1, 0, n - 1):reshape{ -1, logits:size(2) }, ids:narrow(1, 1, n - 1):reshape{ -1 })
+    if cfg.noise > 0 then loss = loss * (1 + cfg.noise * mt.tensor.randn{ 1 }:item()) end
     loss:backward()
     if cfg.mode == "grads" then
       local grads = {}
