@@ -8,6 +8,11 @@
 --
 -- `quantize=true` stores the base in 4 bits first (NF4, double quantisation): QLoRA
 -- (scripts/qlora_sft.lua is this recipe with that default).
+--
+-- Data-parallel as it is: `moontune launch --nproc 2 scripts/lora_sft.lua` runs it on two ranks.
+-- `mt.dist.data_parallel(model)` averages the adapter's gradients across ranks (in a plain run,
+-- a world of one, it does nothing), the batch iterator deals each rank its share by itself, and
+-- only rank 0 saves the adapter.
 
 local mt = require "moontune"
 local T = mt.tensor
@@ -116,8 +121,14 @@ local function setup(cfg)
     mt.peft.add(model, cfg.method, { r = cfg.r, alpha = cfg.alpha, targets = cfg.targets })
   end
   mt.peft.summary(model)
-  local state = { model = model, tok = tok, train = train, eval = eval, batch_size = cfg.batch_size,
-                  pad = tok:pad_id() or 0, cursor = 1 }
+  local pad = tok:pad_id() or 0
+  local rows = {}
+  for i, e in ipairs(train) do rows[i] = { input_ids = e.ids, labels = e.labels } end
+  local batches = mt.data.from(rows):batch{ size = cfg.batch_size, pad_id = pad }
+  local state = { model = model, tok = tok, eval = eval, batch_size = cfg.batch_size, pad = pad,
+                  batches = batches:iter{ epochs = math.huge },
+                  -- the adapter's gradients averaged across ranks under `moontune launch`
+                  dp = mt.dist.data_parallel(model) }
   state.opt = mt.optim.adamw(model:parameters{ trainable = true }, { lr = cfg.lr, weight_decay = 0.0 })
   state.loss_before = eval_loss(state)
   state.sample_before = sample(state, cfg)
@@ -127,12 +138,8 @@ local function setup(cfg)
 end
 
 local function step(state, cfg)
-  local chunk = {}
-  for _ = 1, cfg.batch_size do
-    chunk[#chunk + 1] = state.train[state.cursor]
-    state.cursor = state.cursor % #state.train + 1
-  end
-  local loss = state.model(batch_of(chunk, state.pad)).loss
+  local b = state.batches:next()
+  local loss = state.model{ input_ids = b.input_ids, attention_mask = b.attention_mask, labels = b.labels }.loss
   state.opt:zero_grad()
   loss:backward()
   state.opt:step()
@@ -152,9 +159,11 @@ local function finish(state, cfg, dir)
   print(string.format("held-out loss: %.4f before, %.4f after", state.loss_before, after))
   print("sample before: " .. state.sample_before)
   print("sample after:  " .. sample(state, cfg))
-  local out = cfg.out ~= "" and cfg.out or dir .. "/adapter"
-  assert(state.model:save_adapter(out))
-  print("adapter saved to " .. out)
+  if mt.dist.is_main() then
+    local out = cfg.out ~= "" and cfg.out or dir .. "/adapter"
+    assert(state.model:save_adapter(out))
+    print("adapter saved to " .. out)
+  end
 end
 
 return { config = config, setup = setup, step = step, evaluate = evaluate, finish = finish }
