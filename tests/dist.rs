@@ -9,7 +9,9 @@
 //! - a rank killed mid-run stops the others with an error naming it, the run directory and the
 //!   last checkpoint stay whole, and `--resume` on 2 ranks ends with the weights of a run that
 //!   was never stopped (each rank's random stream and data position are in the checkpoint);
-//! - a recipe edited mid-run reloads on every rank at the same step.
+//! - a recipe edited mid-run reloads on every rank at the same step;
+//! - a collective still waiting for a rank after `--timeout` is an error naming it;
+//! - ranks started by torchrun, or as srun starts them (rank 0 serving the store), meet too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -253,4 +255,68 @@ fn an_edit_reloads_on_every_rank_at_the_same_step() {
     let first_new = versions.iter().position(|v| *v == 2.0).expect("the edit was applied");
     assert!(versions[first_new..].iter().all(|v| *v == 2.0), "{versions:?}");
     assert!(rows.iter().any(|r| r["kind"] == "reload" && r["result"] == "ok"), "{rows:?}");
+}
+
+const SLOW_RANK: &str = r#"
+local mt = require "moontune"
+if mt.dist.rank() == 1 then
+  local t = mt.clock()
+  while mt.clock() - t < 6 do end
+end
+mt.dist.all_reduce(mt.tensor.zeros{ 2 })
+"#;
+
+#[test]
+fn a_collective_past_the_timeout_is_an_error_naming_it() {
+    let dir = tempdir("timeout");
+    let script = dir.join("slow.lua");
+    std::fs::write(&script, SLOW_RANK).unwrap();
+    let start = Instant::now();
+    let out = moontune().args(["launch", "--nproc", "2", "--timeout", "2"]).arg(&script).output().unwrap();
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.contains("all_reduce failed on rank 0 of 2") && shown.contains("Timed out"), "{shown}");
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn ranks_started_as_srun_starts_them_meet_at_rank_0() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let ranks: Vec<Child> = (0..2)
+        .map(|r| {
+            moontune()
+                .args(["run", "tests/dist/collectives.lua"])
+                .envs([("SLURM_PROCID", r.to_string()), ("SLURM_NTASKS", "2".into()), ("SLURM_LOCALID", r.to_string())])
+                .envs([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port.as_str()), ("MOONTUNE_DIST_TIMEOUT", "30")])
+                .current_dir(root())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (r, rank) in ranks.into_iter().enumerate() {
+        let out = rank.wait_with_output().unwrap();
+        let shown = text(&out);
+        assert!(out.status.success() && shown.contains(&format!("collectives: rank {r} of 2")), "rank {r}:\n{shown}");
+    }
+}
+
+#[test]
+fn torchrun_starts_the_ranks_too() {
+    let Some(python) = std::env::var_os("MOONTUNE_PYTHON").map(PathBuf::from) else {
+        println!("SKIPPED: MOONTUNE_PYTHON is not set (tools/env.sh sets it), so torchrun cannot be found");
+        return;
+    };
+    let torchrun = python.with_file_name("torchrun");
+    let out = Command::new(torchrun)
+        .args(["--nproc-per-node", "2", "--no-python"])
+        .arg(env!("CARGO_BIN_EXE_moontune"))
+        .args(["run", "tests/dist/collectives.lua"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("collectives: rank 0 of 2") && shown.contains("collectives: rank 1 of 2"), "{shown}");
 }
