@@ -44,7 +44,7 @@ enum Command {
         #[arg(long)]
         master: Option<String>,
         /// Seconds a collective waits for the other ranks before it fails.
-        #[arg(long, default_value_t = moontune::dist::world::DEFAULT_TIMEOUT_S)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = moontune::dist::world::DEFAULT_TIMEOUT_S)]
         timeout: f64,
         #[command(flatten)]
         run: RunArgs,

@@ -39,6 +39,9 @@ pub fn launch(o: &LaunchOptions) -> Result<u8> {
     if o.nproc == 0 || o.nnodes == 0 {
         bail!("--nproc and --nnodes must be at least 1");
     }
+    if !(o.timeout > 0.0 && o.timeout.is_finite()) {
+        bail!("--timeout must be a positive number of seconds, got {}", o.timeout);
+    }
     if o.node_rank >= o.nnodes {
         bail!("--node-rank {} is not below --nnodes {}", o.node_rank, o.nnodes);
     }

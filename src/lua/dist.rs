@@ -2,11 +2,11 @@
 //! collectives on tensors, and `data_parallel`, whose handle's `no_sync(fn)` keeps a backward's
 //! gradients local. In a plain `moontune run` (a world of one) every call works and sends nothing.
 
-use mlua::{Function, Lua, MultiValue, Table, UserData, UserDataMethods, Value};
+use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, Value};
 use serde::Deserialize;
 
 use super::args::{describe, misuse, options, OrMisuse};
-use super::callbacks::function;
+use super::callbacks::{function, method};
 use super::models::parameters_of;
 use super::tensor::{tensor_arg, wrap};
 use crate::dist::data_parallel::{data_parallel, DataParallel};
@@ -41,15 +41,16 @@ struct LuaDataParallel(DataParallel);
 
 impl UserData for LuaDataParallel {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("no_sync", |_, this, f: Function| {
+        method(methods, "no_sync", "data_parallel.no_sync", |_, this, f: Value| {
+            let Value::Function(f) = f else { return Err(misuse("data_parallel.no_sync", format!("expected a function, got {}", describe(&f)))) };
             let was = this.0.set_sync(false);
             let result = f.call::<MultiValue>(());
             this.0.set_sync(was);
             result
         });
-        methods.add_method("params", |_, this, ()| Ok(this.0.params));
-        methods.add_method("elements", |_, this, ()| Ok(this.0.elements));
-        methods.add_method("is_distributed", |_, this, ()| Ok(this.0.is_distributed()));
+        method(methods, "params", "data_parallel.params", |_, this, ()| Ok(this.0.params));
+        method(methods, "elements", "data_parallel.elements", |_, this, ()| Ok(this.0.elements));
+        method(methods, "is_distributed", "data_parallel.is_distributed", |_, this, ()| Ok(this.0.is_distributed()));
         methods.add_meta_method(mlua::MetaMethod::ToString, |_, this, ()| Ok(format!("DataParallel({} parameters, {} values)", this.0.params, this.0.elements)));
     }
 }

@@ -77,6 +77,7 @@ local hook = model:register_forward_hook({ "mlp" }, function() end)
 local ms = mt.metrics.stream("f1", { average = "macro" })
 local ds = mt.data.from({ { text = "a b c", label = 1 }, { text = "c d e", label = 0 } })
 local it = ds:iter()
+local dpar = mt.dist.data_parallel(lin)
 local corpus = assert(io.open("corpus.txt", "w")); corpus:write("hello world\nhi there\n"); corpus:close()
 local tok = mt.tokenizer.train_bpe{ files = { "corpus.txt" }, vocab_size = 40 }
 local cyc = {}; cyc[1] = cyc; cyc.self = cyc
@@ -117,6 +118,8 @@ fn receiver(class: &str) -> Option<&'static str> {
         "moontune.Dataset" => "ds",
         "moontune.DataIterator" => "it",
         "moontune.checkpoint" => "mt.checkpoint",
+        "moontune.dist" => "mt.dist",
+        "moontune.DataParallel" => "dpar",
         "moontune.eval" => "mt.eval",
         "moontune.peft" => "mt.peft",
         _ => return None,
@@ -662,6 +665,14 @@ pub fn recipe_cases() -> Vec<Case> {
         ("types-no-dir", &["types"], &["types", "DIR"]),
         ("types-into-file", &["types", "case.lua"], &["case.lua"]),
         ("no-command", &[], &["Usage", "moontune"]),
+        ("launch-nproc-zero", &["launch", "--nproc", "0", "case.lua", "--headless", "--runs-dir", "runs"], &["nproc"]),
+        ("launch-node-rank-past-nnodes", &["launch", "--nnodes", "2", "--node-rank", "2", "--master", "127.0.0.1:1", "case.lua"], &["node-rank"]),
+        ("launch-master-no-port", &["launch", "--nnodes", "2", "--master", "nowhere", "case.lua"], &["master"]),
+        ("launch-nnodes-without-master", &["launch", "--nnodes", "2", "case.lua"], &["master"]),
+        ("launch-timeout-negative", &["launch", "--nproc", "2", "--timeout", "-1", "case.lua"], &["timeout"]),
+        ("launch-timeout-nan", &["launch", "--nproc", "2", "--timeout", "NaN", "case.lua"], &["timeout"]),
+        ("launch-missing-recipe", &["launch", "--nproc", "2", "--headless", "nothing.lua"], &["nothing.lua"]),
+        ("launch-two-ranks", &["launch", "--nproc", "2", "case.lua", "--headless", "--runs-dir", "runs", "--timeout", "30"], &[]),
     ];
     for (name, args, names) in command_lines {
         out.push(Case {
