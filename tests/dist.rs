@@ -3,7 +3,8 @@
 //! - after one backward every rank's gradients equal one process's on the ranks' batches
 //!   together (2 and 3 ranks, 1e-6 relative to the largest gradient; the model in float64, so
 //!   that the check sees the averaging rather than float32's summation order: 2 and 4 ranks
-//!   then differ by ~1e-15, 3 ranks by ~1e-7, the division by 3);
+//!   then differ by ~1e-15, 3 ranks by ~1e-7, the division by 3; also with gradient
+//!   checkpointing);
 //! - 20 AdamW steps on 2 ranks end with the same weights on both, equal to one process with
 //!   the doubled batch (1e-5);
 //! - a rank killed mid-run stops the others with an error naming it, the run directory and the
@@ -87,16 +88,18 @@ fn gradients_equal_one_process_on_the_ranks_batches_together() {
     let Some(data) = data_dir() else { return };
     let dir = tempdir("grads");
     let data = format!("data={}", data.display());
-    for nproc in [2usize, 3] {
-        let many = dir.join(format!("ranks{nproc}"));
-        let one = dir.join(format!("one{nproc}"));
+    // 2 and 3 ranks, and 2 ranks recomputing each layer in backward (gradient checkpointing).
+    for (nproc, checkpointing) in [(2usize, false), (3, false), (2, true)] {
+        let many = dir.join(format!("ranks{nproc}-{checkpointing}"));
+        let one = dir.join(format!("one{nproc}-{checkpointing}"));
         std::fs::create_dir_all(&many).unwrap();
         std::fs::create_dir_all(&one).unwrap();
-        launch(nproc, &dir, &["tests/dist/train.lua", "mode=grads", "dtype=float64", "batch=2", &data, &format!("out={}", many.display())]);
+        let checkpointing = format!("checkpointing={checkpointing}");
+        launch(nproc, &dir, &["tests/dist/train.lua", "mode=grads", "dtype=float64", "batch=2", &checkpointing, &data, &format!("out={}", many.display())]);
         launch(0, &dir, &["tests/dist/train.lua", "mode=grads", "dtype=float64", &format!("batch={}", 2 * nproc), &data, &format!("out={}", one.display())]);
         let ranks: Vec<PathBuf> = (0..nproc).map(|r| many.join(format!("grads-rank{r}.safetensors"))).collect();
         let (diff, largest) = compare(&one.join("grads-rank0.safetensors"), &ranks);
-        println!("{nproc} ranks: gradients differ from one process's by {diff:.3e} (largest {largest:.3e})");
+        println!("{nproc} ranks ({checkpointing}): gradients differ from one process's by {diff:.3e} (largest {largest:.3e})");
         assert!(largest > 1e-3, "the gradients are all zero: the test would prove nothing");
         assert!(diff <= 1e-6 * largest.max(1.0), "{nproc} ranks: gradients differ by {diff:e}");
     }

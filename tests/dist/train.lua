@@ -3,6 +3,7 @@
 -- that the mean of the ranks' losses is the loss of their batches together.
 --   mode=grads: one backward, the trainable gradients saved per rank, then stop.
 --   mode=train: `steps` AdamW steps, the trainable weights saved per rank at the end.
+-- checkpointing=true recomputes each layer in backward (gradient checkpointing).
 -- With noise > 0 each rank seeds its own random stream (seed + rank) and scales its loss by
 -- 1 + noise · randn, so that the weights depend on every rank's draws (the resume test).
 -- Each rank writes <out>/<mode>-rank<r>.safetensors; a world of one writes rank0.
@@ -10,12 +11,13 @@ local mt = require "moontune"
 local F = mt.nn.functional
 
 return {
-  config = { steps = 20, batch = 4, lr = 1e-2, seed = 11, mode = "train", dtype = "float32", noise = 0.0, data = "", out = "", pause = 0.0, save_every = 0 },
+  config = { steps = 20, batch = 4, lr = 1e-2, seed = 11, mode = "train", dtype = "float32", noise = 0.0, checkpointing = false, data = "", out = "", pause = 0.0, save_every = 0 },
   setup = function(cfg)
     if cfg.noise > 0 then mt.manual_seed(cfg.seed + mt.dist.rank()) end
     local dir = cfg.data .. "/models/stories260K"
     local model = assert(mt.models.load(dir, { dtype = cfg.dtype }))
     mt.peft.lora(model, { name = "task", r = 4, alpha = 8, targets = { "q_proj", "v_proj" }, init = false })
+    if cfg.checkpointing then model:gradient_checkpointing(true) end
     local dp = mt.dist.data_parallel(model, { bucket_mb = 0.01 })
     local tok = assert(mt.tokenizer.load(dir))
     local rows = mt.data.read(cfg.data .. "/text/tinyshakespeare.txt"):take(300)
