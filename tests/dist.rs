@@ -12,7 +12,8 @@
 //!   was never stopped (each rank's random stream and data position are in the checkpoint);
 //! - a recipe edited mid-run reloads on every rank at the same step;
 //! - a collective still waiting for a rank after `--timeout` is an error naming it;
-//! - ranks started by torchrun, or as srun starts them (rank 0 serving the store), meet too.
+//! - ranks started by torchrun, or as srun starts them (rank 0 serving the store), meet too;
+//! - an evaluation iterates this rank's share and its numbers are combined across ranks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -322,4 +323,37 @@ fn torchrun_starts_the_ranks_too() {
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(shown.contains("collectives: rank 0 of 2") && shown.contains("collectives: rank 1 of 2"), "{shown}");
+}
+
+const SHARED_EVAL: &str = r#"
+local mt = require "moontune"
+local rows = {}
+for i = 1, 10 do rows[i] = { x = i } end
+return {
+  config = { steps = 2, eval_every = 2 },
+  setup = function(cfg) return { data = mt.data.from(rows):shuffle{ seed = 1 } } end,
+  step = function(s, cfg) return {} end,
+  evaluate = function(s, cfg)
+    local n, sum = 0, 0
+    for ex in s.data:iter() do n = n + 1; sum = sum + ex.x end
+    return { examples = n, mean = sum / n, seen_alone = n }
+  end,
+}
+"#;
+
+#[test]
+fn evaluation_runs_on_shares_and_its_numbers_are_combined() {
+    let dir = tempdir("eval");
+    let recipe = dir.join("eval.lua");
+    std::fs::write(&recipe, SHARED_EVAL).unwrap();
+    for nproc in [0, 2] {
+        let runs = dir.join(format!("runs{nproc}"));
+        launch(nproc, &runs, &[recipe.to_str().unwrap()]);
+        let run = std::fs::read_dir(runs.join("runs")).unwrap().flatten().next().unwrap().path();
+        let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let eval = rows.iter().find(|r| r["kind"] == "eval").expect("an eval row");
+        // Each of 2 ranks saw 5 examples (`seen_alone`, averaged); `examples` is summed.
+        let share = if nproc == 0 { 10.0 } else { 5.0 };
+        assert_eq!((eval["examples"].as_f64(), eval["mean"].as_f64(), eval["seen_alone"].as_f64()), (Some(10.0), Some(5.5), Some(share)), "{nproc} ranks: {eval}");
+    }
 }
