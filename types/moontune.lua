@@ -3246,6 +3246,53 @@ function DataIterator:load_state(state) end
 ---@return integer
 function DataIterator:epoch() end
 
+---`mt.cl`: continual learning — a benchmark's tasks as a stream, and the standard metrics of
+---an accuracy matrix.
+---@class moontune.cl
+mt.cl = {}
+
+---A task of `mt.cl.stream`: its examples are `{ sentence, label (0-based id into labels),
+---label_text, task (the name), task_id }`.
+---@class moontune.ClTask
+---@field name string
+---@field id integer 0-based position in the stream
+---@field labels string[] the task's label names, in labels.json's order
+---@field train moontune.Dataset
+---@field test moontune.Dataset
+
+---The O-LoRA benchmark's tasks (shared/data/continual/olora: `{ sentence, label }` JSON per task
+---and split, and labels.json) in a standard order — 1: sst2, agnews, amazon, qqp; 2: mnli, rte,
+---boolqa, wic, cb, copa; 3: both — or as `tasks` lists them. `train_per_task`/`test_per_task`
+---keep a seeded random subset of each split (`seed`, default 0; the run's random streams are
+---not used). `dir` defaults to $MOONTUNE_TEST_DATA/continual/olora (../shared/data without it).
+---An unknown task, a missing split or labels.json, and a label labels.json does not list are
+---errors naming them.
+---@param opts? { order?: integer, tasks?: string[], dir?: string, train_per_task?: integer, test_per_task?: integer, seed?: integer }
+---@return { tasks: moontune.ClTask[], names: string[] }
+function mt.cl.stream(opts) end
+
+---The standard continual-learning metrics (Avalanche's definitions) of an accuracy matrix:
+---`R[i][j]` is the accuracy on task j after training task i; pass the k rows trained so far (row
+---i with at least i entries). `average_accuracy`: mean of `R[k][j]` over j <= k (the last row's
+---mean once all tasks are trained); `forgetting`: mean over j < k of the best earlier accuracy
+---minus the final one (`forgetting_per_task` lists them); `bwt`: mean over j < k of
+---`R[k][j] - R[j][j]`; `fwt` (with `baseline`, one accuracy per task, and rows that tested the
+---next task): mean over j >= 2 of `R[j-1][j] - baseline[j]`; `average_incremental_accuracy`:
+---the mean over i of row i's mean over j <= i.
+---@param R number[][]
+---@param opts? { baseline?: number[] }
+---@return { average_accuracy: number, forgetting: number, forgetting_per_task: number[], bwt: number, fwt: number?, average_incremental_accuracy: number }
+function mt.cl.metrics(R, opts) end
+
+---The task names `mt.cl.stream` accepts, sorted.
+---@return string[]
+function mt.cl.task_names() end
+
+---The tasks of standard order `n` (1, 2 or 3), or nil.
+---@param n integer
+---@return string[]|nil
+function mt.cl.order(n) end
+
 ---`mt.dist`: data-parallel runs across processes and machines on PyTorch's distributed engine
 ---(c10d, Gloo on CPU). `moontune launch --nproc N recipe.lua` starts N ranks (torchrun and
 ---Slurm's srun work too); in a plain `moontune run` the world has one rank and every call
@@ -3366,6 +3413,12 @@ function mt.checkpoint.load(dir, state) end
 ---@param v any
 ---@return string
 function mt.checkpoint.kind(v) end
+
+---What differs between the ranks of a data-parallel run, for each rank's own part of a
+---checkpoint: the data iterators in `state`, at the same paths in plain tables (nothing else).
+---@param state table
+---@return table
+function mt.checkpoint.rank_state(state) end
 
 ---Every random stream's state: `{ cpu = tensor, cuda = { tensor, ... }, lua = { 4 integers } }`.
 ---@return table

@@ -262,13 +262,13 @@ mod tests {
         let (q, ups, r) = (Tensor::randn([2, 3, 4], (Kind::Float, Device::Cpu)), Tensor::randn([2, 3, 2, 4], (Kind::Float, Device::Cpu)), Tensor::zeros([2, 3, 4], (Kind::Float, Device::Cpu)));
         assert_eq!(layer.temperature.get(), 50.0);
         for i in 1..=3 {
-            layer.forward(&ctx, &q, &ups, &r).unwrap();
+            let _ = layer.forward(&ctx, &q, &ups, &r).unwrap();
             assert!((layer.temperature.get() - (50.0 - 0.05 * i as f64)).abs() < 1e-9, "T falls by T0/1000 per forward");
             let w = layer.last_weights.borrow().as_ref().unwrap().shallow_clone();
             assert!((w.sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-6);
         }
         let steady = FusionLayer::new("a,b", &FusionConfig::preset("static").unwrap(), 4, 0.0, Kind::Float, Device::Cpu).unwrap();
-        steady.forward(&ctx, &q, &ups, &r).unwrap();
+        let _ = steady.forward(&ctx, &q, &ups, &r).unwrap();
         assert_eq!(steady.temperature.get(), 1.0, "without temperature T stays 1");
     }
 }

@@ -10,6 +10,7 @@ local describe = mt.nn.describe
 mt.nn = require "moontune.nn"
 require "moontune.checkpoint"
 require "moontune.eval"
+mt.cl = require "moontune.cl"
 
 -- Function forms of the tensor methods, as torch.exp(x), torch.max(x, 1), torch.matmul(a, b):
 -- mt.tensor.NAME(x, ...) is x:NAME(...).

@@ -119,6 +119,7 @@ fn receiver(class: &str) -> Option<&'static str> {
         "moontune.DataIterator" => "it",
         "moontune.checkpoint" => "mt.checkpoint",
         "moontune.dist" => "mt.dist",
+        "moontune.cl" => "mt.cl",
         "moontune.DataParallel" => "dpar",
         "moontune.eval" => "mt.eval",
         "moontune.peft" => "mt.peft",

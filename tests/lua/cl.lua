@@ -1,0 +1,105 @@
+-- cl.lua — mt.cl: the continual-learning metrics against values worked out by hand, and the
+-- O-LoRA task stream (orders, budgets, labels) with its misuse errors.
+local mt = require "moontune"
+
+-- f() must fail with a message that contains every one of `needles`.
+local function errors(f, needles)
+  local ok, err = pcall(f)
+  assert(not ok, "expected an error mentioning " .. table.concat(needles, ", "))
+  for _, n in ipairs(needles) do
+    assert(tostring(err):find(n, 1, true), string.format("%q lacks %q", tostring(err), n))
+  end
+end
+
+local data = os.getenv("MOONTUNE_TEST_DATA") or "../shared/data"
+local olora = data .. "/continual/olora"
+local have_data = io.open(olora .. "/SC/SST-2/labels.json") ~= nil
+
+local function near(a, b, what)
+  assert(math.abs(a - b) < 1e-12, string.format("%s: %.15g, want %.15g", what, a, b))
+end
+
+return {
+  metrics_by_hand = function()
+    -- After task 1: 0.9 on it; task 2 drops it to 0.6; task 3 to 0.5.
+    local R = { { 0.9, 0.1, 0.2 }, { 0.6, 0.8, 0.3 }, { 0.5, 0.7, 0.85 } }
+    local m = mt.cl.metrics(R, { baseline = { 0.5, 0.25, 0.2 } })
+    near(m.average_accuracy, (0.5 + 0.7 + 0.85) / 3, "average accuracy: the last row's mean")
+    -- the first task: best 0.9 before, 0.5 at the end; the second: 0.8, then 0.7; the last task
+    -- has no forgetting of its own
+    assert(#m.forgetting_per_task == 2)
+    near(m.forgetting_per_task[1], 0.4, "forgetting of the first task")
+    near(m.forgetting_per_task[2], 0.1, "forgetting of the second task")
+    near(m.forgetting, 0.25, "mean forgetting")
+    near(m.bwt, ((0.5 - 0.9) + (0.7 - 0.8)) / 2, "backward transfer (negative: forgetting)")
+    near(m.fwt, ((0.1 - 0.25) + (0.3 - 0.2)) / 2, "forward transfer against the baseline")
+    near(m.average_incremental_accuracy, (0.9 + 0.7 + (0.5 + 0.7 + 0.85) / 3) / 3, "average incremental accuracy")
+
+    -- Positive transfer: later tasks help an earlier one; the best earlier accuracy is a later row's.
+    local up = mt.cl.metrics({ { 0.6, 0.5 }, { 0.7, 0.9 } }, { baseline = { 0.5, 0.3 } })
+    near(up.bwt, 0.1, "bwt is positive when a task improves")
+    near(up.forgetting, -0.1, "forgetting is negative then (max over earlier rows minus final)")
+    near(up.fwt, 0.2, "fwt: R[1][2] - baseline[2]")
+
+    -- After one task: nothing forgotten, no transfer to measure; partial rows are accepted.
+    local one = mt.cl.metrics({ { 0.75 } })
+    near(one.average_accuracy, 0.75, "one task")
+    assert(one.forgetting == 0 and one.bwt == 0 and one.fwt == nil and #one.forgetting_per_task == 0)
+    local partial = mt.cl.metrics({ { 0.8 }, { 0.6, 0.9 } })
+    near(partial.forgetting, 0.2, "rows with only the tasks trained so far")
+    assert(partial.fwt == nil, "no fwt without entries for untrained tasks and a baseline")
+  end,
+
+  metrics_misuse = function()
+    errors(function() mt.cl.metrics({}) end, { "cl.metrics", "no rows" })
+    errors(function() mt.cl.metrics({ { 0.5 }, { 0.4 } }) end, { "cl.metrics", "row 2" })
+    errors(function() mt.cl.metrics({ { "a" } }) end, { "cl.metrics", "R[1][1]" })
+    errors(function() mt.cl.metrics({ { 0 / 0 } }) end, { "cl.metrics", "nan" })
+    errors(function() mt.cl.metrics({ { 0.5 } }, { baseline = 3 }) end, { "cl.metrics", "baseline" })
+    errors(function() mt.cl.metrics({ { 0.5 } }, { base = {} }) end, { "cl.metrics", "unknown option 'base'" })
+  end,
+
+  stream_orders_and_budgets = function()
+    if not have_data then print("SKIPPED: no O-LoRA data at " .. olora) return end
+    assert(#mt.cl.order(1) == 4 and #mt.cl.order(2) == 6 and #mt.cl.order(3) == 10 and mt.cl.order(4) == nil)
+    assert(table.concat(mt.cl.order(3), " ") == table.concat(mt.cl.order(1), " ") .. " " .. table.concat(mt.cl.order(2), " "))
+    assert(#mt.cl.task_names() == 15)
+    local s = mt.cl.stream{ order = 1, train_per_task = 40, test_per_task = 16, dir = olora, seed = 3 }
+    assert(table.concat(s.names, " ") == "sst2 agnews amazon qqp")
+    for i, t in ipairs(s.tasks) do
+      assert(t.id == i - 1 and #t.train == 40 and #t.test == 16, t.name)
+      for ex in t.train:iter() do
+        assert(ex.task == t.name and ex.task_id == t.id)
+        assert(math.type(ex.label) == "integer" and t.labels[ex.label + 1] == ex.label_text, t.name .. ": label ids follow labels.json")
+      end
+    end
+    assert(#s.tasks[3].labels == 5, "amazon has five labels")
+    -- The same seed keeps the same subset; another seed another one.
+    local again = mt.cl.stream{ tasks = { "sst2" }, train_per_task = 40, test_per_task = 16, dir = olora, seed = 3 }
+    local other = mt.cl.stream{ tasks = { "sst2" }, train_per_task = 40, test_per_task = 16, dir = olora, seed = 4 }
+    local function first(st) return st.tasks[1].train:head(1)[1].sentence end
+    assert(first(again) == first(s), "a seed picks the same examples")
+    assert(first(other) ~= first(s), "another seed picks others")
+    local full = mt.cl.stream{ tasks = { "cb" }, dir = olora }
+    assert(#full.tasks[1].train == 250 and #full.tasks[1].test == 56, "without a budget every example")
+  end,
+
+  stream_misuse = function()
+    if not have_data then print("SKIPPED: no O-LoRA data at " .. olora) return end
+    errors(function() mt.cl.stream{ tasks = { "sst3" }, dir = olora } end, { "cl.stream", "unknown task 'sst3'", "agnews" })
+    errors(function() mt.cl.stream{ tasks = { "multirc" }, dir = olora } end, { "cl.stream", "multirc", "test", "absent" })
+    errors(function() mt.cl.stream{ order = 4, dir = olora } end, { "cl.stream", "order 4" })
+    errors(function() mt.cl.stream{ order = 1, tasks = { "sst2" }, dir = olora } end, { "cl.stream", "not both" })
+    errors(function() mt.cl.stream{ tasks = { "sst2", "sst2" }, dir = olora } end, { "cl.stream", "twice" })
+    errors(function() mt.cl.stream{ train_per_task = 0.5, dir = olora } end, { "cl.stream", "train_per_task" })
+    -- A task folder without labels.json, and a label labels.json does not list.
+    local dir = os.tmpname(); os.remove(dir); assert(os.execute("mkdir -p " .. dir .. "/SC/SST-2"))
+    local function write(path, text) local f = assert(io.open(path, "w")); f:write(text); f:close() end
+    write(dir .. "/SC/SST-2/train.json", '[{"sentence": "good", "label": "Good"}]')
+    write(dir .. "/SC/SST-2/test.json", '[{"sentence": "meh", "label": "Fine"}]')
+    errors(function() mt.cl.stream{ tasks = { "sst2" }, dir = dir } end, { "cl.stream", "labels.json", "missing" })
+    write(dir .. "/SC/SST-2/labels.json", '["Good", "Bad"]')
+    errors(function() mt.cl.stream{ tasks = { "sst2" }, dir = dir } end, { "cl.stream", "test.json", "example 1", "Fine", "Good, Bad" })
+    os.execute("rm -rf " .. dir)
+  end,
+}
