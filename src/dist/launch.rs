@@ -16,6 +16,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::c10d::Store;
 use super::world::{LOST_KEY, STORE_PREFIX};
 
+/// The exit code of a run stopped by Ctrl-C.
+const INTERRUPTED: i32 = 130;
+
 /// Seconds the other ranks get to stop by themselves after one failed (at most the timeout).
 const GRACE_S: f64 = 10.0;
 
@@ -57,6 +60,11 @@ pub fn launch(o: &LaunchOptions) -> Result<u8> {
     let timeout_ms = (o.timeout * 1000.0) as i64;
     let store = Store::new(&host, port, o.node_rank == 0, world, timeout_ms, STORE_PREFIX)
         .with_context(|| format!("the launcher could not {} the rendezvous store at {host}:{port}", if o.node_rank == 0 { "serve" } else { "reach" }))?;
+    // Ctrl-C reaches rank 0 from the terminal (it shares the launcher's process group), and rank
+    // 0 stops every rank after the same step; the launcher waits for them rather than dying
+    // first. The other ranks get a process group of their own, so that a second Ctrl-C, which
+    // aborts rank 0, leaves them to stop at their next collective with a message.
+    let _ = ctrlc::set_handler(|| eprintln!("\nmoontune launch: stopping every rank after its current step (Ctrl-C again to abort)"));
     let exe = std::env::current_exe().context("cannot find the moontune executable")?;
     let held: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut ranks = Vec::new();
@@ -88,7 +96,8 @@ pub fn launch(o: &LaunchOptions) -> Result<u8> {
             cmd.env("OMP_NUM_THREADS", "1");
         }
         if rank != 0 {
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            use std::os::unix::process::CommandExt;
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
         }
         let mut child = cmd.spawn().with_context(|| format!("cannot start rank {rank}"))?;
         if let Some(err) = child.stderr.take() {
@@ -147,7 +156,10 @@ fn watch(store: &Store, ranks: &mut [(usize, Child)], timeout: f64) -> Result<u8
         }
         ended.sort_by_key(|(_, status)| status.code().is_some());
         for (rank, status) in ended {
-            if !status.success() && failure.is_none() {
+            if status.code() == Some(INTERRUPTED) {
+                eprintln!("moontune launch: rank {rank} stopped on Ctrl-C");
+                failure.get_or_insert((INTERRUPTED as u8, Instant::now()));
+            } else if !status.success() && failure.is_none() {
                 let how = describe(&status);
                 let _ = store.set(LOST_KEY, format!("rank {rank} was lost ({how})").as_bytes());
                 eprintln!("moontune launch: rank {rank} {how}; the other ranks stop at their next collective");
