@@ -13,7 +13,8 @@
 //! - a recipe edited mid-run reloads on every rank at the same step;
 //! - a collective still waiting for a rank after `--timeout` is an error naming it;
 //! - ranks started by torchrun, or as srun starts them (rank 0 serving the store), meet too;
-//! - an evaluation iterates this rank's share and its numbers are combined across ranks.
+//! - an evaluation iterates this rank's share and its numbers are combined across ranks;
+//! - Ctrl-C stops every rank after the same step.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -356,4 +357,49 @@ fn evaluation_runs_on_shares_and_its_numbers_are_combined() {
         let share = if nproc == 0 { 10.0 } else { 5.0 };
         assert_eq!((eval["examples"].as_f64(), eval["mean"].as_f64(), eval["seen_alone"].as_f64()), (Some(10.0), Some(5.5), Some(share)), "{nproc} ranks: {eval}");
     }
+}
+
+const LONG: &str = r#"
+local mt = require "moontune"
+return { config = { steps = 100000 }, step = function()
+  local t = mt.clock(); while mt.clock() - t < 0.01 do end
+  return { loss = mt.dist.rank() }
+end }
+"#;
+
+#[test]
+fn ctrl_c_stops_every_rank_after_the_same_step() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempdir("ctrl-c");
+    let recipe = dir.join("long.lua");
+    std::fs::write(&recipe, LONG).unwrap();
+    // The launcher and rank 0 in a process group of their own, as a terminal's foreground job.
+    let mut launcher = moontune()
+        .args(["launch", "--nproc", "2", "--headless", "--runs-dir"])
+        .arg(dir.join("runs"))
+        .arg(&recipe)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let run = loop {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run did not start");
+        let run = std::fs::read_dir(dir.join("runs")).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).map(|e| e.path());
+        if let Some(run) = run.filter(|r| metric_steps(r, "step").len() >= 5) {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: a plain kill(2) of the process group we made.
+    unsafe { libc::kill(-(launcher.id() as i32), libc::SIGINT) };
+    let status = wait_for(&mut launcher, Duration::from_secs(30)).expect("the ranks did not stop");
+    let shown = text(&launcher.wait_with_output().unwrap());
+    assert_eq!(status.code(), Some(130), "{shown}");
+    assert!(shown.contains("rank 0 stopped on Ctrl-C") && shown.contains("rank 1 stopped on Ctrl-C"), "{shown}");
+    // Every logged step had both ranks (the loss is the mean of ranks 0 and 1).
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v["kind"] == "step").map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(!losses.is_empty() && losses.iter().all(|l| *l == 0.5), "{losses:?}");
 }
