@@ -3284,6 +3284,51 @@ function mt.cl.stream(opts) end
 ---@return { average_accuracy: number, forgetting: number, forgetting_per_task: number[], bwt: number, fwt: number?, average_incremental_accuracy: number }
 function mt.cl.metrics(R, opts) end
 
+---The task-incremental learner the strategies train: the encoder at `model` (a sentence
+---encoder such as all-MiniLM-L6-v2) shared by every task, and a linear head per task of `tasks`
+---(a stream's) on its mean-pooled output.
+---@param opts { model: string, tasks: moontune.ClTask[], max_len?: integer }
+---@return moontune.ClLearner
+function mt.cl.learner(opts) end
+
+---What `mt.cl.learner` returns.
+---@class moontune.ClLearner
+---@field encoder moontune.Module
+---@field tok moontune.Tokenizer
+---@field heads table<string, moontune.nn.Linear>
+local ClLearner = {}
+
+---The trainable parameters by name (`encoder.<name>`, `heads.<task>.<name>`), for an optimizer.
+---@return table<string, moontune.Tensor>
+function ClLearner:parameters() end
+
+---The logits of `task_name`'s head for a list of sentences.
+---@param task_name string
+---@param sentences string[]
+---@return moontune.Tensor
+function ClLearner:logits(task_name, sentences) end
+
+---The cross-entropy of a batch `{ sentence = {...}, label = tensor }` (as `Dataset:batch` makes
+---it) under `task_name`'s head.
+---@param task_name string
+---@param batch table
+---@return moontune.Tensor
+function ClLearner:loss(task_name, batch) end
+
+---Accuracy on a task's test split (its first `limit` examples when given).
+---@param task moontune.ClTask
+---@param limit? integer
+---@return number
+function ClLearner:accuracy(task, limit) end
+
+---A continual-learning strategy by name ("naive", "joint", "replay", "ewc"): a table of optional
+---hooks that scripts/continual.lua calls, `begin_task(s, task, cfg)`, `loss(s, task, batch, cfg)`
+---and `end_task(s, task, cfg)`, each a short file in stdlib moontune/cl/ to read and copy. An
+---unknown name is an error listing the known ones.
+---@param name string
+---@return table
+function mt.cl.strategy(name) end
+
 ---The task names `mt.cl.stream` accepts, sorted.
 ---@return string[]
 function mt.cl.task_names() end

@@ -1,0 +1,66 @@
+-- moontune.cl.learner: the task-incremental learner the continual-learning strategies train: a
+-- sentence encoder shared by every task (all-MiniLM-L6-v2 by default) and a linear head per task
+-- on its mean-pooled output. The task id is known at test time, so each task is scored with its
+-- own head and label set.
+local mt = require "moontune.core"
+local F = mt.nn.functional
+local L = {}
+L.__index = L
+
+-- `tasks`: the stream's tasks (a head each, made now so that one optimizer covers them all).
+function L.new(opts)
+  local encoder = assert(mt.models.load(opts.model))
+  local tok = assert(mt.tokenizer.load(opts.model))
+  local self = setmetatable({ encoder = encoder, tok = tok, heads = {}, max_len = opts.max_len or 64 }, L)
+  local hidden = encoder:config().hidden_size
+  for _, task in ipairs(opts.tasks) do
+    self.heads[task.name] = mt.nn.linear(hidden, #task.labels)
+  end
+  return self
+end
+
+-- The trainable parameters by name: the encoder's ("encoder.<name>") and every head's
+-- ("heads.<task>.<name>"), for an optimizer.
+function L:parameters()
+  local params = {}
+  for name, p in pairs(self.encoder:named_parameters{ trainable = true }) do params["encoder." .. name] = p end
+  for task, head in pairs(self.heads) do
+    for name, p in pairs(head:named_parameters()) do params["heads." .. task .. "." .. name] = p end
+  end
+  return params
+end
+
+-- Logits of `task_name`'s head for a list of sentences.
+function L:logits(task_name, sentences)
+  local enc = self.tok:encode_batch(sentences, nil, { truncation = true, max_length = self.max_len, padding = "longest" })
+  local out = self.encoder{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
+  return self.heads[task_name](mt.models.mean_pool(out.last_hidden_state, enc.attention_mask))
+end
+
+-- The cross-entropy of a batch (`{ sentence = {...}, label = tensor }`, as Dataset:batch makes).
+function L:loss(task_name, batch)
+  return F.cross_entropy(self:logits(task_name, batch.sentence), batch.label)
+end
+
+-- Accuracy on a task's test split (its first `limit` examples when given).
+function L:accuracy(task, limit)
+  self.encoder:eval()
+  local right, n = 0, 0
+  mt.no_grad(function()
+    for b in task.test:batch{ size = 64 }:iter() do
+      local take = limit and math.min(#b.sentence, limit - n) or #b.sentence
+      if take <= 0 then break end
+      local sentences, labels = b.sentence, b.label
+      if take < #b.sentence then
+        sentences = { table.unpack(sentences, 1, take) }
+        labels = labels:narrow(0, 0, take)
+      end
+      right = right + self:logits(task.name, sentences):argmax(-1):eq(labels):sum():item()
+      n = n + take
+    end
+  end)
+  self.encoder:train()
+  return right / n
+end
+
+return L
