@@ -64,6 +64,13 @@ fn launch(nproc: usize, dir: &Path, args: &[&str]) -> String {
     shown
 }
 
+/// `moontune launch --nproc 2 --headless --runs-dir RUNS ARGS...`, its output piped, to spawn.
+fn two_ranks(runs: &Path, args: &[&str]) -> Command {
+    let mut cmd = moontune();
+    cmd.args(["launch", "--nproc", "2", "--headless", "--runs-dir"]).arg(runs).args(args).current_dir(root()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
 /// The largest difference between `reference` and each of `others`, and the largest value.
 fn compare(reference: &Path, others: &[PathBuf]) -> (f64, f64) {
     let files = std::iter::once(reference.to_path_buf()).chain(others.iter().cloned()).map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
@@ -156,7 +163,7 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStat
 }
 
 fn metric_steps(run: &Path, kind: &str) -> Vec<u64> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["kind"] == kind)
@@ -177,16 +184,7 @@ fn a_killed_rank_stops_the_others_and_the_run_resumes_exactly() {
     launch(2, &straight, &[&settings[..], &[out.as_str()]].concat());
     // The same run, rank 1 killed after the checkpoint of step 10.
     let out = format!("out={}", dir.display());
-    let mut launcher = moontune()
-        .args(["launch", "--nproc", "2", "--timeout", "20", "--headless", "--runs-dir"])
-        .arg(dir.join("runs"))
-        .args(settings)
-        .args([out.as_str(), "pause=0.05"])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut launcher = two_ranks(&dir.join("runs"), &[&["--timeout", "20"], &settings[..], &[out.as_str(), "pause=0.05"]].concat()).spawn().unwrap();
     let start = Instant::now();
     let run = loop {
         assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint of step 10 appeared");
@@ -238,15 +236,13 @@ fn an_edit_reloads_on_every_rank_at_the_same_step() {
     let dir = tempdir("reload");
     let recipe = dir.join("recipe.lua");
     std::fs::write(&recipe, RELOADED).unwrap();
-    let mut launcher = moontune()
-        .args(["launch", "--nproc", "2", "--timeout", "30", "--headless", "--runs-dir"])
-        .arg(dir.join("runs"))
-        .arg(&recipe)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut launcher = two_ranks(&dir.join("runs"), &["--timeout", "30", recipe.to_str().unwrap()]).spawn().unwrap();
+    // Edit once the ranks are stepping.
+    let start = Instant::now();
+    while std::fs::read_dir(dir.join("runs")).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).is_none_or(|run| metric_steps(&run.path(), "step").len() < 10) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::write(&recipe, RELOADED.replace("VERSION = 1", "VERSION = 2")).unwrap();
     let status = wait_for(&mut launcher, Duration::from_secs(60)).expect("the run did not end");
     let shown = text(&launcher.wait_with_output().unwrap());
@@ -374,15 +370,7 @@ fn ctrl_c_stops_every_rank_after_the_same_step() {
     let recipe = dir.join("long.lua");
     std::fs::write(&recipe, LONG).unwrap();
     // The launcher and rank 0 in a process group of their own, as a terminal's foreground job.
-    let mut launcher = moontune()
-        .args(["launch", "--nproc", "2", "--headless", "--runs-dir"])
-        .arg(dir.join("runs"))
-        .arg(&recipe)
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut launcher = two_ranks(&dir.join("runs"), &[recipe.to_str().unwrap()]).process_group(0).spawn().unwrap();
     let start = Instant::now();
     let run = loop {
         assert!(start.elapsed() < Duration::from_secs(60), "the run did not start");
