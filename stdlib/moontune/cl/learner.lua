@@ -9,8 +9,18 @@ L.__index = L
 
 -- `tasks`: the stream's tasks (a head each, made now so that one optimizer covers them all).
 function L.new(opts)
-  local encoder = assert(mt.models.load(opts.model))
-  local tok = assert(mt.tokenizer.load(opts.model))
+  if type(opts) ~= "table" then error("cl.learner: expected a table { model = dir, tasks = stream.tasks }, got " .. type(opts), 0) end
+  if type(opts.model) ~= "string" then error("cl.learner: model must be the folder of a sentence encoder, got " .. type(opts.model), 0) end
+  if type(opts.tasks) ~= "table" or #opts.tasks == 0 then error("cl.learner: tasks must be the tasks of a stream (mt.cl.stream{...}.tasks)", 0) end
+  for i, task in ipairs(opts.tasks) do
+    if type(task) ~= "table" or type(task.name) ~= "string" or type(task.labels) ~= "table" or #task.labels == 0 then
+      error(string.format("cl.learner: tasks[%d] must be a task of a stream, with a name and labels", i), 0)
+    end
+  end
+  local encoder, err = mt.models.load(opts.model)
+  if not encoder then error("cl.learner: " .. tostring(err), 0) end
+  local tok, tok_err = mt.tokenizer.load(opts.model)
+  if not tok then error("cl.learner: " .. tostring(tok_err), 0) end
   local self = setmetatable({ encoder = encoder, tok = tok, heads = {}, max_len = opts.max_len or 64 }, L)
   local hidden = encoder:config().hidden_size
   for _, task in ipairs(opts.tasks) do
