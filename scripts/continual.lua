@@ -53,7 +53,7 @@ local function setup(cfg)
   mt.cl.strategy(cfg.strategy)   -- an unknown name fails here, before any training
   local learner = mt.cl.learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len }
   cfg.steps = #stream.tasks * cfg.steps_per_task
-  local s = { learner = learner, model = learner.encoder, heads = learner.heads, seen = {}, R = {}, iters = {},
+  local s = { learner = learner, model = learner.encoder, seen = {}, R = {}, iters = {},
               opt = mt.optim.adamw(learner:parameters(), { lr = cfg.lr, weight_decay = 0.0 }) }
   for _, task in ipairs(stream.tasks) do
     s.iters[task.name] = task.train:shuffle{ seed = cfg.seed + task.id }:batch{ size = cfg.batch }:iter{ epochs = math.huge }

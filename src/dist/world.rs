@@ -251,11 +251,13 @@ impl World {
     /// Checks that every rank gives the same `values` (shapes, names' hashes), else an error
     /// saying `what` differs.
     pub fn agree(&self, values: &[i64], what: &str) -> Result<()> {
-        let mine = Tensor::from_slice(values);
-        let (high, low) = (mine.copy(), mine.copy());
-        self.group.all_reduce(&high, ReduceOp::Max).map_err(|e| self.failed(what, e))?;
-        self.group.all_reduce(&low, ReduceOp::Min).map_err(|e| self.failed(what, e))?;
-        if !high.equal(&low) {
+        // One max over [values, -values] gives the largest and (negated) the smallest of each.
+        let both: Vec<i64> = values.iter().copied().chain(values.iter().map(|v| -v)).collect();
+        let reduced = Tensor::from_slice(&both);
+        self.group.all_reduce(&reduced, ReduceOp::Max).map_err(|e| self.failed(what, e))?;
+        let extremes = Vec::<i64>::try_from(&reduced)?;
+        let (high, low) = extremes.split_at(values.len());
+        if high.iter().zip(low).any(|(h, l)| *h != -l) {
             bail!("the ranks disagree on {what}");
         }
         Ok(())
