@@ -2,12 +2,13 @@
 -- with per-task budgets (cl/stream.lua); `metrics` the standard measures of an accuracy matrix
 -- (cl/metrics.lua); `learner` the task-incremental learner, an encoder with a head per task
 -- (cl/learner.lua); `strategy(name)` one of the strategies, each a small file of hooks
--- (cl/naive.lua, cl/joint.lua, cl/replay.lua, cl/ewc.lua) that scripts/continual.lua calls.
+-- (cl/naive.lua, joint, replay, ewc, lwf, olora, adapters, fusion) that scripts/continual.lua
+-- calls, or a strategy of your own in any Lua file (see docs/continual.md).
 local stream = require "moontune.cl.stream"
 local metrics = require "moontune.cl.metrics"
 local learner = require "moontune.cl.learner"
 
-local STRATEGIES = { "ewc", "joint", "naive", "replay" }
+local STRATEGIES = { "adapters", "ewc", "fusion", "joint", "lwf", "naive", "olora", "replay" }
 
 local function copy(list)
   local out = {}
@@ -26,12 +27,22 @@ return {
     return names
   end,
   learner = learner.new,
-  -- A strategy by name: a table of hooks (begin_task, loss, end_task; see scripts/continual.lua).
+  -- A strategy by name: a table of hooks (prepare, begin_task, loss, end_task; see
+  -- scripts/continual.lua), or the one a Lua file (a name ending in ".lua") returns, read again
+  -- at each call so that editing it changes the run from its next step.
   strategy = function(name)
     for _, known in ipairs(STRATEGIES) do
       if name == known then return require("moontune.cl." .. name) end
     end
-    error(string.format("cl.strategy: unknown strategy %s (strategies: %s)", type(name) == "string" and ("'" .. name .. "'") or tostring(name), table.concat(STRATEGIES, ", ")), 0)
+    if type(name) == "string" and name:match("%.lua$") then
+      local chunk, err = loadfile(name)
+      if not chunk then error("cl.strategy: " .. tostring(err), 0) end
+      local ok, strategy = pcall(chunk)
+      if not ok then error("cl.strategy: " .. name .. ": " .. tostring(strategy), 0) end
+      if type(strategy) ~= "table" then error("cl.strategy: " .. name .. " must return a table of hooks (loss, begin_task, end_task, prepare), got " .. type(strategy), 0) end
+      return strategy
+    end
+    error(string.format("cl.strategy: unknown strategy %s (strategies: %s, or a Lua file returning one)", type(name) == "string" and ("'" .. name .. "'") or tostring(name), table.concat(STRATEGIES, ", ")), 0)
   end,
   -- The tasks of a standard order (1, 2 or 3), or nil.
   order = function(n)

@@ -1,7 +1,8 @@
 -- moontune.cl.learner: the task-incremental learner the continual-learning strategies train: a
 -- sentence encoder shared by every task (all-MiniLM-L6-v2 by default) and a linear head per task
 -- on its mean-pooled output. The task id is known at test time, so each task is scored with its
--- own head and label set.
+-- own head and label set. Strategies that give each task its own adapters set a route per task
+-- (`learner:route`), which the learner makes the active composition before each forward.
 local mt = require "moontune.core"
 local F = mt.nn.functional
 local L = {}
@@ -29,22 +30,43 @@ function L.new(opts)
   return self
 end
 
--- The trainable parameters by name: the encoder's ("encoder.<name>") and every head's
--- ("heads.<task>.<name>"), for an optimizer.
+-- The parameters an optimizer covers, by name: the encoder's trainable ones and every adapter's
+-- and fusion's, trainable now or later ("encoder.<name>"; a frozen one has no gradient, so the
+-- optimizer leaves it as it is), and every head's ("heads.<task>.<name>").
 function L:parameters()
   local params = {}
-  for name, p in pairs(self.encoder:named_parameters{ trainable = true }) do params["encoder." .. name] = p end
+  for name, p in pairs(self.encoder:named_parameters()) do
+    if p:requires_grad() or name:find(".adapters.", 1, true) or name:find(".adapter_fusion_layer.", 1, true) then
+      params["encoder." .. name] = p
+    end
+  end
   for task, head in pairs(self.heads) do
     for name, p in pairs(head:named_parameters()) do params["heads." .. task .. "." .. name] = p end
   end
   return params
 end
 
+-- Routes `task_name` through adapters: one adapter's name, or a list of names whose fusion
+-- (`mt.peft.fusion`) is used. Plain data, so that checkpoints keep it.
+function L:route(task_name, adapters)
+  self.routes = self.routes or {}
+  self.routes[task_name] = adapters
+end
+
+-- The pooled sentence embeddings for `task_name` (through its route, if there are routes).
+function L:features(task_name, sentences)
+  local enc = self.tok:encode_batch(sentences, nil, { truncation = true, max_length = self.max_len, padding = "longest" })
+  local route = self.routes and self.routes[task_name]
+  if route then
+    self.encoder:set_active(type(route) == "string" and route or #route == 1 and route[1] or mt.peft.fuse(table.unpack(route)))
+  end
+  local out = self.encoder{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
+  return mt.models.mean_pool(out.last_hidden_state, enc.attention_mask)
+end
+
 -- Logits of `task_name`'s head for a list of sentences.
 function L:logits(task_name, sentences)
-  local enc = self.tok:encode_batch(sentences, nil, { truncation = true, max_length = self.max_len, padding = "longest" })
-  local out = self.encoder{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
-  return self.heads[task_name](mt.models.mean_pool(out.last_hidden_state, enc.attention_mask))
+  return self.heads[task_name](self:features(task_name, sentences))
 end
 
 -- The cross-entropy of a batch (`{ sentence = {...}, label = tensor }`, as Dataset:batch makes).

@@ -1,0 +1,54 @@
+-- lwf (Learning without Forgetting, Li & Hoiem 2017): before each new task the learner is
+-- copied as a frozen teacher; each step on the new task also distils, on the new task's
+-- sentences, every earlier task's head outputs from the teacher: λ · T² · KL(softmax(teacher/T)
+-- ‖ softmax(student/T)) per earlier head (T = cfg.lwf_temperature, λ = cfg.lwf_lambda). No old
+-- data is kept; the old tasks' behaviour on the new inputs is what is preserved.
+local mt = require "moontune.core"
+local F = mt.nn.functional
+
+local function copy_into(dst, src)
+  mt.no_grad(function()
+    for name, p in pairs(src) do dst[name]:copy_(p) end
+  end)
+end
+
+return {
+  name = "lwf",
+  -- The teacher: a second encoder, loaded once, that each task copies the learner into.
+  prepare = function(s, cfg)
+    local teacher, err = mt.models.load(cfg.model)
+    if not teacher then error("lwf: " .. tostring(err), 0) end
+    teacher:eval()
+    for _, p in pairs(teacher:named_parameters()) do p:requires_grad_(false) end
+    s.lwf_teacher = teacher
+  end,
+  begin_task = function(s, task)
+    if #s.seen == 0 then return end
+    copy_into(s.lwf_teacher:named_parameters(), s.learner.encoder:named_parameters())
+    s.lwf_heads = {}
+    for _, t in ipairs(s.seen) do
+      local head = s.learner.heads[t.name]
+      s.lwf_heads[t.name] = { weight = head.weight:detach():clone(), bias = head.bias:detach():clone() }
+    end
+  end,
+  loss = function(s, task, batch, cfg)
+    local learner = s.learner
+    if #s.seen == 0 then return learner:loss(task.name, batch) end
+    local features = learner:features(task.name, batch.sentence)
+    local loss = F.cross_entropy(learner.heads[task.name](features), batch.label)
+    local old = mt.no_grad(function()
+      local enc = learner.tok:encode_batch(batch.sentence, nil, { truncation = true, max_length = learner.max_len, padding = "longest" })
+      local out = s.lwf_teacher{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
+      return mt.models.mean_pool(out.last_hidden_state, enc.attention_mask)
+    end)
+    local T = cfg.lwf_temperature
+    for _, t in ipairs(s.seen) do
+      local h = s.lwf_heads[t.name]
+      local target = F.log_softmax(F.linear(old, h.weight, h.bias) / T, -1)
+      local student = F.log_softmax(learner.heads[t.name](features) / T, -1)
+      local kl = F.kl_div(student, target, { reduction = "batchmean", log_target = true })
+      loss = loss + kl * (cfg.lwf_lambda * T * T)
+    end
+    return loss
+  end,
+}
