@@ -13,7 +13,8 @@
 -- olora, adapters, fusion; or a file of your own: strategy=scripts/cl_mas.lua. A strategy is a
 -- table of optional hooks: prepare(s, cfg) (once, before the optimizer is made: adapters the
 -- strategy adds to the model), begin_task(s, task, cfg), loss(s, task, batch, cfg) (the step's
--- loss; default: the task's cross-entropy), end_task(s, task, cfg). `s` is the state:
+-- loss; default: the task's cross-entropy), end_task(s, task, cfg) (may return numbers to log).
+-- A strategy with `frozen_encoder = true` trains adapters only, at cfg.adapter_lr. `s` is the state:
 -- s.learner, s.stream, s.seen (the tasks trained before this one), s.steps, s.next_batch(task).
 -- Changing cfg.strategy mid-run (a `:` line, or editing this file) switches from the next step
 -- on, between strategies without `prepare` (those that add adapters are chosen at the start).
@@ -34,6 +35,7 @@ local config = {
   test_per_task = 200,
   max_len = 64,
   lr = 5e-5,
+  adapter_lr = 1e-3,          -- the learning rate of strategies that train adapters only (olora, adapters, fusion)
   seed = 0,
   replay_weight = 1.0,        -- replay: the weight of the replayed examples' loss
   replay_batch = 8,           -- replay: examples replayed with each batch
@@ -70,7 +72,7 @@ local function setup(cfg)
   local s = { learner = learner, model = learner.encoder, seen = {}, R = {}, iters = {}, stream = stream,
               prepared = cfg.strategy, started = mt.clock() }
   if strategy.prepare then strategy.prepare(s, cfg) end
-  s.opt = mt.optim.adamw(learner:parameters(), { lr = cfg.lr, weight_decay = 0.0 })
+  s.opt = mt.optim.adamw(learner:parameters(), { lr = strategy.frozen_encoder and cfg.adapter_lr or cfg.lr, weight_decay = 0.0 })
   for _, task in ipairs(stream.tasks) do
     s.iters[task.name] = task.train:shuffle{ seed = cfg.seed + task.id }:batch{ size = cfg.batch }:iter{ epochs = math.huge }
   end
@@ -106,7 +108,8 @@ local function step(s, cfg)
   local out = { loss = loss, task = index }
   if s.steps % cfg.steps_per_task == 0 then
     -- The end of a task: the strategy's hook, then a row of R, then the metrics so far.
-    if strategy.end_task then strategy.end_task(s, task, cfg) end
+    local extra = strategy.end_task and strategy.end_task(s, task, cfg)
+    for k, v in pairs(type(extra) == "table" and extra or {}) do out[k] = v end
     local row = {}
     for j, t in ipairs(s.stream.tasks) do row[j] = s.learner:accuracy(t) end
     s.R[#s.R + 1] = row

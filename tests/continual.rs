@@ -1,7 +1,9 @@
-//! scripts/continual.lua on a tiny budget (2 tasks of the O-LoRA benchmark, a few steps each):
-//! every strategy runs to the end, fills the accuracy matrix row by row and logs the
-//! continual-learning metrics after each task; a strategy that does not exist is refused with
-//! the known ones listed before any training.
+//! scripts/continual.lua on a tiny budget (2 or 3 tasks of the O-LoRA benchmark, a few steps
+//! each): every strategy (the stdlib's and one from a Lua file) runs to the end, fills the
+//! accuracy matrix row by row, logs the continual-learning metrics after each task and writes
+//! results.json; a strategy that does not exist is refused with the known ones listed before
+//! any training; a run killed after its second task resumes to the accuracy matrix of a run
+//! never stopped; scripts/cl_benchmark.lua writes its table and picture.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,8 +41,8 @@ fn every_strategy_fills_the_accuracy_matrix() {
     }
     let dir = std::env::temp_dir().join(format!("moontune-continual-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for strategy in ["naive", "joint", "replay", "ewc"] {
-        let runs = dir.join(strategy);
+    for strategy in ["naive", "joint", "replay", "ewc", "lwf", "olora", "adapters", "fusion", "scripts/cl_mas.lua"] {
+        let runs = dir.join(strategy.replace('/', "_"));
         let (ok, shown) = run(&runs, &[&format!("strategy={strategy}"), "tasks=sst2,cb", "steps_per_task=2", "train_per_task=32", "test_per_task=16", "batch=8", "fisher_batches=1"]);
         assert!(ok, "{strategy}:\n{shown}");
         assert!(shown.contains(&format!("{strategy} on sst2 → cb: average accuracy")), "{shown}");
@@ -58,7 +60,100 @@ fn every_strategy_fills_the_accuracy_matrix() {
         assert!((last["average_accuracy"].as_f64().unwrap() - avg).abs() < 1e-9, "average accuracy is the last row's mean");
         let panels = std::fs::read_to_string(run.join("panels.json")).unwrap();
         assert!(panels.contains("\"accuracy\""), "the accuracy matrix is a panel: {panels}");
+        let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+        assert_eq!(results["R"].as_array().unwrap().len(), 2, "{strategy}: results.json holds R");
+        assert!(results["seconds_per_step"].as_f64().unwrap() > 0.0 && results["peak_memory_bytes"].as_f64().unwrap() > 1e6, "{results}");
     }
     let (ok, shown) = run(&dir.join("bogus"), &["strategy=forget_nothing", "tasks=sst2,cb"]);
-    assert!(!ok && shown.contains("unknown strategy 'forget_nothing'") && shown.contains("ewc, joint, naive, replay"), "{shown}");
+    assert!(!ok && shown.contains("unknown strategy 'forget_nothing'") && shown.contains("adapters, ewc, fusion, joint, lwf, naive, olora, replay"), "{shown}");
+}
+
+fn results_r(runs: &std::path::Path) -> Vec<Vec<f64>> {
+    let run = std::fs::read_dir(runs).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    results["R"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()).collect()
+}
+
+#[test]
+fn a_run_killed_after_task_two_resumes_to_the_same_accuracy_matrix() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("moontune-continual-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // replay: buffers and math.random in the state; olora: adapters added by the strategy; lwf:
+    // a second model, the teacher, copied into in place.
+    for strategy in ["replay", "olora", "lwf"] {
+        let args = [format!("strategy={strategy}"), "tasks=sst2,cb,rte".into(), "steps_per_task=6".into(), "train_per_task=48".into(), "test_per_task=16".into(), "batch=8".into(), "max_len=24".into(), "save_every=6".into()];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let straight = dir.join(format!("{strategy}-straight"));
+        let (ok, shown) = run(&straight, &args);
+        assert!(ok, "{shown}");
+
+        let killed = dir.join(format!("{strategy}-killed"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moontune"))
+            .args(["run", "--headless", "--no-watch", "--runs-dir"])
+            .arg(&killed)
+            .arg("scripts/continual.lua")
+            .args(&args)
+            .current_dir(root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let run_dir = loop {
+            let found = std::fs::read_dir(&killed).ok().and_then(|d| d.flatten().find(|e| e.path().is_dir()).map(|e| e.path()));
+            if let Some(run_dir) = found {
+                if std::fs::read_to_string(run_dir.join("checkpoints/latest")).map(|t| t.trim() == "step-12").unwrap_or(false) {
+                    break run_dir;
+                }
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(300), "{strategy}: no checkpoint after task 2");
+            assert!(child.try_wait().unwrap().is_none(), "{strategy}: the run ended before it was killed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        child.kill().unwrap(); // SIGKILL, during the third task
+        child.wait().unwrap();
+        assert!(!run_dir.join("results.json").exists(), "{strategy}: the run finished before it was killed");
+
+        let out = Command::new(env!("CARGO_BIN_EXE_moontune"))
+            .args(["run", "--headless", "--no-watch", "scripts/continual.lua", "--resume"])
+            .arg(&run_dir)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && shown.contains("resumed from"), "{strategy}: {shown}");
+        let (want, got) = (results_r(&straight), results_r(&killed));
+        println!("{strategy}: R of the run never stopped {want:?}, of the resumed run {got:?}");
+        assert_eq!(want, got, "{strategy}: the resumed run's accuracy matrix differs");
+    }
+}
+
+#[test]
+fn the_benchmark_writes_its_table_and_picture() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("moontune-cl-benchmark-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(env!("CARGO_BIN_EXE_moontune"))
+        .args(["run", "--headless", "--runs-dir"])
+        .arg(&dir)
+        .args(["scripts/cl_benchmark.lua", "strategies=naive,adapters", "seeds=0,1", "args=tasks=sst2,cb steps_per_task=2 train_per_task=16 test_per_task=8 batch=4 max_len=16"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{shown}");
+    let run = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "a header and one row per strategy and seed:\n{csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with("naive,0,") && csv.lines().nth(4).unwrap().starts_with("adapters,1,"), "{csv}");
+    let md = std::fs::read_to_string(run.join("results.md")).unwrap();
+    assert!(md.contains("| naive | ") && md.contains("| adapters | ") && md.contains(" ± "), "mean ± sd over the seeds:\n{md}");
+    let svg = std::fs::read_to_string(run.join("accuracy_matrices.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("after sst2").count() == 1 && svg.contains(">adapters<"), "{svg}");
+    assert_eq!(svg.matches("<rect x=").count(), 2 * 4, "a 2×2 matrix per strategy");
 }

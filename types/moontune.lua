@@ -3246,8 +3246,9 @@ function DataIterator:load_state(state) end
 ---@return integer
 function DataIterator:epoch() end
 
----`mt.cl`: continual learning — a benchmark's tasks as a stream, and the standard metrics of
----an accuracy matrix.
+---`mt.cl`: continual and multi-task learning — a benchmark's tasks as a stream, the standard
+---metrics of an accuracy matrix, the task-incremental learner, the strategies against
+---forgetting, and multi-task sampling and loss weighting.
 ---@class moontune.cl
 mt.cl = {}
 
@@ -3298,9 +3299,37 @@ function mt.cl.learner(opts) end
 ---@field heads table<string, moontune.nn.Linear>
 local ClLearner = {}
 
----The trainable parameters by name (`encoder.<name>`, `heads.<task>.<name>`), for an optimizer.
+---The parameters an optimizer covers, by name: the encoder's trainable ones and every adapter's
+---and fusion's, frozen now or not (`encoder.<name>`; a frozen one gets no gradient, so the
+---optimizer leaves it alone), and every head's (`heads.<task>.<name>`).
 ---@return table<string, moontune.Tensor>
 function ClLearner:parameters() end
+
+---Routes `task_name` through adapters at every later forward: one adapter's name, or a list of
+---names whose fusion (`mt.peft.fusion`) is used. Without routes the active adapters stay as set.
+---@param task_name string
+---@param adapters string|string[]
+function ClLearner:route(task_name, adapters) end
+
+---The mean-pooled embeddings of `sentences` by `model` (default the learner's encoder; a
+---frozen copy of it for distillation), with the adapters active as they are.
+---@param sentences string[]
+---@param model? moontune.Module
+---@return moontune.Tensor
+function ClLearner:embed(sentences, model) end
+
+---The pooled embeddings `task_name`'s head reads: through the task's route, if it has one.
+---@param task_name string
+---@param sentences string[]
+---@return moontune.Tensor
+function ClLearner:features(task_name, sentences) end
+
+---The pooled embeddings of a batch mixing tasks, rows in the parts' order: with routes, each
+---part's rows go through its task's adapter in the same forward (a `BatchSplit`); every routed
+---task must have one adapter.
+---@param parts { task: string, sentences: string[] }[]
+---@return moontune.Tensor
+function ClLearner:features_mixed(parts) end
 
 ---The logits of `task_name`'s head for a list of sentences.
 ---@param task_name string
@@ -3321,13 +3350,30 @@ function ClLearner:loss(task_name, batch) end
 ---@return number
 function ClLearner:accuracy(task, limit) end
 
----A continual-learning strategy by name ("naive", "joint", "replay", "ewc"): a table of optional
----hooks that scripts/continual.lua calls, `begin_task(s, task, cfg)`, `loss(s, task, batch, cfg)`
----and `end_task(s, task, cfg)`, each a short file in stdlib moontune/cl/ to read and copy. An
----unknown name is an error listing the known ones.
+---A continual-learning strategy by name ("adapters", "ewc", "fusion", "joint", "lwf", "naive",
+---"olora", "replay"), or the table a Lua file returns (a name ending in ".lua", read again at
+---each call): optional hooks that scripts/continual.lua calls, `prepare(s, cfg)` (once, before
+---the optimizer), `begin_task(s, task, cfg)`, `loss(s, task, batch, cfg)` and
+---`end_task(s, task, cfg)` (may return numbers to log), and `frozen_encoder` (trains adapters
+---only, at `adapter_lr`); each stdlib one a short file in moontune/cl/ to read and copy
+---(docs/continual.md). An unknown name is an error listing the known ones.
 ---@param name string
 ---@return table
 function mt.cl.strategy(name) end
+
+---Which task each row of a multi-task batch comes from: `"proportional"` to `sizes`,
+---`"temperature"` (p_i ∝ n_i^(1/T)) or `"round_robin"` (in turn). `draw` uses `math.random`.
+---@param opts { sizes: number[], how?: "proportional"|"temperature"|"round_robin", temperature?: number }
+---@return { how: string, probabilities: fun(): number[], draw: fun(rows: integer): integer[] }
+function mt.cl.sampler(opts) end
+
+---How per-task losses combine: `"fixed"` weights, or `"uncertainty"` (Kendall et al. 2018: a
+---learned log-variance s_i per task, Σ exp(−s_i)·L_i + s_i / 2; give `log_variance` to the
+---optimizer). `combine` takes one scalar loss per task (nil for a task absent from the batch);
+---`weights` gives the current weights (exp(−s_i) for uncertainty).
+---@param opts { how?: "fixed"|"uncertainty", weights?: number[], tasks?: integer }
+---@return { how: string, combine: fun(losses: moontune.Tensor[]): moontune.Tensor, weights: fun(): number[], log_variance: moontune.Tensor? }
+function mt.cl.weighting(opts) end
 
 ---The task names `mt.cl.stream` accepts, sorted.
 ---@return string[]

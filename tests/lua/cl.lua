@@ -102,4 +102,63 @@ return {
     errors(function() mt.cl.stream{ tasks = { "sst2" }, dir = dir } end, { "cl.stream", "test.json", "example 1", "Fine", "Good, Bad" })
     os.execute("rm -rf " .. dir)
   end,
+
+  sampler_by_hand = function()
+    local p = mt.cl.sampler{ sizes = { 100, 400 }, how = "proportional" }.probabilities()
+    near(p[1], 0.2, "proportional"); near(p[2], 0.8, "proportional")
+    -- T = 2: p ∝ √n, so 10 : 20
+    local t = mt.cl.sampler{ sizes = { 100, 400 }, how = "temperature", temperature = 2 }.probabilities()
+    near(t[1], 1 / 3, "temperature 2"); near(t[2], 2 / 3, "temperature 2")
+    local rr = mt.cl.sampler{ sizes = { 100, 400, 7 }, how = "round_robin" }
+    assert(table.concat(rr.draw(7), ",") == "1,2,3,1,2,3,1", "round robin takes the tasks in turn")
+    -- Draws follow the probabilities (10,000 rows: 3 standard deviations ≈ 0.012).
+    math.randomseed(1)
+    local counts = { 0, 0 }
+    for _, k in ipairs(mt.cl.sampler{ sizes = { 100, 400 }, how = "temperature", temperature = 2 }.draw(10000)) do counts[k] = counts[k] + 1 end
+    assert(math.abs(counts[1] / 10000 - 1 / 3) < 0.015, "drawn share " .. counts[1] / 10000)
+    errors(function() mt.cl.sampler{ sizes = { 1 }, how = "uniformly" } end, { "cl.sampler", "round_robin", "uniformly" })
+    errors(function() mt.cl.sampler{ sizes = { 0 } } end, { "cl.sampler", "sizes[1]" })
+    errors(function() mt.cl.sampler{ sizes = { 1 }, how = "temperature", temperature = 0 } end, { "cl.sampler", "temperature" })
+  end,
+
+  weighting_by_hand = function()
+    local a, b = mt.tensor.tensor(2.0), mt.tensor.tensor(0.5)
+    near(mt.cl.weighting{ how = "fixed", weights = { 1, 3 } }.combine({ a, b }):item(), 3.5, "fixed")
+    near(mt.cl.weighting{ how = "fixed", weights = { 1, 3 } }.combine({ nil, b }):item(), 1.5, "a task absent from the batch")
+    local u = mt.cl.weighting{ how = "uncertainty", tasks = 2 }
+    mt.no_grad(function() u.log_variance:copy_(mt.tensor.tensor({ 0.0, math.log(4) })) end)
+    -- exp(-0)·2 + 0/2 + exp(-log 4)·0.5 + log(4)/2
+    local loss = u.combine({ a, b })
+    assert(math.abs(loss:item() - (2 + 0.125 + math.log(4) / 2)) < 1e-6, "uncertainty weighting (Kendall et al.), float32: " .. loss:item())
+    loss:backward()
+    -- d/ds (e^{-s} L + s/2) = −e^{-s} L + 1/2: −1.5 for the first task, 0.375 for the second
+    local g = u.log_variance.grad:tolist()
+    assert(math.abs(g[1] + 1.5) < 1e-6 and math.abs(g[2] - 0.375) < 1e-6, "gradients " .. g[1] .. ", " .. g[2])
+    assert(math.abs(u.weights()[2] - 0.25) < 1e-7, "the weight is exp(-s)")
+    errors(function() mt.cl.weighting{ how = "softmax" } end, { "cl.weighting", "softmax" })
+    errors(function() mt.cl.weighting{ how = "uncertainty" } end, { "cl.weighting", "tasks" })
+  end,
+
+  -- A mixed batch routed row by row (BatchSplit) gives each task's rows what that task's own
+  -- adapter alone gives them.
+  batch_split_routes_rows = function()
+    if not have_data or not os.getenv("MOONTUNE_MINILM") then print("SKIPPED: no O-LoRA data or MiniLM") return end
+    mt.manual_seed(0)
+    local s = mt.cl.stream{ tasks = { "sst2", "agnews" }, train_per_task = 8, test_per_task = 4, dir = olora }
+    local l = mt.cl.learner{ model = os.getenv("MOONTUNE_MINILM"), tasks = s.tasks, max_len = 24 }
+    for _, t in ipairs(s.tasks) do
+      mt.peft.bottleneck(l.encoder, { name = t.name, reduction_factor = 16, init_weights = "bert" })
+      l:route(t.name, t.name)
+    end
+    l.encoder:eval()
+    local a = { s.tasks[1].train:head(3)[1].sentence, s.tasks[1].train:head(3)[2].sentence, s.tasks[1].train:head(3)[3].sentence }
+    local b = { s.tasks[2].train:head(2)[1].sentence, s.tasks[2].train:head(2)[2].sentence }
+    mt.no_grad(function()
+      local mixed = l:features_mixed{ { task = "sst2", sentences = a }, { task = "agnews", sentences = b } }
+      local fa, fb = l:features("sst2", a), l:features("agnews", b)
+      assert(mixed:narrow(0, 0, 3):allclose(fa, { atol = 1e-5 }), "sst2 rows through sst2's adapter")
+      assert(mixed:narrow(0, 3, 2):allclose(fb, { atol = 1e-5 }), "agnews rows through agnews's adapter")
+      assert(not fb:allclose(l:features("sst2", b), { atol = 1e-5 }), "the two adapters differ (bert init)")
+    end)
+  end,
 }

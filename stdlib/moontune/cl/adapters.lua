@@ -6,6 +6,7 @@ local mt = require "moontune.core"
 
 return {
   name = "adapters",
+  frozen_encoder = true,
   -- Made before the optimizer, so that one optimizer covers every task's adapter.
   prepare = function(s, cfg)
     for _, task in ipairs(s.stream.tasks) do

@@ -14,6 +14,7 @@ end
 
 return {
   name = "fusion",
+  frozen_encoder = true,
   prepare = function(s, cfg)
     local model = s.learner.encoder
     for k, task in ipairs(s.stream.tasks) do

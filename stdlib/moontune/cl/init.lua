@@ -3,10 +3,12 @@
 -- (cl/metrics.lua); `learner` the task-incremental learner, an encoder with a head per task
 -- (cl/learner.lua); `strategy(name)` one of the strategies, each a small file of hooks
 -- (cl/naive.lua, joint, replay, ewc, lwf, olora, adapters, fusion) that scripts/continual.lua
--- calls, or a strategy of your own in any Lua file (see docs/continual.md).
+-- calls, or a strategy of your own in any Lua file (see docs/continual.md); `sampler` and
+-- `weighting` the parts of multi-task learning (cl/multitask.lua, scripts/multitask.lua).
 local stream = require "moontune.cl.stream"
 local metrics = require "moontune.cl.metrics"
 local learner = require "moontune.cl.learner"
+local multitask = require "moontune.cl.multitask"
 
 local STRATEGIES = { "adapters", "ewc", "fusion", "joint", "lwf", "naive", "olora", "replay" }
 
@@ -27,6 +29,10 @@ return {
     return names
   end,
   learner = learner.new,
+  -- Multi-task learning's parts (cl/multitask.lua): which task each row comes from, and how the
+  -- per-task losses combine.
+  sampler = multitask.sampler,
+  weighting = multitask.weighting,
   -- A strategy by name: a table of hooks (prepare, begin_task, loss, end_task; see
   -- scripts/continual.lua), or the one a Lua file (a name ending in ".lua") returns, read again
   -- at each call so that editing it changes the run from its next step.

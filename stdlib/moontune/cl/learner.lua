@@ -53,15 +53,43 @@ function L:route(task_name, adapters)
   self.routes[task_name] = adapters
 end
 
+-- The mean-pooled embeddings of `sentences` by `model` (default the learner's encoder; a frozen
+-- copy of it, for distillation) with the active adapters as they are.
+function L:embed(sentences, model)
+  model = model or self.encoder
+  local enc = self.tok:encode_batch(sentences, nil, { truncation = true, max_length = self.max_len, padding = "longest" })
+  local out = model{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
+  return mt.models.mean_pool(out.last_hidden_state, enc.attention_mask)
+end
+
 -- The pooled sentence embeddings for `task_name` (through its route, if there are routes).
 function L:features(task_name, sentences)
-  local enc = self.tok:encode_batch(sentences, nil, { truncation = true, max_length = self.max_len, padding = "longest" })
   local route = self.routes and self.routes[task_name]
   if route then
     self.encoder:set_active(type(route) == "string" and route or #route == 1 and route[1] or mt.peft.fuse(table.unpack(route)))
   end
-  local out = self.encoder{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
-  return mt.models.mean_pool(out.last_hidden_state, enc.attention_mask)
+  return self:embed(sentences)
+end
+
+-- Pooled embeddings of a batch mixing tasks: `parts` = { { task = name, sentences = {...} }, ... },
+-- the rows in that order. With routes, each part's rows go through its own task's adapter in
+-- the same forward (a BatchSplit over the parts' routes).
+function L:features_mixed(parts)
+  local sentences, sizes, children = {}, {}, {}
+  for i, part in ipairs(parts) do
+    for _, sentence in ipairs(part.sentences) do sentences[#sentences + 1] = sentence end
+    sizes[i] = #part.sentences
+    local route = self.routes and self.routes[part.task]
+    if self.routes and type(route) ~= "string" then
+      error("cl.learner: features_mixed routes each task through one adapter; task '" .. tostring(part.task) .. "' has none", 0)
+    end
+    children[i] = route
+  end
+  if self.routes then
+    children[#children + 1] = { batch_sizes = sizes }
+    self.encoder:set_active(mt.peft.batch_split(table.unpack(children)))
+  end
+  return self:embed(sentences)
 end
 
 -- Logits of `task_name`'s head for a list of sentences.

@@ -36,11 +36,7 @@ return {
     if #s.seen == 0 then return learner:loss(task.name, batch) end
     local features = learner:features(task.name, batch.sentence)
     local loss = F.cross_entropy(learner.heads[task.name](features), batch.label)
-    local old = mt.no_grad(function()
-      local enc = learner.tok:encode_batch(batch.sentence, nil, { truncation = true, max_length = learner.max_len, padding = "longest" })
-      local out = s.lwf_teacher{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
-      return mt.models.mean_pool(out.last_hidden_state, enc.attention_mask)
-    end)
+    local old = mt.no_grad(function() return learner:embed(batch.sentence, s.lwf_teacher) end)
     local T = cfg.lwf_temperature
     for _, t in ipairs(s.seen) do
       local h = s.lwf_heads[t.name]

@@ -19,7 +19,7 @@ end
 
 local function olora_name(task) return "olora_" .. task.name end
 
-local O = { name = "olora" }
+local O = { name = "olora", frozen_encoder = true }
 
 function O.prepare(s, cfg)
   for _, task in ipairs(s.stream.tasks) do
@@ -47,6 +47,12 @@ function O.orthogonality(s, task)
     end
   end
   return total
+end
+
+-- The orthogonality term as the task ends, to log.
+function O.end_task(s, task)
+  local orth = mt.no_grad(function() return O.orthogonality(s, task) end)
+  return orth and { olora_orthogonality = orth:item() } or nil
 end
 
 function O.loss(s, task, batch, cfg)
