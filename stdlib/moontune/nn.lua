@@ -35,7 +35,9 @@ local nn = { functional = F, init = native.init }
 local describe = native.describe
 
 local function is_lua_module(v)
-  return type(v) == "table" and getmetatable(v) ~= nil and rawget(getmetatable(v), "__is_module") == true
+  -- getmetatable gives a table's `__metatable` field when it has one (anything, `false` too).
+  local meta = type(v) == "table" and getmetatable(v)
+  return type(meta) == "table" and rawget(meta, "__is_module") == true
 end
 
 local function is_module(v)
