@@ -160,5 +160,6 @@ return {
       assert(mixed:narrow(0, 3, 2):allclose(fb, { atol = 1e-5 }), "agnews rows through agnews's adapter")
       assert(not fb:allclose(l:features("sst2", b), { atol = 1e-5 }), "the two adapters differ (bert init)")
     end)
+    errors(function() l:features_mixed{ { task = "rte", sentences = a } } end, { "cl.learner", "features_mixed", "'rte'" })
   end,
 }

@@ -17,7 +17,7 @@ return {
   frozen_encoder = true,
   prepare = function(s, cfg)
     local model = s.learner.encoder
-    for k, task in ipairs(s.stream.tasks) do
+    for _, task in ipairs(s.stream.tasks) do
       mt.peft.bottleneck(model, { name = task.name, reduction_factor = cfg.adapter_reduction })
     end
     for k, task in ipairs(s.stream.tasks) do
