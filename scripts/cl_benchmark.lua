@@ -12,7 +12,7 @@ local mt = require "moontune"
 
 local config = {
   order = 1,
-  strategies = "naive,joint,replay,ewc,lwf,olora,adapters,fusion,scripts/cl_mas.lua",
+  strategies = "naive,joint,replay,ewc,lwf,olora,adapters,fusion,scripts/strategies/cl_mas.lua",
   seeds = "0",
   args = "",   -- more key=value arguments for every scripts/continual.lua run (the budget)
 }
@@ -49,7 +49,7 @@ local function setup(cfg)
       s.plan[#s.plan + 1] = { strategy = strategy, seed = math.tointeger(tonumber(seed)) or error("cl_benchmark: seeds must be whole numbers, got " .. seed, 0) }
     end
   end
-  cfg.steps = #s.plan
+  cfg.steps = math.min(cfg.steps or math.huge, #s.plan)
   s.runs_dir = os.tmpname() .. "-cl-benchmark"
   if not os.execute("mkdir -p " .. quote(s.runs_dir)) then error("cl_benchmark: cannot make " .. s.runs_dir, 0) end
   return s

@@ -10,7 +10,7 @@
 --   moontune run scripts/continual.lua strategy=replay steps_per_task=200 train_per_task=2000
 --
 -- Strategies (stdlib moontune/cl/<name>.lua, hooks called here): naive, joint, replay, ewc, lwf,
--- olora, adapters, fusion; or a file of your own: strategy=scripts/cl_mas.lua. A strategy is a
+-- olora, adapters, fusion; or a file of your own: strategy=scripts/strategies/cl_mas.lua. A strategy is a
 -- table of optional hooks: prepare(s, cfg) (once, before the optimizer is made: adapters the
 -- strategy adds to the model), begin_task(s, task, cfg), loss(s, task, batch, cfg) (the step's
 -- loss; default: the task's cross-entropy), end_task(s, task, cfg) (may return numbers to log).
@@ -68,7 +68,8 @@ local function setup(cfg)
                                train_per_task = cfg.train_per_task, test_per_task = cfg.test_per_task, seed = cfg.seed }
   local strategy = mt.cl.strategy(cfg.strategy)   -- an unknown name fails here, before any training
   local learner = mt.cl.learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len }
-  cfg.steps = #stream.tasks * cfg.steps_per_task
+  -- Every task's steps, or fewer when `steps=` says so (a short trial run).
+  cfg.steps = math.min(cfg.steps or math.huge, #stream.tasks * cfg.steps_per_task)
   local s = { learner = learner, model = learner.encoder, seen = {}, R = {}, iters = {}, stream = stream,
               prepared = cfg.strategy, started = mt.clock() }
   if strategy.prepare then strategy.prepare(s, cfg) end

@@ -41,7 +41,7 @@ fn every_strategy_fills_the_accuracy_matrix() {
     }
     let dir = std::env::temp_dir().join(format!("moontune-continual-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    for strategy in ["naive", "joint", "replay", "ewc", "lwf", "olora", "adapters", "fusion", "scripts/cl_mas.lua"] {
+    for strategy in ["naive", "joint", "replay", "ewc", "lwf", "olora", "adapters", "fusion", "scripts/strategies/cl_mas.lua"] {
         let runs = dir.join(strategy.replace('/', "_"));
         let (ok, shown) = run(&runs, &[&format!("strategy={strategy}"), "tasks=sst2,cb", "steps_per_task=2", "train_per_task=32", "test_per_task=16", "batch=8", "fisher_batches=1"]);
         assert!(ok, "{strategy}:\n{shown}");

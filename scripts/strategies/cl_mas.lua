@@ -5,7 +5,7 @@
 -- much the function moves), accumulated over tasks; later steps add
 -- λ · Σ Ω·(θ − θ*)² (λ = LAMBDA below).
 --
---   moontune run scripts/continual.lua strategy=scripts/cl_mas.lua order=1
+--   moontune run scripts/continual.lua strategy=scripts/strategies/cl_mas.lua order=1
 --
 -- The file is read again at every step: edit it (LAMBDA, say) while the run goes and the next
 -- step uses it.
