@@ -124,7 +124,14 @@ local function markdown(s, cfg)
     "| strategy | average accuracy | forgetting | BWT | FWT | average incremental accuracy | wall s | s/step | × naive s/step | peak MB |",
     "|---|---|---|---|---|---|---|---|---|---|",
   }
-  local naive_step = by.naive and mean_sd((function() local v = {} for _, r in ipairs(by.naive) do v[#v + 1] = r.seconds_per_step end return v end)())
+  -- The mean over a strategy's runs of what `get` reads from each.
+  local function mean_of(runs, get)
+    local v = {}
+    for _, r in ipairs(runs) do v[#v + 1] = get(r) end
+    return (mean_sd(v))
+  end
+  local function per_step(r) return r.seconds_per_step end
+  local naive_step = by.naive and mean_of(by.naive, per_step)
   for _, name in ipairs(order) do
     local cells = { name }
     for _, c in ipairs(COLUMNS) do
@@ -135,13 +142,11 @@ local function markdown(s, cfg)
         cells[#cells + 1] = #v > 1 and string.format("%.3f ± %.3f", m, sd) or string.format("%.3f", m)
       end
     end
-    local wall, per, peak = {}, {}, {}
-    for _, r in ipairs(by[name]) do wall[#wall + 1] = r.wall_seconds; per[#per + 1] = r.seconds_per_step; peak[#peak + 1] = (r.peak_memory_bytes or 0) / 2 ^ 20 end
-    local per_mean = mean_sd(per)
-    cells[#cells + 1] = string.format("%.0f", (mean_sd(wall)))
+    local per_mean = mean_of(by[name], per_step)
+    cells[#cells + 1] = string.format("%.0f", mean_of(by[name], function(r) return r.wall_seconds end))
     cells[#cells + 1] = string.format("%.3f", per_mean)
     cells[#cells + 1] = naive_step and string.format("%.2f", per_mean / naive_step) or "n/a"
-    cells[#cells + 1] = string.format("%.0f", (mean_sd(peak)))
+    cells[#cells + 1] = string.format("%.0f", mean_of(by[name], function(r) return (r.peak_memory_bytes or 0) / 2 ^ 20 end))
     lines[#lines + 1] = "| " .. table.concat(cells, " | ") .. " |"
   end
   return table.concat(lines, "\n") .. "\n"
