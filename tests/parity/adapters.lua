@@ -2,8 +2,9 @@
 -- every case the adapters (and fusion) `adapters` saved load here, and with the case's setup
 -- active the output (LM logits, or the encoder's last hidden state) equals `adapters`' and the
 -- gradient of every trainable tensor after one backward of sum(output · w) too (each 1e-5,
--- relative to its largest entry where that is above 1; 5e-5 on all-MiniLM-L6-v2, where
--- `adapters`' own float32 results are up to 1.9e-5 from its float64 ones), and each
+-- relative to its largest entry where that is above 1; on all-MiniLM-L6-v2, where `adapters`'
+-- own float32 gradients are up to 3.4e-5 from its float64 ones, against the float64 gradient
+-- within 5e-5 or twice adapters' float32 error, the larger), and each
 -- fusion's mean attention per point equals `adapters`' fusion attentions (1e-5), summing to 1,
 -- and each gated adapter's gates per layer and part (lora, prefix, adapter) equal the mean of
 -- `adapters`' gating scores there (1e-5).
@@ -80,7 +81,15 @@ for _, c in ipairs(cases) do
       assert(expected == nil, c.case .. ": no gradient here for " .. name .. ", but adapters has one")
     else
       local scale = expected and math.max(1, expected:abs():max():item()) or 1
-      worst = math.max(worst, near(c.case .. " grad of " .. name, p.grad, expected, tol * scale) / scale)
+      local exact = ref["grad64." .. key] or ref["grad64." .. key:gsub("adapter_down%.0%.", "adapter_norm_before.")]
+      if exact and expected then
+        -- MiniLM: against `adapters`' float64 gradient, within tol or twice adapters' own float32
+        -- error there, whichever is larger (float32 cannot promise more than the reference does).
+        local own = (expected:double() - exact):abs():max():item()
+        worst = math.max(worst, near(c.case .. " grad of " .. name .. " (float64)", p.grad, exact, math.max(tol * scale, 2 * own)) / scale)
+      else
+        worst = math.max(worst, near(c.case .. " grad of " .. name, p.grad, expected, tol * scale) / scale)
+      end
       grads = grads + 1
     end
   end
