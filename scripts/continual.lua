@@ -1,6 +1,8 @@
 -- continual.lua — continual learning on the O-LoRA benchmark, task after task, with a strategy
 -- against forgetting chosen by name: all-MiniLM-L6-v2 shared by the tasks, a head per task
--- (task-incremental: the task id is known at test time). After each task every task's test split
+-- (task-incremental: the task id is known at test time); or, with setting=generative, the O-LoRA
+-- paper's own setting: SmolLM2-135M-Instruct reads each example as an instruction and writes the
+-- label as text (LoRA-trained; accuracy is exact match of the greedy answer). After each task every task's test split
 -- is scored, which fills the accuracy matrix R (row i: after training task i); the step that
 -- ends a task returns the continual-learning metrics of R so far (mt.cl.metrics: average
 -- accuracy, forgetting, BWT, FWT against the untrained learner, average incremental accuracy),
@@ -8,13 +10,14 @@
 --
 --   moontune run scripts/continual.lua strategy=naive order=1
 --   moontune run scripts/continual.lua strategy=replay steps_per_task=200 train_per_task=2000
+--   moontune run scripts/continual.lua setting=generative strategy=olora batch=8 test_per_task=50
 --
 -- Strategies (stdlib moontune/cl/<name>.lua, hooks called here): naive, joint, replay, ewc, lwf,
 -- olora, adapters, fusion; or a file of your own: strategy=scripts/strategies/cl_mas.lua. A strategy is a
 -- table of optional hooks: prepare(s, cfg) (once, before the optimizer is made: adapters the
 -- strategy adds to the model), begin_task(s, task, cfg), loss(s, task, batch, cfg) (the step's
 -- loss; default: the task's cross-entropy), end_task(s, task, cfg) (may return numbers to log).
--- A strategy with `frozen_encoder = true` trains adapters only, at cfg.adapter_lr. `s` is the state:
+-- A strategy with `adapters_only = true` trains adapters only, at cfg.adapter_lr. `s` is the state:
 -- s.learner, s.stream, s.seen (the tasks trained before this one), s.steps, s.next_batch(task).
 -- Changing cfg.strategy mid-run (a `:` line, or editing this file) switches from the next step
 -- on, between strategies without `prepare` (those that add adapters are chosen at the start).
@@ -24,21 +27,30 @@ local mt = require "moontune"
 
 local shared = os.getenv("MOONTUNE_TEST_DATA") or "../shared/data"
 
+-- The model of each setting when `model` is "".
+local MODELS = {
+  encoder = os.getenv("MOONTUNE_MINILM") or (shared .. "/models/all-MiniLM-L6-v2"),
+  generative = os.getenv("MOONTUNE_SMOLLM2"),
+}
+
 local config = {
-  model = os.getenv("MOONTUNE_MINILM") or (shared .. "/models/all-MiniLM-L6-v2"),
+  setting = "encoder",        -- "encoder": a head per task on all-MiniLM-L6-v2; "generative": the O-LoRA
+                              -- paper's setting, SmolLM2-135M-Instruct writes each label as text, LoRA-trained
+  model = "",                 -- "" = the setting's model (MOONTUNE_MINILM, MOONTUNE_SMOLLM2)
   strategy = "naive",
   order = 1,
   tasks = "",                 -- comma-separated task names instead of an order
-  steps_per_task = 100,
+  steps_per_task = 50,
   batch = 16,
-  train_per_task = 1000,
+  train_per_task = 800,
   test_per_task = 200,
-  max_len = 64,
-  lr = 5e-5,
-  adapter_lr = 1e-3,          -- the learning rate of strategies that train adapters only (olora, adapters, fusion)
+  max_len = 32,               -- tokens kept of each sentence
+  lr = 3e-4,                  -- the budget where naive fine-tuning forgets (BENCHMARKS.md)
+  adapter_lr = 1e-3,          -- the learning rate when adapters alone train (olora, adapters, fusion; every
+                              -- strategy in the generative setting, where the others train one shared LoRA)
   seed = 0,
   replay_weight = 1.0,        -- replay: the weight of the replayed examples' loss
-  replay_batch = 8,           -- replay: examples replayed with each batch
+  replay_batch = 4,           -- replay: examples replayed with each batch
   buffer_per_task = 64,       -- replay: examples kept of each finished task
   ewc_lambda = 1e4,           -- ewc: the penalty's strength
   ewc_decay = 1.0,            -- ewc: how much of the earlier tasks' importance is kept
@@ -46,7 +58,7 @@ local config = {
   replay_buffer = "reservoir",-- replay: "reservoir" or "balanced" (a reservoir per label)
   lwf_lambda = 1.0,           -- lwf: the distillation loss's weight
   lwf_temperature = 2.0,      -- lwf: the softmax temperature of the distillation
-  lora_r = 8,                 -- olora: each task's LoRA rank
+  lora_r = 8,                 -- olora: each task's LoRA rank; generative: the shared LoRA's
   olora_lambda = 0.5,         -- olora: λ₁, the orthogonality loss's weight
   olora_l2 = 0.0,             -- olora: λ₂, the new LoRA's L2 term
   adapter_reduction = 16,     -- adapters, fusion: hidden size / bottleneck width
@@ -67,13 +79,26 @@ local function setup(cfg)
   local stream = mt.cl.stream{ order = not tasks_of(cfg) and cfg.order or nil, tasks = tasks_of(cfg),
                                train_per_task = cfg.train_per_task, test_per_task = cfg.test_per_task, seed = cfg.seed }
   local strategy = mt.cl.strategy(cfg.strategy)   -- an unknown name fails here, before any training
-  local learner = mt.cl.learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len }
+  if cfg.setting ~= "encoder" and cfg.setting ~= "generative" then
+    error(string.format("continual: unknown setting '%s' (settings: encoder, generative)", tostring(cfg.setting)), 0)
+  end
+  if cfg.model == "" then
+    cfg.model = MODELS[cfg.setting] or error("continual: the generative setting's model is SmolLM2-135M-Instruct, which ./dev finds (MOONTUNE_SMOLLM2); set model= to a causal LM", 0)
+  end
+  local generative = cfg.setting == "generative"
+  local learner
+  if generative then
+    learner = mt.cl.generative_learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len,
+                                        lora_r = not strategy.adapters_only and cfg.lora_r or nil }
+  else
+    learner = mt.cl.learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len }
+  end
   -- Every task's steps, or fewer when `steps=` says so (a short trial run).
   cfg.steps = math.min(cfg.steps or math.huge, #stream.tasks * cfg.steps_per_task)
-  local s = { learner = learner, model = learner.encoder, seen = {}, R = {}, iters = {}, stream = stream,
+  local s = { learner = learner, model = learner.model, seen = {}, R = {}, iters = {}, stream = stream,
               prepared = cfg.strategy, started = mt.clock() }
   if strategy.prepare then strategy.prepare(s, cfg) end
-  s.opt = mt.optim.adamw(learner:parameters(), { lr = strategy.frozen_encoder and cfg.adapter_lr or cfg.lr, weight_decay = 0.0 })
+  s.opt = mt.optim.adamw(learner:parameters(), { lr = (strategy.adapters_only or generative) and cfg.adapter_lr or cfg.lr, weight_decay = 0.0 })
   for _, task in ipairs(stream.tasks) do
     s.iters[task.name] = task.train:shuffle{ seed = cfg.seed + task.id }:batch{ size = cfg.batch }:iter{ epochs = math.huge }
   end

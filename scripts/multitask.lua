@@ -43,16 +43,16 @@ local function setup(cfg)
   local learner = mt.cl.learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len }
   if cfg.adapters then
     for _, task in ipairs(stream.tasks) do
-      mt.peft.bottleneck(learner.encoder, { name = task.name, reduction_factor = cfg.adapter_reduction })
+      mt.peft.bottleneck(learner.model, { name = task.name, reduction_factor = cfg.adapter_reduction })
       learner:route(task.name, task.name)
     end
     local all = {}
     for i, task in ipairs(stream.tasks) do all[i] = task.name end
-    learner.encoder:train_adapter(all)
+    learner.model:train_adapter(all)
   end
   local sizes, equal = {}, {}
   for i, task in ipairs(stream.tasks) do sizes[i] = task.train:len(); equal[i] = 1.0 end
-  local s = { learner = learner, model = learner.encoder, stream = stream, examples = {},
+  local s = { learner = learner, model = learner.model, stream = stream, examples = {},
               sampler = mt.cl.sampler{ sizes = sizes, how = cfg.sampling, temperature = cfg.temperature },
               weighting = mt.cl.weighting{ how = cfg.weighting, weights = equal, tasks = #stream.tasks } }
   local params = learner:parameters()

@@ -66,6 +66,12 @@ fn every_strategy_fills_the_accuracy_matrix() {
     }
     let (ok, shown) = run(&dir.join("bogus"), &["strategy=forget_nothing", "tasks=sst2,cb"]);
     assert!(!ok && shown.contains("unknown strategy 'forget_nothing'") && shown.contains("adapters, ewc, fusion, joint, lwf, naive, olora, replay"), "{shown}");
+    let (ok, shown) = run(&dir.join("bogus"), &["setting=decoder", "tasks=sst2,cb"]);
+    assert!(!ok && shown.contains("unknown setting 'decoder' (settings: encoder, generative)"), "{shown}");
+    if std::env::var_os("MOONTUNE_SMOLLM2").is_some() {
+        let (ok, shown) = run(&dir.join("bogus"), &["setting=generative", "strategy=lwf", "tasks=sst2,cb"]);
+        assert!(!ok && shown.contains("lwf: distils the earlier tasks' heads"), "{shown}");
+    }
 }
 
 fn results_r(runs: &std::path::Path) -> Vec<Vec<f64>> {

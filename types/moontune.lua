@@ -3258,6 +3258,7 @@ mt.cl = {}
 ---@field name string
 ---@field id integer 0-based position in the stream
 ---@field labels string[] the task's label names, in labels.json's order
+---@field instruction string what the task asks, for `mt.cl.generative_learner`
 ---@field train moontune.Dataset
 ---@field test moontune.Dataset
 
@@ -3294,13 +3295,14 @@ function mt.cl.learner(opts) end
 
 ---What `mt.cl.learner` returns.
 ---@class moontune.ClLearner
----@field encoder moontune.Module
+---@field model moontune.Module the encoder
 ---@field tok moontune.Tokenizer
 ---@field heads table<string, moontune.nn.Linear>
+---@field lora_targets string[] the attention projections a strategy puts LoRA on (`query`, `value`)
 local ClLearner = {}
 
----The parameters an optimizer covers, by name: the encoder's trainable ones and every adapter's
----and fusion's, frozen now or not (`encoder.<name>`; a frozen one gets no gradient, so the
+---The parameters an optimizer covers, by name: the model's trainable ones and every adapter's
+---and fusion's, frozen now or not (`model.<name>`; a frozen one gets no gradient, so the
 ---optimizer leaves it alone), and every head's (`heads.<task>.<name>`).
 ---@return table<string, moontune.Tensor>
 function ClLearner:parameters() end
@@ -3344,17 +3346,84 @@ function ClLearner:logits(task_name, sentences) end
 ---@return moontune.Tensor
 function ClLearner:loss(task_name, batch) end
 
+---One forward over parts of different tasks (`labels` a tensor or a list of 0-based ids), all
+---through `task_name`'s route: each part's cross-entropy under its own task's head, in order
+---(replay scores its replayed examples this way).
+---@param task_name string
+---@param parts { task: string, sentences: string[], labels: moontune.Tensor|integer[] }[]
+---@return moontune.Tensor[]
+function ClLearner:losses(task_name, parts) end
+
 ---Accuracy on a task's test split (its first `limit` examples when given).
 ---@param task moontune.ClTask
 ---@param limit? integer
 ---@return number
 function ClLearner:accuracy(task, limit) end
 
+---The O-LoRA paper's own setting: a causal LM (a folder or .gguf; scripts/continual.lua's
+---`setting=generative` uses SmolLM2-135M-Instruct) reads each example as an instruction — the
+---task's `instruction`, its labels as the options, the sentence cut to `max_len` tokens
+---(default 64), in the chat template when the tokenizer has one — and writes the label as text.
+---No heads: the loss is the cross-entropy of the answer's tokens (the label and EOS), accuracy
+---the exact match of the greedy answer. `lora_r` adds one LoRA, "sequential", on q_proj and
+---v_proj for the strategies that train the shared weights; without it the strategy adds its own
+---(olora, adapters, fusion). It answers `parameters`, `route`, `loss`, `losses` and `accuracy` as
+---the encoder learner does, so the strategies run unchanged, except lwf (it distils heads).
+---@param opts { model: string, tasks: moontune.ClTask[], max_len?: integer, lora_r?: integer }
+---@return moontune.ClGenerativeLearner
+function mt.cl.generative_learner(opts) end
+
+---What `mt.cl.generative_learner` returns.
+---@class moontune.ClGenerativeLearner
+---@field model moontune.Module the causal LM
+---@field tok moontune.Tokenizer
+---@field lora_targets string[] `q_proj`, `v_proj`
+local ClGenerativeLearner = {}
+
+---The parameters an optimizer covers (as `ClLearner:parameters`, without heads).
+---@return table<string, moontune.Tensor>
+function ClGenerativeLearner:parameters() end
+
+---Routes `task_name` through adapters (as `ClLearner:route`).
+---@param task_name string
+---@param adapters string|string[]
+function ClGenerativeLearner:route(task_name, adapters) end
+
+---The token ids of the prompt for one sentence of `task_name`, up to where the answer starts.
+---@param task_name string
+---@param sentence string
+---@return integer[]
+function ClGenerativeLearner:prompt_ids(task_name, sentence) end
+
+---Prompt and answer rows, right-padded: `{ input_ids, attention_mask, labels }` with labels -100
+---except on each answer's tokens.
+---@param rows { task: string, sentence: string, label: integer }[]
+---@return { input_ids: moontune.Tensor, attention_mask: moontune.Tensor, labels: moontune.Tensor }
+function ClGenerativeLearner:encode_answers(rows) end
+
+---The answers' cross-entropy of a batch `{ sentence = {...}, label = tensor }`.
+---@param task_name string
+---@param batch table
+---@return moontune.Tensor
+function ClGenerativeLearner:loss(task_name, batch) end
+
+---One forward over parts of different tasks: each part's answer cross-entropy (as `ClLearner:losses`).
+---@param task_name string
+---@param parts { task: string, sentences: string[], labels: moontune.Tensor|integer[] }[]
+---@return moontune.Tensor[]
+function ClGenerativeLearner:losses(task_name, parts) end
+
+---Exact-match accuracy of the greedy answers on a task's test split (its first `limit` examples).
+---@param task moontune.ClTask
+---@param limit? integer
+---@return number
+function ClGenerativeLearner:accuracy(task, limit) end
+
 ---A continual-learning strategy by name ("adapters", "ewc", "fusion", "joint", "lwf", "naive",
 ---"olora", "replay"), or the table a Lua file returns (a name ending in ".lua", read again at
 ---each call): optional hooks that scripts/continual.lua calls, `prepare(s, cfg)` (once, before
 ---the optimizer), `begin_task(s, task, cfg)`, `loss(s, task, batch, cfg)` and
----`end_task(s, task, cfg)` (may return numbers to log), and `frozen_encoder` (trains adapters
+---`end_task(s, task, cfg)` (may return numbers to log), and `adapters_only` (trains adapters
 ---only, at `adapter_lr`); each stdlib one a short file in moontune/cl/ to read and copy
 ---(docs/continual.md). An unknown name is an error listing the known ones.
 ---@param name string

@@ -14,11 +14,16 @@ local mt = require "moontune"
 local LAMBDA = 1.0
 
 local function weights(s)
-  return s.learner.encoder:named_parameters{ trainable = true }
+  return s.learner.model:named_parameters{ trainable = true }
 end
 
 return {
   name = "mas",
+  begin_task = function(s)
+    if not s.learner.features then
+      error("cl_mas: measures the encoder's pooled output, which the generative setting does not have; use setting=encoder", 0)
+    end
+  end,
   end_task = function(s, task, cfg)
     local params = weights(s)
     local omega, n = {}, 0

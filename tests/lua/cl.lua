@@ -147,10 +147,10 @@ return {
     local s = mt.cl.stream{ tasks = { "sst2", "agnews" }, train_per_task = 8, test_per_task = 4, dir = olora }
     local l = mt.cl.learner{ model = os.getenv("MOONTUNE_MINILM"), tasks = s.tasks, max_len = 24 }
     for _, t in ipairs(s.tasks) do
-      mt.peft.bottleneck(l.encoder, { name = t.name, reduction_factor = 16, init_weights = "bert" })
+      mt.peft.bottleneck(l.model, { name = t.name, reduction_factor = 16, init_weights = "bert" })
       l:route(t.name, t.name)
     end
-    l.encoder:eval()
+    l.model:eval()
     local a = { s.tasks[1].train:head(3)[1].sentence, s.tasks[1].train:head(3)[2].sentence, s.tasks[1].train:head(3)[3].sentence }
     local b = { s.tasks[2].train:head(2)[1].sentence, s.tasks[2].train:head(2)[2].sentence }
     mt.no_grad(function()

@@ -51,7 +51,7 @@ return {
     if not ready then print("SKIPPED: no O-LoRA data or MiniLM") return end
     local s, cfg, run = continual(with{ strategy = "olora" })
     run(cfg.steps_per_task)
-    local first = snapshot(s.learner.encoder, ".adapters.olora_sst2.")
+    local first = snapshot(s.learner.model, ".adapters.olora_sst2.")
     local count = 0
     for _ in pairs(first) do count = count + 1 end
     assert(count == 24, "A and B on query and value in 6 layers: " .. count)
@@ -61,7 +61,7 @@ return {
     local out = run(cfg.steps_per_task - 1)
     local final = out.olora_orthogonality
     assert(final, "the task's end logs the orthogonality term")
-    for name, before in pairs(snapshot(s.learner.encoder, ".adapters.olora_sst2.")) do
+    for name, before in pairs(snapshot(s.learner.model, ".adapters.olora_sst2.")) do
       assert(before:equal(first[name]), name .. " changed while a later task trained")
     end
     -- Measured: from 8.23 at the start of the second task to 1.93 after its 12 steps (λ₁ = 0.5,
@@ -88,7 +88,7 @@ return {
     local amazon, agnews, target = st.tasks[1], st.tasks[2], st.tasks[3]
     local l = mt.cl.learner{ model = os.getenv("MOONTUNE_MINILM"), tasks = st.tasks, max_len = 32 }
     for _, t in ipairs(st.tasks) do
-      mt.peft.bottleneck(l.encoder, { name = t.name, reduction_factor = 16 })
+      mt.peft.bottleneck(l.model, { name = t.name, reduction_factor = 16 })
       l:route(t.name, t.name)
     end
     local function train(task, groups, n)
@@ -101,16 +101,16 @@ return {
     end
     -- Each earlier task's own adapter (and head).
     for _, t in ipairs({ amazon, agnews }) do
-      l.encoder:train_adapter(t.name)
+      l.model:train_adapter(t.name)
       train(t, l:parameters(), steps)
     end
     local function fresh_head()
       mt.manual_seed(seed + 100)
-      l.heads.sst2 = mt.nn.linear(l.encoder:config().hidden_size, #target.labels)
+      l.heads.sst2 = mt.nn.linear(l.model:config().hidden_size, #target.labels)
     end
     -- The target task on each earlier adapter alone (frozen; the head trains).
     local single = {}
-    l.encoder:train_adapter("sst2")   -- frozen: amazon's and agnews's adapters
+    l.model:train_adapter("sst2")   -- frozen: amazon's and agnews's adapters
     for _, t in ipairs({ amazon, agnews }) do
       fresh_head()
       l:route("sst2", t.name)
@@ -122,11 +122,11 @@ return {
     l:route("sst2", "sst2")
     train(target, l:parameters(), steps // 2)
     local names = { "amazon", "agnews", "sst2" }
-    mt.peft.fusion(l.encoder, names)
+    mt.peft.fusion(l.model, names)
     l:route("sst2", names)
-    l.encoder:train_fusion(names)
+    l.model:train_fusion(names)
     local fusion = {}
-    for name, p in pairs(l.encoder:named_parameters()) do
+    for name, p in pairs(l.model:named_parameters()) do
       if name:find(".adapter_fusion_layer.", 1, true) then fusion[#fusion + 1] = p end
     end
     train(target, { { params = l.heads.sst2:parameters() }, { params = fusion, lr = FUSION_LR } }, steps - steps // 2)

@@ -6,15 +6,15 @@ local mt = require "moontune.core"
 
 return {
   name = "adapters",
-  frozen_encoder = true,
+  adapters_only = true,
   -- Made before the optimizer, so that one optimizer covers every task's adapter.
   prepare = function(s, cfg)
     for _, task in ipairs(s.stream.tasks) do
-      mt.peft.bottleneck(s.learner.encoder, { name = task.name, reduction_factor = cfg.adapter_reduction })
+      mt.peft.bottleneck(s.learner.model, { name = task.name, reduction_factor = cfg.adapter_reduction })
       s.learner:route(task.name, task.name)
     end
   end,
   begin_task = function(s, task)
-    s.learner.encoder:train_adapter(task.name)
+    s.learner.model:train_adapter(task.name)
   end,
 }

@@ -6,7 +6,7 @@
 local mt = require "moontune.core"
 
 local function encoder_params(s)
-  return s.learner.encoder:named_parameters{ trainable = true }
+  return s.learner.model:named_parameters{ trainable = true }
 end
 
 return {

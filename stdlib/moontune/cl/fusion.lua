@@ -14,9 +14,9 @@ end
 
 return {
   name = "fusion",
-  frozen_encoder = true,
+  adapters_only = true,
   prepare = function(s, cfg)
-    local model = s.learner.encoder
+    local model = s.learner.model
     for _, task in ipairs(s.stream.tasks) do
       mt.peft.bottleneck(model, { name = task.name, reduction_factor = cfg.adapter_reduction })
     end
@@ -31,7 +31,7 @@ return {
   end,
   -- The task's own adapter trains first: its route is the adapter alone until the fusion phase.
   begin_task = function(s, task, cfg)
-    s.learner.encoder:train_adapter(task.name)
+    s.learner.model:train_adapter(task.name)
     s.learner:route(task.name, task.name)
   end,
   loss = function(s, task, batch, cfg)
@@ -40,10 +40,10 @@ return {
     if k > 1 and into == cfg.steps_per_task - math.floor(cfg.steps_per_task * cfg.fusion_share) + 1 then
       local names = names_up_to(s, k)
       s.learner:route(task.name, names)
-      s.learner.encoder:train_fusion(names)
+      s.learner.model:train_fusion(names)
     end
     local loss = s.learner:loss(task.name, batch)
-    local reg = s.learner.encoder:fusion_regularization()
+    local reg = s.learner.model:fusion_regularization()
     return reg and loss + reg or loss
   end,
 }

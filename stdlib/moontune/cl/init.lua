@@ -1,13 +1,15 @@
 -- moontune.cl (mt.cl): continual learning. `stream` gives a benchmark's tasks in a standard order
 -- with per-task budgets (cl/stream.lua); `metrics` the standard measures of an accuracy matrix
 -- (cl/metrics.lua); `learner` the task-incremental learner, an encoder with a head per task
--- (cl/learner.lua); `strategy(name)` one of the strategies, each a small file of hooks
+-- (cl/learner.lua); `generative_learner` the O-LoRA paper's setting, a causal LM that writes
+-- each label as text (cl/generative.lua); `strategy(name)` one of the strategies, each a small file of hooks
 -- (cl/naive.lua, joint, replay, ewc, lwf, olora, adapters, fusion) that scripts/continual.lua
 -- calls, or a strategy of your own in any Lua file (see docs/continual.md); `sampler` and
 -- `weighting` the parts of multi-task learning (cl/multitask.lua, scripts/multitask.lua).
 local stream = require "moontune.cl.stream"
 local metrics = require "moontune.cl.metrics"
 local learner = require "moontune.cl.learner"
+local generative = require "moontune.cl.generative"
 local multitask = require "moontune.cl.multitask"
 
 local STRATEGIES = { "adapters", "ewc", "fusion", "joint", "lwf", "naive", "olora", "replay" }
@@ -29,6 +31,7 @@ return {
     return names
   end,
   learner = learner.new,
+  generative_learner = generative.new,
   -- Multi-task learning's parts (cl/multitask.lua): which task each row comes from, and how the
   -- per-task losses combine.
   sampler = multitask.sampler,

@@ -8,21 +8,27 @@ local F = mt.nn.functional
 local L = {}
 L.__index = L
 
+-- An error naming `call` unless `tasks` are a stream's tasks, each with a name and labels.
+function L.check_tasks(call, tasks)
+  if type(tasks) ~= "table" or #tasks == 0 then error(call .. ": tasks must be the tasks of a stream (mt.cl.stream{...}.tasks)", 0) end
+  for i, task in ipairs(tasks) do
+    if type(task) ~= "table" or type(task.name) ~= "string" or type(task.labels) ~= "table" or #task.labels == 0 then
+      error(string.format("%s: tasks[%d] must be a task of a stream, with a name and labels", call, i), 0)
+    end
+  end
+end
+
 -- `tasks`: the stream's tasks (a head each, made now so that one optimizer covers them all).
 function L.new(opts)
   if type(opts) ~= "table" then error("cl.learner: expected a table { model = dir, tasks = stream.tasks }, got " .. type(opts), 0) end
   if type(opts.model) ~= "string" then error("cl.learner: model must be the folder of a sentence encoder, got " .. type(opts.model), 0) end
-  if type(opts.tasks) ~= "table" or #opts.tasks == 0 then error("cl.learner: tasks must be the tasks of a stream (mt.cl.stream{...}.tasks)", 0) end
-  for i, task in ipairs(opts.tasks) do
-    if type(task) ~= "table" or type(task.name) ~= "string" or type(task.labels) ~= "table" or #task.labels == 0 then
-      error(string.format("cl.learner: tasks[%d] must be a task of a stream, with a name and labels", i), 0)
-    end
-  end
+  L.check_tasks("cl.learner", opts.tasks)
   local encoder, err = mt.models.load(opts.model)
   if not encoder then error("cl.learner: " .. tostring(err), 0) end
   local tok, tok_err = mt.tokenizer.load(opts.model)
   if not tok then error("cl.learner: " .. tostring(tok_err), 0) end
-  local self = setmetatable({ encoder = encoder, tok = tok, heads = {}, max_len = opts.max_len or 64 }, L)
+  local self = setmetatable({ model = encoder, tok = tok, heads = {}, max_len = opts.max_len or 64,
+                              lora_targets = { "query", "value" } }, L)
   local hidden = encoder:config().hidden_size
   for _, task in ipairs(opts.tasks) do
     self.heads[task.name] = mt.nn.linear(hidden, #task.labels)
@@ -31,16 +37,16 @@ function L.new(opts)
 end
 
 -- The parameters an optimizer covers, by name: the encoder's trainable ones and every adapter's
--- and fusion's, trainable now or later ("encoder.<name>"; a frozen one has no gradient, so the
+-- and fusion's, trainable now or later ("model.<name>"; a frozen one has no gradient, so the
 -- optimizer leaves it as it is), and every head's ("heads.<task>.<name>").
 function L:parameters()
   local params = {}
-  for name, p in pairs(self.encoder:named_parameters()) do
+  for name, p in pairs(self.model:named_parameters()) do
     if p:requires_grad() or name:find(".adapters.", 1, true) or name:find(".adapter_fusion_layer.", 1, true) then
-      params["encoder." .. name] = p
+      params["model." .. name] = p
     end
   end
-  for task, head in pairs(self.heads) do
+  for task, head in pairs(self.heads or {}) do
     for name, p in pairs(head:named_parameters()) do params["heads." .. task .. "." .. name] = p end
   end
   return params
@@ -56,18 +62,23 @@ end
 -- The mean-pooled embeddings of `sentences` by `model` (default the learner's encoder; a frozen
 -- copy of it, for distillation) with the active adapters as they are.
 function L:embed(sentences, model)
-  model = model or self.encoder
+  model = model or self.model
   local enc = self.tok:encode_batch(sentences, nil, { truncation = true, max_length = self.max_len, padding = "longest" })
   local out = model{ input_ids = enc.input_ids, attention_mask = enc.attention_mask, token_type_ids = enc.token_type_ids }
   return mt.models.mean_pool(out.last_hidden_state, enc.attention_mask)
 end
 
--- The pooled sentence embeddings for `task_name` (through its route, if there are routes).
-function L:features(task_name, sentences)
+-- Makes `task_name`'s route the active composition (nothing without routes).
+function L:activate(task_name)
   local route = self.routes and self.routes[task_name]
   if route then
-    self.encoder:set_active(type(route) == "string" and route or #route == 1 and route[1] or mt.peft.fuse(table.unpack(route)))
+    self.model:set_active(type(route) == "string" and route or #route == 1 and route[1] or mt.peft.fuse(table.unpack(route)))
   end
+end
+
+-- The pooled sentence embeddings for `task_name` (through its route, if there are routes).
+function L:features(task_name, sentences)
+  self:activate(task_name)
   return self:embed(sentences)
 end
 
@@ -87,7 +98,7 @@ function L:features_mixed(parts)
   end
   if self.routes then
     children[#children + 1] = { batch_sizes = sizes }
-    self.encoder:set_active(mt.peft.batch_split(table.unpack(children)))
+    self.model:set_active(mt.peft.batch_split(table.unpack(children)))
   end
   return self:embed(sentences)
 end
@@ -102,9 +113,27 @@ function L:loss(task_name, batch)
   return F.cross_entropy(self:logits(task_name, batch.sentence), batch.label)
 end
 
+-- One forward over parts of different tasks (`{ task, sentences, labels }`, labels a tensor or a
+-- list of 0-based ids) through `task_name`'s route; each part's cross-entropy by its own head.
+function L:losses(task_name, parts)
+  local sentences = {}
+  for _, part in ipairs(parts) do
+    for _, sentence in ipairs(part.sentences) do sentences[#sentences + 1] = sentence end
+  end
+  local features = self:features(task_name, sentences)
+  local out, first = {}, 0
+  for i, part in ipairs(parts) do
+    local n = #part.sentences
+    local labels = type(part.labels) == "table" and mt.tensor.tensor(part.labels) or part.labels
+    out[i] = F.cross_entropy(self.heads[part.task](features:narrow(0, first, n)), labels)
+    first = first + n
+  end
+  return out
+end
+
 -- Accuracy on a task's test split (its first `limit` examples when given).
 function L:accuracy(task, limit)
-  self.encoder:eval()
+  self.model:eval()
   local right, n = 0, 0
   mt.no_grad(function()
     for b in task.test:batch{ size = 64 }:iter() do
@@ -119,7 +148,7 @@ function L:accuracy(task, limit)
       n = n + take
     end
   end)
-  self.encoder:train()
+  self.model:train()
   return right / n
 end
 

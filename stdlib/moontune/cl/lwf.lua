@@ -16,6 +16,9 @@ return {
   name = "lwf",
   -- The teacher: a second encoder, loaded once, that each task copies the learner into.
   prepare = function(s, cfg)
+    if not s.learner.heads then
+      error("lwf: distils the earlier tasks' heads, and the generative setting (cl.generative_learner) has none; use the encoder setting", 0)
+    end
     local teacher, err = mt.models.load(cfg.model)
     if not teacher then error("lwf: " .. tostring(err), 0) end
     teacher:eval()
@@ -24,7 +27,7 @@ return {
   end,
   begin_task = function(s, task)
     if #s.seen == 0 then return end
-    copy_into(s.lwf_teacher:named_parameters(), s.learner.encoder:named_parameters())
+    copy_into(s.lwf_teacher:named_parameters(), s.learner.model:named_parameters())
     s.lwf_heads = {}
     for _, t in ipairs(s.seen) do
       local head = s.learner.heads[t.name]

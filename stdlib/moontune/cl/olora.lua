@@ -10,7 +10,7 @@ local mt = require "moontune.core"
 local function a_matrices(s, name)
   local marker = ".adapters." .. name .. ".lora_A."
   local out = {}
-  for pname, p in pairs(s.learner.encoder:named_parameters()) do
+  for pname, p in pairs(s.learner.model:named_parameters()) do
     local at = pname:find(marker, 1, true)
     if at then out[pname:sub(1, at - 1)] = p end
   end
@@ -19,11 +19,11 @@ end
 
 local function olora_name(task) return "olora_" .. task.name end
 
-local O = { name = "olora", frozen_encoder = true }
+local O = { name = "olora", adapters_only = true }
 
 function O.prepare(s, cfg)
   for _, task in ipairs(s.stream.tasks) do
-    mt.peft.lora(s.learner.encoder, { name = olora_name(task), r = cfg.lora_r, alpha = cfg.lora_r * 2, targets = { "query", "value" } })
+    mt.peft.lora(s.learner.model, { name = olora_name(task), r = cfg.lora_r, alpha = cfg.lora_r * 2, targets = s.learner.lora_targets })
   end
 end
 
@@ -32,8 +32,8 @@ function O.begin_task(s, task)
   local active = {}
   for _, t in ipairs(s.seen) do active[#active + 1] = olora_name(t) end
   active[#active + 1] = olora_name(task)
-  s.learner.encoder:set_adapter(active)
-  s.learner.encoder:train_adapter(olora_name(task))
+  s.learner.model:set_adapter(active)
+  s.learner.model:train_adapter(olora_name(task))
 end
 
 -- Σ over layers and earlier tasks of Σ|A_old A_newᵀ| (0 before the second task).
@@ -61,7 +61,7 @@ function O.loss(s, task, batch, cfg)
   if orth then loss = loss + orth * cfg.olora_lambda end
   if cfg.olora_l2 > 0 then
     local marker = ".adapters." .. olora_name(task) .. "."
-    for pname, p in pairs(s.learner.encoder:named_parameters()) do
+    for pname, p in pairs(s.learner.model:named_parameters()) do
       if pname:find(marker, 1, true) then loss = loss + p:norm() * cfg.olora_l2 end
     end
   end

@@ -60,23 +60,23 @@ return {
     s.buffers = s.buffers or {}
     s.buffers[task.name] = fill(task, cfg, cfg.seed * 7919 + task.id + 1)
   end,
-  -- The current batch and `cfg.replay_batch` replayed examples go through the encoder together
-  -- (one forward and backward), each part scored by its own task's head.
+  -- The current batch and `cfg.replay_batch` replayed examples go through the model together
+  -- (one forward and backward), each part scored as its own task.
   loss = function(s, task, batch, cfg)
     local learner = s.learner
     if #s.seen == 0 then return learner:loss(task.name, batch) end
     s.replay_turn = (s.replay_turn or 0) % #s.seen + 1
     local past = s.seen[s.replay_turn]
     local buffer = s.buffers[past.name]
-    local sentences, labels = { table.unpack(batch.sentence) }, {}
-    local n = #sentences
+    local sentences, labels = {}, {}
     for i = 1, math.min(cfg.replay_batch, #buffer) do
       local ex = buffer[math.random(#buffer)]
-      sentences[n + i], labels[i] = ex.sentence, ex.label
+      sentences[i], labels[i] = ex.sentence, ex.label
     end
-    local features = learner:features(task.name, sentences)
-    local loss = F.cross_entropy(learner.heads[task.name](features:narrow(0, 0, n)), batch.label)
-    local replayed = F.cross_entropy(learner.heads[past.name](features:narrow(0, n, #labels)), mt.tensor.tensor(labels))
+    local loss, replayed = table.unpack(learner:losses(task.name, {
+      { task = task.name, sentences = batch.sentence, labels = batch.label },
+      { task = past.name, sentences = sentences, labels = labels },
+    }))
     return loss + cfg.replay_weight * replayed
   end,
 }

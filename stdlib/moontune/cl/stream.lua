@@ -10,20 +10,31 @@
 -- `train_per_task` and `test_per_task` keep a seeded random subset of each split, so that a run
 -- fits a laptop. Each task of the stream:
 --   { name, id (0-based position in the stream), labels (its label names, in labels.json's
---     order), train = Dataset, test = Dataset }
+--     order), instruction (what the task asks, for a generative learner), train = Dataset,
+--     test = Dataset }
 -- with examples { sentence, label (0-based id into labels), label_text, task (the name),
 -- task_id }. The setting is task-incremental: each task keeps its own label set.
 local mt = require "moontune.core"
 local M = {}
 
--- Task name → folder under the benchmark, and which splits the shared copy lacks (files of 4 MiB
--- or more were left out: see shared/data/README.md).
+-- Task name → folder under the benchmark, and the instruction the generative setting
+-- (cl/generative.lua) asks it with (the benchmark's examples already label their parts:
+-- "sentence 1:", "question:", ...). Which splits the shared copy lacks: files of 4 MiB or more
+-- were left out (see shared/data/README.md).
+local SENTIMENT = "What is the sentiment of the following review? Choose one from the options."
+local TOPIC = "What is the topic of the following text? Choose one from the options."
+local NLI = "What is the logical relationship between sentence 1 and sentence 2? Choose one from the options."
 M.tasks = {
-  sst2 = { dir = "SC/SST-2" }, amazon = { dir = "SC/amazon" }, yelp = { dir = "SC/yelp" }, imdb = { dir = "SC/IMDB" },
-  agnews = { dir = "TC/agnews" }, dbpedia = { dir = "TC/dbpedia" }, yahoo = { dir = "TC/yahoo" },
-  mnli = { dir = "NLI/MNLI" }, rte = { dir = "NLI/RTE" }, cb = { dir = "NLI/CB" },
-  qqp = { dir = "QQP/QQP" }, boolqa = { dir = "BoolQA/BoolQA" }, copa = { dir = "COPA/COPA" },
-  multirc = { dir = "MultiRC/MultiRC" }, wic = { dir = "WiC/WiC" },
+  sst2 = { dir = "SC/SST-2", instruction = SENTIMENT }, amazon = { dir = "SC/amazon", instruction = SENTIMENT },
+  yelp = { dir = "SC/yelp", instruction = SENTIMENT }, imdb = { dir = "SC/IMDB", instruction = SENTIMENT },
+  agnews = { dir = "TC/agnews", instruction = TOPIC }, dbpedia = { dir = "TC/dbpedia", instruction = TOPIC },
+  yahoo = { dir = "TC/yahoo", instruction = TOPIC },
+  mnli = { dir = "NLI/MNLI", instruction = NLI }, rte = { dir = "NLI/RTE", instruction = NLI }, cb = { dir = "NLI/CB", instruction = NLI },
+  qqp = { dir = "QQP/QQP", instruction = "Do the first sentence and the second sentence ask the same question? Choose one from the options." },
+  boolqa = { dir = "BoolQA/BoolQA", instruction = "According to the passage, is the answer to the question true or false? Choose one from the options." },
+  copa = { dir = "COPA/COPA", instruction = "Answer the question below. Choose one from the options." },
+  multirc = { dir = "MultiRC/MultiRC", instruction = "According to the paragraph and the question, is the candidate answer true or false? Choose one from the options." },
+  wic = { dir = "WiC/WiC", instruction = "Is the word used with the same meaning in the two sentences? Choose one from the options." },
 }
 
 M.orders = {
@@ -143,7 +154,7 @@ function M.stream(opts)
     if not exists(labels_path) then fail(string.format("task '%s': %s is missing (a task folder needs labels.json)", name, labels_path)) end
     local labels = mt.json.read(labels_path)
     if type(labels) ~= "table" or #labels == 0 then fail(labels_path .. " must be a JSON list of label names") end
-    local task = { name = name, id = i - 1, labels = labels }
+    local task = { name = name, id = i - 1, labels = labels, instruction = M.tasks[name].instruction }
     task.train = read_split(task, folder .. "/train.json", "train", labels, opts.train_per_task, seed * 1000 + 2 * i)
     task.test = read_split(task, folder .. "/test.json", "test", labels, opts.test_per_task, seed * 1000 + 2 * i + 1)
     stream.tasks[i] = task
