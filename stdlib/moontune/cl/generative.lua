@@ -121,22 +121,18 @@ end
 -- a list of 0-based ids), through `task_name`'s route; the mean answer cross-entropy of each.
 function G:losses(task_name, parts)
   self:activate(task_name)
-  local rows, sizes = {}, {}
-  for i, part in ipairs(parts) do
-    sizes[i] = #part.sentences
+  local rows = {}
+  for _, part in ipairs(parts) do
     for _, row in ipairs(rows_of(part.task, part.sentences, part.labels)) do rows[#rows + 1] = row end
   end
   local enc = self:encode_answers(rows)
   local logits = self.model{ input_ids = enc.input_ids, attention_mask = enc.attention_mask }.logits
   local width = logits:shape()[2]
   -- Position t predicts token t + 1.
-  local predicted = logits:narrow(1, 0, width - 1)
-  local targets = enc.labels:narrow(1, 1, width - 1)
-  local out, first = {}, 0
-  for i, n in ipairs(sizes) do
-    local p, t = predicted:narrow(0, first, n), targets:narrow(0, first, n)
-    out[i] = F.cross_entropy(p:reshape{ -1, p:shape()[3] }, t:reshape{ -1 })
-    first = first + n
+  local targets = learner.slices(parts, enc.labels:narrow(1, 1, width - 1))
+  local out = {}
+  for i, predicted in ipairs(learner.slices(parts, logits:narrow(1, 0, width - 1))) do
+    out[i] = F.cross_entropy(predicted:reshape{ -1, predicted:shape()[3] }, targets[i]:reshape{ -1 })
   end
   return out
 end
@@ -144,38 +140,30 @@ end
 -- Exact-match accuracy of greedy answers on a task's test split (its first `limit` examples when
 -- given): the generated text, special tokens and surrounding spaces dropped, must be the label.
 function G:accuracy(task, limit)
-  self.model:eval()
   self:activate(task.name)
-  local p = self.prompts[task.name]
-  local right, n = 0, 0
-  mt.no_grad(function()
-    for b in task.test:batch{ size = 16 }:iter() do
-      local take = limit and math.min(#b.sentence, limit - n) or #b.sentence
-      if take <= 0 then break end
-      local prompts, width = {}, 0
-      for i = 1, take do
-        prompts[i] = self:prompt_ids(task.name, b.sentence[i])
-        width = math.max(width, #prompts[i])
-      end
-      local ids, mask = {}, {}
-      for i, row in ipairs(prompts) do
-        ids[i], mask[i] = {}, {}
-        for j = 1, width - #row do ids[i][j], mask[i][j] = self.tok:eos_id(), 0 end
-        for _, id in ipairs(row) do ids[i][#ids[i] + 1], mask[i][#mask[i] + 1] = id, 1 end
-      end
-      local out = self.model:generate(T.tensor(ids), { attention_mask = T.tensor(mask), max_new_tokens = p.longest,
-                                                       stop_ids = { self.tok:eos_id() }, pad_id = self.tok:eos_id() })
-      local labels = b.label:tolist()
-      for i = 1, take do
-        local new = out[i - 1]:narrow(0, width, out:shape()[2] - width)
-        local text = self.tok:decode(new, { skip_special_tokens = true }):gsub("^%s+", ""):gsub("%s+$", "")
-        if text == task.labels[labels[i] + 1] then right = right + 1 end
-      end
-      n = n + take
+  local longest = self.prompts[task.name].longest
+  return learner.test_accuracy(self.model, task, limit, 16, function(sentences, labels)
+    local prompts, width = {}, 0
+    for i, sentence in ipairs(sentences) do
+      prompts[i] = self:prompt_ids(task.name, sentence)
+      width = math.max(width, #prompts[i])
     end
+    -- Left-padded, so that every row's answer starts at the same position.
+    local ids, mask = {}, {}
+    for i, row in ipairs(prompts) do
+      ids[i], mask[i] = {}, {}
+      for j = 1, width - #row do ids[i][j], mask[i][j] = self.tok:eos_id(), 0 end
+      for _, id in ipairs(row) do ids[i][#ids[i] + 1], mask[i][#mask[i] + 1] = id, 1 end
+    end
+    local out = self.model:generate(T.tensor(ids), { attention_mask = T.tensor(mask), max_new_tokens = longest,
+                                                     stop_ids = { self.tok:eos_id() }, pad_id = self.tok:eos_id() })
+    local wanted, right = labels:tolist(), 0
+    for i = 1, #sentences do
+      local text = self.tok:decode(out[i - 1]:narrow(0, width, out:shape()[2] - width), { skip_special_tokens = true })
+      if text:gsub("^%s+", ""):gsub("%s+$", "") == task.labels[wanted[i] + 1] then right = right + 1 end
+    end
+    return right
   end)
-  self.model:train()
-  return right / n
 end
 
 return G

@@ -113,6 +113,17 @@ function L:loss(task_name, batch)
   return F.cross_entropy(self:logits(task_name, batch.sentence), batch.label)
 end
 
+-- `rows`, a tensor whose first dimension runs over the parts' sentences in order, cut into one
+-- slice per part.
+function L.slices(parts, rows)
+  local out, first = {}, 0
+  for i, part in ipairs(parts) do
+    out[i] = rows:narrow(0, first, #part.sentences)
+    first = first + #part.sentences
+  end
+  return out
+end
+
 -- One forward over parts of different tasks (`{ task, sentences, labels }`, labels a tensor or a
 -- list of 0-based ids) through `task_name`'s route; each part's cross-entropy by its own head.
 function L:losses(task_name, parts)
@@ -120,23 +131,22 @@ function L:losses(task_name, parts)
   for _, part in ipairs(parts) do
     for _, sentence in ipairs(part.sentences) do sentences[#sentences + 1] = sentence end
   end
-  local features = self:features(task_name, sentences)
-  local out, first = {}, 0
-  for i, part in ipairs(parts) do
-    local n = #part.sentences
-    local labels = type(part.labels) == "table" and mt.tensor.tensor(part.labels) or part.labels
-    out[i] = F.cross_entropy(self.heads[part.task](features:narrow(0, first, n)), labels)
-    first = first + n
+  local out = {}
+  for i, features in ipairs(L.slices(parts, self:features(task_name, sentences))) do
+    local labels = parts[i].labels
+    out[i] = F.cross_entropy(self.heads[parts[i].task](features), type(labels) == "table" and mt.tensor.tensor(labels) or labels)
   end
   return out
 end
 
--- Accuracy on a task's test split (its first `limit` examples when given).
-function L:accuracy(task, limit)
-  self.model:eval()
-  local right, n = 0, 0
+-- The accuracy on a task's test split (its first `limit` examples when given), in batches of
+-- `size`: `right(sentences, labels)` (labels a tensor) counts a batch's right answers; no
+-- gradients, `model` in eval mode meanwhile.
+function L.test_accuracy(model, task, limit, size, right)
+  model:eval()
+  local hits, n = 0, 0
   mt.no_grad(function()
-    for b in task.test:batch{ size = 64 }:iter() do
+    for b in task.test:batch{ size = size }:iter() do
       local take = limit and math.min(#b.sentence, limit - n) or #b.sentence
       if take <= 0 then break end
       local sentences, labels = b.sentence, b.label
@@ -144,12 +154,19 @@ function L:accuracy(task, limit)
         sentences = { table.unpack(sentences, 1, take) }
         labels = labels:narrow(0, 0, take)
       end
-      right = right + self:logits(task.name, sentences):argmax(-1):eq(labels):sum():item()
+      hits = hits + right(sentences, labels)
       n = n + take
     end
   end)
-  self.model:train()
-  return right / n
+  model:train()
+  return hits / n
+end
+
+-- Accuracy on a task's test split (its first `limit` examples when given).
+function L:accuracy(task, limit)
+  return L.test_accuracy(self.model, task, limit, 64, function(sentences, labels)
+    return self:logits(task.name, sentences):argmax(-1):eq(labels):sum():item()
+  end)
 end
 
 return L
