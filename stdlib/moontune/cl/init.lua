@@ -40,10 +40,13 @@ return {
   -- scripts/continual.lua), or the one a Lua file (a name ending in ".lua") returns, read again
   -- at each call so that editing it changes the run from its next step.
   strategy = function(name)
+    if type(name) ~= "string" then
+      error(string.format("cl.strategy: expected a strategy's name or a .lua file (strategies: %s), got a %s", table.concat(STRATEGIES, ", "), type(name)), 0)
+    end
     for _, known in ipairs(STRATEGIES) do
       if name == known then return require("moontune.cl." .. name) end
     end
-    if type(name) == "string" and name:match("%.lua$") then
+    if name:match("%.lua$") then
       local chunk, err = loadfile(name)
       if not chunk then error("cl.strategy: " .. tostring(err), 0) end
       local ok, strategy = pcall(chunk)
@@ -51,7 +54,7 @@ return {
       if type(strategy) ~= "table" then error("cl.strategy: " .. name .. " must return a table of hooks (loss, begin_task, end_task, prepare), got " .. type(strategy), 0) end
       return strategy
     end
-    error(string.format("cl.strategy: unknown strategy %s (strategies: %s, or a Lua file returning one)", type(name) == "string" and ("'" .. name .. "'") or tostring(name), table.concat(STRATEGIES, ", ")), 0)
+    error(string.format("cl.strategy: unknown strategy '%s' (strategies: %s, or a Lua file returning one)", name, table.concat(STRATEGIES, ", ")), 0)
   end,
   -- The tasks of a standard order (1, 2 or 3), or nil.
   order = function(n)
