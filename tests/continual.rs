@@ -3,7 +3,8 @@
 //! accuracy matrix row by row, logs the continual-learning metrics after each task and writes
 //! results.json; a strategy that does not exist is refused with the known ones listed before
 //! any training; a run killed after its second task resumes to the accuracy matrix of a run
-//! never stopped; scripts/cl_benchmark.lua writes its table and picture.
+//! never stopped; scripts/cl_benchmark.lua writes its table and picture; and, only with
+//! MOONTUNE_CL_ORDERINGS=1 (about 8 minutes), the orderings of forgetting on order 1.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -137,23 +138,30 @@ fn a_run_killed_after_task_two_resumes_to_the_same_accuracy_matrix() {
     }
 }
 
-#[test]
-fn the_benchmark_writes_its_table_and_picture() {
-    if !ready() {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("moontune-cl-benchmark-{}", std::process::id()));
+// scripts/cl_benchmark.lua with `args`, in a fresh runs directory named after `name`: the
+// run's directory (results.csv, results.md, accuracy_matrices.svg).
+fn benchmark_run(name: &str, args: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moontune-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new(env!("CARGO_BIN_EXE_moontune"))
         .args(["run", "--headless", "--runs-dir"])
         .arg(&dir)
-        .args(["scripts/cl_benchmark.lua", "strategies=naive,adapters", "seeds=0,1", "args=tasks=sst2,cb steps_per_task=2 train_per_task=16 test_per_task=8 batch=4 max_len=16"])
+        .arg("scripts/cl_benchmark.lua")
+        .args(args)
         .current_dir(root())
         .output()
         .unwrap();
     let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{shown}");
-    let run = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
+    std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path()
+}
+
+#[test]
+fn the_benchmark_writes_its_table_and_picture() {
+    if !ready() {
+        return;
+    }
+    let run = benchmark_run("cl-benchmark", &["strategies=naive,adapters", "seeds=0,1", "args=tasks=sst2,cb steps_per_task=2 train_per_task=16 test_per_task=8 batch=4 max_len=16"]);
     let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "a header and one row per strategy and seed:\n{csv}");
     assert!(csv.lines().nth(1).unwrap().starts_with("naive,0,") && csv.lines().nth(4).unwrap().starts_with("adapters,1,"), "{csv}");
@@ -162,4 +170,35 @@ fn the_benchmark_writes_its_table_and_picture() {
     let svg = std::fs::read_to_string(run.join("accuracy_matrices.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("after sst2").count() == 1 && svg.contains(">adapters<"), "{svg}");
     assert_eq!(svg.matches("<rect x=").count(), 2 * 4, "a 2×2 matrix per strategy");
+}
+
+/// The continual-learning orderings on order 1 (sst2 → agnews → amazon → qqp) at the budget
+/// BENCHMARKS.md reports, scripts/continual.lua's defaults (50 steps of 16 per task, lr 3e-4,
+/// max_len 32, 800/200 examples per task, 4 replayed rows a batch; seed 0): naive fine-tuning
+/// forgets, and replay, EWC and O-LoRA each forget less. It takes about 8 minutes on 2 cores,
+/// more than the suite's budget, so it runs only with MOONTUNE_CL_ORDERINGS=1
+/// (`./dev cl-orderings`); otherwise it says it was skipped.
+#[test]
+fn replay_ewc_and_olora_forget_less_than_naive() {
+    if std::env::var_os("MOONTUNE_CL_ORDERINGS").is_none() || !ready() {
+        println!("SKIPPED the continual-learning orderings: set MOONTUNE_CL_ORDERINGS=1 (./dev cl-orderings; about 8 minutes on 2 cores)");
+        return;
+    }
+    let run = benchmark_run("cl-orderings", &["order=1", "seeds=0", "strategies=naive,replay,ewc,olora",
+                                              "args=steps_per_task=50 batch=16 max_len=32 train_per_task=800 test_per_task=200 lr=3e-4"]);
+    let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    println!("{csv}");
+    let forgetting = |strategy: &str| -> f64 {
+        let line = csv.lines().find(|l| l.starts_with(&format!("{strategy},"))).unwrap();
+        line.split(',').nth(3).unwrap().parse().unwrap()
+    };
+    // Measured (seeds 0 and 1): naive 0.138 and 0.283; replay 0.020 and 0.007 with 8 replayed
+    // rows a batch, 0.030 (seed 0) with the default 4; EWC 0.085 and 0.057; O-LoRA 0.010 and
+    // 0.030. The margins are below the smallest gap seen.
+    let naive = forgetting("naive");
+    assert!(naive > 0.10, "naive forgetting {naive}");
+    for (strategy, margin) in [("replay", 0.05), ("ewc", 0.03), ("olora", 0.05)] {
+        let f = forgetting(strategy);
+        assert!(f < naive - margin, "{strategy} forgetting {f} against naive {naive}");
+    }
 }
