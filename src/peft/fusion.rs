@@ -28,6 +28,8 @@ pub struct FusionConfig {
     pub regularization: bool,
     pub residual_before: bool,
     pub temperature: bool,
+    /// Where AdapterHub applies the value projection, before or after the weighted sum over
+    /// adapters: kept for its files; without a bias the two give the same function.
     pub value_before_softmax: bool,
     pub value_initialized: bool,
     /// The dropout on attention scores (None: the model's attention dropout).
@@ -212,34 +214,40 @@ impl FusionAdapter for FusionLayer {
         self.config.query_before_ln
     }
 
+    /// AdapterHub's BertFusion computed with the projections moved to the side with one row per
+    /// position instead of one per adapter: the key enters only through q·(W_k u + b_k) =
+    /// (q W_k)·u + q·b_k, and the bias-free value commutes with the weighted sum over adapters,
+    /// Σ_a p_a W_v u_a = W_v Σ_a p_a u_a. The same function and gradients, with two projections
+    /// per position where AdapterHub makes 2·adapters + 1.
     fn forward(&self, ctx: &Ctx, query: &Tensor, ups: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let c = &self.config;
-        let mut value = ups.shallow_clone();
-        if c.residual_before {
-            value = value.f_add(&residual.f_unsqueeze(2)?)?;
-        }
+        // AdapterHub adds the residual in place to the tensor it passes as both key and value.
+        let values = if self.config.residual_before { ups.f_add(&residual.f_unsqueeze(2)?)? } else { ups.shallow_clone() };
         let q = match &self.query {
             Some(d) => d.forward(query)?,
             None => query.shallow_clone(),
         };
-        let k = match &self.key {
-            Some(d) => d.forward(ups)?,
-            None => ups.shallow_clone(),
+        let q_keyed = match &self.key {
+            Some(d) => q.f_matmul(&d.weight)?,
+            None => q.shallow_clone(),
         };
-        let v = match (&self.value, c.value_before_softmax) {
-            (Some(w), true) => linear(&value, w, None)?,
-            _ => value,
-        };
-        let scores = q.f_unsqueeze(2)?.f_matmul(&k.f_transpose(-2, -1)?)?.f_squeeze_dim(2)?;
+        let mut scores = values.f_matmul(&q_keyed.f_unsqueeze(-1)?)?.f_squeeze_dim(-1)?;
+        if let Some(d) = &self.key {
+            // q·b_k is the same for every adapter: the softmax ignores it and adding it would
+            // only cost precision, but dropout on the scores does not ignore it. Without
+            // dropout it enters times zero, so that b_k still gets its (zero) gradient.
+            let shift = q.f_matmul(&d.bias)?.f_unsqueeze(-1)?;
+            let dropping = ctx.training && self.dropout > 0.0;
+            scores = scores.f_add(&if dropping { shift } else { shift.f_mul_scalar(0.0)? })?;
+        }
         let scores = dropout(&scores, self.dropout, ctx.training)?;
         let t = self.temperature.get();
         let probs = scores.f_div_scalar(t)?.f_softmax(-1, scores.kind())?;
         self.temperature.set((t - self.reduction).max(1.0));
-        let mut out = probs.f_unsqueeze(2)?.f_matmul(&v)?.f_squeeze_dim(2)?;
-        if let (Some(w), false) = (&self.value, c.value_before_softmax) {
+        let mut out = probs.f_unsqueeze(2)?.f_matmul(&values)?.f_squeeze_dim(2)?;
+        if let Some(w) = &self.value {
             out = linear(&out, w, None)?;
         }
-        if !c.residual_before {
+        if !self.config.residual_before {
             out = out.f_add(residual)?;
         }
         let n = probs.size().last().copied().unwrap_or(0);
@@ -270,5 +278,59 @@ mod tests {
         let steady = FusionLayer::new("a,b", &FusionConfig::preset("static").unwrap(), 4, 0.0, Kind::Float, Device::Cpu).unwrap();
         let _ = steady.forward(&ctx, &q, &ups, &r).unwrap();
         assert_eq!(steady.temperature.get(), 1.0, "without temperature T stays 1");
+    }
+
+    /// BertFusion as AdapterHub writes it: keys and values projected per adapter.
+    fn adapterhub_forward(layer: &FusionLayer, training: bool, query: &Tensor, ups: &Tensor, residual: &Tensor) -> Tensor {
+        let c = &layer.config;
+        let value = if c.residual_before { ups + residual.unsqueeze(2) } else { ups.shallow_clone() };
+        let q = layer.query.as_ref().map_or_else(|| query.shallow_clone(), |d| d.forward(query).unwrap());
+        let k = layer.key.as_ref().map_or_else(|| value.shallow_clone(), |d| d.forward(&value).unwrap());
+        let v = match (&layer.value, c.value_before_softmax) {
+            (Some(w), true) => value.linear(w, None::<Tensor>),
+            _ => value,
+        };
+        let scores = q.unsqueeze(2).matmul(&k.transpose(-2, -1)).squeeze_dim(2).dropout(layer.dropout, training);
+        let probs = scores.softmax(-1, Kind::Double);
+        let mut out = probs.unsqueeze(2).matmul(&v).squeeze_dim(2);
+        if let (Some(w), false) = (&layer.value, c.value_before_softmax) {
+            out = out.linear(w, None::<Tensor>);
+        }
+        if c.residual_before { out } else { out + residual }
+    }
+
+    #[test]
+    fn reordered_projections_equal_adapterhubs_order_with_and_without_dropout() {
+        let hooks = Hooks::default();
+        let dynamic = FusionConfig::preset("dynamic").unwrap();
+        let configs = [
+            dynamic.clone(),
+            FusionConfig::preset("static").unwrap(),
+            FusionConfig { residual_before: true, value_before_softmax: false, value_initialized: false, ..dynamic.clone() },
+            FusionConfig { key: false, query: false, ..dynamic },
+        ];
+        for (i, config) in configs.iter().enumerate() {
+            for (training, p) in [(false, 0.0), (true, 0.0), (true, 0.3)] {
+                let layer = FusionLayer::new("a,b,c", config, 6, p, Kind::Double, Device::Cpu).unwrap();
+                let ctx = Ctx { training, hooks: &hooks, adapters_off: false, checkpoint: None, setup: None, prefixes: None };
+                let _ = tch::manual_seed(i as i64);
+                let opts = (Kind::Double, Device::Cpu);
+                let (q, ups, r) = (Tensor::randn([2, 5, 6], opts), Tensor::randn([2, 5, 3, 6], opts), Tensor::randn([2, 5, 6], opts));
+                let w = Tensor::randn([2, 5, 6], opts);
+                let params = || layer.own_parameters().into_iter().map(|(_, t)| t.shallow_clone()).collect::<Vec<_>>();
+                let run = |ours: bool| {
+                    let _ = tch::manual_seed(100);
+                    let out = if ours { layer.forward(&ctx, &q, &ups, &r).unwrap() } else { adapterhub_forward(&layer, training, &q, &ups, &r) };
+                    let grads = Tensor::run_backward(&[(&out * &w).sum(Kind::Double)], &params(), false, false);
+                    (out, grads)
+                };
+                let ((ours, our_grads), (theirs, their_grads)) = (run(true), run(false));
+                let what = format!("config {i}, training {training}, dropout {p}");
+                assert!(ours.allclose(&theirs, 1e-12, 1e-12, false), "{what}: outputs differ");
+                for (g, h) in our_grads.iter().zip(&their_grads) {
+                    assert!(g.allclose(h, 1e-10, 1e-12, false), "{what}: gradients differ by {}", (g - h).abs().max().double_value(&[]));
+                }
+            }
+        }
     }
 }
