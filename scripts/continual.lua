@@ -1,6 +1,7 @@
 -- continual.lua — continual learning on the O-LoRA benchmark, task after task, with a strategy
 -- against forgetting chosen by name: all-MiniLM-L6-v2 shared by the tasks, a head per task
--- (task-incremental: the task id is known at test time); or, with setting=generative, the O-LoRA
+-- (task-incremental: the task id is known at test time); with setting=class_incremental, one head
+-- over every task's labels and no task id at test time; or, with setting=generative, the O-LoRA
 -- paper's own setting: SmolLM2-135M-Instruct reads each example as an instruction and writes the
 -- label as text (LoRA-trained; accuracy is exact match of the greedy answer). After each task every task's test split
 -- is scored, which fills the accuracy matrix R (row i: after training task i); the step that
@@ -10,6 +11,7 @@
 --
 --   moontune run scripts/continual.lua strategy=naive order=1
 --   moontune run scripts/continual.lua strategy=replay steps_per_task=200 train_per_task=2000
+--   moontune run scripts/continual.lua setting=class_incremental strategy=replay
 --   moontune run scripts/continual.lua setting=generative strategy=olora batch=8 test_per_task=50
 --
 -- Strategies (stdlib moontune/cl/<name>.lua, hooks called here): naive, joint, replay, ewc, lwf,
@@ -34,8 +36,10 @@ local MODELS = {
 }
 
 local config = {
-  setting = "encoder",        -- "encoder": a head per task on all-MiniLM-L6-v2; "generative": the O-LoRA
-                              -- paper's setting, SmolLM2-135M-Instruct writes each label as text, LoRA-trained
+  setting = "encoder",        -- "encoder": a head per task on all-MiniLM-L6-v2 (task-incremental);
+                              -- "class_incremental": the same encoder, one head over every task's labels,
+                              -- no task id at test time; "generative": the O-LoRA paper's setting,
+                              -- SmolLM2-135M-Instruct writes each label as text, LoRA-trained
   model = "",                 -- "" = the setting's model (MOONTUNE_MINILM, MOONTUNE_SMOLLM2)
   strategy = "naive",
   order = 1,
@@ -79,11 +83,11 @@ local function setup(cfg)
   local stream = mt.cl.stream{ order = not tasks_of(cfg) and cfg.order or nil, tasks = tasks_of(cfg),
                                train_per_task = cfg.train_per_task, test_per_task = cfg.test_per_task, seed = cfg.seed }
   local strategy = mt.cl.strategy(cfg.strategy)   -- an unknown name fails here, before any training
-  if cfg.setting ~= "encoder" and cfg.setting ~= "generative" then
-    error(string.format("continual: unknown setting '%s' (settings: encoder, generative)", tostring(cfg.setting)), 0)
+  if cfg.setting ~= "encoder" and cfg.setting ~= "class_incremental" and cfg.setting ~= "generative" then
+    error(string.format("continual: unknown setting '%s' (settings: encoder, class_incremental, generative)", tostring(cfg.setting)), 0)
   end
   if cfg.model == "" then
-    cfg.model = MODELS[cfg.setting] or error("continual: the generative setting's model is SmolLM2-135M-Instruct, which ./dev finds (MOONTUNE_SMOLLM2); set model= to a causal LM", 0)
+    cfg.model = MODELS[cfg.setting == "class_incremental" and "encoder" or cfg.setting] or error("continual: the generative setting's model is SmolLM2-135M-Instruct, which ./dev finds (MOONTUNE_SMOLLM2); set model= to a causal LM", 0)
   end
   local generative = cfg.setting == "generative"
   local learner
@@ -91,7 +95,8 @@ local function setup(cfg)
     learner = mt.cl.generative_learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len,
                                         lora_r = not strategy.adapters_only and cfg.lora_r or nil }
   else
-    learner = mt.cl.learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len }
+    learner = mt.cl.learner{ model = cfg.model, tasks = stream.tasks, max_len = cfg.max_len,
+                             class_incremental = cfg.setting == "class_incremental" }
   end
   -- Every task's steps, or fewer when `steps=` says so (a short trial run).
   cfg.steps = math.min(cfg.steps or math.huge, #stream.tasks * cfg.steps_per_task)

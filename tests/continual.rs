@@ -35,6 +35,32 @@ fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// Runs `strategy` in `setting` on sst2 → cb for two steps a task and checks what it logged:
+/// a row of metrics after each task, R in results.json, the accuracy panel.
+fn assert_fills_the_matrix(dir: &std::path::Path, setting: &str, strategy: &str) {
+    let runs = dir.join(format!("{setting}-{}", strategy.replace('/', "_")));
+    let (ok, shown) = run(&runs, &[&format!("setting={setting}"), &format!("strategy={strategy}"), "tasks=sst2,cb", "steps_per_task=2", "train_per_task=32", "test_per_task=16", "batch=8", "fisher_batches=1"]);
+    assert!(ok, "{strategy}:\n{shown}");
+    assert!(shown.contains(&format!("{strategy} on sst2 → cb: average accuracy")), "{shown}");
+    let run = std::fs::read_dir(&runs).unwrap().flatten().next().unwrap().path();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ends: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kind"] == "step" && r.get("average_accuracy").is_some()).collect();
+    assert_eq!(ends.len(), 2, "{strategy}: one row of metrics after each task");
+    assert_eq!(ends.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 4]);
+    let last = ends[1];
+    for key in ["average_accuracy", "forgetting", "bwt", "fwt", "average_incremental_accuracy", "acc_sst2", "acc_cb"] {
+        let v = last[key].as_f64().unwrap_or_else(|| panic!("{strategy}: {key} missing in {last}"));
+        assert!(v.is_finite(), "{strategy}: {key} = {v}");
+    }
+    let avg = (last["acc_sst2"].as_f64().unwrap() + last["acc_cb"].as_f64().unwrap()) / 2.0;
+    assert!((last["average_accuracy"].as_f64().unwrap() - avg).abs() < 1e-9, "average accuracy is the last row's mean");
+    let panels = std::fs::read_to_string(run.join("panels.json")).unwrap();
+    assert!(panels.contains("\"accuracy\""), "the accuracy matrix is a panel: {panels}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["R"].as_array().unwrap().len(), 2, "{strategy}: results.json holds R");
+    assert!(results["seconds_per_step"].as_f64().unwrap() > 0.0 && results["peak_memory_bytes"].as_f64().unwrap() > 1e6, "{results}");
+}
+
 #[test]
 fn every_strategy_fills_the_accuracy_matrix() {
     if !ready() {
@@ -43,35 +69,34 @@ fn every_strategy_fills_the_accuracy_matrix() {
     let dir = std::env::temp_dir().join(format!("moontune-continual-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for strategy in ["naive", "joint", "replay", "ewc", "lwf", "olora", "adapters", "fusion", "scripts/strategies/cl_mas.lua"] {
-        let runs = dir.join(strategy.replace('/', "_"));
-        let (ok, shown) = run(&runs, &[&format!("strategy={strategy}"), "tasks=sst2,cb", "steps_per_task=2", "train_per_task=32", "test_per_task=16", "batch=8", "fisher_batches=1"]);
-        assert!(ok, "{strategy}:\n{shown}");
-        assert!(shown.contains(&format!("{strategy} on sst2 → cb: average accuracy")), "{shown}");
-        let run = std::fs::read_dir(&runs).unwrap().flatten().next().unwrap().path();
-        let rows: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let ends: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kind"] == "step" && r.get("average_accuracy").is_some()).collect();
-        assert_eq!(ends.len(), 2, "{strategy}: one row of metrics after each task");
-        assert_eq!(ends.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![2, 4]);
-        let last = ends[1];
-        for key in ["average_accuracy", "forgetting", "bwt", "fwt", "average_incremental_accuracy", "acc_sst2", "acc_cb"] {
-            let v = last[key].as_f64().unwrap_or_else(|| panic!("{strategy}: {key} missing in {last}"));
-            assert!(v.is_finite(), "{strategy}: {key} = {v}");
-        }
-        let avg = (last["acc_sst2"].as_f64().unwrap() + last["acc_cb"].as_f64().unwrap()) / 2.0;
-        assert!((last["average_accuracy"].as_f64().unwrap() - avg).abs() < 1e-9, "average accuracy is the last row's mean");
-        let panels = std::fs::read_to_string(run.join("panels.json")).unwrap();
-        assert!(panels.contains("\"accuracy\""), "the accuracy matrix is a panel: {panels}");
-        let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
-        assert_eq!(results["R"].as_array().unwrap().len(), 2, "{strategy}: results.json holds R");
-        assert!(results["seconds_per_step"].as_f64().unwrap() > 0.0 && results["peak_memory_bytes"].as_f64().unwrap() > 1e6, "{results}");
+        assert_fills_the_matrix(&dir, "encoder", strategy);
     }
     let (ok, shown) = run(&dir.join("bogus"), &["strategy=forget_nothing", "tasks=sst2,cb"]);
     assert!(!ok && shown.contains("unknown strategy 'forget_nothing'") && shown.contains("adapters, ewc, fusion, joint, lwf, naive, olora, replay"), "{shown}");
     let (ok, shown) = run(&dir.join("bogus"), &["setting=decoder", "tasks=sst2,cb"]);
-    assert!(!ok && shown.contains("unknown setting 'decoder' (settings: encoder, generative)"), "{shown}");
+    assert!(!ok && shown.contains("unknown setting 'decoder' (settings: encoder, class_incremental, generative)"), "{shown}");
     if std::env::var_os("MOONTUNE_SMOLLM2").is_some() {
         let (ok, shown) = run(&dir.join("bogus"), &["setting=generative", "strategy=lwf", "tasks=sst2,cb"]);
         assert!(!ok && shown.contains("lwf: distils the earlier tasks' heads"), "{shown}");
+    }
+}
+
+/// The class-incremental setting (one head over every task's labels): the strategies that need
+/// no task id at test time run in it (replay's, LwF's and O-LoRA's own paths through the shared
+/// head); those that route by task id are refused before training, naming the setting to use.
+#[test]
+fn class_incremental_runs_the_strategies_that_need_no_task_id() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("moontune-continual-ci-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for strategy in ["replay", "lwf", "olora"] {
+        assert_fills_the_matrix(&dir, "class_incremental", strategy);
+    }
+    for strategy in ["adapters", "fusion"] {
+        let (ok, shown) = run(&dir.join("refused"), &["setting=class_incremental", &format!("strategy={strategy}"), "tasks=sst2,cb"]);
+        assert!(!ok && shown.contains("needs the task id at test time") && shown.contains("setting=encoder") && !shown.contains("step 1 "), "{strategy}: {shown}");
     }
 }
 

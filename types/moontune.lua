@@ -3286,10 +3286,13 @@ function mt.cl.stream(opts) end
 ---@return { average_accuracy: number, forgetting: number, forgetting_per_task: number[], bwt: number, fwt: number?, average_incremental_accuracy: number }
 function mt.cl.metrics(R, opts) end
 
----The task-incremental learner the strategies train: the encoder at `model` (a sentence
----encoder such as all-MiniLM-L6-v2) shared by every task, and a linear head per task of `tasks`
----(a stream's) on its mean-pooled output.
----@param opts { model: string, tasks: moontune.ClTask[], max_len?: integer }
+---The learner the strategies train: the encoder at `model` (a sentence encoder such as
+---all-MiniLM-L6-v2) shared by every task, and linear heads on its mean-pooled output.
+---Task-incremental by default: a head per task of `tasks` (a stream's), the task id picking it
+---at test time. With `class_incremental = true`, one head over every task's labels (task k's
+---label c is class offset_k + c), the loss and the test scoring every class, and `route` refused
+---(it needs the task id).
+---@param opts { model: string, tasks: moontune.ClTask[], max_len?: integer, class_incremental?: boolean }
 ---@return moontune.ClLearner
 function mt.cl.learner(opts) end
 
@@ -3297,15 +3300,46 @@ function mt.cl.learner(opts) end
 ---@class moontune.ClLearner
 ---@field model moontune.Module the encoder
 ---@field tok moontune.Tokenizer
----@field heads table<string, moontune.nn.Linear>
+---@field heads table<string, moontune.nn.Linear>? a head per task (task-incremental)
+---@field head moontune.nn.Linear? one head over every task's labels (class-incremental)
+---@field class_incremental boolean?
 ---@field lora_targets string[] the attention projections a strategy puts LoRA on (`query`, `value`)
 local ClLearner = {}
 
 ---The parameters an optimizer covers, by name: the model's trainable ones and every adapter's
 ---and fusion's, frozen now or not (`model.<name>`; a frozen one gets no gradient, so the
----optimizer leaves it alone), and every head's (`heads.<task>.<name>`).
+---optimizer leaves it alone), and every head's (`heads.<task>.<name>`, or `head.<name>` for
+---the class-incremental one).
 ---@return table<string, moontune.Tensor>
 function ClLearner:parameters() end
+
+---Logits for pooled `features` of `task_name`'s examples: its own head's, or the shared head's
+---over every class (class-incremental); with `snapshot` (from `head_snapshot`), the heads as
+---they were then.
+---@param task_name string
+---@param features moontune.Tensor
+---@param snapshot? table
+---@return moontune.Tensor
+function ClLearner:head_logits(task_name, features, snapshot) end
+
+---The logits of `task_name`'s own labels alone: its head's, or its block of the shared head's.
+---@param task_name string
+---@param features moontune.Tensor
+---@param snapshot? table
+---@return moontune.Tensor
+function ClLearner:task_logits(task_name, features, snapshot) end
+
+---The heads' weights and biases as they are now, detached (`{ weight, bias }`, or one such per
+---task), for `head_logits` and `task_logits` to score with later.
+---@return table
+function ClLearner:head_snapshot() end
+
+---`task_name`'s 0-based labels (a tensor or a list) as the head's classes: the same ids, or
+---shifted into the task's block of the shared head (class-incremental).
+---@param task_name string
+---@param labels moontune.Tensor|integer[]
+---@return moontune.Tensor
+function ClLearner:targets(task_name, labels) end
 
 ---Routes `task_name` through adapters at every later forward: one adapter's name, or a list of
 ---names whose fusion (`mt.peft.fusion`) is used. Without routes the active adapters stay as set.
@@ -3333,7 +3367,7 @@ function ClLearner:features(task_name, sentences) end
 ---@return moontune.Tensor
 function ClLearner:features_mixed(parts) end
 
----The logits of `task_name`'s head for a list of sentences.
+---The logits of `task_name`'s head for a list of sentences (every class, class-incremental).
 ---@param task_name string
 ---@param sentences string[]
 ---@return moontune.Tensor

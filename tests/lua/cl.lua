@@ -162,4 +162,45 @@ return {
     end)
     errors(function() l:features_mixed{ { task = "rte", sentences = a } } end, { "cl.learner", "features_mixed", "'rte'" })
   end,
+
+  -- The class-incremental learner: one head over every task's labels, each task's labels a block
+  -- of its classes; the loss and the accuracy score all the classes, and routes by task id are
+  -- refused.
+  class_incremental_learner_scores_every_class = function()
+    if not have_data or not os.getenv("MOONTUNE_MINILM") then print("SKIPPED: no O-LoRA data or MiniLM") return end
+    mt.manual_seed(0)
+    local s = mt.cl.stream{ tasks = { "sst2", "agnews", "cb" }, train_per_task = 8, test_per_task = 6, dir = olora }
+    local l = mt.cl.learner{ model = os.getenv("MOONTUNE_MINILM"), tasks = s.tasks, max_len = 24, class_incremental = true }
+    local classes = #s.tasks[1].labels + #s.tasks[2].labels + #s.tasks[3].labels
+    assert(classes == 2 + 4 + 3, "sst2, agnews and cb have 2, 4 and 3 labels")
+    local params = l:parameters()
+    assert(params["head.weight"] and params["head.weight"]:size()[1] == classes and not l.heads, "one head over every class")
+    local batch = s.tasks[3].train:batch{ size = 4 }:iter():next()
+    l.model:eval()
+    mt.no_grad(function()
+      local logits = l:logits("cb", batch.sentence)
+      assert(logits:size()[2] == classes, "the logits cover every class, not cb's alone")
+      local targets = batch.label + 6
+      near(l:loss("cb", batch):item(), mt.nn.functional.cross_entropy(logits, targets):item(), "cb's labels are classes 6..8")
+      assert(l:task_logits("cb", l:features("cb", batch.sentence)):equal(logits:narrow(1, 6, 3)), "cb's own block")
+      -- (a forward of other rows pads differently: equal to float32 precision)
+      local function close(a, b, what) assert(math.abs(a - b) < 1e-5, string.format("%s: %.9g, want %.9g", what, a, b)) end
+      local losses = l:losses("cb", { { task = "sst2", sentences = { batch.sentence[1] }, labels = { 1 } },
+                                      { task = "cb", sentences = { batch.sentence[2] }, labels = { 0 } } })
+      close(losses[1]:item(), mt.nn.functional.cross_entropy(logits:narrow(0, 0, 1), mt.tensor.tensor{ 1 }):item(), "sst2's label 1 is class 1")
+      close(losses[2]:item(), mt.nn.functional.cross_entropy(logits:narrow(0, 1, 1), mt.tensor.tensor{ 6 }):item(), "cb's label 0 is class 6")
+      -- Accuracy: right only where the argmax over all nine classes is the task's own class.
+      local task = s.tasks[2]
+      local hits, n = 0, 0
+      for b in task.test:batch{ size = 64 }:iter() do
+        local predicted = l:logits(task.name, b.sentence):argmax(-1)
+        for i = 1, #b.sentence do
+          n = n + 1
+          if predicted[i - 1]:item() == b.label[i - 1]:item() + 2 then hits = hits + 1 end
+        end
+      end
+      near(l:accuracy(task), hits / n, "agnews accuracy over every class")
+    end)
+    errors(function() l:route("sst2", "sst2") end, { "cl.learner", "task id", "class-incremental" })
+  end,
 }

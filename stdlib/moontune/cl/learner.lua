@@ -1,8 +1,11 @@
--- moontune.cl.learner: the task-incremental learner the continual-learning strategies train: a
--- sentence encoder shared by every task (all-MiniLM-L6-v2 by default) and a linear head per task
--- on its mean-pooled output. The task id is known at test time, so each task is scored with its
--- own head and label set. Strategies that give each task its own adapters set a route per task
--- (`learner:route`), which the learner makes the active composition before each forward.
+-- moontune.cl.learner: the learner the continual-learning strategies train: a sentence encoder
+-- shared by every task (all-MiniLM-L6-v2 by default) and linear heads on its mean-pooled output.
+-- Task-incremental by default: a head per task, and since the task id is known at test time each
+-- task is scored with its own head and label set. With `class_incremental = true`, one head over
+-- every task's labels (task k's label c is class offset_k + c): training and test both score all
+-- the classes and the task id picks nothing. Strategies that give each task its own adapters set
+-- a route per task (`learner:route`), which the learner makes the active composition before each
+-- forward; routes need the task id, so a class-incremental learner refuses them.
 local mt = require "moontune.core"
 local F = mt.nn.functional
 local L = {}
@@ -18,7 +21,8 @@ function L.check_tasks(call, tasks)
   end
 end
 
--- `tasks`: the stream's tasks (a head each, made now so that one optimizer covers them all).
+-- `tasks`: the stream's tasks (a head each, or one over all of them with `class_incremental`,
+-- made now so that one optimizer covers them all).
 function L.new(opts)
   if type(opts) ~= "table" then error("cl.learner: expected a table { model = dir, tasks = stream.tasks }, got " .. type(opts), 0) end
   if type(opts.model) ~= "string" then error("cl.learner: model must be the folder of a sentence encoder, got " .. type(opts.model), 0) end
@@ -27,18 +31,30 @@ function L.new(opts)
   if not encoder then error("cl.learner: " .. tostring(err), 0) end
   local tok, tok_err = mt.tokenizer.load(opts.model)
   if not tok then error("cl.learner: " .. tostring(tok_err), 0) end
-  local self = setmetatable({ model = encoder, tok = tok, heads = {}, max_len = opts.max_len or 64,
+  local self = setmetatable({ model = encoder, tok = tok, max_len = opts.max_len or 64,
                               lora_targets = { "query", "value" } }, L)
   local hidden = encoder:config().hidden_size
-  for _, task in ipairs(opts.tasks) do
-    self.heads[task.name] = mt.nn.linear(hidden, #task.labels)
+  if opts.class_incremental then
+    self.class_incremental, self.offsets, self.sizes = true, {}, {}
+    local classes = 0
+    for _, task in ipairs(opts.tasks) do
+      self.offsets[task.name], self.sizes[task.name] = classes, #task.labels
+      classes = classes + #task.labels
+    end
+    self.head = mt.nn.linear(hidden, classes)
+  else
+    self.heads = {}
+    for _, task in ipairs(opts.tasks) do
+      self.heads[task.name] = mt.nn.linear(hidden, #task.labels)
+    end
   end
   return self
 end
 
 -- The parameters an optimizer covers, by name: the encoder's trainable ones and every adapter's
 -- and fusion's, trainable now or later ("model.<name>"; a frozen one has no gradient, so the
--- optimizer leaves it as it is), and every head's ("heads.<task>.<name>").
+-- optimizer leaves it as it is), and every head's ("heads.<task>.<name>", or "head.<name>" for
+-- the class-incremental one).
 function L:parameters()
   local params = {}
   for name, p in pairs(self.model:named_parameters()) do
@@ -49,12 +65,16 @@ function L:parameters()
   for task, head in pairs(self.heads or {}) do
     for name, p in pairs(head:named_parameters()) do params["heads." .. task .. "." .. name] = p end
   end
+  for name, p in pairs(self.head and self.head:named_parameters() or {}) do params["head." .. name] = p end
   return params
 end
 
 -- Routes `task_name` through adapters: one adapter's name, or a list of names whose fusion
 -- (`mt.peft.fusion`) is used. Plain data, so that checkpoints keep it.
 function L:route(task_name, adapters)
+  if self.class_incremental then
+    error("cl.learner: routing task '" .. tostring(task_name) .. "' through its own adapters needs the task id at test time, which the class-incremental setting does not give; use the task-incremental learner (setting=encoder)", 0)
+  end
   self.routes = self.routes or {}
   self.routes[task_name] = adapters
 end
@@ -103,14 +123,52 @@ function L:features_mixed(parts)
   return self:embed(sentences)
 end
 
+-- Logits for pooled `features` of `task_name`'s examples: its own head's (task-incremental) or
+-- the shared head's over every class (class-incremental). `snapshot` (from :head_snapshot())
+-- scores with heads as they were then instead.
+function L:head_logits(task_name, features, snapshot)
+  local head
+  if self.class_incremental then
+    head = snapshot or self.head
+  else
+    head = snapshot and snapshot[task_name] or self.heads[task_name]
+  end
+  return F.linear(features, head.weight, head.bias)
+end
+
+-- The logits of `task_name`'s own labels alone: its head's, or its slice of the shared head's.
+function L:task_logits(task_name, features, snapshot)
+  local logits = self:head_logits(task_name, features, snapshot)
+  if self.class_incremental then return logits:narrow(1, self.offsets[task_name], self.sizes[task_name]) end
+  return logits
+end
+
+-- The heads' weights and biases as they are now, detached: { weight, bias } for the shared
+-- head, or one such per task.
+function L:head_snapshot()
+  local function copy(head) return { weight = head.weight:detach():clone(), bias = head.bias:detach():clone() } end
+  if self.class_incremental then return copy(self.head) end
+  local out = {}
+  for task, head in pairs(self.heads) do out[task] = copy(head) end
+  return out
+end
+
+-- `task_name`'s 0-based labels (a tensor or a list) as the head's classes: the same ids, or
+-- shifted to the task's block of the shared head.
+function L:targets(task_name, labels)
+  labels = type(labels) == "table" and mt.tensor.tensor(labels) or labels
+  if self.class_incremental then return labels + self.offsets[task_name] end
+  return labels
+end
+
 -- Logits of `task_name`'s head for a list of sentences.
 function L:logits(task_name, sentences)
-  return self.heads[task_name](self:features(task_name, sentences))
+  return self:head_logits(task_name, self:features(task_name, sentences))
 end
 
 -- The cross-entropy of a batch (`{ sentence = {...}, label = tensor }`, as Dataset:batch makes).
 function L:loss(task_name, batch)
-  return F.cross_entropy(self:logits(task_name, batch.sentence), batch.label)
+  return F.cross_entropy(self:logits(task_name, batch.sentence), self:targets(task_name, batch.label))
 end
 
 -- `rows`, a tensor whose first dimension runs over the parts' sentences in order, cut into one
@@ -133,8 +191,8 @@ function L:losses(task_name, parts)
   end
   local out = {}
   for i, features in ipairs(L.slices(parts, self:features(task_name, sentences))) do
-    local labels = parts[i].labels
-    out[i] = F.cross_entropy(self.heads[parts[i].task](features), type(labels) == "table" and mt.tensor.tensor(labels) or labels)
+    local task = parts[i].task
+    out[i] = F.cross_entropy(self:head_logits(task, features), self:targets(task, parts[i].labels))
   end
   return out
 end
@@ -165,7 +223,7 @@ end
 -- Accuracy on a task's test split (its first `limit` examples when given).
 function L:accuracy(task, limit)
   return L.test_accuracy(self.model, task, limit, 64, function(sentences, labels)
-    return self:logits(task.name, sentences):argmax(-1):eq(labels):sum():item()
+    return self:logits(task.name, sentences):argmax(-1):eq(self:targets(task.name, labels)):sum():item()
   end)
 end
 
