@@ -23,6 +23,13 @@ fn ready() -> bool {
     true
 }
 
+/// An empty directory under the system's temporary one, named after `name` and this process.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moontune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_moontune"))
         .args(["run", "--headless", "--runs-dir"])
@@ -66,8 +73,7 @@ fn every_strategy_fills_the_accuracy_matrix() {
     if !ready() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("moontune-continual-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("continual");
     for strategy in ["naive", "joint", "replay", "ewc", "lwf", "olora", "adapters", "fusion", "scripts/strategies/cl_mas.lua"] {
         assert_fills_the_matrix(&dir, "encoder", strategy);
     }
@@ -89,8 +95,7 @@ fn class_incremental_runs_the_strategies_that_need_no_task_id() {
     if !ready() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("moontune-continual-ci-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("continual-class-incremental");
     for strategy in ["replay", "lwf", "olora"] {
         assert_fills_the_matrix(&dir, "class_incremental", strategy);
     }
@@ -111,8 +116,7 @@ fn a_run_killed_after_task_two_resumes_to_the_same_accuracy_matrix() {
     if !ready() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("moontune-continual-resume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("continual-resume");
     // replay: buffers and math.random in the state; olora: adapters added by the strategy. (lwf,
     // whose teacher model is copied into in place, resumed the same way when tried by hand.)
     for strategy in ["replay", "olora"] {
@@ -166,8 +170,7 @@ fn a_run_killed_after_task_two_resumes_to_the_same_accuracy_matrix() {
 // scripts/cl_benchmark.lua with `args`, in a fresh runs directory named after `name`: the
 // run's directory (results.csv, results.md, accuracy_matrices.svg).
 fn benchmark_run(name: &str, args: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moontune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir(name);
     let out = Command::new(env!("CARGO_BIN_EXE_moontune"))
         .args(["run", "--headless", "--runs-dir"])
         .arg(&dir)

@@ -202,5 +202,7 @@ return {
       near(l:accuracy(task), hits / n, "agnews accuracy over every class")
     end)
     errors(function() l:route("sst2", "sst2") end, { "cl.learner", "task id", "class-incremental" })
+    errors(function() l:loss("rte", batch) end, { "cl.learner:head_logits", "unknown task 'rte'", "sst2, agnews, cb" })
+    errors(function() l:targets("rte", { 0 }) end, { "cl.learner:targets", "unknown task 'rte'" })
   end,
 }
