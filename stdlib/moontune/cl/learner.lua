@@ -125,19 +125,19 @@ function L:features_mixed(parts)
   return self:embed(sentences)
 end
 
--- Logits for pooled `features` of `task_name`'s examples: its own head's (task-incremental) or
--- the shared head's over every class (class-incremental). `snapshot` (from :head_snapshot())
--- scores with heads as they were then instead.
 -- An error naming `call` unless the learner was made with a task called `task_name`.
-function L:check_task(call, task_name)
+local function check_task(self, call, task_name)
   for _, name in ipairs(self.task_names) do
     if name == task_name then return end
   end
   error(string.format("cl.learner:%s: unknown task '%s' (the learner's tasks: %s)", call, tostring(task_name), table.concat(self.task_names, ", ")), 0)
 end
 
+-- Logits for pooled `features` of `task_name`'s examples: its own head's (task-incremental) or
+-- the shared head's over every class (class-incremental). `snapshot` (from :head_snapshot())
+-- scores with heads as they were then instead.
 function L:head_logits(task_name, features, snapshot)
-  self:check_task("head_logits", task_name)
+  check_task(self, "head_logits", task_name)
   local head
   if self.class_incremental then
     head = snapshot or self.head
@@ -167,7 +167,7 @@ end
 -- `task_name`'s 0-based labels (a tensor or a list) as the head's classes: the same ids, or
 -- shifted to the task's block of the shared head.
 function L:targets(task_name, labels)
-  self:check_task("targets", task_name)
+  check_task(self, "targets", task_name)
   labels = type(labels) == "table" and mt.tensor.tensor(labels) or labels
   if self.class_incremental then return labels + self.offsets[task_name] end
   return labels
