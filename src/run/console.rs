@@ -46,11 +46,13 @@ pub fn spawn_control_fifo(path: &Path, commands: Sender<Command>) -> Result<()> 
         bail!("cannot make the control FIFO {}: {}", path.display(), std::io::Error::last_os_error());
     }
     let path = path.to_path_buf();
-    std::thread::spawn(move || loop {
-        // Opening blocks until a writer comes; each writer's lines are read until it closes.
-        let Ok(file) = std::fs::File::open(&path) else { return };
+    std::thread::spawn(move || {
+        // Opened for reading and writing, once: holding a write end itself, the reader never sees
+        // end-of-file between writers, so it never closes and reopens the FIFO, and a writer that
+        // opens while an earlier one is closing cannot find it without a reader (a broken pipe).
+        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(&path) else { return };
         for line in BufReader::new(file).lines() {
-            let Ok(line) = line else { break };
+            let Ok(line) = line else { return };
             if let Some(cmd) = Command::parse_control(&line) {
                 if commands.send(cmd).is_err() {
                     return;
