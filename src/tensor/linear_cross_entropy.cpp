@@ -3,7 +3,9 @@
 // gradients are wanted, at once into the gradients of the hidden states and of the head's
 // weight, then dropped. The full (tokens × vocabulary) logits, their log-softmax and their
 // gradient never exist, which is most of a small model's activation memory and a good part of
-// its step time (the softmax passes run on chunks that stay in cache). Backward only scales the
+// its step time (the softmax passes run on chunks that stay in cache). Rows without a label
+// (-100: prompts, padding, each sequence's last position) never reach the products, so a
+// prompt-masked batch pays for its answers' tokens only. Backward only scales the
 // gradients kept from the forward by the incoming one. Numerically it is `cross_entropy(hidden ·
 // weightᵀ, labels)` with mean reduction over the labels that are not -100; under autocast the
 // two matrix products run in autocast's dtype, as the unfused head would, and the softmax in
@@ -34,35 +36,45 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     bool want_hidden = hidden.requires_grad();
     bool want_weight = weight.requires_grad();
     auto w = weight.to(kind);
-    auto valid = labels.ne(IGNORE);
-    auto count = valid.sum().to(at::kFloat);
-    auto targets = labels.masked_fill(valid.logical_not(), 0);
-    at::Tensor grad_hidden = want_hidden ? at::empty_like(hidden) : at::Tensor();
+    // Only the rows with a label take part: the others (a prompt's tokens, padding, each
+    // sequence's last position) are dropped before the products rather than masked after them.
+    auto labelled = labels.ne(IGNORE).nonzero().squeeze(1);
+    int64_t n = hidden.size(0), m = labelled.size(0);
+    bool every_row = m == n;
+    auto rows_hidden = every_row ? hidden : hidden.index_select(0, labelled);
+    auto targets = every_row ? labels : labels.index_select(0, labelled);
+    // d loss / d logits = (softmax − one-hot) / m; the 1/m is applied to the (rows × hidden)
+    // products, not to the (rows × vocab) chunk.
+    double scale = 1.0 / static_cast<double>(m);
+    at::Tensor grad_rows = want_hidden ? at::empty({m, hidden.size(1)}, hidden.options().dtype(kind)) : at::Tensor();
     at::Tensor grad_weight = want_weight ? at::zeros(weight.sizes(), weight.options().dtype(at::kFloat)) : at::Tensor();
     auto total = at::zeros({}, hidden.options().dtype(at::kFloat));
-    int64_t n = hidden.size(0);
-    for (int64_t start = 0; start < n; start += chunk) {
-      int64_t rows = std::min(chunk, n - start);
-      auto h = hidden.narrow(0, start, rows).to(kind);
+    for (int64_t start = 0; start < m; start += chunk) {
+      int64_t rows = std::min(chunk, m - start);
+      auto h = rows_hidden.narrow(0, start, rows).to(kind);
       auto t = targets.narrow(0, start, rows).unsqueeze(1);
-      auto ok = valid.narrow(0, start, rows);
       // One fused log-softmax pass set, the loss read from it, the softmax from it in place.
       auto logp = at::log_softmax(at::mm(h, w.t()).to(at::kFloat), 1);
-      auto picked = logp.gather(1, t).squeeze(1);
-      total.sub_(picked.masked_fill_(ok.logical_not(), 0).sum());
+      total.sub_(logp.gather(1, t).sum());
       if (!want_hidden && !want_weight) continue;
-      // d loss / d logits = (softmax − one-hot) / count on rows with a label, 0 elsewhere: the
-      // row scale is applied to the (rows × hidden) products, not to the (rows × vocab) chunk.
       auto probs = logp.exp_();
       probs.scatter_add_(1, t, at::full({rows, 1}, -1.0, probs.options()));
-      auto scale = (ok.to(at::kFloat) / count).unsqueeze(1);
       auto g = probs.to(kind);
-      if (want_hidden) grad_hidden.narrow(0, start, rows).copy_(at::mm(g, w).mul_(scale.to(kind)));
-      if (want_weight) grad_weight.add_(at::mm(g.t(), h.mul(scale.to(kind))).to(at::kFloat));
+      if (want_hidden) {
+        auto out = grad_rows.narrow(0, start, rows);
+        at::mm_out(out, g, w);
+        out.mul_(scale);
+      }
+      if (want_weight) grad_weight.add_(at::mm(g.t(), h).to(at::kFloat), scale);
+    }
+    at::Tensor grad_hidden;
+    if (want_hidden) {
+      grad_hidden = every_row ? grad_rows.to(hidden.scalar_type())
+                              : at::zeros_like(hidden).index_copy_(0, labelled, grad_rows.to(hidden.scalar_type()));
     }
     ctx->saved_data["weight_kind"] = static_cast<int64_t>(weight.scalar_type());
     ctx->save_for_backward({grad_hidden, grad_weight});
-    return total.div_(count);
+    return total.div_(static_cast<double>(m));
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {

@@ -1,7 +1,7 @@
 -- The causal-LM loss fused with a bare output head (training with gradients on): the same loss
 -- and the same gradients as cross-entropy over the logits (float32 1e-5; under bf16 autocast a
 -- bfloat16 rounding apart), for a trainable and a frozen head, ignored labels and prompt
--- tuning's virtual tokens; `logits` is still there, made when read.
+-- tuning's virtual tokens, a batch without labels; `logits` is still there, made when read.
 local mt = require "moontune"
 local T, F = mt.tensor, mt.nn.functional
 
@@ -91,6 +91,22 @@ function tests.lora_and_prompt_tuning_match_the_loss_from_logits()
   local virtual = T.full({ 3, 4 }, -100):long()
   local expected = reference_loss(logits, T.cat({ virtual, labels }, 1))
   assert(math.abs(out.loss:item() - expected:item()) < 1e-5)
+end
+
+-- With no label at all the loss is nan and no gradient reaches the model, as cross_entropy's
+-- (the rows without a label are left out of the products, so there are none to compute).
+function tests.a_batch_without_labels_gives_a_nan_loss_and_zero_gradients()
+  local model = mt.models.new("LlamaForCausalLM", llama)
+  local ids = data()
+  local out = model{ input_ids = ids, labels = T.full({ 3, 40 }, -100):long() }
+  assert(out.loss:item() ~= out.loss:item(), "the loss is nan")
+  out.loss:backward()
+  for name, p in pairs(model:named_parameters{ trainable = true }) do
+    assert(p.grad == nil or p.grad:abs():max():item() == 0, name .. ": a gradient from no label")
+  end
+  local logits = model{ input_ids = ids }.logits
+  local plain = reference_loss(logits, T.full({ 3, 40 }, -100):long())
+  assert(plain:item() ~= plain:item(), "cross_entropy says nan too")
 end
 
 function tests.without_gradients_or_with_a_hooked_head_the_logits_come_first()
