@@ -71,7 +71,7 @@ def compare(path, settings):
 
 
 def main():
-    settings = dict(BENCH_BATCH="8", BENCH_SEQ="128", BENCH_STEPS="5")
+    settings = dict(BENCH_BATCH="8", BENCH_SEQ="128", BENCH_STEPS="20")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "llama-adapters-bench")
