@@ -11,7 +11,8 @@
 //! 4-bit linear layer), checkpoint.cpp (gradient checkpointing's autograd function),
 //! linear_cross_entropy.cpp (the output head fused with the loss), src/dist/c10d.cpp (PyTorch's
 //! distributed engine: store, Gloo process group, collectives, Reducer) and, where libtorch has CUDA,
-//! the one that reads the CUDA caching allocator's statistics.
+//! the one that reads the CUDA caching allocator's statistics and src/dist/nccl.cpp (the NCCL
+//! backend, a shared object of its own that the binary embeds and loads when a run uses NCCL).
 
 use std::path::{Path, PathBuf};
 
@@ -57,9 +58,11 @@ fn link_libtorch() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     println!("cargo:rustc-env=MOONTUNE_LIBTORCH_DIR={lib_dir}");
     build_shim(Path::new(&lib_dir));
+    println!("cargo:rustc-check-cfg=cfg(moontune_nccl)");
     if Path::new(&lib_dir).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-env=MOONTUNE_LIBTORCH_CUDA=1");
         build_cuda_memory(Path::new(&lib_dir));
+        build_nccl(Path::new(&lib_dir));
     }
 }
 
@@ -96,7 +99,43 @@ fn build_shim(lib_dir: &Path) {
 fn build_c10d(lib_dir: &Path) {
     let gloo = Path::new("/usr/include/gloo/context.h");
     println!("cargo:rerun-if-changed={}", if gloo.exists() { gloo } else { Path::new("/usr/include") }.display());
+    println!("cargo:rerun-if-changed=src/dist/c10d.h");
     libtorch_cpp(lib_dir, "src/dist/c10d.cpp").compile("moontune_c10d");
+}
+
+/// Builds src/dist/nccl.cpp (PyTorch's NCCL backend) as a shared object of its own, linked with
+/// libtorch_cuda, for the binary to embed and load only when a run uses NCCL
+/// (src/dist/nccl.rs): it needs NCCL's headers (the nvidia-nccl wheel beside torch) and CCCL's
+/// (nvidia-cuda-cccl, requirements-nodeps.txt); without them there is no NCCL backend.
+fn build_nccl(lib_dir: &Path) {
+    let nvidia = lib_dir.parent().and_then(Path::parent).expect("torch/lib has two parents").join("nvidia");
+    let (cuda_include, nccl_include) = (nvidia.join("cu13/include"), nvidia.join("nccl/include"));
+    for header in [nccl_include.join("nccl.h"), cuda_include.join("nv/target")] {
+        println!("cargo:rerun-if-changed={}", header.display());
+        if !header.exists() {
+            return;
+        }
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("libmoontune_nccl.so");
+    let compiler = libtorch_cpp(lib_dir, "src/dist/nccl.cpp")
+        .include(&cuda_include)
+        .include(&nccl_include)
+        .define("USE_C10D_NCCL", None)
+        .define("USE_CUDA", None)
+        .get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-shared", "-o"])
+        .arg(&out)
+        .arg("src/dist/nccl.cpp")
+        .arg(format!("-L{}", lib_dir.display()))
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .args(["-ltorch_cuda", "-ltorch_cpu", "-lc10_cuda", "-lc10"])
+        .status()
+        .expect("the C++ compiler runs");
+    assert!(status.success(), "compiling src/dist/nccl.cpp failed");
+    println!("cargo:rustc-env=MOONTUNE_NCCL_SO={}", out.display());
+    println!("cargo:rustc-cfg=moontune_nccl");
 }
 
 /// Compiles the CUDA memory shim, also against the CUDA headers of the nvidia wheels beside

@@ -46,6 +46,10 @@ enum Command {
         /// Seconds a collective waits for the other ranks before it fails.
         #[arg(long, allow_negative_numbers = true, default_value_t = moontune::dist::world::DEFAULT_TIMEOUT_S)]
         timeout: f64,
+        /// What carries collectives on CUDA tensors: auto (NCCL where CUDA is available), gloo
+        /// or nccl; CPU tensors always go through Gloo. Sets MOONTUNE_DIST_BACKEND for the ranks.
+        #[arg(long, default_value = "auto")]
+        backend: String,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -280,9 +284,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { run: RunArgs { recipe, overrides, headless, no_watch, runs_dir, lua_memory, resume } } => run_recipe(recipe, overrides, runs_dir, !no_watch, headless, lua_memory, resume),
-        Command::Launch { nproc, nnodes, node_rank, master, timeout, run } => {
+        Command::Launch { nproc, nnodes, node_rank, master, timeout, backend, run } => {
             let rank0_tui = !run.headless && std::io::stdout().is_terminal();
-            let o = moontune::dist::launch::LaunchOptions { nproc, nnodes, node_rank, master, timeout, run_args: run.to_args(), rank0_tui };
+            let o = moontune::dist::launch::LaunchOptions { nproc, nnodes, node_rank, master, timeout, backend, run_args: run.to_args(), rank0_tui };
             moontune::dist::launch::launch(&o)
         }
         Command::Doctor => doctor::report().and_then(|lines| output::line(lines.join("\n"))).map(|()| 0),

@@ -13,6 +13,9 @@
 //! - a recipe edited mid-run reloads on every rank at the same step;
 //! - a collective still waiting for a rank after `--timeout` is an error naming it;
 //! - ranks started by torchrun, or as srun starts them (rank 0 serving the store), meet too;
+//! - `--backend gloo` runs the collectives (on one rank too, through a group of one); an unknown backend, and NCCL on a machine without a
+//!   GPU (from the launcher, or from the environment: the NCCL backend loads and finds no GPU),
+//!   are errors saying so;
 //! - an evaluation iterates this rank's share and its numbers are combined across ranks;
 //! - Ctrl-C stops every rank after the same step.
 
@@ -278,6 +281,48 @@ fn a_collective_past_the_timeout_is_an_error_naming_it() {
     assert!(!out.status.success(), "{shown}");
     assert!(shown.contains("all_reduce failed on rank 0 of 2") && shown.contains("Timed out"), "{shown}");
     assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn the_backend_can_be_chosen_and_nccl_without_a_gpu_is_an_error_saying_so() {
+    let dir = tempdir("backend");
+    let shown = launch(2, &dir, &["--backend", "gloo", "tests/dist/collectives.lua"]);
+    assert!(shown.contains("collectives: rank 0 of 2, 7 dtypes checked"), "{shown}");
+    // A named backend gives even one rank a group, whose collectives go through it.
+    let shown = launch(1, &dir, &["--backend", "gloo", "tests/dist/collectives.lua"]);
+    assert!(shown.contains("collectives: rank 0 of 1, 7 dtypes checked"), "{shown}");
+    let out = moontune().args(["launch", "--nproc", "2", "--backend", "mpi", "tests/dist/collectives.lua"]).current_dir(root()).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("unknown backend 'mpi': expected auto, gloo or nccl"), "{}", text(&out));
+    if std::path::Path::new("/dev/nvidiactl").exists() {
+        println!("SKIPPED the no-GPU half: this machine has an NVIDIA driver");
+        return;
+    }
+    let out = moontune().args(["launch", "--nproc", "2", "--backend", "nccl", "tests/dist/collectives.lua"]).current_dir(root()).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("--backend nccl"), "{}", text(&out));
+    // Ranks told to use NCCL by the environment (as under torchrun) load the NCCL backend, whose
+    // constructor finds no GPU; a build without it says that instead.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let ranks: Vec<Child> = (0..2)
+        .map(|r| {
+            moontune()
+                .args(["run", "--headless", "--runs-dir"])
+                .arg(dir.join("runs"))
+                .arg("tests/dist/collectives.lua")
+                .envs([("RANK", r.to_string()), ("WORLD_SIZE", "2".into()), ("LOCAL_RANK", r.to_string())])
+                .envs([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port.as_str()), ("MOONTUNE_DIST_TIMEOUT", "30"), ("MOONTUNE_DIST_BACKEND", "nccl")])
+                .current_dir(root())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (r, rank) in ranks.into_iter().enumerate() {
+        let out = rank.wait_with_output().unwrap();
+        let shown = text(&out);
+        let why = shown.contains("ProcessGroupNCCL is only supported with GPUs, no GPUs found") || shown.contains("built without the NCCL backend");
+        assert!(!out.status.success() && shown.contains(&format!("rank {r} could not set up NCCL for CUDA tensors")) && why, "rank {r}:\n{shown}");
+    }
 }
 
 #[test]

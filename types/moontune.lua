@@ -31,7 +31,7 @@
 ---An element type; the first name of each group is the one `dtype()` returns.
 ---@alias moontune.Dtype "float32"|"f32"|"float"|"float16"|"f16"|"half"|"bfloat16"|"bf16"|"float64"|"f64"|"double"|"int64"|"i64"|"long"|"int32"|"i32"|"int"|"uint8"|"u8"|"bool"
 
----`"cpu"`, `"cuda"` (the first GPU) or `"cuda:N"`.
+---`"cpu"`, `"cuda"` (this rank's GPU: `cuda:LOCAL_RANK` under `moontune launch` or torchrun, the first GPU in a run of one) or `"cuda:N"`.
 ---@alias moontune.Device "cpu"|"cuda"|string
 
 ---A Lua number (integer or float, promoted as PyTorch promotes Python scalars) or a tensor.
@@ -3488,7 +3488,8 @@ function mt.cl.task_names() end
 function mt.cl.order(n) end
 
 ---`mt.dist`: data-parallel runs across processes and machines on PyTorch's distributed engine
----(c10d, Gloo on CPU). `moontune launch --nproc N recipe.lua` starts N ranks (torchrun and
+---(c10d: Gloo for CPU tensors, NCCL for CUDA tensors where CUDA is available; `--backend`).
+---`moontune launch --nproc N recipe.lua` starts N ranks (torchrun and
 ---Slurm's srun work too); in a plain `moontune run` the world has one rank and every call
 ---works without sending anything. A collective that fails (a rank lost, the timeout passed) is
 ---an error naming the operation, this rank and, under `moontune launch`, the rank that was lost.

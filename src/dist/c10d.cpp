@@ -27,16 +27,9 @@
 #include <vector>
 
 #include "../tensor/guarded.h"
+#include "c10d.h"
 
 typedef at::Tensor* tensor;
-
-struct moontune_store {
-  c10::intrusive_ptr<c10d::Store> store;
-};
-
-struct moontune_group {
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
-};
 
 struct moontune_reducer {
   std::shared_ptr<c10d::Reducer> reducer;
@@ -130,6 +123,9 @@ char* moontune_group_new(moontune_store* s, int rank, int size, int64_t timeout_
     auto group = c10::make_intrusive<c10d::ProcessGroup>(s->store, rank, size);
     group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
     group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+    // CUDA tensors go through Gloo too (staged through host memory) until an NCCL backend is
+    // added for them (nccl.cpp).
+    group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::GLOO, gloo);
     *out = new moontune_group{group};
 #else
     throw std::runtime_error("this moontune was built without Gloo's headers (Debian's libgloo-dev); run tools/env.sh and rebuild");

@@ -1,5 +1,5 @@
 //! Safe Rust over c10d.cpp, PyTorch's distributed engine: a TCP store (the rendezvous), a process
-//! group on Gloo, its collectives on tensors, and c10d's Reducer (DDP's gradient averaging during
+//! group on Gloo (and NCCL for CUDA tensors where added), its collectives on tensors, and c10d's Reducer (DDP's gradient averaging during
 //! backward). Each handle owns its C++ object; every call returns c10d's error as an `anyhow`
 //! error. Nothing here knows ranks' roles or names operations for users: that is `world`.
 
@@ -167,6 +167,14 @@ impl Group {
         let ins = handles(ins);
         // SAFETY: live handles.
         check(unsafe { moontune_reduce_scatter(self.raw, ins.as_ptr(), ins.len() as i64, out.as_ptr() as Handle, op as c_int) })
+    }
+
+    /// Sends this group's collectives on CUDA tensors through NCCL (src/dist/nccl.rs) instead of
+    /// Gloo; CPU tensors stay on Gloo. `store`, `rank` and `size` as the group was made with.
+    pub fn add_nccl(&self, store: &Store, rank: usize, size: usize, timeout_ms: i64) -> Result<()> {
+        let attach = super::nccl::attach_function()?;
+        // SAFETY: live handles of the types nccl.cpp declares (c10d.h).
+        check(unsafe { attach(self.raw.cast(), store.raw.cast(), rank as c_int, size as c_int, timeout_ms) })
     }
 
     pub fn barrier(&self) -> Result<()> {

@@ -31,6 +31,8 @@ pub struct LaunchOptions {
     pub master: Option<String>,
     /// Seconds a collective or the rendezvous waits for the others.
     pub timeout: f64,
+    /// What carries collectives on CUDA tensors: auto, gloo or nccl (world.rs's `Backend`).
+    pub backend: String,
     /// Arguments of `moontune run` (flags, the recipe and its overrides).
     pub run_args: Vec<String>,
     /// Rank 0 shows the terminal UI (its stdout is a terminal and --headless was not given).
@@ -50,6 +52,10 @@ pub fn launch(o: &LaunchOptions) -> Result<u8> {
     }
     if !super::c10d::has_gloo() {
         bail!("this moontune was built without Gloo's headers (Debian's libgloo-dev); run `source tools/env.sh` (it installs them) and rebuild");
+    }
+    let backend = super::world::Backend::parse(&o.backend).context("--backend")?;
+    if backend == super::world::Backend::Nccl {
+        super::nccl::usable().context("--backend nccl")?;
     }
     let world = o.nproc * o.nnodes;
     let (host, port) = match &o.master {
@@ -89,7 +95,8 @@ pub fn launch(o: &LaunchOptions) -> Result<u8> {
             .env("MASTER_ADDR", &host)
             .env("MASTER_PORT", store.port.to_string())
             .env("TORCHELASTIC_USE_AGENT_STORE", "True")
-            .env("MOONTUNE_DIST_TIMEOUT", o.timeout.to_string());
+            .env("MOONTUNE_DIST_TIMEOUT", o.timeout.to_string())
+            .env("MOONTUNE_DIST_BACKEND", &o.backend);
         if o.nproc > 1 && std::env::var_os("OMP_NUM_THREADS").is_none() {
             // As torchrun: one thread per rank unless told otherwise, so that the ranks on a
             // machine do not fight over its cores.

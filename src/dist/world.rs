@@ -5,7 +5,9 @@
 //! `SLURM_PROCID`, `SLURM_NTASKS` and `SLURM_LOCALID` stand in for the first three). Without it (or with a world
 //! size of 1) the run is a world of one: every collective returns at once, its result the
 //! tensor as it was. With it, `join` meets the other ranks at the master's TCP store and makes
-//! the Gloo process group. The store is served by the launcher when one says so
+//! the Gloo process group, adding NCCL for CUDA tensors (`MOONTUNE_DIST_BACKEND`: auto, the
+//! default, uses it where CUDA is available and the build has it; gloo never; nccl always, or
+//! fails). The store is served by the launcher when one says so
 //! (`TORCHELASTIC_USE_AGENT_STORE=True`, as torchrun's agent and `moontune launch` do), or
 //! else by rank 0. The launcher also writes which rank it lost under `lost`, so that the others'
 //! errors can name it.
@@ -36,6 +38,30 @@ pub struct Place {
     /// The store is served by a launcher (not by rank 0).
     pub agent_store: bool,
     pub timeout: Duration,
+    /// What carries collectives on CUDA tensors (`MOONTUNE_DIST_BACKEND`).
+    pub backend: Backend,
+}
+
+/// What carries a group's collectives on CUDA tensors; CPU tensors always go through Gloo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// NCCL where CUDA is available and this build has it, else Gloo (torchrun's default).
+    Auto,
+    /// Gloo, CUDA tensors staged through host memory.
+    Gloo,
+    /// NCCL, an error where it cannot be had.
+    Nccl,
+}
+
+impl Backend {
+    pub fn parse(name: &str) -> Result<Backend> {
+        Ok(match name.trim().to_ascii_lowercase().as_str() {
+            "auto" => Backend::Auto,
+            "gloo" => Backend::Gloo,
+            "nccl" => Backend::Nccl,
+            other => bail!("unknown backend '{other}': expected auto, gloo or nccl"),
+        })
+    }
 }
 
 impl Place {
@@ -75,7 +101,12 @@ impl Place {
             None if size > 1 => bail!("WORLD_SIZE={size} but MASTER_PORT is not set: set MASTER_ADDR and MASTER_PORT (or start the run with moontune launch)"),
             None => 0,
         };
+        let backend = match var("MOONTUNE_DIST_BACKEND") {
+            Some(b) => Backend::parse(&b).with_context(|| format!("MOONTUNE_DIST_BACKEND={b:?}"))?,
+            None => Backend::Auto,
+        };
         Ok(Place {
+            backend,
             rank,
             size,
             local_rank: number("LOCAL_RANK")?.unwrap_or(rank),
@@ -87,7 +118,7 @@ impl Place {
     }
 }
 
-/// A joined world of more than one rank.
+/// A joined world: more than one rank, or one with a named backend.
 pub struct World {
     pub place: Place,
     pub store: Store,
@@ -131,10 +162,12 @@ pub fn place() -> Result<Place> {
     PLACE.get_or_init(|| Place::from_env().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!(e))
 }
 
-/// The joined world, joining it on first use; None in a world of one.
+/// The joined world, joining it on first use; None in a world of one (without a named backend).
 pub fn world() -> Result<Option<Arc<World>>> {
     let place = place()?;
-    if place.size == 1 {
+    // A world of one has no group, unless a backend was named: then its collectives go through
+    // that backend, as a check of it on one machine with one GPU.
+    if place.size == 1 && place.backend == Backend::Auto {
         return Ok(None);
     }
     let mut slot = WORLD.lock().map_err(|_| anyhow!("the distributed state is poisoned"))?;
@@ -156,6 +189,14 @@ fn join(place: Place) -> Result<World> {
     let store = Store::new(&place.master_addr, place.master_port, server, place.size, timeout_ms, STORE_PREFIX)
         .with_context(|| format!("rank {} could not reach the rendezvous at {}:{}", place.rank, place.master_addr, place.master_port))?;
     let group = Group::new(&store, place.rank, place.size, timeout_ms).with_context(|| format!("rank {} could not join the {} ranks at {}:{}", place.rank, place.size, place.master_addr, place.master_port))?;
+    let nccl = match place.backend {
+        Backend::Gloo => false,
+        Backend::Nccl => true,
+        Backend::Auto => super::nccl::usable().is_ok(),
+    };
+    if nccl {
+        group.add_nccl(&store, place.rank, place.size, timeout_ms).with_context(|| format!("rank {} could not set up NCCL for CUDA tensors", place.rank))?;
+    }
     Ok(World { place, store, group })
 }
 
@@ -364,6 +405,14 @@ mod tests {
         assert!(place_of(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "1")]).unwrap_err().to_string().contains("RANK=2"));
         assert!(place_of(&[("WORLD_SIZE", "two")]).unwrap_err().to_string().contains("WORLD_SIZE"));
         assert!(place_of(&[("WORLD_SIZE", "2")]).unwrap_err().to_string().contains("MASTER_PORT"));
+    }
+
+    #[test]
+    fn backends_parse() {
+        assert_eq!(place_of(&[]).unwrap().backend, Backend::Auto);
+        assert_eq!(place_of(&[("MOONTUNE_DIST_BACKEND", "NCCL")]).unwrap().backend, Backend::Nccl);
+        let err = format!("{:#}", place_of(&[("MOONTUNE_DIST_BACKEND", "mpi")]).unwrap_err());
+        assert!(err.contains("MOONTUNE_DIST_BACKEND=\"mpi\"") && err.contains("auto, gloo or nccl"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Devices: `"cpu"`, `"cuda"`, `"cuda:N"`, checked against what this machine has.
+//! Devices: `"cpu"`, `"cuda"` (this rank's GPU: `cuda:LOCAL_RANK`, the first in a run of one),
+//! `"cuda:N"`, checked against what this machine has.
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind};
@@ -10,7 +11,8 @@ use super::dtype::{dtype_names, parse_dtype};
 pub fn parse_device(name: &str) -> Result<Device> {
     let device = match name {
         "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
+        // This rank's GPU, as torchrun's ranks take `cuda:LOCAL_RANK`: the first in a run of one.
+        "cuda" => crate::dist::world::place().map(|p| p.local_rank).unwrap_or(0),
         _ => match name.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(index)) => index,
             _ => bail!("unknown device '{name}' (expected 'cpu', 'cuda' or 'cuda:N')"),
@@ -20,6 +22,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
         bail!("device '{name}' asked for, but CUDA is not available on this machine");
     }
     let count = tch::Cuda::device_count() as usize;
+    if device >= count && name == "cuda" {
+        bail!("device 'cuda' is local rank {device}'s GPU, but this machine has {count} CUDA device(s): start at most {count} ranks per machine, or name a device ('cuda:N')");
+    }
     if device >= count {
         bail!("device '{name}' asked for, but this machine has {count} CUDA device(s)");
     }
