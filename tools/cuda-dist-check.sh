@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# tools/cuda-dist-check.sh — the distributed issue's checks that need NVIDIA GPUs, in one go:
+# mt.dist's collectives on CUDA tensors through NCCL (a one-rank group, and 2 ranks where there are
+# 2 GPUs), and the LoRA data-parallel step on the GPU as a plain run against `launch --nproc 1`
+# (the launcher's overhead; a world of one makes no group) and against `launch --nproc 1 --backend
+# nccl` (a one-rank NCCL group averaging the gradients). Run from the repository root with a built
+# moontune (MOONTUNE_BIN, default target/release/moontune) whose libtorch is on LD_LIBRARY_PATH.
+set -u
+bin="${MOONTUNE_BIN:-target/release/moontune}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+gpus="$(nvidia-smi -L 2>/dev/null | wc -l)"
+echo "cuda-dist-check: $gpus GPU(s); $("$bin" --version 2>&1)"
+status=0
+check() {
+    local what="$1"; shift
+    if out="$("$@" 2>&1)"; then echo "ok    $what: $(echo "$out" | tail -1)"; else echo "FAIL  $what:"; echo "$out" | tail -15; status=1; fi
+}
+check "collectives, NCCL, 1 rank" env MOONTUNE_TEST_DEVICE=cuda "$bin" launch --nproc 1 --backend nccl --timeout 60 --headless --runs-dir "$work/runs" tests/dist/collectives.lua
+if [ "$gpus" -ge 2 ]; then
+    check "collectives, NCCL, 2 ranks" env MOONTUNE_TEST_DEVICE=cuda "$bin" launch --nproc 2 --backend nccl --timeout 60 --headless --runs-dir "$work/runs" tests/dist/collectives.lua
+fi
+check "collectives, Gloo on CUDA tensors, 1 rank" env MOONTUNE_TEST_DEVICE=cuda "$bin" launch --nproc 1 --backend gloo --timeout 60 --headless --runs-dir "$work/runs" tests/dist/collectives.lua
+# The PEFT benchmark's tiny Llama (bench/lora.py's shape), made and saved by moontune itself.
+cat > "$work/make.lua" <<'LUA'
+local mt = require "moontune"
+local model = mt.models.new("LlamaForCausalLM", { vocab_size = 8000, hidden_size = 256, intermediate_size = 688, num_hidden_layers = 4,
+  num_attention_heads = 8, num_key_value_heads = 4, max_position_embeddings = 512, tie_word_embeddings = false })
+assert(model:save(os.getenv("MODEL_DIR")))
+LUA
+check "benchmark model" env MODEL_DIR="$work/model" "$bin" run "$work/make.lua"
+bench() { env BENCH_MODEL="$work/model" BENCH_DEVICE=cuda BENCH_BATCH=8 BENCH_SEQ=128 BENCH_STEPS=20 "$@"; }
+check "LoRA step on the GPU, plain run" bench "$bin" run bench/dist.lua
+check "LoRA step on the GPU, launch --nproc 1" bench "$bin" launch --nproc 1 bench/dist.lua
+check "LoRA step on the GPU, launch --nproc 1 --backend nccl" bench "$bin" launch --nproc 1 --backend nccl bench/dist.lua
+exit $status
