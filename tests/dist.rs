@@ -301,25 +301,9 @@ fn the_backend_can_be_chosen_and_nccl_without_a_gpu_is_an_error_saying_so() {
     assert!(!out.status.success() && text(&out).contains("--backend nccl"), "{}", text(&out));
     // Ranks told to use NCCL by the environment (as under torchrun) load the NCCL backend, whose
     // constructor finds no GPU; a build without it says that instead.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let ranks: Vec<Child> = (0..2)
-        .map(|r| {
-            moontune()
-                .args(["run", "--headless", "--runs-dir"])
-                .arg(dir.join("runs"))
-                .arg("tests/dist/collectives.lua")
-                .envs([("RANK", r.to_string()), ("WORLD_SIZE", "2".into()), ("LOCAL_RANK", r.to_string())])
-                .envs([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port.as_str()), ("MOONTUNE_DIST_TIMEOUT", "30"), ("MOONTUNE_DIST_BACKEND", "nccl")])
-                .current_dir(root())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (r, rank) in ranks.into_iter().enumerate() {
-        let out = rank.wait_with_output().unwrap();
-        let shown = text(&out);
+    let ranks = collectives_on_two_ranks_by_hand(|r| vec![("RANK", r.to_string()), ("WORLD_SIZE", "2".into()), ("LOCAL_RANK", r.to_string()), ("MOONTUNE_DIST_BACKEND", "nccl".into())]);
+    for (r, out) in ranks.iter().enumerate() {
+        let shown = text(out);
         let why = shown.contains("ProcessGroupNCCL is only supported with GPUs, no GPUs found") || shown.contains("built without the NCCL backend");
         assert!(!out.status.success() && shown.contains(&format!("rank {r} could not set up NCCL for CUDA tensors")) && why, "rank {r}:\n{shown}");
     }
@@ -327,12 +311,22 @@ fn the_backend_can_be_chosen_and_nccl_without_a_gpu_is_an_error_saying_so() {
 
 #[test]
 fn ranks_started_as_srun_starts_them_meet_at_rank_0() {
+    let ranks = collectives_on_two_ranks_by_hand(|r| vec![("SLURM_PROCID", r.to_string()), ("SLURM_NTASKS", "2".into()), ("SLURM_LOCALID", r.to_string())]);
+    for (r, out) in ranks.iter().enumerate() {
+        let shown = text(out);
+        assert!(out.status.success() && shown.contains(&format!("collectives: rank {r} of 2")), "rank {r}:\n{shown}");
+    }
+}
+
+/// Two ranks of `moontune run tests/dist/collectives.lua` started by hand, each with the
+/// variables `vars(rank)` gives and a free loopback port for their rendezvous; their outputs.
+fn collectives_on_two_ranks_by_hand(vars: impl Fn(usize) -> Vec<(&'static str, String)>) -> Vec<Output> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let ranks: Vec<Child> = (0..2)
         .map(|r| {
             moontune()
                 .args(["run", "tests/dist/collectives.lua"])
-                .envs([("SLURM_PROCID", r.to_string()), ("SLURM_NTASKS", "2".into()), ("SLURM_LOCALID", r.to_string())])
+                .envs(vars(r))
                 .envs([("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port.as_str()), ("MOONTUNE_DIST_TIMEOUT", "30")])
                 .current_dir(root())
                 .stdout(Stdio::piped())
@@ -341,11 +335,7 @@ fn ranks_started_as_srun_starts_them_meet_at_rank_0() {
                 .unwrap()
         })
         .collect();
-    for (r, rank) in ranks.into_iter().enumerate() {
-        let out = rank.wait_with_output().unwrap();
-        let shown = text(&out);
-        assert!(out.status.success() && shown.contains(&format!("collectives: rank {r} of 2")), "rank {r}:\n{shown}");
-    }
+    ranks.into_iter().map(|rank| rank.wait_with_output().unwrap()).collect()
 }
 
 #[test]
