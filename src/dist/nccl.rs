@@ -20,10 +20,8 @@ pub fn built() -> bool {
 #[cfg(moontune_nccl)]
 pub fn attach_function() -> Result<Attach> {
     use std::sync::OnceLock;
-    static LOADED: OnceLock<std::result::Result<usize, String>> = OnceLock::new();
-    let address = LOADED.get_or_init(|| load().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow::anyhow!(e))?;
-    // SAFETY: the address of `moontune_nccl_attach`, whose signature is `Attach`.
-    Ok(unsafe { std::mem::transmute::<usize, Attach>(address) })
+    static LOADED: OnceLock<std::result::Result<Attach, String>> = OnceLock::new();
+    LOADED.get_or_init(|| load().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow::anyhow!(e))
 }
 
 #[cfg(not(moontune_nccl))]
@@ -45,7 +43,7 @@ pub fn usable() -> Result<()> {
 }
 
 #[cfg(moontune_nccl)]
-fn load() -> Result<usize> {
+fn load() -> Result<Attach> {
     use std::ffi::{CStr, CString};
     use std::hash::Hasher;
 
@@ -77,7 +75,8 @@ fn load() -> Result<usize> {
     if symbol.is_null() {
         bail!("the NCCL backend {} has no moontune_nccl_attach", path.display());
     }
-    Ok(symbol as usize)
+    // SAFETY: the address of `moontune_nccl_attach`, whose signature is `Attach`.
+    Ok(unsafe { std::mem::transmute::<*mut c_void, Attach>(symbol) })
 }
 
 /// moontune's cache folder, as tools/env.sh finds it: $MOONTUNE_HOME, else
