@@ -3,7 +3,7 @@
 //! The place comes from the environment torchrun sets (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 //! `MASTER_ADDR`, `MASTER_PORT`), which `moontune launch` sets too (under Slurm's srun,
 //! `SLURM_PROCID`, `SLURM_NTASKS` and `SLURM_LOCALID` stand in for the first three). Without it (or with a world
-//! size of 1) the run is a world of one: every collective returns at once, its result the
+//! size of 1 and no backend named) the run is a world of one: every collective returns at once, its result the
 //! tensor as it was. With it, `join` meets the other ranks at the master's TCP store and makes
 //! the Gloo process group, adding NCCL for CUDA tensors (`MOONTUNE_DIST_BACKEND`: auto, the
 //! default, uses it where CUDA is available and the build has it; gloo never; nccl always, or
