@@ -1,6 +1,6 @@
 //! Safe Rust over c10d.cpp, PyTorch's distributed engine: a TCP store (the rendezvous), a process
-//! group on Gloo (and NCCL for CUDA tensors where added), its collectives on tensors, and c10d's Reducer (DDP's gradient averaging during
-//! backward). Each handle owns its C++ object; every call returns c10d's error as an `anyhow`
+//! group on Gloo (and NCCL for CUDA tensors where added), its collectives on tensors, and c10d's
+//! Reducer (DDP's gradient averaging during backward). Each handle owns its C++ object; every call returns c10d's error as an `anyhow`
 //! error. Nothing here knows ranks' roles or names operations for users: that is `world`.
 
 use std::ffi::{c_char, c_int, CString};
