@@ -201,6 +201,14 @@ impl FourBit {
         crate::tensor::shim::linear_4bit(x, bias, &self.packed, &self.absmax()?, &code, self.shape, self.block, self.compute)
     }
 
+    /// The constants' tensors (the codes are the layer's weight parameter).
+    pub fn constants(&self) -> Vec<&Tensor> {
+        match &self.absmax {
+            Absmax::Plain(a) => vec![a],
+            Absmax::Double { codes, scales, .. } => vec![codes, scales],
+        }
+    }
+
     /// Bytes of the codes and of the constants.
     pub fn bytes(&self) -> (i64, i64) {
         let constants = match &self.absmax {

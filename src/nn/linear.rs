@@ -183,6 +183,10 @@ impl Module for Linear {
         out
     }
 
+    fn own_buffers(&self) -> Vec<&Tensor> {
+        self.fourbit.as_ref().map(FourBit::constants).unwrap_or_default()
+    }
+
     fn parameter_elements(&self, name: &str, t: &Tensor) -> i64 {
         match self.layout {
             Layout::Quantized { .. } | Layout::FourBit if name == "weight" => self.out_features * self.in_features,

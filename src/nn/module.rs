@@ -53,6 +53,12 @@ pub trait Module {
         Vec::new()
     }
 
+    /// Tensors this module holds besides its parameters that must live on its device (a 4-bit
+    /// weight's constants): `to` moves them with the parameters and never converts their dtype.
+    fn own_buffers(&self) -> Vec<&Tensor> {
+        Vec::new()
+    }
+
     /// The values own parameter `name` stands for (its element count, unless it is stored
     /// packed, as a quantised weight is).
     fn parameter_elements(&self, _name: &str, t: &Tensor) -> i64 {
@@ -268,8 +274,6 @@ pub fn set_trainable(root: &dyn Module, matcher: &NameMatcher, trainable: bool) 
     Ok(count)
 }
 
-/// Converts or moves every parameter in place (each keeps its identity, so optimizers made
-/// before still hold it); `kind` applies to floating-point parameters only.
 /// Weights convert to floating-point dtypes only (an integer model could not train or run).
 pub fn check_weight_dtype(kind: Option<Kind>) -> Result<()> {
     match kind {
@@ -278,6 +282,9 @@ pub fn check_weight_dtype(kind: Option<Kind>) -> Result<()> {
     }
 }
 
+/// Converts or moves every parameter in place (each keeps its identity, so optimizers made
+/// before still hold it); `kind` applies to floating-point parameters only. The modules' own
+/// buffers move with them, in their own dtype.
 pub fn to(root: &dyn Module, kind: Option<Kind>, device: Option<Device>) -> Result<()> {
     check_weight_dtype(kind)?;
     let _guard = tch::no_grad_guard();
@@ -293,6 +300,16 @@ pub fn to(root: &dyn Module, kind: Option<Kind>, device: Option<Device>) -> Resu
         let moved = p.tensor.f_to_dtype_layout((k, d), false, false).with_context(|| format!("moving '{}'", p.name))?;
         let mut target = p.tensor;
         target.f_set_data(&moved)?;
+    }
+    if let Some(device) = device {
+        for (name, m) in named_modules(root) {
+            for buffer in m.own_buffers() {
+                if buffer.device() != device {
+                    let moved = buffer.f_to_device(device).with_context(|| format!("moving a buffer of '{name}'"))?;
+                    buffer.shallow_clone().f_set_data(&moved)?;
+                }
+            }
+        }
     }
     Ok(())
 }
