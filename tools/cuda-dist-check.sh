@@ -20,6 +20,11 @@ check "collectives, NCCL, 1 rank" env MOONTUNE_TEST_DEVICE=cuda "$bin" launch --
 if [ "$gpus" -ge 2 ]; then
     check "collectives, NCCL, 2 ranks" env MOONTUNE_TEST_DEVICE=cuda "$bin" launch --nproc 2 --backend nccl --timeout 60 --headless --runs-dir "$work/runs" tests/dist/collectives.lua
 fi
+if [ "$gpus" -eq 1 ]; then
+    # Two ranks on one GPU: rank 1's "cuda" is cuda:1, which is not there; an error that says so.
+    out="$(MOONTUNE_TEST_DEVICE=cuda "$bin" launch --nproc 2 --backend gloo --timeout 60 --headless --runs-dir "$work/runs" tests/dist/collectives.lua 2>&1)"
+    if echo "$out" | grep -q "start at most 1 ranks per machine"; then echo "ok    2 ranks on 1 GPU: the error names the limit"; else echo "FAIL  2 ranks on 1 GPU:"; echo "$out" | tail -15; status=1; fi
+fi
 check "collectives, Gloo on CUDA tensors, 1 rank" env MOONTUNE_TEST_DEVICE=cuda "$bin" launch --nproc 1 --backend gloo --timeout 60 --headless --runs-dir "$work/runs" tests/dist/collectives.lua
 # The PEFT benchmark's tiny Llama (bench/lora.py's shape), made and saved by moontune itself.
 cat > "$work/make.lua" <<'LUA'
