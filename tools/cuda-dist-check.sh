@@ -30,7 +30,8 @@ check "collectives, Gloo on CUDA tensors, 1 rank" env MOONTUNE_TEST_DEVICE=cuda 
 # The suite's data-parallel tests on the GPU with a one-rank NCCL group (tests/dist/train.lua, LoRA
 # on stories260K, which needs ../shared/data or MOONTUNE_TEST_DATA): the gradients of one backward
 # (float64; plain and with gradient checkpointing) and the weights after 20 AdamW steps must equal
-# a plain run's on the same GPU, as tests/dist.rs asks of 2 and 3 ranks on CPU.
+# a plain run's on the same GPU, as tests/dist.rs asks of 2 and 3 ranks on CPU; a run whose rank is
+# killed resumes exactly.
 data="${MOONTUNE_TEST_DATA:-../shared/data}"
 same() {  # same WHAT TOLERANCE REFERENCE OTHER
     local out
@@ -53,6 +54,28 @@ if [ -f "$data/models/stories260K/config.json" ] && [ -f "$data/text/tinyshakesp
     check "20 AdamW steps, NCCL 1 rank" "$bin" launch --nproc 1 --backend nccl --timeout 60 --headless --runs-dir "$work/runs" "${train[@]}" mode=train steps=20 batch=4 "out=$work/adamw/nccl"
     check "20 AdamW steps, plain run" "$bin" run --headless --runs-dir "$work/runs" "${train[@]}" mode=train steps=20 batch=4 "out=$work/adamw/plain"
     same "weights after 20 steps through NCCL equal the plain run's" 1e-5 "$work/adamw/plain/train-rank0.safetensors" "$work/adamw/nccl/train-rank0.safetensors"
+    # The rank killed after the checkpoint of step 10, then `--resume`: the weights at step 40
+    # must be those of the same run never stopped, exactly (the GPU's optimizer state, the
+    # rank's random streams and data position come back from the checkpoint).
+    nccl=(launch --nproc 1 --backend nccl --timeout 20 --headless)
+    settings=("${train[@]}" mode=train steps=40 batch=2 save_every=5 noise=0.5)
+    mkdir -p "$work/resume/straight" "$work/resume/killed"
+    check "40 steps through NCCL, never stopped" "$bin" "${nccl[@]}" --runs-dir "$work/resume/straight/runs" "${settings[@]}" "out=$work/resume/straight"
+    "$bin" "${nccl[@]}" --runs-dir "$work/resume/killed/runs" "${settings[@]}" "out=$work/resume/killed" pause=0.05 >"$work/resume/killed.log" 2>&1 &
+    launcher=$!
+    for _ in $(seq 600); do compgen -G "$work/resume/killed/runs/*/checkpoints/step-10" >/dev/null && break; sleep 0.2; done
+    rank="$(pgrep -P "$launcher" | head -1)"
+    if [ -n "$rank" ] && compgen -G "$work/resume/killed/runs/*/checkpoints/step-10" >/dev/null; then
+        kill -9 "$rank"
+        wait "$launcher" && { echo "FAIL  the launcher succeeded although its rank was killed"; status=1; }
+        run="$(compgen -G "$work/resume/killed/runs/*")"
+        out="$("$bin" "${nccl[@]}" --resume "$run" "${train[@]}" "out=$work/resume/killed" pause=0 2>&1)"
+        if grep -q "resumed from" <<<"$out"; then echo "ok    --resume through NCCL after the rank was killed: $(grep -o 'resumed from.*' <<<"$out" | head -1)"; else echo "FAIL  --resume through NCCL:"; tail -15 <<<"$out"; status=1; fi
+        same "the resumed run's weights equal the run never stopped" 0 "$work/resume/straight/train-rank0.safetensors" "$work/resume/killed/train-rank0.safetensors"
+    else
+        echo "FAIL  no checkpoint of step 10 appeared, or no rank to kill:"; tail -15 "$work/resume/killed.log"; status=1
+        kill "$launcher" 2>/dev/null
+    fi
 else
     echo "SKIPPED  the data-parallel tests on the GPU: $data has no stories260K or tinyshakespeare.txt"
 fi
