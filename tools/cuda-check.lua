@@ -18,10 +18,16 @@ end
 
 local llama = { vocab_size = 1000, hidden_size = 64, intermediate_size = 128, num_hidden_layers = 2, num_attention_heads = 4,
                 num_key_value_heads = 2, max_position_embeddings = 128, tie_word_embeddings = false }
+-- Llama's config with some keys changed.
+local function llama_with(changes)
+  local c = {}
+  for k, v in pairs(llama) do c[k] = v end
+  for k, v in pairs(changes) do c[k] = v end
+  return c
+end
 local configs = {
   LlamaForCausalLM = llama,
-  Qwen2ForCausalLM = { vocab_size = 1000, hidden_size = 64, intermediate_size = 128, num_hidden_layers = 2, num_attention_heads = 4,
-                       num_key_value_heads = 2, max_position_embeddings = 128 },
+  Qwen2ForCausalLM = llama,
   GPT2LMHeadModel = { vocab_size = 1000, n_embd = 64, n_layer = 2, n_head = 4, n_positions = 128 },
 }
 
@@ -123,8 +129,8 @@ function tests.gguf_weights_kept_quantized_match_the_cpu()
   need_cuda()
   local path = os.tmpname() .. ".gguf"
   mt.manual_seed(1)
-  local config = { vocab_size = 1000, hidden_size = 256, intermediate_size = 512, num_hidden_layers = 2, num_attention_heads = 4,
-                   num_key_value_heads = 2, max_position_embeddings = 128, tie_word_embeddings = false }
+  -- Rows of 256 and 512 values: whole Q4_K blocks.
+  local config = llama_with{ hidden_size = 256, intermediate_size = 512 }
   assert(mt.models.new("LlamaForCausalLM", config):save_gguf(path, { type = "q4_k_m" }))
   local model = assert(mt.models.load(path, { quantized = true }))
   os.remove(path)
