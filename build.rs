@@ -9,7 +9,8 @@
 //! C++ shims against libtorch's headers: shim.cpp (what tch does not bind: foreach and fused
 //! optimizer kernels, tensor identity, generators), linear4bit.cpp (the autograd function of a
 //! 4-bit linear layer), checkpoint.cpp (gradient checkpointing's autograd function),
-//! linear_cross_entropy.cpp (the output head fused with the loss), src/dist/c10d.cpp (PyTorch's
+//! linear_cross_entropy.cpp (the output head fused with the loss),
+//! fused_pointwise.cpp (RMSNorm, the rotary embedding and SwiGLU in single passes), src/dist/c10d.cpp (PyTorch's
 //! distributed engine: store, Gloo process group, collectives, Reducer) and, where libtorch has CUDA,
 //! the one that reads the CUDA caching allocator's statistics and src/dist/nccl.cpp (the NCCL
 //! backend, a shared object of its own that the binary embeds and loads when a run uses NCCL).
@@ -89,7 +90,16 @@ fn build_shim(lib_dir: &Path) {
     libtorch_cpp(lib_dir, "src/tensor/shim.cpp").compile("moontune_shim");
     libtorch_cpp(lib_dir, "src/tensor/linear4bit.cpp").compile("moontune_linear4bit");
     libtorch_cpp(lib_dir, "src/tensor/checkpoint.cpp").compile("moontune_checkpoint");
-    libtorch_cpp(lib_dir, "src/tensor/linear_cross_entropy.cpp").compile("moontune_linear_cross_entropy");
+    // The fused loops (vector_math.h) are written for the optimiser to vectorise: -O3 in every
+    // profile, debug builds included; products and sums are never contracted into fused
+    // multiply-adds, so that a loop rounds as libtorch's separate kernels do. They split their
+    // rows with at::parallel_for, whose OpenMP body is compiled here: -fopenmp, linked to the
+    // libgomp that libtorch itself loads (torch/lib), so that both share one thread pool.
+    println!("cargo:rerun-if-changed=src/tensor/vector_math.h");
+    for (source, name) in [("src/tensor/linear_cross_entropy.cpp", "moontune_linear_cross_entropy"), ("src/tensor/fused_pointwise.cpp", "moontune_fused_pointwise")] {
+        libtorch_cpp(lib_dir, source).opt_level(3).flag("-ffp-contract=off").flag("-fopenmp").compile(name);
+    }
+    println!("cargo:rustc-link-arg=-l:libgomp.so.1");
     build_c10d(lib_dir);
 }
 

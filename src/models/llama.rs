@@ -16,7 +16,8 @@ use super::cache::KvCache;
 use super::config::{HfConfig, MAX_LAYERS, MAX_WIDTH};
 use super::input::Tokens;
 use super::mask::{self, Attend};
-use super::rope::{self, Rope, RopeConfig};
+use super::rope::{Rope, RopeConfig};
+use crate::tensor::shim;
 use crate::module_children;
 use crate::nn::checkpoint;
 use crate::nn::attach::{InvertiblePoint, PrefixPoint, PrefixPoolPoint, PromptPoint, ResidualPoint};
@@ -192,8 +193,8 @@ impl LlamaAttention {
     fn forward(&self, ctx: &Ctx, x: &Tensor, l: &LayerInputs, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
         let (b, t) = (x.size()[0], x.size()[1]);
         let hd = self.head_dim;
-        let q = rope::apply(&self.heads(ctx, self.q_proj.forward(ctx, x)?, b, t, &self.q_norm)?, l.cos, l.sin)?;
-        let mut k = rope::apply(&self.heads(ctx, self.k_proj.forward(ctx, x)?, b, t, &self.k_norm)?, l.cos, l.sin)?;
+        let q = shim::rope(&self.heads(ctx, self.q_proj.forward(ctx, x)?, b, t, &self.q_norm)?, l.cos, l.sin)?;
+        let mut k = shim::rope(&self.heads(ctx, self.k_proj.forward(ctx, x)?, b, t, &self.k_norm)?, l.cos, l.sin)?;
         let mut v = self.heads(ctx, self.v_proj.forward(ctx, x)?, b, t, &None)?;
         if let Some((cache, layer)) = cache {
             (k, v) = cache.update(layer, k, v)?;
@@ -257,7 +258,7 @@ impl LlamaMlp {
 
     /// SwiGLU: x (…, hidden) → (…, hidden).
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
-        let gated = self.gate_proj.forward(ctx, x)?.f_silu()?.f_mul(&self.up_proj.forward(ctx, x)?)?;
+        let gated = shim::swiglu(&self.gate_proj.forward(ctx, x)?, &self.up_proj.forward(ctx, x)?)?;
         let out = self.down_proj.forward(ctx, &gated)?;
         ctx.output(&self.name, x, out)
     }

@@ -91,16 +91,3 @@ impl Rope {
     }
 }
 
-fn rotate_half(x: &Tensor) -> Result<Tensor> {
-    let half = x.size().last().copied().unwrap_or(0) / 2;
-    let x1 = x.f_narrow(-1, 0, half)?;
-    let x2 = x.f_narrow(-1, half, half)?;
-    Ok(Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?)
-}
-
-/// `x·cos + rotate_half(x)·sin` for x (B, heads, T, head_dim) and cos/sin (B, T, head_dim).
-pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let cos = cos.f_unsqueeze(1)?;
-    let sin = sin.f_unsqueeze(1)?;
-    Ok(x.f_mul(&cos)?.f_add(&rotate_half(x)?.f_mul(&sin)?)?)
-}

@@ -2,13 +2,14 @@
 //! (normalise in float32, cast back, then scale) and `LayerNorm` as `torch.nn.LayerNorm`.
 
 use anyhow::Result;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::attach::Norm;
 use super::hooks::Ctx;
 use super::module::Module;
 use super::weights::{Init, Weights};
 use crate::module_children;
+use crate::tensor::shim;
 
 pub struct RmsNorm {
     /// The module's dotted name in its model.
@@ -24,11 +25,7 @@ impl RmsNorm {
 
     /// x (…, dim) → (…, dim).
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
-        let kind = x.kind();
-        let h = x.f_to_kind(Kind::Float)?;
-        let variance = h.f_pow_tensor_scalar(2)?.f_mean_dim(-1, true, None::<Kind>)?;
-        let h = h.f_mul(&variance.f_add_scalar(self.eps)?.f_rsqrt()?)?;
-        let out = self.weight.f_mul(&h.f_to_kind(kind)?)?;
+        let out = shim::rms_norm(x, &self.weight, self.eps)?;
         ctx.output(&self.name, x, out)
     }
 }

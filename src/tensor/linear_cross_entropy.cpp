@@ -17,11 +17,13 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "guarded.h"
+#include "vector_math.h"
 
 typedef at::Tensor* tensor;
 
@@ -51,6 +53,67 @@ at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
   return at::mm(a, b.t());
 }
 
+// Per row of logits (rows, vocab): the loss log Σ e^x − x[target] and, with `write_grad`, the
+// row replaced by softmax(x) − one-hot(target), in three passes over a row that stays in cache
+// (its maximum; e^(x − max), written in place, and their sum; the scaling). Float32, CPU.
+MOONTUNE_VECTOR_LOOP
+void softmax_loss_rows(float* logits, const int64_t* targets, float* row_loss, int64_t rows, int64_t vocab, bool write_grad) {
+  for (int64_t row = 0; row < rows; ++row) {
+    float* x = logits + row * vocab;
+    float target_logit = x[targets[row]];
+    float lanes[16];
+    for (int j = 0; j < 16; ++j) lanes[j] = -INFINITY;
+    int64_t i = 0;
+    for (; i + 16 <= vocab; i += 16) {
+      for (int j = 0; j < 16; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
+    }
+    float max = -INFINITY;
+    for (int j = 0; j < 16; ++j) max = lanes[j] > max ? lanes[j] : max;
+    for (; i < vocab; ++i) max = x[i] > max ? x[i] : max;
+    for (int j = 0; j < 16; ++j) lanes[j] = 0.0f;
+    float tail = 0.0f;
+    for (i = 0; i + 16 <= vocab; i += 16) {
+      for (int j = 0; j < 16; ++j) {
+        float e = moontune::exp_approx(x[i + j] - max);
+        if (write_grad) x[i + j] = e;
+        lanes[j] += e;
+      }
+    }
+    for (; i < vocab; ++i) {
+      float e = moontune::exp_approx(x[i] - max);
+      if (write_grad) x[i] = e;
+      tail += e;
+    }
+    float sum = tail;
+    for (int j = 0; j < 16; ++j) sum += lanes[j];
+    row_loss[row] = max + std::log(sum) - target_logit;
+    if (write_grad) {
+      float inverse = 1.0f / sum;
+      for (i = 0; i < vocab; ++i) x[i] *= inverse;
+      x[targets[row]] -= 1.0f;
+    }
+  }
+}
+
+// The summed loss of `logits`' rows against `targets` (rows, 1); with `write_grad` the logits
+// become softmax − one-hot in place (softmax_loss_rows).
+at::Tensor softmax_loss_cpu(at::Tensor& logits, const at::Tensor& targets, bool write_grad) {
+  int64_t rows = logits.size(0), vocab = logits.size(1);
+  auto index = targets.contiguous();
+  if (rows > 0) {
+    auto low = index.min().item<int64_t>(), high = index.max().item<int64_t>();
+    TORCH_CHECK(low >= 0 && high < vocab, "label ", low < 0 ? low : high, " is outside the vocabulary [0, ", vocab, ") and is not -100");
+  }
+  auto row_loss = at::empty({rows}, logits.options());
+  float* lp = logits.data_ptr<float>();
+  const int64_t* tp = index.const_data_ptr<int64_t>();
+  float* rp = row_loss.data_ptr<float>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    softmax_loss_rows(lp + begin * vocab, tp + begin, rp + begin, end - begin, vocab, write_grad);
+  });
+  return row_loss.sum();
+}
+
 struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
   // hidden (N, H), weight (V, H), labels (N) int64; compute: the dtype of the products.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
@@ -78,12 +141,19 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
       int64_t rows = std::min(chunk, m - start);
       auto h = rows_hidden.narrow(0, start, rows).to(kind);
       auto t = targets.narrow(0, start, rows).unsqueeze(1);
-      // One fused log-softmax pass set, the loss read from it, the softmax from it in place.
-      auto logp = at::log_softmax(product(h, w).to(at::kFloat), 1);
-      total.sub_(logp.gather(1, t).sum());
-      if (!want_hidden && !want_weight) continue;
-      auto probs = logp.exp_();
-      probs.scatter_add_(1, t, at::full({rows, 1}, -1.0, probs.options()));
+      bool want_probs = want_hidden || want_weight;
+      auto logits = product(h, w).to(at::kFloat).contiguous();
+      at::Tensor probs;
+      if (logits.device().is_cpu()) {
+        total.add_(softmax_loss_cpu(logits, t, want_probs));
+        probs = logits;
+      } else {
+        // One fused log-softmax pass set, the loss read from it, the softmax from it in place.
+        auto logp = at::log_softmax(logits, 1);
+        total.sub_(logp.gather(1, t).sum());
+        if (want_probs) probs = logp.exp_().scatter_add_(1, t, at::full({rows, 1}, -1.0, logp.options()));
+      }
+      if (!want_probs) continue;
       auto g = probs.to(kind);
       if (want_hidden) {
         grad_rows.narrow(0, start, rows).copy_(product(g, w.t())).mul_(scale);

@@ -18,6 +18,9 @@ pub mod ledger;
 pub mod scalar;
 pub mod shim;
 
+#[cfg(test)]
+mod fused_pointwise_tests;
+
 pub use device::{device_name, parse_device, parse_placement, Placement};
 pub use dtype::{dtype_name, parse_dtype};
 pub use format::format_tensor;

@@ -72,6 +72,9 @@ extern "C" {
     fn moontune_autocast_enter(dtype: c_int, was_cpu: *mut bool, was_cpu_dtype: *mut c_int, was_cuda: *mut bool, was_cuda_dtype: *mut c_int) -> *mut c_char;
     fn moontune_autocast_exit(was_cpu: bool, was_cpu_dtype: c_int, was_cuda: bool, was_cuda_dtype: c_int) -> *mut c_char;
     fn moontune_linear_cross_entropy(hidden: Handle, weight: Handle, labels: Handle, chunk: i64, result: *mut Handle) -> *mut c_char;
+    fn moontune_rms_norm(x: Handle, weight: Handle, eps: f64, result: *mut Handle) -> *mut c_char;
+    fn moontune_rope(x: Handle, cos: Handle, sin: Handle, result: *mut Handle) -> *mut c_char;
+    fn moontune_swiglu(gate: Handle, up: Handle, result: *mut Handle) -> *mut c_char;
     fn moontune_grad_enabled() -> bool;
     fn moontune_multinomial(probs: Handle, samples: i64, generator: *mut c_void, out: *mut Handle) -> *mut c_char;
 }
@@ -468,6 +471,29 @@ pub fn linear_4bit(x: &Tensor, bias: Option<&Tensor>, packed: &Tensor, absmax: &
 pub fn linear_cross_entropy(hidden: &Tensor, weight: &Tensor, labels: &Tensor, chunk: i64) -> Result<Tensor> {
     let mut out = std::ptr::null_mut();
     check(unsafe { moontune_linear_cross_entropy(hidden.as_ptr() as Handle, weight.as_ptr() as Handle, labels.as_ptr() as Handle, chunk, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Llama's RMSNorm of `x` over its last dimension: normalised in float32, cast back, scaled by
+/// `weight` (fused_pointwise.cpp: one pass each way for float32 CPU tensors).
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    check(unsafe { moontune_rms_norm(x.as_ptr() as Handle, weight.as_ptr() as Handle, eps, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// The rotary embedding `x·cos + rotate_half(x)·sin` of `x` (B, heads, T, head_dim) by `cos`
+/// and `sin` (B or 1, T, head_dim) (fused_pointwise.cpp).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    check(unsafe { moontune_rope(x.as_ptr() as Handle, cos.as_ptr() as Handle, sin.as_ptr() as Handle, &mut out) })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// SwiGLU's `silu(gate)·up` (fused_pointwise.cpp).
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let mut out = std::ptr::null_mut();
+    check(unsafe { moontune_swiglu(gate.as_ptr() as Handle, up.as_ptr() as Handle, &mut out) })?;
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 

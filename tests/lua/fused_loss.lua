@@ -109,6 +109,18 @@ function tests.a_batch_without_labels_gives_a_nan_loss_and_zero_gradients()
   assert(plain:item() ~= plain:item(), "cross_entropy says nan too")
 end
 
+-- A label outside the vocabulary (other than -100) is an error naming it, as cross_entropy's.
+function tests.a_label_outside_the_vocabulary_is_an_error()
+  local model = mt.models.new("LlamaForCausalLM", llama)
+  local ids, labels = data()
+  for _, bad in ipairs{ 30000, -3 } do
+    local wrong = labels:clone()
+    wrong[1][5] = bad
+    local ok, err = pcall(function() return model{ input_ids = ids, labels = wrong }.loss end)
+    assert(not ok and tostring(err):find("label " .. bad .. " is outside the vocabulary [0, 30000)", 1, true), tostring(err))
+  end
+end
+
 function tests.without_gradients_or_with_a_hooked_head_the_logits_come_first()
   local model = mt.models.new("LlamaForCausalLM", llama)
   local ids, labels = data()
