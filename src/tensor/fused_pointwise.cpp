@@ -48,8 +48,8 @@ at::Tensor rms_norm_composite(const at::Tensor& x, const at::Tensor& weight, dou
 
 // dx = r·(g·w − n·mean(g·w·n)) with n = x·r; and, where dw is given, dw += Σ_rows g·n.
 MOONTUNE_VECTOR_LOOP
-void rms_norm_backward_rows(const float* x, const float* w, const float* inv_rms, const float* grad, float* dx, float* dw, float* scratch,
-                            int64_t rows, int64_t dim) {
+void rms_norm_backward_rows(const float* __restrict x, const float* __restrict w, const float* __restrict inv_rms, const float* __restrict grad,
+                            float* __restrict dx, float* __restrict dw, float* __restrict scratch, int64_t rows, int64_t dim) {
   for (int64_t row = 0; row < rows; ++row) {
     const float* xr = x + row * dim;
     const float* g = grad + row * dim;
@@ -138,13 +138,16 @@ void rope_rows(const float* x, RowStrides xs, const float* cos, const float* sin
     const float* s = sin + batch * cs.b + step * cs.t;
     float* o1 = out + batch * os.b + head * os.h + step * os.t;
     float* o2 = o1 + half;
+    // out never overlaps x, cos or sin (rope_apply allocates it).
     if (transpose) {
+#pragma GCC ivdep
       for (int64_t i = 0; i < half; ++i) {
         float a = x1[i], b = x2[i];
         o1[i] = a * c[i] + b * s[half + i];
         o2[i] = b * c[half + i] - a * s[i];
       }
     } else {
+#pragma GCC ivdep
       for (int64_t i = 0; i < half; ++i) {
         float a = x1[i], b = x2[i];
         o1[i] = a * c[i] - b * s[i];
@@ -207,7 +210,8 @@ bool rope_fusable(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& 
 
 // d gate = grad·up·σ(g)·(1 + g·(1 − σ(g))), d up = grad·silu(g) (silu kept from the forward).
 MOONTUNE_VECTOR_LOOP
-void swiglu_grads(const float* gate, const float* up, const float* silu, const float* grad, float* d_gate, float* d_up, int64_t n) {
+void swiglu_grads(const float* __restrict gate, const float* __restrict up, const float* __restrict silu, const float* __restrict grad,
+                  float* __restrict d_gate, float* __restrict d_up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     float g = gate[i];
     float sigmoid = 1.0f / (1.0f + moontune::exp_approx(-g));

@@ -4,7 +4,8 @@
 // weight, then dropped. The full (tokens × vocabulary) logits, their log-softmax and their
 // gradient never exist, which is most of a small model's activation memory and a good part of
 // its step time (the softmax passes run on chunks that stay in cache). The products go through
-// oneDNN in float32 on the CPU (`product`, below). Rows without a label
+// oneDNN in float32 on the CPU (`product`, below); there each chunk's loss and softmax come from
+// one loop per row (`softmax_loss_rows`) rather than log_softmax, exp and scatter kernels. Rows without a label
 // (-100: prompts, padding, each sequence's last position) never reach the products, so a
 // prompt-masked batch pays for its answers' tokens only. Backward only scales the
 // gradients kept from the forward by the incoming one. Numerically it is `cross_entropy(hidden ·
@@ -57,7 +58,8 @@ at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
 // row replaced by softmax(x) − one-hot(target), in three passes over a row that stays in cache
 // (its maximum; e^(x − max), written in place, and their sum; the scaling). Float32, CPU.
 MOONTUNE_VECTOR_LOOP
-void softmax_loss_rows(float* logits, const int64_t* targets, float* row_loss, int64_t rows, int64_t vocab, bool write_grad) {
+void softmax_loss_rows(float* __restrict logits, const int64_t* __restrict targets, float* __restrict row_loss, int64_t rows, int64_t vocab,
+                       bool write_grad) {
   for (int64_t row = 0; row < rows; ++row) {
     float* x = logits + row * vocab;
     float target_logit = x[targets[row]];
