@@ -5,7 +5,7 @@
 // fused both ways and equals the composite to the bit (the same products and sums, in the same
 // order); RMSNorm and SwiGLU keep the composite's forward, so that a model's outputs stay
 // transformers' to the bit, and fuse their backward (equal to the composite's to rounding:
-// tests/lua/fused_pointwise.lua). The fused loops run for float32 CPU tensors (vector_math.h
+// src/tensor/fused_pointwise_tests.rs). The fused loops run for float32 CPU tensors (vector_math.h
 // vectorises them); elsewhere (CUDA, half types, shapes they do not cover) each function runs
 // the composite. Second derivatives are refused with an error: no moontune API asks for them.
 //
