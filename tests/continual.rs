@@ -9,6 +9,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod scratch;
+use scratch::ScratchDir;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -24,11 +27,6 @@ fn ready() -> bool {
 }
 
 /// An empty directory under the system's temporary one, named after `name` and this process.
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moontune-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_moontune"))
@@ -73,7 +71,7 @@ fn every_strategy_fills_the_accuracy_matrix() {
     if !ready() {
         return;
     }
-    let dir = fresh_dir("continual");
+    let dir = ScratchDir::new("continual");
     for strategy in ["naive", "joint", "replay", "ewc", "lwf", "olora", "adapters", "fusion", "scripts/strategies/cl_mas.lua"] {
         assert_fills_the_matrix(&dir, "encoder", strategy);
     }
@@ -95,7 +93,7 @@ fn class_incremental_runs_the_strategies_that_need_no_task_id() {
     if !ready() {
         return;
     }
-    let dir = fresh_dir("continual-class-incremental");
+    let dir = ScratchDir::new("continual-class-incremental");
     for strategy in ["replay", "lwf", "olora"] {
         assert_fills_the_matrix(&dir, "class_incremental", strategy);
     }
@@ -116,7 +114,7 @@ fn a_run_killed_after_task_two_resumes_to_the_same_accuracy_matrix() {
     if !ready() {
         return;
     }
-    let dir = fresh_dir("continual-resume");
+    let dir = ScratchDir::new("continual-resume");
     // replay: buffers and math.random in the state; olora: adapters added by the strategy. (lwf,
     // whose teacher model is copied into in place, resumed the same way when tried by hand.)
     for strategy in ["replay", "olora"] {
@@ -167,13 +165,14 @@ fn a_run_killed_after_task_two_resumes_to_the_same_accuracy_matrix() {
     }
 }
 
-// scripts/cl_benchmark.lua with `args`, in a fresh runs directory named after `name`: the
-// run's directory (results.csv, results.md, accuracy_matrices.svg).
-fn benchmark_run(name: &str, args: &[&str]) -> PathBuf {
-    let dir = fresh_dir(name);
+// scripts/cl_benchmark.lua with `args`, in a fresh runs directory named after `name`: that
+// directory (removed when dropped) and the run's directory in it (results.csv, results.md,
+// accuracy_matrices.svg).
+fn benchmark_run(name: &str, args: &[&str]) -> (ScratchDir, PathBuf) {
+    let dir = ScratchDir::new(name);
     let out = Command::new(env!("CARGO_BIN_EXE_moontune"))
         .args(["run", "--headless", "--runs-dir"])
-        .arg(&dir)
+        .arg(&*dir)
         .arg("scripts/cl_benchmark.lua")
         .args(args)
         .current_dir(root())
@@ -181,7 +180,8 @@ fn benchmark_run(name: &str, args: &[&str]) -> PathBuf {
         .unwrap();
     let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{shown}");
-    std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path()
+    let run = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
+    (dir, run)
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn the_benchmark_writes_its_table_and_picture() {
     if !ready() {
         return;
     }
-    let run = benchmark_run("cl-benchmark", &["strategies=naive,adapters", "seeds=0,1", "args=tasks=sst2,cb steps_per_task=2 train_per_task=16 test_per_task=8 batch=4 max_len=16"]);
+    let (_scratch, run) = benchmark_run("cl-benchmark", &["strategies=naive,adapters", "seeds=0,1", "args=tasks=sst2,cb steps_per_task=2 train_per_task=16 test_per_task=8 batch=4 max_len=16"]);
     let csv = std::fs::read_to_string(run.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "a header and one row per strategy and seed:\n{csv}");
     assert!(csv.lines().nth(1).unwrap().starts_with("naive,0,") && csv.lines().nth(4).unwrap().starts_with("adapters,1,"), "{csv}");
@@ -236,7 +236,7 @@ fn replay_ewc_and_olora_forget_less_than_naive_and_joint_leads_on_a_small_budget
     if !ready() {
         return;
     }
-    let run = benchmark_run("cl-orderings-small", &["order=1", "seeds=0", "strategies=naive,replay,ewc,olora,joint",
+    let (_scratch, run) = benchmark_run("cl-orderings-small", &["order=1", "seeds=0", "strategies=naive,replay,ewc,olora,joint",
                                                     "args=steps_per_task=20 batch=16 max_len=32 train_per_task=320 test_per_task=80 lr=3e-4"]);
     assert_forgetting_orderings(&run, 0.15, &[("replay", 0.05), ("ewc", 0.05), ("olora", 0.1)]);
     let results = results_by_strategy(&run);
@@ -256,7 +256,7 @@ fn replay_ewc_and_olora_forget_less_than_naive() {
         println!("SKIPPED the continual-learning orderings at the default budget: set MOONTUNE_CL_ORDERINGS=1 (./dev cl-orderings; about 8 minutes on 2 cores)");
         return;
     }
-    let run = benchmark_run("cl-orderings", &["order=1", "seeds=0", "strategies=naive,replay,ewc,olora",
+    let (_scratch, run) = benchmark_run("cl-orderings", &["order=1", "seeds=0", "strategies=naive,replay,ewc,olora",
                                               "args=steps_per_task=50 batch=16 max_len=32 train_per_task=800 test_per_task=200 lr=3e-4"]);
     // Measured (seeds 0 and 1): naive 0.138 and 0.283; replay 0.020 and 0.007 with 8 replayed
     // rows a batch, 0.030 (seed 0) with the default 4; EWC 0.085 and 0.057; O-LoRA 0.010 and

@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod scratch;
+use scratch::ScratchDir;
+
 fn moontune() -> Command {
     Command::new(env!("CARGO_BIN_EXE_moontune"))
 }
@@ -41,12 +44,6 @@ fn data_dir() -> Option<PathBuf> {
     }
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moontune-dist-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -87,7 +84,7 @@ fn compare(reference: &Path, others: &[PathBuf]) -> (f64, f64) {
 
 #[test]
 fn collectives_give_hand_computed_values() {
-    let dir = tempdir("collectives");
+    let dir = ScratchDir::new("dist-collectives");
     for nproc in [0, 2, 3] {
         let shown = launch(nproc, &dir, &["tests/dist/collectives.lua"]);
         let n = nproc.max(1);
@@ -98,7 +95,7 @@ fn collectives_give_hand_computed_values() {
 #[test]
 fn gradients_equal_one_process_on_the_ranks_batches_together() {
     let Some(data) = data_dir() else { return };
-    let dir = tempdir("grads");
+    let dir = ScratchDir::new("dist-grads");
     let data = format!("data={}", data.display());
     // 2 and 3 ranks, and 2 ranks recomputing each layer in backward (gradient checkpointing).
     for (nproc, checkpointing) in [(2usize, false), (3, false), (2, true)] {
@@ -120,7 +117,7 @@ fn gradients_equal_one_process_on_the_ranks_batches_together() {
 #[test]
 fn adamw_on_two_ranks_equals_one_process_with_the_doubled_batch() {
     let Some(data) = data_dir() else { return };
-    let dir = tempdir("adamw");
+    let dir = ScratchDir::new("dist-adamw");
     let data = format!("data={}", data.display());
     let (many, one) = (dir.join("ranks"), dir.join("one"));
     std::fs::create_dir_all(&many).unwrap();
@@ -177,7 +174,7 @@ fn metric_steps(run: &Path, kind: &str) -> Vec<u64> {
 #[test]
 fn a_killed_rank_stops_the_others_and_the_run_resumes_exactly() {
     let Some(data) = data_dir() else { return };
-    let dir = tempdir("killed");
+    let dir = ScratchDir::new("dist-killed");
     let data = format!("data={}", data.display());
     let settings = ["tests/dist/train.lua", "mode=train", "steps=40", "batch=2", "save_every=5", "noise=0.5", data.as_str()];
     // The run never stopped, for reference.
@@ -236,7 +233,7 @@ return {
 
 #[test]
 fn an_edit_reloads_on_every_rank_at_the_same_step() {
-    let dir = tempdir("reload");
+    let dir = ScratchDir::new("dist-reload");
     let recipe = dir.join("recipe.lua");
     std::fs::write(&recipe, RELOADED).unwrap();
     let mut launcher = two_ranks(&dir.join("runs"), &["--timeout", "30", recipe.to_str().unwrap()]).spawn().unwrap();
@@ -272,7 +269,7 @@ mt.dist.all_reduce(mt.tensor.zeros{ 2 })
 
 #[test]
 fn a_collective_past_the_timeout_is_an_error_naming_it() {
-    let dir = tempdir("timeout");
+    let dir = ScratchDir::new("dist-timeout");
     let script = dir.join("slow.lua");
     std::fs::write(&script, SLOW_RANK).unwrap();
     let start = Instant::now();
@@ -285,7 +282,7 @@ fn a_collective_past_the_timeout_is_an_error_naming_it() {
 
 #[test]
 fn the_backend_can_be_chosen_and_nccl_without_a_gpu_is_an_error_saying_so() {
-    let dir = tempdir("backend");
+    let dir = ScratchDir::new("dist-backend");
     let shown = launch(2, &dir, &["--backend", "gloo", "tests/dist/collectives.lua"]);
     assert!(shown.contains("collectives: rank 0 of 2, 7 dtypes checked"), "{shown}");
     // A named backend gives even one rank a group, whose collectives go through it.
@@ -375,7 +372,7 @@ return {
 
 #[test]
 fn evaluation_runs_on_shares_and_its_numbers_are_combined() {
-    let dir = tempdir("eval");
+    let dir = ScratchDir::new("dist-eval");
     let recipe = dir.join("eval.lua");
     std::fs::write(&recipe, SHARED_EVAL).unwrap();
     for nproc in [0, 2] {
@@ -401,7 +398,7 @@ end }
 #[test]
 fn ctrl_c_stops_every_rank_after_the_same_step() {
     use std::os::unix::process::CommandExt;
-    let dir = tempdir("ctrl-c");
+    let dir = ScratchDir::new("dist-ctrl-c");
     let recipe = dir.join("long.lua");
     std::fs::write(&recipe, LONG).unwrap();
     // The launcher and rank 0 in a process group of their own, as a terminal's foreground job.
